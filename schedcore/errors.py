@@ -1,0 +1,82 @@
+"""Domain errors, and their one mapping to gRPC status codes.
+
+Code below the servicers raises these; the server interceptor (schedcore.interceptors) turns them
+into statuses. Servicers never set a status by hand. Redis connection failures map to
+UNAVAILABLE; anything unexpected maps to INTERNAL with a generic message and a logged traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import redis.exceptions
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}"
+
+
+class SchedulerError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(SchedulerError, ValueError):
+    """The request is malformed; `violations` names each offending field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation] | FieldViolation) -> None:
+        self.violations = violations if isinstance(violations, list) else [violations]
+        super().__init__("; ".join(str(v) for v in self.violations))
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls(FieldViolation(field, description))
+
+
+class NotFound(SchedulerError, LookupError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(SchedulerError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Aborted(SchedulerError):
+    """A concurrent change won (stale etag)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class FailedPrecondition(SchedulerError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(SchedulerError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+# Failures of the store that a retry may cure: the caller gets UNAVAILABLE.
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message a client sees for an exception."""
+    if isinstance(exc, SchedulerError):
+        return exc.code, str(exc)
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        return grpc.StatusCode.UNAVAILABLE, "the task store is unavailable; retry later"
+    return grpc.StatusCode.INTERNAL, "internal error"

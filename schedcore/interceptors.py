@@ -1,0 +1,91 @@
+"""The one server interceptor every service installs.
+
+For each unary call it:
+- binds a request id (the caller's `x-request-id` metadata, or a fresh one) to the log context
+  and echoes it in the initial metadata;
+- decodes the request itself, so a body that is not a valid message gets INVALID_ARGUMENT instead
+  of the INTERNAL grpc would answer;
+- maps exceptions to statuses through schedcore.errors.status_for, attaching a google.rpc.BadRequest
+  detail for field violations. Servicers only raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from schedcore.errors import InvalidArgument, status_for
+from schedcore.logs import request_id_var
+
+log = logging.getLogger("schedcore.rpc")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return secrets.token_hex(8)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("unhandled error in %s", method, exc_info=exc)
+    else:
+        log.info("%s -> %s: %s", method, code.name, message)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    if isinstance(exc, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.violations
+            ]
+        )
+        status.details.add().Pack(bad_request)
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+        deserialize = handler.request_deserializer
+        method = handler_call_details.method
+        request_id = _request_id(handler_call_details)
+
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id_var.set(request_id)
+            try:
+                await context.send_initial_metadata((("x-request-id", request_id),))
+                try:
+                    request = deserialize(raw) if deserialize is not None else raw
+                except (DecodeError, RecursionError, ValueError) as exc:
+                    raise InvalidArgument.field("request", f"not a valid message: {exc}") from None
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the one place errors become statuses
+                await _abort(context, exc, method)
+            finally:
+                request_id_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=None, response_serializer=handler.response_serializer
+        )

@@ -1,0 +1,184 @@
+"""Fire times of schedules: one-time, or cron in an IANA time zone, with the DST rules below.
+
+croniter matches expressions against wall-clock (naive) local times; this module maps wall-clock
+times to instants itself, one UTC-offset segment at a time, because croniter's own handling of
+aware datetimes fires a pinned time twice in the repeated hour of a fall-back transition.
+
+DST rules (docs/scheduling.md states them for users; tests/unit/test_schedule.py proves them
+against real tz-database transitions):
+- Spring forward (a wall-clock hour does not exist, e.g. 02:00-03:00 in Europe/Berlin):
+  a task with a fixed hour (`30 2 * * *`) runs once, at the end of the gap (03:00 local);
+  a task with a wildcard hour (`*/15 * * * *`, `0 * * * *`) has no occurrence in the gap and
+  keeps its real-time cadence.
+- Fall back (a wall-clock hour repeats, e.g. 02:00-03:00 in Europe/Berlin):
+  a task with a fixed hour runs once, in the first pass of the repeated hour;
+  a task with a wildcard hour runs in both passes, keeping its real-time cadence.
+This is the rule Vixie cron follows. The hour field is "wildcard" when it starts with `*`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+
+MAX_EXPRESSION_LENGTH = 256
+_WILDCARD_HOUR_MACROS = {"@hourly"}
+_PINNED_MACROS = {"@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
+_TICK = timedelta(microseconds=1)
+# How far ahead a single next-time search may look before calling the schedule exhausted.
+_HORIZON = timedelta(days=366 * 5)
+
+
+class ScheduleError(ValueError):
+    """The expression or time zone cannot be used; the message says why."""
+
+
+def load_zone(name: str) -> ZoneInfo:
+    if not name:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ScheduleError(f"unknown IANA time zone {name!r}") from None
+
+
+def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    # zone.utcoffset(instant) would read the instant's digits as local wall time: convert first.
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None  # an aware datetime in a ZoneInfo always has an offset
+    return offset
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A parsed cron expression evaluated in a time zone."""
+
+    expression: str
+    zone: ZoneInfo
+    wildcard_hour: bool
+
+    @classmethod
+    def parse(cls, expression: str, time_zone: str = "UTC") -> Cron:
+        expression = " ".join(expression.split())
+        if not expression:
+            raise ScheduleError("must not be empty")
+        if len(expression) > MAX_EXPRESSION_LENGTH:
+            raise ScheduleError(f"longer than {MAX_EXPRESSION_LENGTH} characters")
+        zone = load_zone(time_zone)
+        if expression.startswith("@"):
+            macro = expression.lower()
+            if macro not in _WILDCARD_HOUR_MACROS | _PINNED_MACROS:
+                raise ScheduleError(f"unknown macro {expression!r}")
+            wildcard = macro in _WILDCARD_HOUR_MACROS
+            expression = macro
+        else:
+            fields = expression.split(" ")
+            if len(fields) not in (5, 6):
+                raise ScheduleError(
+                    f"expected 5 fields (minute hour day-of-month month day-of-week) or 6 "
+                    f"(with seconds last), got {len(fields)}"
+                )
+            wildcard = fields[1].startswith("*")
+        try:
+            if not croniter.is_valid(expression):
+                raise ScheduleError(f"{expression!r} is not a valid cron expression")
+            # An expression that never matches a date (30 February) fails here.
+            croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ScheduleError(f"{expression!r} never matches a date") from None
+        except (CroniterBadCronError, CroniterError, ValueError, KeyError) as exc:
+            raise ScheduleError(f"{expression!r} is not a valid cron expression: {exc}") from None
+        return cls(expression, zone, wildcard)
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first fire instant strictly after `after` (aware), or None within the horizon.
+
+        Works one UTC-offset segment at a time: inside a segment wall clock and UTC differ by a
+        constant, so croniter's wall-clock answer maps straight to an instant. When the answer
+        lies past the segment's end, the DST rules decide where matching resumes.
+        """
+        t = after.astimezone(UTC)
+        offset = _offset(self.zone, t)
+        wall_from = t.replace(tzinfo=None) + offset
+        limit = t + _HORIZON
+        while t < limit:
+            wall = croniter(self.expression, wall_from).get_next(datetime)
+            instant = (wall - offset).replace(tzinfo=UTC)
+            change = self._first_change(t, instant, offset)
+            if change is None:
+                return instant
+            new_offset = _offset(self.zone, change)
+            wall_old = change.replace(tzinfo=None) + offset  # the wall clock jumps from here
+            wall_new = change.replace(tzinfo=None) + new_offset  # ...to here
+            if new_offset > offset:
+                # Spring forward: wall times in [wall_old, wall_new) do not exist.
+                if wall < wall_new and not self.wildcard_hour:
+                    return change
+                wall_from = wall_new - _TICK
+            else:
+                # Fall back: wall times in [wall_new, wall_old) happen twice. A fixed hour
+                # already had its chance in the first pass; a wildcard hour runs again.
+                wall_from = (wall_new if self.wildcard_hour else wall_old) - _TICK
+            t, offset = change, new_offset
+        return None
+
+    def _first_change(self, low: datetime, high: datetime, offset: timedelta) -> datetime | None:
+        """The first instant in (low, high] whose UTC offset is not `offset`, to the second."""
+        step = timedelta(days=7)
+        probe = low
+        while True:
+            nxt = min(probe + step, high)
+            if _offset(self.zone, nxt) != offset:
+                break
+            if nxt >= high:
+                return None
+            probe = nxt
+        lo, hi = int(probe.timestamp()), int(nxt.timestamp())
+        if _offset(self.zone, datetime.fromtimestamp(lo, UTC)) != offset:
+            return datetime.fromtimestamp(lo, UTC) if lo > low.timestamp() else probe
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _offset(self.zone, datetime.fromtimestamp(mid, UTC)) == offset:
+                lo = mid
+            else:
+                hi = mid
+        return datetime.fromtimestamp(hi, UTC)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A schedule reduced to what the engine needs: the next fire time after an instant (ms)."""
+
+    cron: Cron | None = None
+    once_ms: int | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    def next_after_ms(self, after_ms: int) -> int | None:
+        """First fire time strictly after `after_ms`, or None when the schedule has no more."""
+        if self.once_ms is not None:
+            return self.once_ms if self.once_ms > after_ms else None
+        assert self.cron is not None
+        if self.start_ms is not None and after_ms < self.start_ms:
+            after_ms = self.start_ms - 1
+        found = self.cron.next_after(datetime.fromtimestamp(after_ms / 1000, UTC))
+        if found is None:
+            return None
+        ms = round(found.timestamp() * 1000)
+        if self.end_ms is not None and ms > self.end_ms:
+            return None
+        return ms
+
+    def preview_ms(self, after_ms: int, count: int) -> list[int]:
+        times: list[int] = []
+        current = after_ms
+        while len(times) < count:
+            nxt = self.next_after_ms(current)
+            if nxt is None:
+                break
+            times.append(nxt)
+            current = nxt
+        return times

@@ -1,0 +1,158 @@
+"""Server bootstrap shared by every service: gRPC aio server, health, reflection, the interceptor,
+JSON logs, settings, and graceful shutdown on SIGTERM/SIGINT.
+
+Shutdown order (Kubernetes-friendly): health flips to NOT_SERVING at once so load balancers stop
+sending new calls, the server stops accepting calls, in-flight calls get `shutdown_grace_s` to
+finish, then the service's own resources close. Keep SHUTDOWN_GRACE_SECONDS below the pod's
+terminationGracePeriodSeconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from schedcore import logs
+from schedcore.interceptors import ServiceInterceptor
+from schedcore.settings import Settings, SettingsError
+
+log = logging.getLogger("schedcore.server")
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+Register = Callable[[grpc.aio.Server], Sequence[str]]
+ReadyCheck = Callable[[], Awaitable[bool]]
+Closer = Callable[[], Awaitable[None]]
+
+
+class GrpcService:
+    """One gRPC server with health and reflection, started and stopped as a unit.
+
+    `register` adds the service's servicers and returns their full service names; `ready` says
+    whether the service can do its work (for the api: Redis answers); `close` releases the
+    service's resources after the server has stopped.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        register: Register,
+        ready: ReadyCheck,
+        close: Closer | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._ready = ready
+        self._close = close
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Clients re-resolve and spread over new replicas (Kubernetes scale-out).
+                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+                ("grpc.max_connection_age_grace_ms", 30 * 1000),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(register(self.server))
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+        self._health_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Bind, start serving and begin probing readiness. Returns the bound port."""
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT)")
+        await self._set_health(await self._check())
+        await self.server.start()
+        self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        log.info("%s listening", self.name, extra={"port": self.port})
+        return self.port
+
+    async def _check(self) -> bool:
+        try:
+            return await asyncio.wait_for(self._ready(), timeout=self.settings.health_interval_s * 2)
+        except Exception:  # noqa: BLE001 - any failure of the probe means not ready
+            return False
+
+    async def _set_health(self, ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", *self.service_names):
+            await self.health.set(service, status)
+
+    async def _health_loop(self) -> None:
+        last: bool | None = None
+        while True:
+            ok = await self._check()
+            if ok != last:
+                log.info("health %s", "SERVING" if ok else "NOT_SERVING")
+                last = ok
+            await self._set_health(ok)
+            await asyncio.sleep(self.settings.health_interval_s)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, refuse new calls, let in-flight ones finish, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        log.info("%s shutting down", self.name, extra={"grace_s": grace})
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self._close is not None:
+            await self._close()
+        log.info("%s stopped", self.name)
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        signalled = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        await self.start()
+        await signalled.wait()
+        await self.stop()
+
+
+def run_main(
+    name: str,
+    build: Callable[[Settings], Awaitable[GrpcService]],
+    *,
+    default_port: int,
+) -> None:
+    """Entry point of a service process: settings, logs, serve until signalled.
+
+    A bad setting exits with status 2 and a message naming the variable.
+    """
+    try:
+        settings = Settings.from_env(default_port=default_port)
+    except SettingsError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(name, settings.log_level)
+
+    async def main() -> None:
+        service = await build(settings)
+        await service.run_until_signal()
+
+    asyncio.run(main())

@@ -1,0 +1,116 @@
+"""Settings: one frozen object per process, parsed once from the environment at start-up.
+
+A bad value stops the service with a message that names the variable (SettingsError). Every
+variable, its default and its meaning is listed in docs/configuration.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(env, name, default).upper()
+    if value not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = _str(env, "REDIS_URL", "redis://localhost:6379/0")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
+        raise SettingsError(
+            f"REDIS_URL: expected redis://[user:password@]host:port/db, rediss://... or "
+            f"unix:///path, got {url!r}"
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every service reads from its environment. Defaults are for local development."""
+
+    # Where Redis is. Only the api and the scheduler use it; the executor never connects.
+    redis_url: str = "redis://localhost:6379/0"
+    # Prefix of every Redis key, so one Redis can hold several independent deployments.
+    redis_key_prefix: str = "ts"
+    # Seconds a Redis command may take before the call fails with UNAVAILABLE.
+    redis_timeout_s: float = 5.0
+    # Address and port the gRPC server listens on.
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace_s: float = 10.0
+    # Seconds between health probes of Redis.
+    health_interval_s: float = 1.0
+    log_level: str = "INFO"
+    # Upper bound of a task's serialized payload (and of an http body).
+    max_payload_bytes: int = 256 * 1024
+    # Execution history retention: newest N per task, and nothing older than this.
+    history_max_per_task: int = 1000
+    history_max_age_s: int = 7 * 24 * 3600
+    # Seconds a CreateTask request_id is remembered.
+    request_id_ttl_s: int = 24 * 3600
+    # Seconds a ListTasks / ListExecutions page token stays valid.
+    page_token_ttl_s: int = 24 * 3600
+    # Secret that signs page tokens. Empty: a random one is created once and shared through Redis.
+    page_token_secret: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=_redis_url(env),
+            redis_key_prefix=_str(env, "REDIS_KEY_PREFIX", "ts"),
+            redis_timeout_s=_float(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
+            grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
+            grpc_port=_int(env, "GRPC_PORT", default_port, 0, 65535),
+            shutdown_grace_s=_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
+            health_interval_s=_float(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
+            log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", 256 * 1024, 1024, 3 * 1024 * 1024),
+            history_max_per_task=_int(env, "HISTORY_MAX_PER_TASK", 1000, 1, 10_000_000),
+            history_max_age_s=_int(env, "HISTORY_MAX_AGE_SECONDS", 7 * 24 * 3600, 60, 10 * 365 * 24 * 3600),
+            request_id_ttl_s=_int(env, "REQUEST_ID_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
+            page_token_ttl_s=_int(env, "PAGE_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
+            page_token_secret=_str(env, "PAGE_TOKEN_SECRET", ""),
+        )

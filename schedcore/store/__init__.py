@@ -1,0 +1,42 @@
+"""The Redis store: tasks, their indexes and execution history. Layout: docs/redis-layout.md."""
+
+from __future__ import annotations
+
+import secrets
+
+from redis.asyncio import Redis
+
+from schedcore.store.executions import ExecutionStore
+from schedcore.store.keys import Keys
+from schedcore.store.scripts import Scripts
+from schedcore.store.tasks import TaskStore
+
+
+class Store:
+    """Everything the api and the scheduler read and write in Redis."""
+
+    def __init__(self, redis: Redis, prefix: str = "ts") -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        scripts = Scripts(redis)
+        self.tasks = TaskStore(redis, self.keys, scripts)
+        self.executions = ExecutionStore(redis, self.keys, scripts)
+
+    async def now_ms(self) -> int:
+        """The one clock: Redis' TIME, in milliseconds (guarantees.md, promise 4)."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def page_token_secret(self) -> bytes:
+        """A secret shared by every replica, created by whichever asks first."""
+        key = self.keys.page_token_secret
+        await self.redis.set(key, secrets.token_hex(32), nx=True)
+        value: bytes | None = await self.redis.get(key)  # type: ignore[assignment]
+        assert value is not None
+        return value
+
+
+__all__ = ["ExecutionStore", "Keys", "Store", "TaskStore"]

@@ -1,0 +1,130 @@
+"""Execution history in Redis: one hash per execution, a per-task and a global index.
+
+Both indexes are lexicographic sorted sets whose members sort by nominal time: a task's index
+holds execution ids ("<task id>-<13-digit ms>..."), the global one "<13-digit ms>:<execution id>".
+Listing newest-first is ZREVRANGEBYLEX from a cursor, and retention can trim from the members
+alone, without reading a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from schedcore import pb
+from schedcore.errors import NotFound
+from schedcore.store.keys import EXECUTION_ID, Keys, history_member, pad_ms
+from schedcore.store.scripts import Scripts
+
+_TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A nominal-time window [start_ms, end_ms) of a listing; None means open."""
+
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+def summary(execution: pb.Execution) -> pb.ExecutionSummary:
+    result = pb.ExecutionSummary(execution_id=execution.id, status=execution.status)
+    result.nominal_time.CopyFrom(execution.nominal_time)
+    if execution.HasField("finish_time"):
+        result.finish_time.CopyFrom(execution.finish_time)
+    return result
+
+
+class ExecutionStore:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    async def create(self, execution: pb.Execution, ready_at_ms: int) -> bool:
+        """Record a new execution and queue it for dispatch. False if that id already exists;
+        NotFound if its task does not."""
+        k = self.keys
+        result = await self.scripts.execution_create(
+            keys=[
+                k.execution(execution.id),
+                k.task(execution.task_id),
+                k.task_history(execution.task_id),
+                k.history,
+                k.ready,
+            ],
+            args=[
+                execution.id,
+                execution.SerializeToString(),
+                int(execution.status),
+                history_member(execution.id),
+                ready_at_ms,
+                summary(execution).SerializeToString(),
+            ],
+        )
+        if result[0] == b"missing":
+            raise NotFound(f"task {execution.task_id!r} not found")
+        return bool(result[0] == b"ok")
+
+    async def get(self, execution_id: str) -> pb.Execution:
+        raw: bytes | None = await self.redis.hget(self.keys.execution(execution_id), "pb")  # type: ignore[assignment]
+        if raw is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        return pb.Execution.FromString(raw)
+
+    async def get_many(self, ids: Sequence[str]) -> list[tuple[int, bytes] | None]:
+        """(status, record bytes) per id; None where the record is gone."""
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for execution_id in ids:
+                pipe.hmget(self.keys.execution(execution_id), ("status", "pb"))
+            rows = await pipe.execute()
+        return [(int(s), raw) if s is not None and raw is not None else None for s, raw in rows]
+
+    async def scan(self, task_id: str | None, bounds: Bounds, before: str | None, count: int) -> list[str]:
+        """Up to `count` execution ids, newest first, inside `bounds`, strictly older than the
+        execution `before` (None: from the newest)."""
+        if task_id is not None:
+            index, prefix = self.keys.task_history(task_id), f"{task_id}-"
+            low = "[" + prefix + (pad_ms(bounds.start_ms) if bounds.start_ms is not None else "")
+            high = "(" + (before or prefix + (pad_ms(bounds.end_ms) if bounds.end_ms is not None else "~"))
+        else:
+            index = self.keys.history
+            low = "[" + pad_ms(bounds.start_ms) if bounds.start_ms is not None else "-"
+            if before is not None:
+                high = "(" + history_member(before)
+            else:
+                high = "(" + pad_ms(bounds.end_ms) if bounds.end_ms is not None else "+"
+        members: list[bytes] = await self.redis.zrevrangebylex(index, high, low, start=0, num=count)  # type: ignore[assignment]
+        ids = [m.decode() for m in members]
+        return ids if task_id is not None else [m.split(":", 1)[1] for m in ids]
+
+    async def trim_task(self, task_id: str, keep: int) -> int:
+        """Retention by count: delete the task's terminal executions beyond the newest `keep`."""
+        excess: list[bytes] = await self.redis.zrange(self.keys.task_history(task_id), 0, -(keep + 1))  # type: ignore[assignment]
+        return await self._delete([m.decode() for m in excess])
+
+    async def trim_older_than(self, cutoff_ms: int, batch: int = 500) -> int:
+        """Retention by age: delete terminal executions whose nominal time is before the cutoff.
+        Returns how many were deleted; call again while it returns `batch`."""
+        members: list[bytes] = await self.redis.zrangebylex(  # type: ignore[assignment]
+            self.keys.history, "-", "(" + pad_ms(cutoff_ms), start=0, num=batch
+        )
+        return await self._delete([m.decode().split(":", 1)[1] for m in members])
+
+    async def _delete(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        k = self.keys
+        keys = [k.history]
+        args: list[str | int] = [len(ids)]
+        for execution_id in ids:
+            match = EXECUTION_ID.match(execution_id)
+            assert match, execution_id
+            keys += [k.execution(execution_id), k.task_history(match.group(1))]
+            args += [execution_id, history_member(execution_id)]
+        args += _TERMINAL_ARGS
+        return int(await self.scripts.execution_trim(keys=keys, args=args))

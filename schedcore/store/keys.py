@@ -1,0 +1,105 @@
+"""Every Redis key name the suite uses, in one place (docs/redis-layout.md describes them).
+
+All keys of one partition share the hash tag `{p}` so every Lua script and transaction touches a
+single hash slot (Redis Cluster ready). Today there is one partition, "0"; sharding tasks across
+partitions later changes only this module and the code that picks a partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+# Server-assigned task ids: 16 lowercase hex characters.
+TASK_ID = re.compile(r"^[0-9a-f]{16}$")
+# "<task id>-<nominal ms, 13 digits>" for an occurrence, plus "-m<4 hex>" for a manual run.
+EXECUTION_ID = re.compile(r"^([0-9a-f]{16})-([0-9]{13})(-m[0-9a-f]{4})?$")
+
+# Width of the zero-padded millisecond timestamps in lexicographic index members.
+MS_WIDTH = 13
+# Sorts after every padded timestamp: the index position of a task with no next run.
+NO_NEXT_RUN = "~"
+
+
+def pad_ms(ms: int) -> str:
+    return f"{ms:0{MS_WIDTH}d}"
+
+
+def execution_id(task_id: str, nominal_ms: int, manual_suffix: str = "") -> str:
+    return f"{task_id}-{pad_ms(nominal_ms)}" + (f"-m{manual_suffix}" if manual_suffix else "")
+
+
+def next_member(task_id: str, next_ms: int | None) -> str:
+    """Member of the next-run index: ordered by next run time, then id; no next run sorts last."""
+    return f"{pad_ms(next_ms) if next_ms is not None else NO_NEXT_RUN}:{task_id}"
+
+
+def name_member(name: str, task_id: str) -> str:
+    """Member of the name index: ordered by name (bytewise), then id."""
+    return f"{name}\x00{task_id}"
+
+
+def history_member(execution_id: str) -> str:
+    """Member of the global history index: ordered by nominal time, then id.
+
+    Derivable from the execution id alone, so retention can trim without reading records.
+    """
+    match = EXECUTION_ID.match(execution_id)
+    assert match, execution_id
+    return f"{match.group(2)}:{execution_id}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "ts"
+    partition: str = "0"
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}:{{{self.partition}}}"
+
+    def task(self, task_id: str) -> str:
+        """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, last, created."""
+        return f"{self._base}:task:{task_id}"
+
+    @property
+    def by_name(self) -> str:
+        """Sorted set, all scores 0, members name_member(): ListTasks by name."""
+        return f"{self._base}:idx:name"
+
+    @property
+    def by_next(self) -> str:
+        """Sorted set, all scores 0, members next_member(): ListTasks by next run, and the due
+        index the scheduler takes occurrences from (every member <= now is due)."""
+        return f"{self._base}:idx:next"
+
+    def request_id(self, request_id: str) -> str:
+        """String "<task id>:<request fingerprint>", expiring: idempotent CreateTask.
+
+        The client's id is hashed: any string makes a short key of fixed shape."""
+        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
+        return f"{self._base}:reqid:{digest}"
+
+    def execution(self, execution_id: str) -> str:
+        """Hash: pb (Execution protobuf), status."""
+        return f"{self._base}:exec:{execution_id}"
+
+    def task_history(self, task_id: str) -> str:
+        """Sorted set, scores 0, members execution ids (which sort by nominal time)."""
+        return f"{self._base}:hist:{task_id}"
+
+    @property
+    def history(self) -> str:
+        """Sorted set, scores 0, members history_member(): every execution by nominal time."""
+        return f"{self._base}:hist"
+
+    @property
+    def ready(self) -> str:
+        """Sorted set: execution ids waiting for dispatch, scored by the ms they may start."""
+        return f"{self._base}:ready"
+
+    @property
+    def page_token_secret(self) -> str:
+        """String: the secret that signs page tokens when PAGE_TOKEN_SECRET is not set."""
+        return f"{self._base}:secret:page-token"

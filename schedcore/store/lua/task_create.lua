@@ -1,0 +1,22 @@
+-- Create a task with its index entries, and remember the client's request id, atomically.
+-- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 request-id key
+-- ARGV: 1 task id, 2 spec (protobuf), 3 state, 4 next run (padded ms, or "" for none),
+--       5 name index member, 6 request fingerprint ("" when no request id), 7 request-id ttl (s)
+-- Returns {"ok"} | {"dup", "<task id>:<fingerprint>"} | {"collision"}
+if ARGV[6] ~= '' then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then return {'dup', prior} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'collision'} end
+redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'rev', 1, 'state', ARGV[3], 'nm', ARGV[5])
+local member = '~:' .. ARGV[1]
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'next', ARGV[4])
+  member = ARGV[4] .. ':' .. ARGV[1]
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[5])
+redis.call('ZADD', KEYS[3], 0, member)
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[1] .. ':' .. ARGV[6], 'EX', ARGV[7])
+end
+return {'ok'}

@@ -1,0 +1,29 @@
+-- Change a task if its revision is still the one the caller read (compare-and-set), keeping
+-- both indexes in step. Index members are rebuilt from the hash itself, so a next-run time that
+-- the scheduler advanced meanwhile is still removed correctly.
+-- KEYS: 1 task hash, 2 name index, 3 next-run index
+-- ARGV: 1 task id, 2 expected rev ("" = any), 3 spec ("" = keep), 4 state ("" = keep),
+--       5 next run (padded ms; "" = keep; "-" = none), 6 name index member ("" = keep)
+-- Returns {"ok", new rev} | {"missing"} | {"conflict", current rev}
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if not rev then return {'missing'} end
+if ARGV[2] ~= '' and rev ~= ARGV[2] then return {'conflict', rev} end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'spec', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'nm'))
+  redis.call('ZADD', KEYS[2], 0, ARGV[6])
+  redis.call('HSET', KEYS[1], 'nm', ARGV[6])
+end
+if ARGV[5] ~= '' then
+  local old = redis.call('HGET', KEYS[1], 'next') or '~'
+  redis.call('ZREM', KEYS[3], old .. ':' .. ARGV[1])
+  if ARGV[5] == '-' then
+    redis.call('HDEL', KEYS[1], 'next')
+    redis.call('ZADD', KEYS[3], 0, '~:' .. ARGV[1])
+  else
+    redis.call('HSET', KEYS[1], 'next', ARGV[5])
+    redis.call('ZADD', KEYS[3], 0, ARGV[5] .. ':' .. ARGV[1])
+  end
+end
+return {'ok', redis.call('HINCRBY', KEYS[1], 'rev', 1)}

@@ -1,0 +1,22 @@
+"""The Lua scripts in lua/, registered once per client (EVALSHA, loaded on first use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+_DIR = Path(__file__).parent / "lua"
+
+
+class Scripts:
+    def __init__(self, redis: Redis) -> None:
+        def load(name: str) -> AsyncScript:
+            return redis.register_script((_DIR / f"{name}.lua").read_text())
+
+        self.task_create = load("task_create")
+        self.task_write = load("task_write")
+        self.task_delete = load("task_delete")
+        self.execution_create = load("execution_create")
+        self.execution_trim = load("execution_trim")

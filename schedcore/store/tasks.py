@@ -1,0 +1,189 @@
+"""Tasks in Redis: one hash per task plus two lexicographic indexes (by name, by next run).
+
+The hash separates what users own from what the engine owns:
+- `spec`: the Task protobuf holding only user-owned fields; changed through the API, and each
+  such change (and pause/resume) increments `rev`, which is the etag;
+- `state`, `next` (padded ms of the next occurrence, absent when none), `last` (summary of the
+  latest execution): runtime fields the scheduler may change without touching `rev`, so an
+  engine firing a task never makes a user's etag stale;
+- `nm`: the task's current name-index member, so scripts can remove it without decoding `spec`.
+Every write is one Lua script: a task and its index entries never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from redis.asyncio import Redis
+
+from schedcore import pb
+from schedcore.errors import Aborted, NotFound
+from schedcore.store.keys import Keys, name_member, next_member, pad_ms
+from schedcore.store.scripts import Scripts
+from schedcore.timeutil import ms_to_ts
+
+_FIELDS = ("spec", "rev", "state", "next", "last")
+
+
+class _Keep:
+    """Sentinel: leave this field as it is."""
+
+
+KEEP: Final = _Keep()
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    spec: pb.Task
+    rev: int
+    state: int
+    next_ms: int | None
+    last: bytes | None
+
+    @property
+    def etag(self) -> str:
+        return str(self.rev)
+
+    def to_proto(self) -> pb.Task:
+        task = pb.Task()
+        task.CopyFrom(self.spec)
+        task.state = self.state  # type: ignore[assignment]
+        if self.next_ms is not None:
+            task.next_run_time.CopyFrom(ms_to_ts(self.next_ms))
+        if self.last:
+            task.last_execution.ParseFromString(self.last)
+        task.etag = self.etag
+        return task
+
+    @classmethod
+    def decode(cls, values: Sequence[bytes | None]) -> StoredTask | None:
+        spec, rev, state, nxt, last = values
+        if spec is None or rev is None or state is None:
+            return None
+        return cls(
+            spec=pb.Task.FromString(spec),
+            rev=int(rev),
+            state=int(state),
+            next_ms=int(nxt) if nxt is not None else None,
+            last=last,
+        )
+
+
+class TaskStore:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    async def create(
+        self,
+        task_id: str,
+        spec: pb.Task,
+        state: int,
+        next_ms: int | None,
+        request_key: str = "",
+        fingerprint: str = "",
+        request_ttl_s: int = 0,
+    ) -> str | None:
+        """Store a new task. Returns None when created, or the id of the task an earlier call
+        with the same request key created (checked by the caller against the fingerprint)."""
+        k = self.keys
+        result = await self.scripts.task_create(
+            keys=[k.task(task_id), k.by_name, k.by_next, k.request_id(request_key or "-")],
+            args=[
+                task_id,
+                spec.SerializeToString(),
+                state,
+                pad_ms(next_ms) if next_ms is not None else "",
+                name_member(spec.name, task_id),
+                fingerprint if request_key else "",
+                request_ttl_s,
+            ],
+        )
+        if result[0] == b"dup":
+            return bytes(result[1]).decode()
+        if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
+            raise FileExistsError(task_id)
+        return None
+
+    async def get(self, task_id: str) -> StoredTask:
+        row: list[bytes | None] = await self.redis.hmget(self.keys.task(task_id), _FIELDS)  # type: ignore[assignment]
+        found = StoredTask.decode(row)
+        if found is None:
+            raise NotFound(f"task {task_id!r} not found")
+        return found
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[StoredTask | None]:
+        if not task_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), _FIELDS)
+            rows = await pipe.execute()
+        return [StoredTask.decode(row) for row in rows]
+
+    async def write(
+        self,
+        task_id: str,
+        expected_rev: int | None,
+        *,
+        spec: pb.Task | None = None,
+        state: int | None = None,
+        next_ms: int | _Keep | None = KEEP,
+    ) -> int:
+        """Compare-and-set: apply the changes if the task's rev is still `expected_rev`.
+
+        Returns the new rev. Raises NotFound, or Aborted when the rev moved on."""
+        k = self.keys
+        if isinstance(next_ms, _Keep):
+            next_arg = ""
+        else:
+            next_arg = "-" if next_ms is None else pad_ms(next_ms)
+        result = await self.scripts.task_write(
+            keys=[k.task(task_id), k.by_name, k.by_next],
+            args=[
+                task_id,
+                "" if expected_rev is None else str(expected_rev),
+                spec.SerializeToString() if spec is not None else "",
+                "" if state is None else str(state),
+                next_arg,
+                name_member(spec.name, task_id) if spec is not None else "",
+            ],
+        )
+        return self._check(task_id, result)
+
+    async def delete(self, task_id: str, expected_rev: int | None) -> None:
+        k = self.keys
+        result = await self.scripts.task_delete(
+            keys=[k.task(task_id), k.by_name, k.by_next],
+            args=[task_id, "" if expected_rev is None else str(expected_rev)],
+        )
+        self._check(task_id, result)
+
+    @staticmethod
+    def _check(task_id: str, result: list[bytes]) -> int:
+        if result[0] == b"missing":
+            raise NotFound(f"task {task_id!r} not found")
+        if result[0] == b"conflict":
+            raise Aborted(f"task {task_id!r} was changed concurrently (etag is now {int(result[1])})")
+        return int(result[1]) if len(result) > 1 else 0
+
+    async def scan(self, by_next: bool, after: str | None, count: int) -> list[str]:
+        """Up to `count` index members strictly after `after` (None: from the start)."""
+        index = self.keys.by_next if by_next else self.keys.by_name
+        low = b"-" if after is None else b"(" + after.encode()
+        members: list[bytes] = await self.redis.zrangebylex(index, low, b"+", start=0, num=count)  # type: ignore[assignment]
+        return [m.decode() for m in members]
+
+    async def count(self) -> int:
+        return int(await self.redis.zcard(self.keys.by_name))
+
+
+def member_task_id(member: str, by_next: bool) -> str:
+    """The task id at the end of an index member."""
+    return member.rsplit(":", 1)[1] if by_next else member.rsplit("\x00", 1)[1]
+
+
+__all__ = ["KEEP", "StoredTask", "TaskStore", "member_task_id", "next_member"]

@@ -1,0 +1,39 @@
+"""Conversions between protobuf time types and integer milliseconds since the epoch (UTC).
+
+The store and the engine count time in integer milliseconds: exact, compact and comparable in Lua.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+# Timestamps outside this range are rejected by validation (years 1970-9999 are what
+# google.protobuf.Timestamp itself allows; we also refuse pre-1970 instants).
+MAX_MS = 253402300799999
+
+
+def ts_to_ms(ts: Timestamp) -> int:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def ms_to_ts(ms: int) -> Timestamp:
+    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def duration_to_ms(d: Duration) -> int:
+    return d.seconds * 1000 + d.nanos // 1_000_000
+
+
+def ms_to_duration(ms: int) -> Duration:
+    return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)

@@ -1,0 +1,42 @@
+"""Retention by age: a periodic sweep of execution history older than HISTORY_MAX_AGE_SECONDS.
+
+Retention by count is applied where executions are written. Every replica may sweep: deleting
+what is already deleted is a no-op, so no coordination is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from schedcore.errors import REDIS_UNAVAILABLE
+from schedcore.settings import Settings
+from schedcore.store import Store
+
+log = logging.getLogger("api.retention")
+
+SWEEP_INTERVAL_S = 60.0
+BATCH = 500
+
+
+async def sweep_once(store: Store, max_age_s: int) -> int:
+    cutoff = await store.now_ms() - max_age_s * 1000
+    total = 0
+    while True:
+        deleted = await store.executions.trim_older_than(cutoff, BATCH)
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+async def sweep_forever(store: Store, settings: Settings) -> None:
+    while True:
+        try:
+            deleted = await sweep_once(store, settings.history_max_age_s)
+            if deleted:
+                log.info("retention removed %d executions", deleted)
+        except REDIS_UNAVAILABLE:
+            pass  # health reports the outage; try again next round
+        except Exception:
+            log.exception("retention sweep failed")
+        await asyncio.sleep(SWEEP_INTERVAL_S)

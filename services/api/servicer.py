@@ -1,0 +1,344 @@
+"""TaskService: the public API. Validates, reads and writes the store; raises domain errors,
+which the shared interceptor maps to gRPC statuses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from schedcore import pb
+from schedcore.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from schedcore.settings import Settings
+from schedcore.store import Store
+from schedcore.store.executions import Bounds
+from schedcore.store.keys import execution_id
+from schedcore.store.tasks import StoredTask, member_task_id
+from schedcore.timeutil import ms_to_ts, ts_to_ms
+from services.api import validation
+from services.api.pagetoken import PageTokens
+
+ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
+PAUSED = pb.TaskState.TASK_STATE_PAUSED
+COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
+# How many index entries one List call may examine before it returns a (possibly short) page.
+SCAN_BUDGET = 5000
+# Attempts of a read-modify-write that lost a race with another writer (no client etag).
+CAS_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+class TaskService(pb.task_service_grpc.TaskServiceServicer):
+    def __init__(self, store: Store, settings: Settings, tokens: PageTokens) -> None:
+        self.store = store
+        self.settings = settings
+        self.tokens = tokens
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def CreateTask(
+        self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTaskResponse:
+        request_id = validation.request_id(request.request_id)
+        now = await self.store.now_ms()
+        valid = validation.task(request.task, now, self.settings.max_payload_bytes)
+        spec = valid.spec
+        fingerprint = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
+        next_ms = valid.window.next_after_ms(now)
+        if next_ms is None:
+            raise InvalidArgument.field("task.schedule", "has no occurrence after now")
+        spec.create_time.CopyFrom(ms_to_ts(now))
+        spec.update_time.CopyFrom(ms_to_ts(now))
+        for _ in range(3):
+            spec.id = secrets.token_hex(8)
+            try:
+                prior = await self.store.tasks.create(
+                    spec.id, spec, ACTIVE, next_ms, request_id, fingerprint, self.settings.request_id_ttl_s
+                )
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - three 64-bit collisions in a row
+            raise Aborted("could not allocate a task id; retry")
+        if prior is None:
+            return pb.CreateTaskResponse(task=StoredTask(spec, 1, ACTIVE, next_ms, None).to_proto())
+        prior_id, prior_fingerprint = prior.split(":")
+        if prior_fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used to create task {prior_id} with "
+                f"different contents"
+            )
+        try:
+            stored = await self.store.tasks.get(prior_id)
+        except NotFound:
+            raise AlreadyExists(
+                f"request_id {request_id!r} created task {prior_id}, which has since been deleted"
+            ) from None
+        return pb.CreateTaskResponse(task=stored.to_proto())
+
+    async def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTaskResponse:
+        stored = await self.store.tasks.get(validation.task_id(request.id))
+        return pb.GetTaskResponse(task=stored.to_proto())
+
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTasksResponse:
+        size = validation.page_size(request.page_size)
+        if request.state not in pb.TaskState.values():
+            raise InvalidArgument.field("state", f"unknown state {request.state}")
+        if request.order_by not in pb.TaskOrder.values():
+            raise InvalidArgument.field("order_by", f"unknown order {request.order_by}")
+        by_next = request.order_by == pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME
+        labels = dict(request.labels)
+        needle = request.name_contains.casefold()
+        filters = json.dumps([request.state, sorted(labels.items()), needle, by_next])
+        cursor = self.tokens.decode(request.page_token, filters)
+
+        def matches(task: StoredTask) -> bool:
+            if request.state and task.state != request.state:
+                return False
+            if any(task.spec.labels.get(k) != v for k, v in labels.items()):
+                return False
+            return not needle or needle in task.spec.name.casefold()
+
+        async def fetch(after: str | None, count: int) -> list[tuple[str, StoredTask | None]]:
+            members = await self.store.tasks.scan(by_next, after, count)
+            found = await self.store.tasks.get_many([member_task_id(m, by_next) for m in members])
+            return list(zip(members, found, strict=True))
+
+        page, last = await _collect(fetch, cursor, size, matches)
+        return pb.ListTasksResponse(
+            tasks=[t.to_proto() for t in page],
+            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
+        )
+
+    async def UpdateTask(
+        self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateTaskResponse:
+        task_id = validation.task_id(request.task.id, "task.id")
+        want_rev = validation.etag(request.task.etag, "task.etag")
+        paths = validation.update_paths(request.task, list(request.update_mask.paths))
+
+        async def change(stored: StoredTask) -> StoredTask:
+            merged = pb.Task()
+            merged.CopyFrom(stored.spec)
+            for path in paths:
+                merged.ClearField(path)
+                if path == "labels":
+                    merged.labels.update(request.task.labels)
+                elif path in ("name", "description"):
+                    setattr(merged, path, getattr(request.task, path))
+                elif request.task.HasField(path):
+                    getattr(merged, path).CopyFrom(getattr(request.task, path))
+            now = await self.store.now_ms()
+            reschedule = "schedule" in paths
+            # An unchanged schedule is not re-checked for lying in the future: a completed
+            # one-time task can still be renamed.
+            valid = validation.task(merged, now, self.settings.max_payload_bytes, require_future=reschedule)
+            spec = valid.spec
+            spec.id, spec.create_time = task_id, stored.spec.create_time
+            spec.update_time.CopyFrom(ms_to_ts(now))
+            state, next_ms = stored.state, stored.next_ms
+            if reschedule and stored.state != PAUSED:
+                next_ms = valid.window.next_after_ms(now)
+                if next_ms is None:
+                    raise InvalidArgument.field("task.schedule", "has no occurrence after now")
+                state = ACTIVE
+            if reschedule:
+                rev = await self.store.tasks.write(
+                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms
+                )
+            else:
+                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec)
+            return StoredTask(spec, rev, state, next_ms, stored.last)
+
+        updated = await self._mutate(task_id, want_rev, change)
+        return pb.UpdateTaskResponse(task=updated.to_proto())
+
+    async def DeleteTask(
+        self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTaskResponse:
+        task_id = validation.task_id(request.id)
+        await self.store.tasks.delete(task_id, validation.etag(request.etag))
+        return pb.DeleteTaskResponse()
+
+    async def PauseTask(
+        self, request: pb.PauseTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseTaskResponse:
+        task_id = validation.task_id(request.id)
+
+        async def pause(stored: StoredTask) -> StoredTask:
+            if stored.state == COMPLETED:
+                raise FailedPrecondition(f"task {task_id} is completed; it cannot be paused")
+            if stored.state == PAUSED:
+                return stored
+            rev = await self.store.tasks.write(task_id, stored.rev, state=PAUSED, next_ms=None)
+            return StoredTask(stored.spec, rev, PAUSED, None, stored.last)
+
+        task = await self._mutate(task_id, validation.etag(request.etag), pause)
+        return pb.PauseTaskResponse(task=task.to_proto())
+
+    async def ResumeTask(
+        self, request: pb.ResumeTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeTaskResponse:
+        task_id = validation.task_id(request.id)
+
+        async def resume(stored: StoredTask) -> StoredTask:
+            if stored.state == COMPLETED:
+                raise FailedPrecondition(f"task {task_id} is completed; it cannot be resumed")
+            if stored.state == ACTIVE:
+                return stored
+            now = await self.store.now_ms()
+            _, window = validation.schedule(
+                validation.Violations(), "task.schedule", stored.spec.schedule, now, require_future=False
+            )
+            assert window is not None  # it was valid when stored
+            if window.once_ms is not None:
+                next_ms: int | None = window.once_ms  # its time may have passed: it runs at once
+            else:
+                next_ms = window.next_after_ms(now)
+            state = ACTIVE if next_ms is not None else COMPLETED
+            rev = await self.store.tasks.write(task_id, stored.rev, state=state, next_ms=next_ms)
+            return StoredTask(stored.spec, rev, state, next_ms, stored.last)
+
+        task = await self._mutate(task_id, validation.etag(request.etag), resume)
+        return pb.ResumeTaskResponse(task=task.to_proto())
+
+    async def RunTask(
+        self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunTaskResponse:
+        task_id = validation.task_id(request.id)
+        stored = await self.store.tasks.get(task_id)
+        now = await self.store.now_ms()
+        execution = pb.Execution(
+            task_id=task_id,
+            attempt=1,
+            status=pb.ExecutionStatus.EXECUTION_STATUS_PENDING,
+            trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL,
+        )
+        execution.nominal_time.CopyFrom(ms_to_ts(now))
+        execution.fire_time.CopyFrom(ms_to_ts(now))
+        if stored.spec.HasField("payload"):
+            execution.payload.CopyFrom(stored.spec.payload)
+        for _ in range(5):
+            execution.id = execution_id(task_id, now, secrets.token_hex(2))
+            if await self.store.executions.create(execution, ready_at_ms=now):
+                break
+        else:  # pragma: no cover - five 16-bit collisions within one millisecond
+            raise Aborted("could not allocate an execution id; retry")
+        await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
+        return pb.RunTaskResponse(execution=execution)
+
+    async def _mutate(
+        self, task_id: str, want_rev: int | None, change: Callable[[StoredTask], Awaitable[StoredTask]]
+    ) -> StoredTask:
+        """Read, check the client's etag, change with compare-and-set; retry lost races when the
+        client sent no etag (with one, a lost race is the client's conflict: ABORTED)."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.store.tasks.get(task_id)
+            if want_rev is not None and stored.rev != want_rev:
+                raise Aborted(
+                    f"etag {want_rev} is stale: task {task_id} has changed (etag {stored.etag}); "
+                    f"read it again"
+                )
+            try:
+                return await change(stored)
+            except Aborted:
+                if want_rev is not None:
+                    raise
+        raise Aborted(f"task {task_id} is changing too often; retry")
+
+    # --- schedules -------------------------------------------------------------------------
+
+    async def PreviewSchedule(
+        self, request: pb.PreviewScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewScheduleResponse:
+        count = validation.preview_count(request.count)
+        v = validation.Violations()
+        now = int(time.time() * 1000)
+        after = now
+        if request.HasField("after"):
+            after = ts_to_ms(request.after)
+            if not 0 <= after <= validation.MAX_MS:
+                v.add("after", "must be between 1970-01-01 and 9999-12-31")
+        _, window = validation.schedule(v, "schedule", request.schedule, now, require_future=False)
+        v.raise_if_any()
+        assert window is not None
+        return pb.PreviewScheduleResponse(fire_times=[ms_to_ts(ms) for ms in window.preview_ms(after, count)])
+
+    # --- executions ------------------------------------------------------------------------
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        task_id = validation.task_id(request.task_id, "task_id") if request.task_id else None
+        size = validation.page_size(request.page_size)
+        if request.status not in pb.ExecutionStatus.values():
+            raise InvalidArgument.field("status", f"unknown status {request.status}")
+        v = validation.Violations()
+        start = ts_to_ms(request.start_time) if request.HasField("start_time") else None
+        end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
+        for name, ms in (("start_time", start), ("end_time", end)):
+            if ms is not None and not 0 <= ms <= validation.MAX_MS:
+                v.add(name, "must be between 1970-01-01 and 9999-12-31")
+        if start is not None and end is not None and end <= start:
+            v.add("end_time", "must be after start_time")
+        v.raise_if_any()
+        bounds = Bounds(start, end)
+        filters = json.dumps([task_id, request.status, start, end])
+        cursor = self.tokens.decode(request.page_token, filters)
+        if cursor is not None:
+            validation.execution_id(cursor, "page_token")
+
+        async def fetch(after: str | None, count: int) -> list[tuple[str, tuple[int, bytes] | None]]:
+            ids = await self.store.executions.scan(task_id, bounds, after, count)
+            return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
+
+        def matches(row: tuple[int, bytes]) -> bool:
+            return not request.status or row[0] == request.status
+
+        page, last = await _collect(fetch, cursor, size, matches)
+        return pb.ListExecutionsResponse(
+            executions=[pb.Execution.FromString(raw) for _, raw in page],
+            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
+        )
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExecutionResponse:
+        execution = await self.store.executions.get(validation.execution_id(request.id))
+        return pb.GetExecutionResponse(execution=execution)
+
+
+async def _collect(
+    fetch: Callable[[str | None, int], Awaitable[list[tuple[str, T | None]]]],
+    cursor: str | None,
+    size: int,
+    matches: Callable[[T], bool],
+) -> tuple[list[T], str | None]:
+    """Walk an index from `cursor` collecting up to `size` matching items, examining at most
+    SCAN_BUDGET entries. Returns the items and the key to resume from (None: the end)."""
+    page: list[T] = []
+    last = cursor
+    scanned = 0
+    chunk = min(max(size * 2, 100), 1000)
+    while scanned < SCAN_BUDGET:
+        rows = await fetch(last, chunk)
+        for key, item in rows:
+            last = key
+            scanned += 1
+            if item is not None and matches(item):
+                page.append(item)
+                if len(page) == size:
+                    return page, last
+        if len(rows) < chunk:
+            return page, None
+    return page, last

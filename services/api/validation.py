@@ -1,0 +1,334 @@
+"""Validation of client input: every problem becomes a FieldViolation naming the field.
+
+Functions collect all violations of a request before raising, so a form can show every mistake at
+once, and return normalized values (defaults filled in) so what is stored is what GetTask shows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from schedcore import pb
+from schedcore.errors import FieldViolation, InvalidArgument
+from schedcore.schedule import Cron, ScheduleError, Window
+from schedcore.store.keys import EXECUTION_ID, TASK_ID
+from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
+
+MAX_NAME = 200
+MAX_DESCRIPTION = 2000
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+MAX_URL = 2048
+MAX_HEADERS = 64
+MAX_REQUEST_ID = 128
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_TIMEOUT_MS = 60_000
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+MAX_ATTEMPTS = 100
+DEFAULT_INITIAL_BACKOFF_MS = 1000
+DEFAULT_MAX_BACKOFF_MS = 60_000
+MAX_BACKOFF_MS = 24 * 3600 * 1000
+DEFAULT_MULTIPLIER = 2.0
+MAX_PREVIEW = 100
+
+LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.\-/]{0,62}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REQUEST_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}$")
+# Fields a client may name in UpdateTask's update_mask.
+MUTABLE_FIELDS = (
+    "name",
+    "description",
+    "labels",
+    "schedule",
+    "target",
+    "payload",
+    "timeout",
+    "retry_policy",
+)
+
+
+@dataclass
+class Violations:
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def task_id(value: str, path: str = "id") -> str:
+    if not value:
+        raise InvalidArgument.field(path, "required")
+    if not TASK_ID.match(value):
+        raise InvalidArgument.field(path, "malformed task id (expected 16 lowercase hex characters)")
+    return value
+
+
+def execution_id(value: str, path: str = "id") -> str:
+    if not value:
+        raise InvalidArgument.field(path, "required")
+    if not EXECUTION_ID.match(value):
+        raise InvalidArgument.field(path, "malformed execution id")
+    return value
+
+
+def etag(value: str, path: str = "etag") -> int | None:
+    """The revision an etag names, or None when the client sent none."""
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidArgument.field(path, "malformed etag: send back the etag a read returned")
+    return int(value)
+
+
+def request_id(value: str) -> str:
+    if value and not REQUEST_ID.match(value):
+        raise InvalidArgument.field(
+            "request_id", f"must be 1-{MAX_REQUEST_ID} printable ASCII characters without spaces"
+        )
+    return value
+
+
+def page_size(value: int, path: str = "page_size") -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument.field(path, f"must be between 1 and {MAX_PAGE_SIZE}, got {value}")
+    return value
+
+
+def _timestamp_ms(v: Violations, path: str, ts: Timestamp) -> int | None:
+    ms = ts_to_ms(ts)
+    if not 0 <= ms <= MAX_MS or not 0 <= ts.nanos < 1_000_000_000:
+        v.add(path, "must be between 1970-01-01 and 9999-12-31")
+        return None
+    return ms
+
+
+def _duration_ms(v: Violations, path: str, d: Duration, low_ms: int, high_ms: int) -> int | None:
+    ms = duration_to_ms(d)
+    if d.seconds < 0 or d.nanos < 0 or not low_ms <= ms <= high_ms:
+        v.add(path, f"must be between {low_ms / 1000:g}s and {high_ms / 1000:g}s")
+        return None
+    return ms
+
+
+def schedule(
+    v: Violations, path: str, sched: pb.Schedule, now_ms: int, *, require_future: bool
+) -> tuple[pb.Schedule, Window | None]:
+    """Normalize a schedule and build its Window; violations are added to `v`."""
+    out = pb.Schedule()
+    kind = sched.WhichOneof("kind")
+    if kind is None:
+        v.add(path, "required: set once.run_time or cron.expression")
+        return out, None
+    if kind == "once":
+        if not sched.once.HasField("run_time"):
+            v.add(f"{path}.once.run_time", "required")
+            return out, None
+        ms = _timestamp_ms(v, f"{path}.once.run_time", sched.once.run_time)
+        if ms is None:
+            return out, None
+        if require_future and ms <= now_ms:
+            v.add(f"{path}.once.run_time", "is in the past")
+            return out, None
+        out.once.run_time.CopyFrom(sched.once.run_time)
+        return out, Window(once_ms=ms)
+    cron = sched.cron
+    time_zone = cron.time_zone.strip() or "UTC"
+    try:
+        parsed = Cron.parse(cron.expression, time_zone)
+    except ScheduleError as exc:
+        where = "time_zone" if "time zone" in str(exc) else "expression"
+        v.add(f"{path}.cron.{where}", str(exc))
+        parsed = None
+    start_ms = end_ms = None
+    if cron.HasField("start_time"):
+        start_ms = _timestamp_ms(v, f"{path}.cron.start_time", cron.start_time)
+    if cron.HasField("end_time"):
+        end_ms = _timestamp_ms(v, f"{path}.cron.end_time", cron.end_time)
+        if end_ms is not None and start_ms is not None and end_ms <= start_ms:
+            v.add(f"{path}.cron.end_time", "must be after start_time")
+            end_ms = None
+        elif end_ms is not None and require_future and end_ms <= now_ms:
+            v.add(f"{path}.cron.end_time", "is in the past")
+            end_ms = None
+    if parsed is None:
+        return out, None
+    out.cron.expression = parsed.expression
+    out.cron.time_zone = time_zone
+    if start_ms is not None:
+        out.cron.start_time.CopyFrom(cron.start_time)
+    if end_ms is not None:
+        out.cron.end_time.CopyFrom(cron.end_time)
+    return out, Window(cron=parsed, start_ms=start_ms, end_ms=end_ms)
+
+
+def _target(v: Violations, target: pb.Target, max_bytes: int) -> pb.Target:
+    out = pb.Target()
+    kind = target.WhichOneof("kind")
+    if kind is None:
+        v.add("task.target", "required: set log or http")
+        return out
+    if kind == "log":
+        out.log.SetInParent()
+        return out
+    http = target.http
+    path = "task.target.http"
+    url = http.url.strip()
+    if not url:
+        v.add(f"{path}.url", "required")
+    elif len(url) > MAX_URL or CONTROL.search(url) or " " in url:
+        v.add(f"{path}.url", f"must be at most {MAX_URL} characters without spaces or control characters")
+    else:
+        try:
+            parts = urlsplit(url)
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            parts, port_ok = None, False
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            v.add(f"{path}.url", "must be an absolute http:// or https:// URL with a host")
+    if http.method not in pb.HttpMethod.values():
+        v.add(f"{path}.method", f"unknown method {http.method}")
+    if len(http.headers) > MAX_HEADERS:
+        v.add(f"{path}.headers", f"at most {MAX_HEADERS} headers")
+    for name, value in http.headers.items():
+        if not HEADER_NAME.match(name):
+            v.add(f"{path}.headers", f"{name[:40]!r} is not a valid header name")
+        elif CONTROL.search(value.replace("\t", "")):
+            v.add(f"{path}.headers[{name}]", "value must not contain control characters (CR, LF)")
+    if len(http.body) > max_bytes:
+        v.add(f"{path}.body", f"larger than {max_bytes} bytes")
+    if http.expected_status and not 100 <= http.expected_status <= 599:
+        v.add(f"{path}.expected_status", "must be 0 (any 2xx) or an HTTP status 100-599")
+    out.http.CopyFrom(http)
+    out.http.url = url
+    if out.http.method == pb.HttpMethod.HTTP_METHOD_UNSPECIFIED:
+        out.http.method = pb.HttpMethod.HTTP_METHOD_POST
+    return out
+
+
+def _retry(v: Violations, policy: pb.RetryPolicy) -> pb.RetryPolicy:
+    path = "task.retry_policy"
+    attempts = policy.max_attempts or 1
+    if not 1 <= attempts <= MAX_ATTEMPTS:
+        v.add(f"{path}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS}")
+    initial = DEFAULT_INITIAL_BACKOFF_MS
+    if policy.HasField("initial_backoff"):
+        initial = (
+            _duration_ms(v, f"{path}.initial_backoff", policy.initial_backoff, 1, MAX_BACKOFF_MS) or initial
+        )
+    maximum = max(DEFAULT_MAX_BACKOFF_MS, initial)
+    if policy.HasField("max_backoff"):
+        got = _duration_ms(v, f"{path}.max_backoff", policy.max_backoff, 1, MAX_BACKOFF_MS)
+        if got is not None and got < initial:
+            v.add(f"{path}.max_backoff", "must be at least initial_backoff")
+        maximum = got or maximum
+    multiplier = policy.backoff_multiplier or DEFAULT_MULTIPLIER
+    if not 1.0 <= multiplier <= 10.0:  # also rejects NaN
+        v.add(f"{path}.backoff_multiplier", "must be between 1.0 and 10.0")
+    return pb.RetryPolicy(
+        max_attempts=attempts,
+        initial_backoff=ms_to_duration(initial),
+        max_backoff=ms_to_duration(maximum),
+        backoff_multiplier=multiplier,
+    )
+
+
+@dataclass(frozen=True)
+class ValidTask:
+    spec: pb.Task  # user-owned fields only, normalized
+    window: Window
+
+
+def task(task_in: pb.Task, now_ms: int, max_payload_bytes: int, *, require_future: bool = True) -> ValidTask:
+    """Validate and normalize the user-owned fields of a task (CreateTask, UpdateTask).
+
+    require_future: a one-time run_time or a cron end_time must lie after now_ms."""
+    v = Violations()
+    spec = pb.Task()
+    name = task_in.name.strip()
+    if not name:
+        v.add("task.name", "required")
+    elif len(name) > MAX_NAME:
+        v.add("task.name", f"longer than {MAX_NAME} characters")
+    elif CONTROL.search(name):
+        v.add("task.name", "must not contain control characters")
+    spec.name = name
+    if len(task_in.description) > MAX_DESCRIPTION:
+        v.add("task.description", f"longer than {MAX_DESCRIPTION} characters")
+    spec.description = task_in.description
+    if len(task_in.labels) > MAX_LABELS:
+        v.add("task.labels", f"at most {MAX_LABELS} labels")
+    for key, value in task_in.labels.items():
+        if not LABEL_KEY.match(key):
+            v.add(
+                "task.labels",
+                f"key {key[:70]!r} must be 1-63 characters of a-z 0-9 _ . - / starting with a-z or 0-9",
+            )
+        elif len(value) > MAX_LABEL_VALUE or CONTROL.search(value):
+            v.add(
+                f"task.labels[{key}]",
+                f"value must be at most {MAX_LABEL_VALUE} characters without control characters",
+            )
+    spec.labels.update(task_in.labels)
+    sched, window = schedule(v, "task.schedule", task_in.schedule, now_ms, require_future=require_future)
+    spec.schedule.CopyFrom(sched)
+    spec.target.CopyFrom(_target(v, task_in.target, max_payload_bytes))
+    if task_in.HasField("payload"):
+        size = task_in.payload.ByteSize()
+        if size > max_payload_bytes:
+            v.add("task.payload", f"{size} bytes serialized, more than the limit of {max_payload_bytes}")
+        else:
+            spec.payload.CopyFrom(task_in.payload)
+    timeout_ms = DEFAULT_TIMEOUT_MS
+    if task_in.HasField("timeout"):
+        timeout_ms = _duration_ms(v, "task.timeout", task_in.timeout, 1, MAX_TIMEOUT_MS) or timeout_ms
+    spec.timeout.CopyFrom(ms_to_duration(timeout_ms))
+    spec.retry_policy.CopyFrom(_retry(v, task_in.retry_policy))
+    v.raise_if_any()
+    assert window is not None
+    return ValidTask(spec, window)
+
+
+def update_paths(task_in: pb.Task, mask_paths: list[str]) -> list[str]:
+    """The top-level fields an UpdateTask changes."""
+    if not mask_paths:
+        paths = [f for f in MUTABLE_FIELDS if _is_set(task_in, f)]
+        if not paths:
+            raise InvalidArgument.field("update_mask", "empty, and task sets no field to change")
+        return paths
+    if mask_paths == ["*"]:
+        return list(MUTABLE_FIELDS)
+    v = Violations()
+    for path in mask_paths:
+        if path not in MUTABLE_FIELDS:
+            v.add("update_mask", f"{path!r} cannot be updated; updatable: {', '.join(MUTABLE_FIELDS)} or *")
+    v.raise_if_any()
+    return list(dict.fromkeys(mask_paths))
+
+
+def _is_set(task_in: pb.Task, name: str) -> bool:
+    if name == "labels":
+        return len(task_in.labels) > 0
+    if name in ("name", "description"):
+        return bool(getattr(task_in, name))
+    return task_in.HasField(name)
+
+
+def preview_count(count: int) -> int:
+    if count == 0:
+        return 5
+    if not 1 <= count <= MAX_PREVIEW:
+        raise InvalidArgument.field("count", f"must be between 1 and {MAX_PREVIEW}, got {count}")
+    return count

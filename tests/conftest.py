@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from schedcore import pb
+from schedcore.settings import Settings
+from services.api.app import build as build_api
+from tests.support import RedisServer, ServiceThread, redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that kill or stop Redis start their own."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture()
+def rds(redis_srv: RedisServer):
+    client = redis_srv.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+def api_settings(redis_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        redis_url=redis_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        health_interval_s=0.1,
+        redis_timeout_s=1.0,
+        shutdown_grace_s=1.0,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def api(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:
+    service = ServiceThread(build_api, api_settings(redis_srv.url))
+    yield service
+    service.stop()
+
+
+@pytest.fixture()
+def stub(api: ServiceThread) -> Iterator[pb.task_service_grpc.TaskServiceStub]:
+    with grpc.insecure_channel(api.target) as channel:
+        yield pb.task_service_grpc.TaskServiceStub(channel)
