@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlparse
 
 
@@ -16,28 +17,21 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
+    kind = type(default)
     try:
-        value = int(raw.strip())
+        value = kind(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
-    if not low <= value <= high:
+        raise SettingsError(
+            f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}"
+        ) from None
+    if not low <= value <= high:  # also rejects NaN
         raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
     return value
 
@@ -101,16 +95,18 @@ class Settings:
         return cls(
             redis_url=_redis_url(env),
             redis_key_prefix=_str(env, "REDIS_KEY_PREFIX", "ts"),
-            redis_timeout_s=_float(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
+            redis_timeout_s=_number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
             grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
-            grpc_port=_int(env, "GRPC_PORT", default_port, 0, 65535),
-            shutdown_grace_s=_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
-            health_interval_s=_float(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
+            grpc_port=_number(env, "GRPC_PORT", default_port, 0, 65535),
+            shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
+            health_interval_s=_number(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", 256 * 1024, 1024, 3 * 1024 * 1024),
-            history_max_per_task=_int(env, "HISTORY_MAX_PER_TASK", 1000, 1, 10_000_000),
-            history_max_age_s=_int(env, "HISTORY_MAX_AGE_SECONDS", 7 * 24 * 3600, 60, 10 * 365 * 24 * 3600),
-            request_id_ttl_s=_int(env, "REQUEST_ID_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
-            page_token_ttl_s=_int(env, "PAGE_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
+            max_payload_bytes=_number(env, "MAX_PAYLOAD_BYTES", 256 * 1024, 1024, 3 * 1024 * 1024),
+            history_max_per_task=_number(env, "HISTORY_MAX_PER_TASK", 1000, 1, 10_000_000),
+            history_max_age_s=_number(
+                env, "HISTORY_MAX_AGE_SECONDS", 7 * 24 * 3600, 60, 10 * 365 * 24 * 3600
+            ),
+            request_id_ttl_s=_number(env, "REQUEST_ID_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
+            page_token_ttl_s=_number(env, "PAGE_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             page_token_secret=_str(env, "PAGE_TOKEN_SECRET", ""),
         )
