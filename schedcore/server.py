@@ -76,9 +76,10 @@ class GrpcService:
     async def start(self) -> int:
         """Bind, start serving and begin probing readiness. Returns the bound port."""
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT)")
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises when the address cannot be bound
+            raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT): {exc}") from None
         await self._set_health(await self._check())
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
@@ -155,4 +156,8 @@ def run_main(
         service = await build(settings)
         await service.run_until_signal()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        sys.exit(2)

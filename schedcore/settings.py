@@ -50,8 +50,16 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 def _redis_url(env: Mapping[str, str]) -> str:
     url = _str(env, "REDIS_URL", "redis://localhost:6379/0")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
+    try:
+        parsed = urlparse(url)
+        port_ok = parsed.port is None or parsed.port > 0
+    except ValueError:  # a malformed IPv6 host, a port that is not a number or out of range
+        parsed, port_ok = urlparse(""), False
+    if (
+        parsed.scheme not in ("redis", "rediss", "unix")
+        or (parsed.scheme != "unix" and not parsed.hostname)
+        or not port_ok
+    ):
         raise SettingsError(
             f"REDIS_URL: expected redis://[user:password@]host:port/db, rediss://... or "
             f"unix:///path, got {url!r}"

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-# Timestamps outside this range are rejected by validation (years 1970-9999 are what
-# google.protobuf.Timestamp itself allows; we also refuse pre-1970 instants).
-MAX_MS = 253402300799999
+# Validation accepts instants from 1970 up to this one (2286-11-20): milliseconds then still fit
+# the 13 digits that index members and execution ids pad to, so they sort by time.
+MAX_MS = 10**13 - 1
 
 
 def ts_to_ms(ts: Timestamp) -> int:

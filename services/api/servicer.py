@@ -144,7 +144,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             # one-time task can still be renamed.
             valid = validation.task(merged, now, self.settings.max_payload_bytes, require_future=reschedule)
             spec = valid.spec
-            spec.id, spec.create_time = task_id, stored.spec.create_time
+            spec.id = task_id
+            spec.create_time.CopyFrom(stored.spec.create_time)
             spec.update_time.CopyFrom(ms_to_ts(now))
             state, next_ms = stored.state, stored.next_ms
             if reschedule and stored.state != PAUSED:
@@ -268,7 +269,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         if request.HasField("after"):
             after = ts_to_ms(request.after)
             if not 0 <= after <= validation.MAX_MS:
-                v.add("after", "must be between 1970-01-01 and 9999-12-31")
+                v.add("after", "must be between 1970-01-01 and 2286-11-20")
         _, window = validation.schedule(v, "schedule", request.schedule, now, require_future=False)
         v.raise_if_any()
         assert window is not None
@@ -288,7 +289,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
         for name, ms in (("start_time", start), ("end_time", end)):
             if ms is not None and not 0 <= ms <= validation.MAX_MS:
-                v.add(name, "must be between 1970-01-01 and 9999-12-31")
+                v.add(name, "must be between 1970-01-01 and 2286-11-20")
         if start is not None and end is not None and end <= start:
             v.add("end_time", "must be after start_time")
         v.raise_if_any()

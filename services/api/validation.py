@@ -110,7 +110,7 @@ def page_size(value: int, path: str = "page_size") -> int:
 def _timestamp_ms(v: Violations, path: str, ts: Timestamp) -> int | None:
     ms = ts_to_ms(ts)
     if not 0 <= ms <= MAX_MS or not 0 <= ts.nanos < 1_000_000_000:
-        v.add(path, "must be between 1970-01-01 and 9999-12-31")
+        v.add(path, "must be between 1970-01-01 and 2286-11-20")
         return None
     return ms
 

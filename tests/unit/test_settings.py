@@ -1,0 +1,152 @@
+"""Settings.from_env: defaults, every variable, and bad values that name their variable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from schedcore.settings import Settings, SettingsError
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.redis_key_prefix == "ts"
+    assert s.redis_timeout_s == 5.0
+    assert s.grpc_host == "0.0.0.0"
+    assert s.grpc_port == 50051
+    assert s.shutdown_grace_s == 10.0
+    assert s.health_interval_s == 1.0
+    assert s.log_level == "INFO"
+    assert s.max_payload_bytes == 256 * 1024
+    assert s.history_max_per_task == 1000
+    assert s.history_max_age_s == 7 * 24 * 3600
+    assert s.request_id_ttl_s == 24 * 3600
+    assert s.page_token_ttl_s == 24 * 3600
+    assert s.page_token_secret == ""
+
+
+def test_default_port_is_the_services_own() -> None:
+    assert Settings.from_env({}, default_port=50052).grpc_port == 50052
+    assert Settings.from_env({"GRPC_PORT": "7000"}, default_port=50052).grpc_port == 7000
+
+
+def test_empty_or_blank_variables_mean_the_default() -> None:
+    env = {name: "" for name in ENV_NAMES}
+    env["GRPC_PORT"] = "   "
+    assert Settings.from_env(env) == Settings()
+
+
+def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRPC_PORT", "6001")
+    monkeypatch.setenv("REDIS_KEY_PREFIX", "envprefix")
+    s = Settings.from_env()
+    assert (s.grpc_port, s.redis_key_prefix) == (6001, "envprefix")
+
+
+FULL_ENV = {
+    "REDIS_URL": "rediss://user:secret@redis.example:6380/3",
+    "REDIS_KEY_PREFIX": "prod",
+    "REDIS_TIMEOUT_SECONDS": "2.5",
+    "GRPC_HOST": "127.0.0.1",
+    "GRPC_PORT": "6000",
+    "SHUTDOWN_GRACE_SECONDS": "0",
+    "HEALTH_INTERVAL_SECONDS": "0.25",
+    "LOG_LEVEL": "debug",
+    "MAX_PAYLOAD_BYTES": "4096",
+    "HISTORY_MAX_PER_TASK": "7",
+    "HISTORY_MAX_AGE_SECONDS": "3600",
+    "REQUEST_ID_TTL_SECONDS": "120",
+    "PAGE_TOKEN_TTL_SECONDS": "600",
+    "PAGE_TOKEN_SECRET": "s3cret",
+}
+ENV_NAMES = list(FULL_ENV)
+
+
+def test_every_variable_is_parsed() -> None:
+    s = Settings.from_env(FULL_ENV)
+    assert s == Settings(
+        redis_url="rediss://user:secret@redis.example:6380/3",
+        redis_key_prefix="prod",
+        redis_timeout_s=2.5,
+        grpc_host="127.0.0.1",
+        grpc_port=6000,
+        shutdown_grace_s=0.0,
+        health_interval_s=0.25,
+        log_level="DEBUG",
+        max_payload_bytes=4096,
+        history_max_per_task=7,
+        history_max_age_s=3600,
+        request_id_ttl_s=120,
+        page_token_ttl_s=600,
+        page_token_secret="s3cret",
+    )
+    # Every field of Settings has a variable here: a new setting needs a line in this test.
+    assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
+
+
+def test_values_are_trimmed() -> None:
+    s = Settings.from_env({"GRPC_PORT": " 6000 ", "REDIS_KEY_PREFIX": " p ", "LOG_LEVEL": " warning "})
+    assert (s.grpc_port, s.redis_key_prefix, s.log_level) == (6000, "p", "WARNING")
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "redis://h", "rediss://u:p@h:6380/1", "unix:///var/run/redis.sock"]
+)
+def test_accepted_redis_urls(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("GRPC_PORT", "abc", "expected an integer, got 'abc'"),
+        ("GRPC_PORT", "70000", "between 0 and 65535, got 70000"),
+        ("GRPC_PORT", "-1", "between 0 and 65535"),
+        ("GRPC_PORT", "1.5", "expected an integer"),
+        ("REDIS_URL", "http://x", "got 'http://x'"),
+        ("REDIS_URL", "redis://", "expected redis://"),
+        ("REDIS_URL", "localhost:6379", "expected redis://"),
+        ("LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
+        ("SHUTDOWN_GRACE_SECONDS", "-1", "between 0.0 and 3600.0, got -1.0"),
+        ("SHUTDOWN_GRACE_SECONDS", "soon", "expected a number, got 'soon'"),
+        ("SHUTDOWN_GRACE_SECONDS", "nan", "between"),
+        ("REDIS_TIMEOUT_SECONDS", "0", "between 0.05 and 300.0"),
+        ("HEALTH_INTERVAL_SECONDS", "inf", "between 0.05 and 60.0"),
+        ("MAX_PAYLOAD_BYTES", "100", "between 1024 and 3145728"),
+        ("HISTORY_MAX_PER_TASK", "0", "between 1 and"),
+        ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
+        ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
+        ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
+    ],
+)
+def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}: "), message
+    assert fragment in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:abc/0",  # a port that is not a number
+        "redis://localhost:99999/0",  # a port out of range
+        "redis://[::1/0",  # an unterminated IPv6 host: urlparse itself raises ValueError
+    ],
+)
+def test_unusable_redis_url_raises_settings_error_naming_redis_url(url: str) -> None:
+    # The service must stop at start-up with a message naming REDIS_URL (exit status 2), not
+    # crash later with a traceback when the Redis client parses the URL.
+    with pytest.raises(SettingsError, match=r"^REDIS_URL: "):
+        Settings.from_env({"REDIS_URL": url})
+
+
+def test_settings_error_is_a_value_error_and_settings_are_frozen() -> None:
+    assert issubclass(SettingsError, ValueError)
+    s = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.grpc_port = 1  # type: ignore[misc]
