@@ -109,11 +109,19 @@ class ExecutionStore:
 
     async def trim_older_than(self, cutoff_ms: int, batch: int = 500) -> int:
         """Retention by age: delete terminal executions whose nominal time is before the cutoff.
-        Returns how many were deleted; call again while it returns `batch`."""
-        members: list[bytes] = await self.redis.zrangebylex(  # type: ignore[assignment]
-            self.keys.history, "-", "(" + pad_ms(cutoff_ms), start=0, num=batch
-        )
-        return await self._delete([m.decode().split(":", 1)[1] for m in members])
+
+        Walks the whole range in batches; executions still pending or running are stepped over,
+        so they neither get deleted nor hold back the terminal ones behind them."""
+        total = kept = 0
+        while True:
+            members: list[bytes] = await self.redis.zrangebylex(  # type: ignore[assignment]
+                self.keys.history, "-", "(" + pad_ms(cutoff_ms), start=kept, num=batch
+            )
+            deleted = await self._delete([m.decode().split(":", 1)[1] for m in members])
+            total += deleted
+            kept += len(members) - deleted
+            if len(members) < batch:
+                return total
 
     async def _delete(self, ids: list[str]) -> int:
         if not ids:

@@ -21,12 +21,7 @@ BATCH = 500
 
 async def sweep_once(store: Store, max_age_s: int) -> int:
     cutoff = await store.now_ms() - max_age_s * 1000
-    total = 0
-    while True:
-        deleted = await store.executions.trim_older_than(cutoff, BATCH)
-        total += deleted
-        if deleted < BATCH:
-            return total
+    return await store.executions.trim_older_than(cutoff, BATCH)
 
 
 async def sweep_forever(store: Store, settings: Settings) -> None:

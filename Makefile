@@ -1,0 +1,99 @@
+# Developer and CI entry points. `make test` is the test command; `make run` brings the suite up.
+#
+# Everything goes into .venv (pinned deps from pyproject.toml) and node_modules (buf, for lint).
+# Stamp files make repeated runs cheap: pip runs again only when pyproject.toml changes, protoc
+# only when protos/ (or the generator) change, npm only when package*.json change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DEPS_STAMP := $(VENV)/.deps-stamp
+PROTO_STAMP := schedcore/gen/.stamp
+NPM_STAMP := node_modules/.npm-stamp
+PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
+# ui/ may not exist yet (git keeps no empty folders).
+LINT_PATHS := $(wildcard schedcore services tests tools ui)
+PYTEST_ARGS ?=
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+.PHONY: help venv deps redis-server proto lint typecheck test run clean
+
+help:
+	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
+	@echo "make test       run the tests (PYTEST_ARGS='-k name' to select)"
+	@echo "make lint       ruff check, ruff format --check, buf lint"
+	@echo "make typecheck  mypy"
+	@echo "make deps       .venv with the pinned dependencies, and redis-server"
+	@echo "make proto      regenerate schedcore/gen/ from protos/"
+	@echo "make clean      remove .venv, node_modules, generated code and caches (keeps .data/)"
+
+venv deps: $(DEPS_STAMP) redis-server
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; on Debian: apt-get install -y python3 python3-venv" >&2; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  if [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
+	    echo "python3 cannot create virtualenvs: installing python3-venv"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv; \
+	  else \
+	    echo "error: '$(PYTHON) -m venv' needs the venv module; on Debian: sudo apt-get install -y python3-venv" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+
+$(DEPS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[dev,ui]'
+	@touch $@
+
+redis-server:
+	@if command -v redis-server >/dev/null; then \
+	  :; \
+	elif [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
+	  echo "redis-server not found: installing it"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	else \
+	  echo "error: redis-server is not installed (the tests and 'make run' start their own)." >&2; \
+	  echo "       Install it, e.g. on Debian: sudo apt-get install -y redis-server" >&2; \
+	  exit 1; \
+	fi
+
+proto: $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_FILES) tools/gen_protos.py $(DEPS_STAMP)
+	$(PY) tools/gen_protos.py
+	@touch $@
+
+# --ignore-scripts: buf's postinstall only swaps its node launcher for the binary; both work.
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found (needed for buf lint); on Debian: apt-get install -y nodejs npm" >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+# Runs every checker, then fails if any failed.
+lint: $(DEPS_STAMP) $(NPM_STAMP)
+	@rc=0; \
+	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || rc=1; \
+	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || rc=1; \
+	echo "buf lint"; npx --no-install buf lint || rc=1; \
+	exit $$rc
+
+typecheck: $(DEPS_STAMP) $(PROTO_STAMP)
+	$(BIN)/mypy
+
+# The test command (README, CI).
+test: deps proto
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+run: deps proto
+	$(PY) tools/run_local.py
+
+clean:
+	rm -rf $(VENV) node_modules schedcore/gen build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find $(LINT_PATHS) -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,240 @@
+"""Bring the suite up locally (`make run`): Redis, the api and whichever other services exist.
+
+Without REDIS_URL a redis-server of our own runs on 127.0.0.1:LOCAL_REDIS_PORT (default 6390)
+with its append-only file in .data/redis/. Services come from services() and start only once
+their code exists; replica i of a service listens on its base port + 10*i. Ctrl-C or SIGTERM
+stops the services first (SIGTERM; they drain within SHUTDOWN_GRACE_SECONDS), then Redis, so the
+AOF is flushed. If a child exits on its own, everything stops and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NoReturn
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+_print_lock = threading.Lock()
+_stop = threading.Event()
+_data_lock: list[IO[str]] = []  # held until we exit: two redis-servers must never share one AOF
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    args: list[str]  # after `python`
+    requires: str  # started only if this path (relative to the project) exists
+    port: int
+    ready: str = "grpc"  # grpc: Health/Check("") is SERVING; http: GET /_stcore/health is 200
+    replicas_env: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def services() -> list[Service]:
+    api = env_int("API_PORT", 50051)
+    streamlit = ["-m", "streamlit", "run", "ui/app.py", "--server.port", "8501", "--server.headless", "true"]
+    ui_env = {"API_ADDR": f"localhost:{api}", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    return [
+        Service("api", ["-m", "services.api"], "services/api/__main__.py", api),
+        Service("scheduler", ["-m", "services.scheduler"], "services/scheduler/__main__.py", 50052,
+                replicas_env="SCHEDULER_REPLICAS"),
+        Service("executor", ["-m", "services.executor"], "services/executor/__main__.py", 50053,
+                replicas_env="EXECUTOR_REPLICAS"),
+        Service("ui", streamlit, "ui/app.py", 8501, ready="http", env=ui_env),
+    ]  # fmt: skip
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    ready: str  # redis, grpc or http
+    proc: subprocess.Popen[bytes]
+    pump: threading.Thread
+
+
+def say(name: str, text: str) -> None:
+    with _print_lock:
+        print(f"{name:<12}| {text}", flush=True)
+
+
+def fail(text: str) -> NoReturn:
+    say("run_local", f"error: {text}")
+    raise SystemExit(1)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit():
+        fail(f"{name} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "busy"
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def spawn(name: str, argv: list[str], port: int, ready: str, env: dict[str, str]) -> Child:
+    # Own process group: Ctrl-C reaches only us, and we stop the children in order.
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
+    stream = proc.stdout
+    assert stream is not None
+
+    def pump() -> None:
+        for line in iter(stream.readline, b""):
+            say(name, line.decode(errors="replace").rstrip())
+
+    thread = threading.Thread(target=pump, name=f"pump-{name}", daemon=True)
+    thread.start()
+    return Child(name, port, ready, proc, thread)
+
+
+def is_ready(child: Child) -> bool:
+    try:
+        if child.ready == "redis":
+            with redis.Redis(port=child.port, socket_connect_timeout=0.5, socket_timeout=0.5) as client:
+                return bool(client.ping())
+        if child.ready == "http":
+            url = f"http://localhost:{child.port}/_stcore/health"
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return bool(reply.status == 200)
+        with grpc.insecure_channel(f"localhost:{child.port}") as channel:
+            request = health_pb2.HealthCheckRequest(service="")
+            response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=1)
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+    except (OSError, redis.RedisError, grpc.RpcError):
+        return False
+
+
+def wait_ready(child: Child, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _stop.is_set() and not is_ready(child):
+        if child.proc.poll() is not None:
+            fail(f"{child.name} exited with status {child.proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            fail(f"{child.name} not ready after {timeout:.0f}s")
+        _stop.wait(0.2)
+
+
+def start_redis(port: int) -> Child:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        fail("redis-server not found: `make deps` installs it when run as root; or apt-get install "
+             "redis-server; or set REDIS_URL to use a Redis of yours")  # fmt: skip
+    data = ROOT / ".data" / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    _data_lock.append((data / ".lock").open("w"))
+    try:
+        fcntl.flock(_data_lock[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"{data} is in use by another run_local")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", ""]  # fmt: skip
+    child = spawn("redis", argv, port, "redis", {})
+    wait_ready(child, timeout=30)
+    return child
+
+
+def stop(children: list[Child], timeout: float) -> None:
+    for child in children:
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say("run_local", f"{child.name} did not stop within {timeout:.0f}s: killing it")
+            child.proc.kill()
+            child.proc.wait()
+        child.pump.join(2)  # print the last lines it wrote
+
+
+def run(redis_url: str, children: list[Child]) -> int:
+    """Start everything into `children` (the caller stops them), then watch until told to stop."""
+    redis_port = 0 if redis_url else env_int("LOCAL_REDIS_PORT", 6390)
+    planned = []  # name, service, port of every replica
+    for svc in services():
+        count = env_int(svc.replicas_env, 1) if svc.replicas_env else 1
+        if (ROOT / svc.requires).exists():
+            planned += [(svc.name if count == 1 else f"{svc.name}-{i + 1}", svc, svc.port + 10 * i)
+                        for i in range(count)]  # fmt: skip
+    ports = [("redis", redis_port)] if redis_port else []
+    for name, port in [*ports, *((n, p) for n, _, p in planned)]:
+        if not port_free(port):
+            fail(f"port {port} ({name}) is busy: already running? (see LOCAL_REDIS_PORT, API_PORT)")
+    if redis_port:
+        children.append(start_redis(redis_port))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    for name, svc, port in planned:
+        env = {"REDIS_URL": redis_url, **svc.env}
+        if svc.ready == "grpc":
+            env["GRPC_PORT"] = str(port)
+        if not _stop.is_set():
+            children.append(spawn(name, [sys.executable, *svc.args], port, svc.ready, env))
+    for child in children:
+        wait_ready(child)
+    if not _stop.is_set():
+        say("run_local", "the suite is up:")
+        for child in children:
+            url = f"http://localhost:{child.port}" if child.ready == "http" else f"localhost:{child.port}"
+            label = "dashboard" if child.name == "ui" else child.name
+            say("run_local", f"  {label + ':':<12} {redis_url if child.ready == 'redis' else url}")
+        say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
+    while not _stop.wait(0.2):
+        for child in children:
+            if child.proc.poll() is not None:
+                say("run_local", f"{child.name} exited unexpectedly (status {child.proc.returncode})")
+                return 1
+    return 0
+
+
+def main() -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: _stop.set())
+    try:  # the services reject a bad value themselves
+        grace = float(os.environ.get("SHUTDOWN_GRACE_SECONDS") or 10)
+    except ValueError:
+        grace = 10.0
+    children: list[Child] = []
+    try:
+        status = run(os.environ.get("REDIS_URL", ""), children)
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    say("run_local", "stopping: services first, then Redis")
+    stop([c for c in children if c.ready != "redis"], grace + 5)
+    stop([c for c in children if c.ready == "redis"], 60)
+    say("run_local", "stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
