@@ -87,8 +87,11 @@ class GrpcService:
         return self.port
 
     async def _check(self) -> bool:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the probe completes, and stop() would then wait for the loop forever.
         try:
-            return await asyncio.wait_for(self._ready(), timeout=self.settings.health_interval_s * 2)
+            async with asyncio.timeout(self.settings.health_interval_s * 2):
+                return await self._ready()
         except Exception:  # noqa: BLE001 - any failure of the probe means not ready
             return False
 
@@ -99,7 +102,7 @@ class GrpcService:
 
     async def _health_loop(self) -> None:
         last: bool | None = None
-        while True:
+        while not self._stopped.is_set():
             ok = await self._check()
             if ok != last:
                 log.info("health %s", "SERVING" if ok else "NOT_SERVING")
