@@ -10,7 +10,6 @@ terminationGracePeriodSeconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -31,6 +30,20 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 Register = Callable[[grpc.aio.Server], Sequence[str]]
 ReadyCheck = Callable[[], Awaitable[bool]]
 Closer = Callable[[], Awaitable[None]]
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended.
+
+    One cancel() is not always enough on Python 3.11: asyncio.wait_for (used inside redis-py)
+    can swallow a cancellation that arrives as the awaited call completes, and the task goes on.
+    So cancel again until it is done; loops also check a stop flag of their own.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 class GrpcService:
@@ -87,8 +100,6 @@ class GrpcService:
         return self.port
 
     async def _check(self) -> bool:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the probe completes, and stop() would then wait for the loop forever.
         try:
             async with asyncio.timeout(self.settings.health_interval_s * 2):
                 return await self._ready()
@@ -118,9 +129,7 @@ class GrpcService:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         log.info("%s shutting down", self.name, extra={"grace_s": grace})
         if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+            await cancel_and_wait(self._health_task)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self._close is not None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from schedcore import pb
 from schedcore.redisconn import connect
-from schedcore.server import GrpcService
+from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
 from services.api.pagetoken import PageTokens
@@ -40,9 +39,7 @@ async def build(settings: Settings) -> GrpcService:
 
     async def close() -> None:
         if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await cancel_and_wait(sweeper)
         await redis.aclose()
 
     return GrpcService("api", settings, register, ready, close)
