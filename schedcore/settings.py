@@ -6,7 +6,9 @@ variable, its default and its meaning is listed in docs/configuration.md; keep t
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -67,6 +69,10 @@ def _redis_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every service reads from its environment. Defaults are for local development."""
@@ -96,6 +102,24 @@ class Settings:
     page_token_ttl_s: int = 24 * 3600
     # Secret that signs page tokens. Empty: a random one is created once and shared through Redis.
     page_token_secret: str = ""
+    # Name of this replica in logs and execution records. Default: <hostname>-<pid>.
+    instance_id: str = dataclasses.field(default_factory=_default_instance_id)
+    # Executor: attempts one replica runs at once.
+    executor_concurrency: int = 100
+    # Executor: bound of an execution's stored output (log record, http response excerpt).
+    output_limit_bytes: int = 8192
+    # Executor: where to report results when the stream to the dispatching scheduler is gone.
+    scheduler_addr: str = "localhost:50052"
+    # Scheduler: the executors, as a gRPC target: "host:port[,host:port...]" or "dns:///name:port".
+    executor_addrs: str = "localhost:50053"
+    # Scheduler: how long a lease on an occurrence or a running attempt lasts without renewal.
+    lease_s: float = 10.0
+    # Scheduler: most occurrences or executions one script call takes.
+    batch_size: int = 500
+    # Scheduler: longest sleep between looks at the due index when nothing is due sooner.
+    poll_interval_s: float = 0.05
+    # Scheduler: an occurrence later than this is "missed" and handled by the missed-time policy.
+    missed_tolerance_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
@@ -117,4 +141,13 @@ class Settings:
             request_id_ttl_s=_number(env, "REQUEST_ID_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             page_token_ttl_s=_number(env, "PAGE_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             page_token_secret=_str(env, "PAGE_TOKEN_SECRET", ""),
+            instance_id=_str(env, "INSTANCE_ID", _default_instance_id()),
+            executor_concurrency=_number(env, "EXECUTOR_CONCURRENCY", 100, 1, 100_000),
+            output_limit_bytes=_number(env, "OUTPUT_LIMIT_BYTES", 8192, 256, 1024 * 1024),
+            scheduler_addr=_str(env, "SCHEDULER_ADDR", "localhost:50052"),
+            executor_addrs=_str(env, "EXECUTOR_ADDRS", "localhost:50053"),
+            lease_s=_number(env, "LEASE_SECONDS", 10.0, 0.5, 3600.0),
+            batch_size=_number(env, "BATCH_SIZE", 500, 1, 10_000),
+            poll_interval_s=_number(env, "POLL_INTERVAL_SECONDS", 0.05, 0.001, 10.0),
+            missed_tolerance_s=_number(env, "MISSED_TOLERANCE_SECONDS", 10.0, 0.1, 86_400.0),
         )

@@ -1,8 +1,9 @@
 """Generate Python code from protos/ into schedcore/gen/ (`make proto`).
 
-protoc writes imports as `from scheduler.v1 import x_pb2`, which only resolve when the output
-folder is on sys.path. We rewrite them to `schedcore.gen.scheduler.v1` so the generated code is
-an ordinary subpackage of the shared package and nothing touches sys.path at run time.
+protoc writes imports as `from scheduler.v1 import x_pb2` (or scheduler.internal.v1), which
+only resolve when the output folder is on sys.path. We rewrite them to `schedcore.gen.scheduler...`
+so the generated code is an ordinary subpackage of the shared package and nothing touches sys.path
+at run time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "schedcore" / "gen"
-IMPORT = re.compile(r"^(from|import) scheduler\.v1(\b)", re.MULTILINE)
+IMPORT = re.compile(r"^(from|import) scheduler\.((?:internal\.)?v1)\b", re.MULTILINE)
 
 
 def main() -> int:
@@ -42,7 +43,7 @@ def main() -> int:
         return rc
     for path in OUT.rglob("*.py*"):
         text = path.read_text()
-        fixed = IMPORT.sub(r"\1 schedcore.gen.scheduler.v1\2", text)
+        fixed = IMPORT.sub(r"\1 schedcore.gen.scheduler.\2", text)
         if fixed != text:
             path.write_text(fixed)
     for folder in [OUT, *(p for p in OUT.rglob("*") if p.is_dir())]:

@@ -61,6 +61,15 @@ FULL_ENV = {
     "REQUEST_ID_TTL_SECONDS": "120",
     "PAGE_TOKEN_TTL_SECONDS": "600",
     "PAGE_TOKEN_SECRET": "s3cret",
+    "INSTANCE_ID": "exec-7",
+    "EXECUTOR_CONCURRENCY": "12",
+    "OUTPUT_LIMIT_BYTES": "1024",
+    "SCHEDULER_ADDR": "sched:50052",
+    "EXECUTOR_ADDRS": "dns:///executors:50053",
+    "LEASE_SECONDS": "3",
+    "BATCH_SIZE": "50",
+    "POLL_INTERVAL_SECONDS": "0.02",
+    "MISSED_TOLERANCE_SECONDS": "30",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -82,6 +91,15 @@ def test_every_variable_is_parsed() -> None:
         request_id_ttl_s=120,
         page_token_ttl_s=600,
         page_token_secret="s3cret",
+        instance_id="exec-7",
+        executor_concurrency=12,
+        output_limit_bytes=1024,
+        scheduler_addr="sched:50052",
+        executor_addrs="dns:///executors:50053",
+        lease_s=3.0,
+        batch_size=50,
+        poll_interval_s=0.02,
+        missed_tolerance_s=30.0,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
