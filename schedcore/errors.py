@@ -7,10 +7,10 @@ UNAVAILABLE; anything unexpected maps to INTERNAL with a generic message and a l
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import grpc
-import redis.exceptions
 
 
 @dataclass(frozen=True)
@@ -62,21 +62,28 @@ class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-# Failures of the store that a retry may cure: the caller gets UNAVAILABLE.
-REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.MasterDownError,
+# Failures of the store that a retry may cure (schedcore.redisconn.REDIS_UNAVAILABLE), by name:
+# the executor uses this module and must never load redis.
+_REDIS_UNAVAILABLE_NAMES = (
+    "ConnectionError",
+    "TimeoutError",
+    "BusyLoadingError",
+    "TryAgainError",
+    "ReadOnlyError",
+    "MasterDownError",
 )
+
+
+def redis_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Those failures' classes; none when redis was never imported (nothing could raise them)."""
+    module = sys.modules.get("redis.exceptions")
+    return tuple(getattr(module, name) for name in _REDIS_UNAVAILABLE_NAMES) if module else ()
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message a client sees for an exception."""
     if isinstance(exc, SchedulerError):
         return exc.code, str(exc)
-    if isinstance(exc, REDIS_UNAVAILABLE):
+    if isinstance(exc, redis_unavailable_errors()):
         return grpc.StatusCode.UNAVAILABLE, "the task store is unavailable; retry later"
     return grpc.StatusCode.INTERNAL, "internal error"

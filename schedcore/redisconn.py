@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import redis.exceptions  # noqa: F401 - defines the classes REDIS_UNAVAILABLE names
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from schedcore.errors import redis_unavailable_errors
 from schedcore.settings import Settings
+
+# Failures of Redis that a retry may cure: background loops wait and try again; calls get
+# UNAVAILABLE (schedcore.errors.status_for).
+REDIS_UNAVAILABLE = redis_unavailable_errors()
+assert REDIS_UNAVAILABLE, "redis is imported above, so its exception classes are known"
 
 
 def connect(settings: Settings) -> Redis:

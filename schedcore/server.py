@@ -30,6 +30,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 Register = Callable[[grpc.aio.Server], Sequence[str]]
 ReadyCheck = Callable[[], Awaitable[bool]]
 Closer = Callable[[], Awaitable[None]]
+Drainer = Callable[[float], Awaitable[None]]
+# Grace the server still gets after a service's own drain (its streams have ended by then).
+DRAINED_STOP_S = 1.0
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -50,8 +53,10 @@ class GrpcService:
     """One gRPC server with health and reflection, started and stopped as a unit.
 
     `register` adds the service's servicers and returns their full service names; `ready` says
-    whether the service can do its work (for the api: Redis answers); `close` releases the
-    service's resources after the server has stopped.
+    whether the service can do its work (for the api: Redis answers); `on_start` starts the
+    service's background work once the server is up; `drain(grace)` (optional) lets the service
+    finish its own work after health turns NOT_SERVING and before the server stops; `close` stops
+    the background work and releases the service's resources after the server has stopped.
     """
 
     def __init__(
@@ -61,21 +66,28 @@ class GrpcService:
         register: Register,
         ready: ReadyCheck,
         close: Closer | None = None,
+        *,
+        on_start: Closer | None = None,
+        drain: Drainer | None = None,
+        max_connection_age_s: float | None = 300.0,
     ) -> None:
         self.name = name
         self.settings = settings
         self._ready = ready
         self._close = close
-        self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Clients re-resolve and spread over new replicas (Kubernetes scale-out).
-                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+        self._on_start = on_start
+        self._drain = drain
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if max_connection_age_s is not None:
+            # Clients re-resolve and spread over new replicas (Kubernetes scale-out).
+            options += [
+                ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
-            ],
-        )
+            ]
+        self.server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))
@@ -96,6 +108,8 @@ class GrpcService:
         await self._set_health(await self._check())
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        if self._on_start is not None:
+            await self._on_start()
         log.info("%s listening", self.name, extra={"port": self.port})
         return self.port
 
@@ -131,6 +145,9 @@ class GrpcService:
         if self._health_task is not None:
             await cancel_and_wait(self._health_task)
         await self.health.enter_graceful_shutdown()
+        if self._drain is not None:
+            await self._drain(grace)  # the service finishes its own work within the grace
+            grace = min(grace, DRAINED_STOP_S)
         await self.server.stop(grace)
         if self._close is not None:
             await self._close()

@@ -194,8 +194,17 @@ def run(redis_url: str, children: list[Child]) -> int:
     if redis_port:
         children.append(start_redis(redis_port))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    # Schedulers push to every executor replica; executors report back to any scheduler replica
+    # (gRPC's ipv4: target lists several addresses, spread by round_robin).
+    executors = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "executor"]
+    schedulers = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "scheduler"]
+    wiring = {}
+    if executors:
+        wiring["EXECUTOR_ADDRS"] = ",".join(executors)
+    if schedulers:
+        wiring["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
     for name, svc, port in planned:
-        env = {"REDIS_URL": redis_url, **svc.env}
+        env = {"REDIS_URL": redis_url, **wiring, **svc.env}
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
         if not _stop.is_set():

@@ -6,6 +6,7 @@ import secrets
 
 from redis.asyncio import Redis
 
+from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys
 from schedcore.store.scripts import Scripts
@@ -21,6 +22,7 @@ class Store:
         scripts = Scripts(redis)
         self.tasks = TaskStore(redis, self.keys, scripts)
         self.executions = ExecutionStore(redis, self.keys, scripts)
+        self.engine = EngineStore(redis, self.keys, scripts)
 
     async def now_ms(self) -> int:
         """The one clock: Redis' TIME, in milliseconds (guarantees.md, promise 4)."""
@@ -39,4 +41,4 @@ class Store:
         return value
 
 
-__all__ = ["ExecutionStore", "Keys", "Store", "TaskStore"]
+__all__ = ["EngineStore", "ExecutionStore", "Keys", "Store", "TaskStore"]

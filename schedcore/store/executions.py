@@ -29,6 +29,13 @@ class Bounds:
     end_ms: int | None = None
 
 
+def decode(status: int, raw: bytes) -> pb.Execution:
+    """An execution record; the hash's status field (which scripts set) wins over the record's."""
+    execution = pb.Execution.FromString(raw)
+    execution.status = status  # type: ignore[assignment]
+    return execution
+
+
 def summary(execution: pb.Execution) -> pb.ExecutionSummary:
     result = pb.ExecutionSummary(execution_id=execution.id, status=execution.status)
     result.nominal_time.CopyFrom(execution.nominal_time)
@@ -69,10 +76,10 @@ class ExecutionStore:
         return bool(result[0] == b"ok")
 
     async def get(self, execution_id: str) -> pb.Execution:
-        raw: bytes | None = await self.redis.hget(self.keys.execution(execution_id), "pb")  # type: ignore[assignment]
-        if raw is None:
+        row = await self.get_many([execution_id])
+        if row[0] is None:
             raise NotFound(f"execution {execution_id!r} not found")
-        return pb.Execution.FromString(raw)
+        return decode(*row[0])
 
     async def get_many(self, ids: Sequence[str]) -> list[tuple[int, bytes] | None]:
         """(status, record bytes) per id; None where the record is gone."""

@@ -60,7 +60,8 @@ class Keys:
         return f"{self.prefix}:{{{self.partition}}}"
 
     def task(self, task_id: str) -> str:
-        """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, last, created."""
+        """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, nx, last, and the
+        firing lease (lease: expiry ms, ltok: token)."""
         return f"{self._base}:task:{task_id}"
 
     @property
@@ -82,7 +83,7 @@ class Keys:
         return f"{self._base}:reqid:{digest}"
 
     def execution(self, execution_id: str) -> str:
-        """Hash: pb (Execution protobuf), status."""
+        """Hash: pb (Execution protobuf), status (authoritative over pb's), tok (lease token)."""
         return f"{self._base}:exec:{execution_id}"
 
     def task_history(self, task_id: str) -> str:
@@ -98,6 +99,11 @@ class Keys:
     def ready(self) -> str:
         """Sorted set: execution ids waiting for dispatch, scored by the ms they may start."""
         return f"{self._base}:ready"
+
+    @property
+    def inflight(self) -> str:
+        """Sorted set: execution ids handed to an executor, scored by their lease expiry (ms)."""
+        return f"{self._base}:inflight"
 
     @property
     def page_token_secret(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from schedcore.errors import REDIS_UNAVAILABLE
+from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
 

@@ -16,7 +16,7 @@ from schedcore import pb
 from schedcore.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.executions import Bounds
+from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import execution_id
 from schedcore.store.tasks import StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
@@ -308,7 +308,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
 
         page, last = await _collect(fetch, cursor, size, matches)
         return pb.ListExecutionsResponse(
-            executions=[pb.Execution.FromString(raw) for _, raw in page],
+            executions=[decode(status, raw) for status, raw in page],
             next_page_token=self.tokens.encode(filters, last) if last is not None else "",
         )
 

@@ -6,6 +6,6 @@ local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return {'missing'} end
 if ARGV[2] ~= '' and rev ~= ARGV[2] then return {'conflict', rev} end
 redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'nm'))
-redis.call('ZREM', KEYS[3], (redis.call('HGET', KEYS[1], 'next') or '~') .. ':' .. ARGV[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'nx'))
 redis.call('DEL', KEYS[1])
 return {'ok'}

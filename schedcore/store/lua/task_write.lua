@@ -1,6 +1,6 @@
 -- Change a task if its revision is still the one the caller read (compare-and-set), keeping
--- both indexes in step. Index members are rebuilt from the hash itself, so a next-run time that
--- the scheduler advanced meanwhile is still removed correctly.
+-- both indexes in step. The current index members are read from the hash itself (nm, nx), so an
+-- entry the scheduler moved meanwhile is still removed correctly.
 -- KEYS: 1 task hash, 2 name index, 3 next-run index
 -- ARGV: 1 task id, 2 expected rev ("" = any), 3 spec ("" = keep), 4 state ("" = keep),
 --       5 next run (padded ms; "" = keep; "-" = none), 6 name index member ("" = keep)
@@ -16,14 +16,15 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'nm', ARGV[6])
 end
 if ARGV[5] ~= '' then
-  local old = redis.call('HGET', KEYS[1], 'next') or '~'
-  redis.call('ZREM', KEYS[3], old .. ':' .. ARGV[1])
+  redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'nx'))
+  local member = '~:' .. ARGV[1]
   if ARGV[5] == '-' then
     redis.call('HDEL', KEYS[1], 'next')
-    redis.call('ZADD', KEYS[3], 0, '~:' .. ARGV[1])
   else
     redis.call('HSET', KEYS[1], 'next', ARGV[5])
-    redis.call('ZADD', KEYS[3], 0, ARGV[5] .. ':' .. ARGV[1])
+    member = ARGV[5] .. ':' .. ARGV[1]
   end
+  redis.call('ZADD', KEYS[3], 0, member)
+  redis.call('HSET', KEYS[1], 'nx', member)
 end
 return {'ok', redis.call('HINCRBY', KEYS[1], 'rev', 1)}

@@ -1,0 +1,197 @@
+"""The scheduler's side of the store: leasing due occurrences, dispatch leases, fenced results.
+
+Every operation is a Lua script deciding by the Redis server's clock (TIME inside the script).
+Operations on keys not known in advance take two steps: a read-only peek (peek_due.lua) that
+names the candidates, then a script that receives their keys through KEYS and re-checks each one
+atomically, so concurrent replicas never take the same item. The invariants are listed in
+docs/engine-design.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from schedcore import pb
+from schedcore.store.executions import summary
+from schedcore.store.keys import Keys, history_member, pad_ms
+from schedcore.store.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    task_id: str
+    token: str
+    nominal_ms: int
+    spec: pb.Task
+    rev: str
+
+
+@dataclass(frozen=True)
+class FireCommit:
+    """What firing one leased task writes: its records and its following occurrence."""
+
+    task: LeasedTask
+    records: Sequence[pb.Execution]
+    next_ms: int | None
+    state: int
+    ready_at_ms: int
+
+
+@dataclass(frozen=True)
+class DispatchItem:
+    execution: pb.Execution
+    token: int
+    spec: pb.Task | None  # None: the task was deleted
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The new record of an execution whose attempt ended (retry_at_ms set: it goes again)."""
+
+    execution: pb.Execution
+    token: int
+    retry_at_ms: int | None
+    summary: pb.ExecutionSummary | None
+
+
+class EngineStore:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    async def peek(self, key: str, *, lex: bool, limit: int) -> tuple[int, list[str], int | None]:
+        """(now, due members oldest first, ms when the next one comes due or None)."""
+        now, due, later = await self.scripts.peek_due(keys=[key], args=["lex" if lex else "score", limit])
+        return int(now), [m.decode() for m in due], (int(later) if int(later) >= 0 else None)
+
+    async def lease_due(self, limit: int, lease_ms: int) -> tuple[int, list[LeasedTask], int | None]:
+        now, members, later = await self.peek(self.keys.by_next, lex=True, limit=limit)
+        if not members:
+            return now, [], later
+        ids = [m.split(":", 1)[1] for m in members]
+        now, rows = await self.scripts.fire_lease(
+            keys=[self.keys.by_next, *(self.keys.task(i) for i in ids)], args=[lease_ms, *ids]
+        )
+        leased = [
+            LeasedTask(
+                task_id=row[0].decode(),
+                token=str(int(row[1])),
+                nominal_ms=int(row[2]),
+                spec=pb.Task.FromString(row[3]),
+                rev=row[4].decode(),
+            )
+            for row in rows
+        ]
+        return int(now), leased, later
+
+    async def commit_fire(self, commits: Sequence[FireCommit]) -> list[int]:
+        """Records created per commit (-1: the lease was lost to another replica)."""
+        if not commits:
+            return []
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commits:
+                task_id = c.task.task_id
+                args: list[str | bytes | int] = [
+                    task_id,
+                    c.task.token,
+                    c.task.rev,
+                    pad_ms(c.next_ms) if c.next_ms is not None else "",
+                    c.state,
+                    summary(c.records[0]).SerializeToString() if c.records else "",
+                    c.ready_at_ms,
+                ]
+                for record in c.records:
+                    args += [
+                        record.id,
+                        record.SerializeToString(),
+                        int(record.status),
+                        history_member(record.id),
+                    ]
+                await self.scripts.fire_commit(
+                    keys=[
+                        k.task(task_id),
+                        k.by_next,
+                        k.ready,
+                        k.history,
+                        k.task_history(task_id),
+                        *(k.execution(r.id) for r in c.records),
+                    ],
+                    args=args,
+                    client=pipe,
+                )
+            return [int(n) for n in await pipe.execute()]
+
+    async def lease_ready(self, limit: int, lease_ms: int) -> list[DispatchItem]:
+        _, ids, _ = await self.peek(self.keys.ready, lex=False, limit=limit)
+        if not ids:
+            return []
+        keys = [self.keys.ready, self.keys.inflight]
+        for execution_id in ids:
+            keys += [self.keys.execution(execution_id), self.keys.task(execution_id[:16])]
+        rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *ids])
+        items = []
+        for row in rows:
+            execution = pb.Execution.FromString(row[2])
+            execution.status = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
+            spec = pb.Task.FromString(row[3]) if row[3] else None
+            items.append(DispatchItem(execution, int(row[1]), spec))
+        return items
+
+    async def records(self, ids: Sequence[str]) -> list[tuple[pb.Execution | None, pb.Task | None]]:
+        """Current record and task spec of each execution (for building results)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for execution_id in ids:
+                pipe.hget(self.keys.execution(execution_id), "pb")
+                pipe.hget(self.keys.task(execution_id[:16]), "spec")
+            raw = await pipe.execute()
+        out: list[tuple[pb.Execution | None, pb.Task | None]] = []
+        for i in range(0, len(raw), 2):
+            out.append(
+                (
+                    pb.Execution.FromString(raw[i]) if raw[i] else None,
+                    pb.Task.FromString(raw[i + 1]) if raw[i + 1] else None,
+                )
+            )
+        return out
+
+    async def complete(self, completions: Sequence[Completion]) -> int:
+        """Write ended attempts whose token still holds. Returns how many were recorded."""
+        if not completions:
+            return 0
+        keys = [self.keys.inflight, self.keys.ready]
+        args: list[str | bytes | int] = []
+        for c in completions:
+            keys += [self.keys.execution(c.execution.id), self.keys.task(c.execution.task_id)]
+            args += [
+                c.execution.id,
+                c.token,
+                int(c.execution.status),
+                c.execution.SerializeToString(),
+                "" if c.retry_at_ms is None else c.retry_at_ms,
+                c.summary.SerializeToString() if c.summary is not None else "",
+            ]
+        return int(await self.scripts.dispatch_complete(keys=keys, args=args))
+
+    async def renew(self, leases: Sequence[tuple[str, int]], lease_ms: int) -> int:
+        if not leases:
+            return 0
+        keys = [self.keys.inflight, *(self.keys.execution(i) for i, _ in leases)]
+        args: list[str | int] = [lease_ms]
+        for execution_id, token in leases:
+            args += [execution_id, token]
+        return int(await self.scripts.dispatch_renew(keys=keys, args=args))
+
+    async def reclaim(self, limit: int) -> list[str]:
+        _, ids, _ = await self.peek(self.keys.inflight, lex=False, limit=limit)
+        if not ids:
+            return []
+        keys = [self.keys.inflight, self.keys.ready, *(self.keys.execution(i) for i in ids)]
+        return [i.decode() for i in await self.scripts.dispatch_reclaim(keys=keys, args=ids)]
+
+    async def ready_count(self, now_ms: int) -> int:
+        return int(await self.redis.zcount(self.keys.ready, "-inf", now_ms))

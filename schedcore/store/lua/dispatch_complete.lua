@@ -1,0 +1,19 @@
+-- Record the ends of attempts, fenced by their lease tokens: a result from a holder whose lease
+-- was taken over is dropped. A retry goes back to the ready queue at its backoff time.
+-- KEYS: 1 inflight, 2 ready, then per execution: execution hash, its task hash
+-- ARGV: per execution: id, token, status, record, retry-at ms ("" = final), summary ("" = none)
+-- Returns the number recorded.
+local recorded = 0
+for i = 0, #ARGV / 6 - 1 do
+  local a, ek, tk = 1 + 6 * i, KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  if redis.call('HGET', ek, 'tok') == ARGV[a + 1] and redis.call('ZSCORE', KEYS[1], ARGV[a]) then
+    redis.call('ZREM', KEYS[1], ARGV[a])
+    redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
+    if ARGV[a + 4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a]) end
+    if ARGV[a + 5] ~= '' and redis.call('EXISTS', tk) == 1 then
+      redis.call('HSET', tk, 'last', ARGV[a + 5])
+    end
+    recorded = recorded + 1
+  end
+end
+return recorded

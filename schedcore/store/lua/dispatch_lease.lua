@@ -1,0 +1,23 @@
+-- Lease ready executions for dispatch: ready -> inflight (scored by lease expiry), status RUNNING,
+-- and a new fencing token that the result must carry back.
+-- KEYS: 1 ready queue, 2 inflight, then per execution: execution hash, its task hash
+-- ARGV: 1 lease ms, then the execution ids
+-- Returns {{id, token, record, task spec or false}, ...}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 2, #ARGV do
+  local id, ek, tk = ARGV[i], KEYS[1 + 2 * (i - 1)], KEYS[2 + 2 * (i - 1)]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= now then
+    redis.call('ZREM', KEYS[1], id)
+    local record = redis.call('HGET', ek, 'pb')
+    if record then
+      local token = redis.call('HINCRBY', ek, 'tok', 1)
+      redis.call('HSET', ek, 'status', 2)
+      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
+      out[#out + 1] = {id, token, record, redis.call('HGET', tk, 'spec') or false}
+    end
+  end
+end
+return out

@@ -1,0 +1,207 @@
+"""The executor's core: scheduler streams, the attempts they brought, credits, renewals, and the
+way every result reaches a scheduler (its stream, or ReportResults once the stream is gone)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult
+from schedcore.server import cancel_and_wait
+from services.executor.flow import Credits
+from services.executor.outbox import Outbox
+from services.executor.reporter import Reporter
+from services.executor.runner import Runner
+
+log = logging.getLogger("executor.engine")
+
+# Longest wait, at shutdown, for attempts to return once cancelled, and for streams to flush.
+CANCEL_WAIT_S = 5.0
+FLUSH_WAIT_S = 2.0
+
+
+@dataclass(eq=False)
+class Stream:
+    """One scheduler's Execute call."""
+
+    name: str
+    outbox: Outbox
+    alive: bool = True
+    # The scheduler sends no more items; the call ends once its attempts have ended.
+    half_closed: bool = False
+    running: int = 0
+
+
+@dataclass(eq=False)
+class Attempt:
+    item: WorkItem
+    stream: Stream
+    task: asyncio.Task[None] | None = field(default=None)
+
+
+class Engine:
+    def __init__(
+        self, slots: int, lease_s: float, executor_id: str, runner: Runner, reporter: Reporter
+    ) -> None:
+        self.lease_s = lease_s
+        self.executor_id = executor_id
+        self.runner = runner
+        self.reporter = reporter
+        self.credits: Credits[Stream] = Credits(slots)
+        self.streams: list[Stream] = []
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.draining = False
+        self._background: list[asyncio.Task[None]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if not self._background:
+            self._background = [
+                asyncio.create_task(self.reporter.run(), name="reporter"),
+                asyncio.create_task(self._renew_forever(), name="renewals"),
+            ]
+
+    # Streams.
+
+    def open_stream(self, name: str) -> Stream:
+        stream = Stream(name, Outbox(self.executor_id))
+        self.streams.append(stream)
+        self.credits.open(stream)
+        if self.draining:
+            stream.outbox.close()
+        return stream
+
+    def on_request(self, stream: Stream, request: ExecuteRequest) -> None:
+        if request.scheduler_id:
+            stream.name = request.scheduler_id
+        items = list(request.items)
+        covered = 0 if self.draining else self.credits.take(stream, len(items))
+        for item in items[:covered]:
+            self._start(item, stream)
+        if len(items) > covered:
+            why = (
+                "executor shutting down: item handed back unrun"
+                if self.draining
+                else f"no credit: {len(items) - covered} of {len(items)} items exceeded the credits held; "
+                "handed back unrun"
+            )
+            log.warning(why, extra={"scheduler": stream.name})
+            for item in items[covered:]:
+                stream.outbox.add_result(self.runner.hand_back(item, why))
+        self.credits.release(stream, request.release)
+        self.credits.set_demand(stream, request.demand)
+        self._regrant()
+
+    def half_close(self, stream: Stream) -> None:
+        stream.half_closed = True
+        self.credits.close(stream)
+        self._regrant()
+        if stream.running == 0:
+            stream.outbox.close()
+
+    def close_stream(self, stream: Stream) -> None:
+        """The call is over: unsent results, and those of attempts still running, go by
+        ReportResults."""
+        if stream.alive:
+            stream.alive = False
+            self.streams.remove(stream)
+            self.credits.close(stream)
+            stream.outbox.close()
+            self.reporter.add(stream.outbox.take_results())
+            self._regrant()
+
+    def _regrant(self) -> None:
+        if self.streams:
+            self.streams.append(self.streams.pop(0))
+        for stream, count in self.credits.allocate(list(self.streams)).items():
+            stream.outbox.add_grant(count)
+
+    # Attempts.
+
+    def _start(self, item: WorkItem, stream: Stream) -> None:
+        key = (item.execution_id, item.lease_token)
+        if key in self.attempts:
+            log.warning("duplicate item ignored: already running", extra={"execution_id": item.execution_id})
+            self.credits.finish()
+            return
+        attempt = Attempt(item, stream)
+        stream.running += 1
+        self.attempts[key] = attempt
+        attempt.task = asyncio.create_task(self._attempt(key, attempt), name=f"attempt {item.execution_id}")
+
+    async def _attempt(self, key: tuple[str, int], attempt: Attempt) -> None:
+        try:
+            result = await self.runner.run(attempt.item)
+        finally:
+            self._forget(key, attempt)
+        self._deliver(attempt.stream, result)
+        self._regrant()
+
+    def _forget(self, key: tuple[str, int], attempt: Attempt) -> bool:
+        if self.attempts.get(key) is not attempt:
+            return False
+        del self.attempts[key]
+        self.credits.finish()
+        attempt.stream.running -= 1
+        return True
+
+    def _deliver(self, stream: Stream, result: WorkResult) -> None:
+        if stream.alive:
+            stream.outbox.add_result(result)
+            if stream.half_closed and stream.running == 0:
+                stream.outbox.close()
+        else:
+            self.reporter.add([result])
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            orphans: list[LeaseRenewal] = []
+            for attempt in self.attempts.values():
+                renewal = LeaseRenewal(
+                    execution_id=attempt.item.execution_id, lease_token=attempt.item.lease_token
+                )
+                if attempt.stream.alive:
+                    attempt.stream.outbox.add_renewal(renewal)
+                else:
+                    orphans.append(renewal)
+            if orphans:
+                task = asyncio.create_task(self.reporter.renew(orphans), name="orphan renewals")
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    # Shutdown.
+
+    async def drain(self, grace: float) -> None:
+        """Stop granting and taking items; let attempts run for `grace` seconds, cancel the rest
+        (they are handed back as PENDING), flush and end every stream."""
+        self.draining = True
+        self.credits.stop()
+        tasks = {a.task for a in self.attempts.values() if a.task is not None}
+        if tasks:
+            log.info("waiting for running attempts", extra={"count": len(tasks), "grace_s": grace})
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            if late:
+                log.warning("handing back attempts still running", extra={"count": len(late)})
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=CANCEL_WAIT_S)
+        for key, attempt in list(self.attempts.items()):  # cancelled before it started, or stuck
+            if self._forget(key, attempt):
+                why = "executor shutting down: attempt did not end when cancelled"
+                self._deliver(attempt.stream, self.runner.hand_back(attempt.item, why))
+        for stream in self.streams:
+            stream.outbox.close()
+        for _ in range(int(FLUSH_WAIT_S / 0.01)):
+            if not self.streams:
+                break
+            await asyncio.sleep(0.01)
+
+    async def close(self, flush_s: float) -> None:
+        """After the server stopped: deliver what the reporter holds, then stop everything."""
+        if not await self.reporter.flush(flush_s):
+            log.error("results still undelivered at exit")
+        for task in [*self._background, *self._sending]:
+            await cancel_and_wait(task)
+        await self.reporter.close()

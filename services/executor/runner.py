@@ -1,0 +1,98 @@
+"""Runs one attempt: picks the target by kind, enforces the timeout, turns every ending into a
+WorkResult carrying times, the executor's id and the lease token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from schedcore import pb
+from schedcore.ipb import WorkItem, WorkResult
+from schedcore.timeutil import duration_to_ms
+from services.executor.targets import AttemptContext, Outcome, Target
+
+log = logging.getLogger("executor.runner")
+
+DEFAULT_TIMEOUT_S = 60.0
+PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
+
+
+def now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(time.time_ns())
+    return ts
+
+
+def timeout_s(item: WorkItem) -> float:
+    ms = duration_to_ms(item.timeout) if item.HasField("timeout") else 0
+    return ms / 1000 if ms > 0 else DEFAULT_TIMEOUT_S
+
+
+class Runner:
+    def __init__(self, executor_id: str, output_limit: int, targets: Mapping[str, Target]) -> None:
+        self.executor_id = executor_id
+        self.output_limit = output_limit
+        self.targets = targets
+
+    def result(self, item: WorkItem, outcome: Outcome, start: Timestamp) -> WorkResult:
+        result = pb.ExecutionResult(output=outcome.output, output_truncated=outcome.output_truncated)
+        if outcome.http_status is not None:
+            result.http.status_code = outcome.http_status
+        return WorkResult(
+            execution_id=item.execution_id,
+            lease_token=item.lease_token,
+            status=outcome.status,
+            result=result,
+            status_message=outcome.status_message,
+            start_time=start,
+            finish_time=now_ts(),
+            retryable=outcome.retryable,
+            executor_id=self.executor_id,
+        )
+
+    def hand_back(self, item: WorkItem, why: str, start: Timestamp | None = None) -> WorkResult:
+        """The item goes back to the scheduler unrun (or cut short): PENDING, not an attempt."""
+        outcome = Outcome(PENDING, status_message=why, retryable=True)
+        return self.result(item, outcome, start if start is not None else now_ts())
+
+    async def run(self, item: WorkItem) -> WorkResult:
+        """Run the attempt to its end. Cancelled (shutdown), it ends as a hand-back."""
+        start = now_ts()
+        try:
+            outcome = await self._run(item, start)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self.hand_back(item, "executor shutting down: attempt cancelled before it ended", start)
+        return self.result(item, outcome, start)
+
+    async def _run(self, item: WorkItem, start: Timestamp) -> Outcome:
+        kind = item.target.WhichOneof("kind") if item.HasField("target") else None
+        target = self.targets.get(kind) if kind else None
+        if target is None:
+            return Outcome.failed(f"unknown target kind {kind or '(unset)'}", retryable=False)
+        ctx = AttemptContext(
+            executor_id=self.executor_id,
+            start_time=datetime.fromtimestamp(start.ToNanoseconds() / 1e9, tz=UTC),
+            output_limit=self.output_limit,
+        )
+        limit = timeout_s(item)
+        try:
+            async with asyncio.timeout(limit) as scope:
+                return await target.run(item, ctx)
+        except TimeoutError:
+            if scope.expired():
+                return Outcome(
+                    TIMED_OUT, status_message=f"attempt exceeded its timeout of {limit:g} s", retryable=True
+                )
+            return Outcome.failed(f"{kind} target failed: TimeoutError", retryable=True)
+        except Exception as exc:  # a target's bug ends its attempt, not the executor
+            log.exception("%s target raised", kind, extra={"execution_id": item.execution_id})
+            return Outcome.failed(f"{kind} target failed: {type(exc).__name__}: {exc}", retryable=True)

@@ -1,0 +1,61 @@
+"""ExecutorService: the stream a scheduler pushes work on. Requests are read in a task of their
+own; the call's response side sends what the stream's outbox batches.
+
+The contract as a scheduler sees it:
+- No credit comes before the scheduler reports demand > 0; demand is absolute and read after
+  the items of the same message have used their credits, then `release` is applied.
+- Items beyond the credits held are not run: each comes back at once as a WorkResult with status
+  PENDING and a status_message starting "no credit"; while the executor shuts down, items come
+  back the same way with "executor shutting down". Attempts cut short by shutdown come back
+  PENDING too, with their real start_time. PENDING never counts as an attempt.
+- Half-closing the call (no more requests) returns the stream's unused credits; the executor
+  still sends the results of its running attempts, then ends the call with OK.
+- Cancelling the call, or losing it, makes it gone: results of its attempts (and renewals of those
+  still running) go to SchedulerService.ReportResults at SCHEDULER_ADDR instead.
+- One ExecuteResponse may carry grants, results and renewals; a renewal never accompanies the
+  result of the same attempt in one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from schedcore.ipb import ExecuteRequest, ExecuteResponse, executor_grpc
+from services.executor.engine import Engine, Stream
+
+log = logging.getLogger("executor.stream")
+
+
+class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def Execute(
+        self, request_iterator: AsyncIterator[ExecuteRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ExecuteResponse]:
+        stream = self.engine.open_stream(context.peer())
+        log.info("scheduler stream opened", extra={"peer": stream.name})
+        reader = asyncio.create_task(self._read(request_iterator, stream), name="stream reader")
+        try:
+            while (message := await stream.outbox.next()) is not None:
+                yield message
+        finally:
+            reader.cancel()
+            self.engine.close_stream(stream)
+            log.info("scheduler stream closed", extra={"scheduler": stream.name})
+
+    async def _read(self, requests: AsyncIterator[ExecuteRequest], stream: Stream) -> None:
+        try:
+            async for request in requests:
+                self.engine.on_request(stream, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken call ends this stream only
+            log.warning("scheduler stream broken: %s", exc, extra={"scheduler": stream.name})
+            self.engine.close_stream(stream)
+        else:
+            self.engine.half_close(stream)

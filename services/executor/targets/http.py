@@ -1,0 +1,102 @@
+"""The http target: one request per attempt through a pooled client shared by all attempts.
+
+Redirects are not followed: a 3xx response is the attempt's result, compared with
+expected_status like any other status. Following one would resend the method, body, the task's
+headers (credentials, often) and the Idempotency-Key to whatever host the response names, and
+would turn a POST into a GET on 301-303; a task that wants the final endpoint names it, and a task
+for which the redirect itself is success sets expected_status to it.
+
+Proxies and CA bundles come from the standard environment variables (HTTP_PROXY, HTTPS_PROXY,
+NO_PROXY, SSL_CERT_FILE). The client has no timeouts of its own: the runner's per-attempt timeout
+bounds connecting, sending and reading alike.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from schedcore import pb
+from schedcore.ipb import WorkItem
+from schedcore.settings import Settings
+from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
+
+METHODS: dict[int, str] = {
+    pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
+    pb.HttpMethod.HTTP_METHOD_GET: "GET",
+    pb.HttpMethod.HTTP_METHOD_POST: "POST",
+    pb.HttpMethod.HTTP_METHOD_PUT: "PUT",
+    pb.HttpMethod.HTTP_METHOD_PATCH: "PATCH",
+    pb.HttpMethod.HTTP_METHOD_DELETE: "DELETE",
+    pb.HttpMethod.HTTP_METHOD_HEAD: "HEAD",
+}
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# Connections kept open between attempts, per executor.
+MAX_KEEPALIVE = 100
+
+
+class HttpTarget(Target):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=None,
+            limits=httpx.Limits(
+                max_connections=settings.executor_concurrency,
+                max_keepalive_connections=min(settings.executor_concurrency, MAX_KEEPALIVE),
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def run(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
+        target = item.target.http
+        method = METHODS.get(target.method)
+        if method is None:
+            return Outcome.failed(f"unknown http method {target.method}", retryable=False)
+        headers = {k: v for k, v in target.headers.items() if k.lower() != IDEMPOTENCY_KEY.lower()}
+        headers[IDEMPOTENCY_KEY] = item.execution_id
+        try:
+            request = self.client.build_request(
+                method, target.url, headers=headers, content=target.body or None
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            return Outcome.failed(f"cannot build the request: {exc}", retryable=False)
+        try:
+            response = await self.client.send(request, stream=True)
+            try:
+                body = await _read_bounded(response, ctx.output_limit)
+            finally:
+                await response.aclose()
+        except httpx.UnsupportedProtocol as exc:
+            return Outcome.failed(f"{method} {target.url}: {exc}", retryable=False)
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            return Outcome.failed(
+                f"{method} {target.url} failed: {type(exc).__name__}: {reason}", retryable=True
+            )
+        output, truncated = bound_text(body.decode("utf-8", "replace"), ctx.output_limit)
+        truncated = truncated or len(body) > ctx.output_limit
+        code = response.status_code
+        expected = target.expected_status
+        ok = code == expected if expected else 200 <= code < 300
+        if ok:
+            return Outcome(SUCCEEDED, output=output, output_truncated=truncated, http_status=code)
+        return Outcome.failed(
+            f"{method} {target.url} answered {code}, expected {expected or 'a 2xx status'}",
+            retryable=True,
+            output=output,
+            output_truncated=truncated,
+            http_status=code,
+        )
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of the body, plus one more when there are more (so the caller
+    knows it was cut). The rest is never downloaded."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            return bytes(data[: limit + 1])
+    return bytes(data)

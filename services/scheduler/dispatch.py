@@ -1,0 +1,138 @@
+"""The dispatch loop: lease ready executions within the credits executors granted, and push them
+in batches; hand back credits an idle scheduler holds; take back expired leases."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from schedcore import ipb
+from schedcore.redisconn import REDIS_UNAVAILABLE
+from schedcore.settings import Settings
+from schedcore.store import Store
+from schedcore.store.engine import DispatchItem
+from services.scheduler.links import Link, Links
+from services.scheduler.results import Recorder
+
+log = logging.getLogger("scheduler.dispatch")
+
+# Credits held this long with nothing to send go back to the executor for other schedulers.
+RELEASE_AFTER_S = 1.0
+
+
+def work_item(item: DispatchItem) -> ipb.WorkItem:
+    assert item.spec is not None
+    record, spec = item.execution, item.spec
+    work = ipb.WorkItem(
+        execution_id=record.id,
+        task_id=record.task_id,
+        lease_token=item.token,
+        attempt=record.attempt,
+        task_name=spec.name,
+    )
+    work.target.CopyFrom(spec.target)
+    work.payload.CopyFrom(record.payload)
+    work.timeout.CopyFrom(spec.timeout)
+    work.nominal_time.CopyFrom(record.nominal_time)
+    return work
+
+
+class Dispatcher:
+    def __init__(self, store: Store, settings: Settings, recorder: Recorder) -> None:
+        self.store = store
+        self.settings = settings
+        self.recorder = recorder
+        self.lease_ms = int(settings.lease_s * 1000)
+        self.wake = asyncio.Event()
+        self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response)
+        self.dispatched = 0
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def on_response(self, link: Link, response: ipb.ExecuteResponse) -> None:
+        if response.grant:
+            self.poke()
+        while True:
+            try:
+                if response.results:
+                    await self.recorder.record(response.results)
+                if response.renewals:
+                    await self.recorder.renew(response.renewals)
+                return
+            except REDIS_UNAVAILABLE as exc:
+                # Not recorded yet: keep trying; if Redis stays away longer than the lease, the
+                # execution is reclaimed and run again (at-least-once, with its idempotency key).
+                log.warning("cannot record results from %s yet: %s", link.addr, exc)
+                await asyncio.sleep(0.5)
+
+    async def dispatch_once(self) -> int:
+        links = self.links.connected()
+        now, due, _ = await self.store.engine.peek(
+            self.store.keys.ready, lex=False, limit=self.settings.batch_size
+        )
+        demand = len(due)
+        credits = sum(link.credits for link in links)
+        items: list[DispatchItem] = []
+        if demand and credits:
+            items = await self.store.engine.lease_ready(min(credits, demand), self.lease_ms)
+            orphans = [(i.execution, i.token) for i in items if i.spec is None]
+            if orphans:
+                await self.recorder.cancel_orphans(orphans, now)
+            items = [i for i in items if i.spec is not None]
+        remaining = max(0, demand - len(items))
+        for link in sorted(links, key=lambda x: -x.credits):
+            batch, items = items[: link.credits], items[link.credits :]
+            if batch:
+                link.credits -= len(batch)
+                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=remaining))
+                link.last_demand = remaining
+                self.dispatched += len(batch)
+            elif link.last_demand != remaining:
+                link.send(ipb.ExecuteRequest(demand=remaining))
+                link.last_demand = remaining
+            self._release_if_idle(link, remaining)
+        return demand
+
+    def _release_if_idle(self, link: Link, demand: int) -> None:
+        if demand or not link.credits:
+            link.idle_since = None
+            return
+        now = time.monotonic()
+        if link.idle_since is None:
+            link.idle_since = now
+        elif now - link.idle_since > RELEASE_AFTER_S:
+            link.send(ipb.ExecuteRequest(release=link.credits, demand=0))
+            link.credits = 0
+            link.idle_since = None
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                demand = await self.dispatch_once()
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("dispatch paused: Redis unavailable (%s)", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if demand and any(link.credits for link in self.links.connected()):
+                continue
+            try:
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def reclaim_forever(self) -> None:
+        """Executions whose lease expired (dead executor or scheduler) go back to ready."""
+        while True:
+            try:
+                ids = await self.store.engine.reclaim(self.settings.batch_size)
+                if ids:
+                    log.warning("reclaimed %d executions whose lease expired", len(ids))
+                    self.poke()
+                    continue
+            except REDIS_UNAVAILABLE:
+                pass
+            await asyncio.sleep(max(0.1, self.settings.lease_s / 4))

@@ -1,0 +1,57 @@
+"""The firing loop: lease due occurrences, plan them, commit them, in batches.
+
+Sleeps until the next occurrence comes due (as the due index says) or POLL_INTERVAL_SECONDS,
+whichever is sooner, so an idle task fires within milliseconds of its time without polling hard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from schedcore.redisconn import REDIS_UNAVAILABLE
+from schedcore.settings import Settings
+from schedcore.store.engine import EngineStore
+from services.scheduler.plan import plan
+
+log = logging.getLogger("scheduler.firing")
+
+
+class Firer:
+    def __init__(self, engine: EngineStore, settings: Settings, on_fired: Callable[[], None]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.on_fired = on_fired
+        self.lease_ms = int(settings.lease_s * 1000)
+        self.tolerance_ms = int(settings.missed_tolerance_s * 1000)
+        self.fired = 0
+
+    async def fire_once(self) -> tuple[int, float]:
+        """Fire one batch. Returns (occurrences leased, seconds until the next is due)."""
+        now, leased, later = await self.engine.lease_due(self.settings.batch_size, self.lease_ms)
+        if leased:
+            commits = []
+            for task in leased:
+                try:
+                    commits.append(plan(task, now, self.tolerance_ms))
+                except Exception:
+                    log.exception("cannot plan task %s; it is retried when its lease expires", task.task_id)
+            created = await self.engine.commit_fire(commits)
+            self.fired += sum(n for n in created if n > 0)
+            self.on_fired()
+        wait = self.settings.poll_interval_s
+        if later is not None:
+            wait = min(wait, max(0.0, (later - now) / 1000))
+        return len(leased), wait
+
+    async def run(self) -> None:
+        while True:
+            try:
+                count, wait = await self.fire_once()
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("firing paused: Redis unavailable (%s)", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if count < self.settings.batch_size:
+                await asyncio.sleep(wait)

@@ -1,0 +1,125 @@
+"""Streams to executor replicas: one long-lived Execute stream per executor address, reconnecting
+by itself, holding the credits that executor granted, and finding executors through DNS (a
+Kubernetes headless Service resolves to one address per pod)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from schedcore import ipb
+
+log = logging.getLogger("scheduler.links")
+
+OnResponse = Callable[["Link", ipb.ExecuteResponse], Awaitable[None]]
+
+
+class Link:
+    def __init__(self, addr: str, scheduler_id: str, on_response: OnResponse) -> None:
+        self.addr = addr
+        self.scheduler_id = scheduler_id
+        self.on_response = on_response
+        self.credits = 0
+        self.connected = False
+        self.last_demand = -1
+        self.idle_since: float | None = None
+        self._queue: asyncio.Queue[ipb.ExecuteRequest] = asyncio.Queue()
+
+    def send(self, request: ipb.ExecuteRequest) -> None:
+        self._queue.put_nowait(request)
+
+    async def _requests(self) -> AsyncIterator[ipb.ExecuteRequest]:
+        yield ipb.ExecuteRequest(scheduler_id=self.scheduler_id)
+        while True:
+            yield await self._queue.get()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            self._queue = asyncio.Queue()
+            self.credits, self.last_demand = 0, -1
+            try:
+                async with grpc.aio.insecure_channel(self.addr) as channel:
+                    stub = ipb.executor_grpc.ExecutorServiceStub(channel)
+                    call = stub.Execute(self._requests())
+                    self.connected = True
+                    async for response in call:
+                        backoff = 0.05
+                        self.credits += response.grant
+                        await self.on_response(self, response)
+            except grpc.aio.AioRpcError as exc:
+                log.info("stream to executor %s ended: %s", self.addr, exc.code().name)
+            finally:
+                self.connected = False
+                self.credits = 0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
+def parse_targets(spec: str) -> list[tuple[str, int]]:
+    """EXECUTOR_ADDRS: "host:port[,host:port...]", each optionally prefixed with dns:///."""
+    targets = []
+    for entry in spec.split(","):
+        entry = entry.strip().removeprefix("dns:///")
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        targets.append((host.strip("[]"), int(port)))
+    return targets
+
+
+async def resolve(host: str, port: int) -> set[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return set()
+    out = set()
+    for family, *_, address in infos:
+        ip = address[0]
+        out.add(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    return out
+
+
+class Links:
+    """The set of executor streams, kept in step with what EXECUTOR_ADDRS resolves to."""
+
+    def __init__(self, spec: str, scheduler_id: str, on_response: OnResponse) -> None:
+        self.targets = parse_targets(spec)
+        self.scheduler_id = scheduler_id
+        self.on_response = on_response
+        self.links: dict[str, Link] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def connected(self) -> list[Link]:
+        return [link for link in self.links.values() if link.connected]
+
+    async def refresh(self) -> None:
+        found: set[str] = set()
+        for host, port in self.targets:
+            found |= await resolve(host, port)
+        for addr in found - self.links.keys():
+            link = Link(addr, self.scheduler_id, self.on_response)
+            self.links[addr] = link
+            self._tasks[addr] = asyncio.create_task(link.run(), name=f"link {addr}")
+            log.info("executor %s added", addr)
+        for addr in self.links.keys() - found:
+            self._tasks.pop(addr).cancel()
+            del self.links[addr]
+            log.info("executor %s gone from DNS", addr)
+
+    async def run(self, interval_s: float = 5.0) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(interval_s)
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()

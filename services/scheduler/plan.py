@@ -1,0 +1,85 @@
+"""What firing a leased occurrence means: which records to write and where the task goes next.
+
+Missed-time policy (guarantees.md, promise 6): when an occurrence is found more than
+MISSED_TOLERANCE_SECONDS after its nominal time, the suite was not running across it. The task
+then runs once, for that first missed occurrence; the occurrences after it up to now are
+recorded as SKIPPED with the reason (at most MAX_SKIPPED_RECORDS of them, so a long outage of a
+busy cron task does not flood the history), and the task continues from its next occurrence
+after now. Never a silent gap, never a flood.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from schedcore import pb
+from schedcore.schedule import Cron, Window
+from schedcore.store.engine import FireCommit, LeasedTask
+from schedcore.store.keys import execution_id
+from schedcore.timeutil import ms_to_ts, ts_to_ms
+
+MAX_SKIPPED_RECORDS = 100
+ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
+COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
+
+
+@lru_cache(maxsize=4096)
+def _cron(expression: str, time_zone: str) -> Cron:
+    return Cron.parse(expression, time_zone or "UTC")
+
+
+def window(schedule: pb.Schedule) -> Window:
+    if schedule.WhichOneof("kind") == "once":
+        return Window(once_ms=ts_to_ms(schedule.once.run_time))
+    cron = schedule.cron
+    return Window(
+        cron=_cron(cron.expression, cron.time_zone),
+        start_ms=ts_to_ms(cron.start_time) if cron.HasField("start_time") else None,
+        end_ms=ts_to_ms(cron.end_time) if cron.HasField("end_time") else None,
+    )
+
+
+def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
+    record = pb.Execution(
+        id=execution_id(task.task_id, nominal_ms),
+        task_id=task.task_id,
+        attempt=1,
+        status=status,  # type: ignore[arg-type]
+        trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_SCHEDULE,
+    )
+    record.nominal_time.CopyFrom(ms_to_ts(nominal_ms))
+    record.fire_time.CopyFrom(ms_to_ts(now_ms))
+    if task.spec.HasField("payload"):
+        record.payload.CopyFrom(task.spec.payload)
+    return record
+
+
+def plan(task: LeasedTask, now_ms: int, tolerance_ms: int) -> FireCommit:
+    nominal = task.nominal_ms
+    w = window(task.spec.schedule)
+    run = _record(task, nominal, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_PENDING)
+    records = [run]
+    if now_ms - nominal <= tolerance_ms:
+        following = w.next_after_ms(nominal)
+    else:
+        current = nominal
+        while len(records) <= MAX_SKIPPED_RECORDS:
+            missed = w.next_after_ms(current)
+            if missed is None or missed > now_ms:
+                break
+            skipped = _record(task, missed, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_SKIPPED)
+            skipped.attempt = 0
+            skipped.finish_time.CopyFrom(ms_to_ts(now_ms))
+            records.append(skipped)
+            current = missed
+        if len(records) > 1:
+            more = " (only the first 100 are recorded)" if len(records) > MAX_SKIPPED_RECORDS else ""
+            reason = (
+                f"missed: the scheduler was not running at this time; under the missed-time "
+                f"policy the task ran once for the window, as {run.id}{more}"
+            )
+            for skipped in records[1:]:
+                skipped.status_message = reason
+        following = w.next_after_ms(now_ms)
+    state = ACTIVE if following is not None else COMPLETED
+    return FireCommit(task, records, following, state, ready_at_ms=now_ms)

@@ -1,0 +1,115 @@
+"""Turning executors' results into records: retries with backoff, final states, fencing.
+
+Any scheduler replica records any result: what it needs (the record, the task's retry policy) is
+read from Redis, and the dispatch_complete script drops results whose lease token is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from schedcore import ipb, pb
+from schedcore.settings import Settings
+from schedcore.store import Store
+from schedcore.store.engine import Completion
+from schedcore.store.executions import summary
+from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
+
+log = logging.getLogger("scheduler.results")
+
+PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
+CANCELLED = pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
+
+
+def backoff_ms(policy: pb.RetryPolicy, failed_attempt: int) -> int:
+    """Delay before the attempt after `failed_attempt` (1-based): exponential, capped."""
+    initial = duration_to_ms(policy.initial_backoff) or 1000
+    cap = duration_to_ms(policy.max_backoff) or 60_000
+    multiplier = policy.backoff_multiplier or 2.0
+    return int(min(cap, initial * multiplier ** (failed_attempt - 1)))
+
+
+def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, now_ms: int) -> Completion:
+    """The record after an attempt ended, and whether (and when) it runs again."""
+    out = pb.Execution()
+    out.CopyFrom(record)
+    out.executor = result.executor_id
+    out.status_message = result.status_message
+    if result.status == PENDING:  # handed back unrun: queue again, no attempt counted
+        out.status = PENDING
+        return Completion(out, result.lease_token, now_ms, None)
+    out.result.CopyFrom(result.result)
+    out.start_time.CopyFrom(result.start_time)
+    out.finish_time.CopyFrom(result.finish_time)
+    start, finish = ts_to_ms(result.start_time), ts_to_ms(result.finish_time)
+    out.duration.CopyFrom(ms_to_duration(max(0, finish - start)))
+    out.lag.CopyFrom(ms_to_duration(max(0, start - ts_to_ms(record.nominal_time))))
+    out.status = result.status
+    policy = spec.retry_policy if spec is not None else pb.RetryPolicy(max_attempts=1)
+    if result.status != SUCCEEDED and result.retryable and record.attempt < policy.max_attempts:
+        retry_at = now_ms + backoff_ms(policy, record.attempt)
+        out.status = PENDING
+        out.attempt = record.attempt + 1
+        out.ClearField("finish_time")
+        out.status_message = (
+            f"attempt {record.attempt} {pb.ExecutionStatus.Name(result.status)[17:].lower()}: "
+            f"{result.status_message}; attempt {out.attempt} at {ms_to_ts(retry_at).ToJsonString()}"
+        )
+        return Completion(out, result.lease_token, retry_at, summary(out))
+    return Completion(out, result.lease_token, None, summary(out))
+
+
+class Recorder:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.lease_ms = int(settings.lease_s * 1000)
+
+    async def record(self, results: Sequence[ipb.WorkResult]) -> int:
+        if not results:
+            return 0
+        engine = self.store.engine
+        now = await self.store.now_ms()
+        current = await engine.records([r.execution_id for r in results])
+        completions = [
+            apply(record, spec, result, now)
+            for result, (record, spec) in zip(results, current, strict=True)
+            if record is not None
+        ]
+        recorded = await engine.complete(completions)
+        if recorded < len(results):
+            log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
+        await self._trim({c.execution.task_id for c in completions if c.retry_at_ms is None})
+        return recorded
+
+    async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> int:
+        leases = [(r.execution_id, r.lease_token) for r in renewals]
+        return await self.store.engine.renew(leases, self.lease_ms)
+
+    async def cancel_orphans(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
+        """End executions whose task was deleted before they could run."""
+        completions = []
+        for record, token in items:
+            out = pb.Execution()
+            out.CopyFrom(record)
+            out.status = CANCELLED
+            out.status_message = "cancelled: the task was deleted before this execution ran"
+            out.finish_time.CopyFrom(ms_to_ts(now_ms))
+            completions.append(Completion(out, token, None, None))
+        await self.store.engine.complete(completions)
+
+    async def _trim(self, task_ids: set[str]) -> None:
+        """Retention by count, only for tasks over the limit (one round trip to find them)."""
+        if not task_ids:
+            return
+        limit = self.settings.history_max_per_task
+        keys = self.store.keys
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.zcard(keys.task_history(task_id))
+            sizes = await pipe.execute()
+        for task_id, size in zip(task_ids, sizes, strict=True):
+            if int(size) > limit:
+                await self.store.executions.trim_task(task_id, limit)

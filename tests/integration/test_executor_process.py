@@ -1,0 +1,153 @@
+"""The executor as a process: it never loads redis, serves health, and on SIGTERM hands back what
+runs longer than the grace, then exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.integration.test_executor import (
+    PENDING,
+    SUCCEEDED,
+    HttpServer,
+    SchedulerStream,
+    assert_complete,
+    http_item,
+    http_server,
+    log_item,
+)
+from tests.support import free_port, wait_for
+
+__all__ = ["http_server"]  # the fixture, re-exported for pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_", "SHUTDOWN_"))}
+    env.update(overrides)
+    return env
+
+
+def test_importing_the_executor_does_not_load_redis() -> None:
+    code = (
+        "import sys\n"
+        "import services.executor.app, services.executor.__main__\n"
+        "loaded = sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.'))\n"
+        "assert not loaded, loaded\n"
+        "assert 'services.executor.app' in sys.modules\n"
+        "print('clean')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "clean"
+
+
+def health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        request = health_pb2.HealthCheckRequest(service="scheduler.internal.v1.ExecutorService")
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status
+
+
+def test_sigterm_hands_back_long_attempts_and_exits_0(http_server: HttpServer, tmp_path: Path) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = clean_env(
+        GRPC_HOST="127.0.0.1",
+        GRPC_PORT=str(port),
+        SHUTDOWN_GRACE_SECONDS="0.5",
+        HEALTH_INTERVAL_SECONDS="0.1",
+        INSTANCE_ID="executor-test",
+        EXECUTOR_CONCURRENCY="4",
+        REDIS_URL="redis://127.0.0.1:1/0",  # never used: the executor has no Redis
+    )
+    out, err = tmp_path / "executor.out", tmp_path / "executor.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
+        )
+    stream: SchedulerStream | None = None
+    try:
+
+        def serving() -> bool:
+            assert proc.poll() is None, err.read_text()
+            try:
+                return health(target) == SERVING
+            except grpc.RpcError:
+                return False
+
+        wait_for(serving, timeout=20)
+        stream = SchedulerStream(target)
+        stream.send(demand=2)
+        stream.wait_granted(2)
+        quick, long = log_item(), http_item(http_server.url("/hang"), timeout_s=30)
+        stream.send([quick, long])
+        assert stream.result(quick.execution_id).status == SUCCEEDED
+        wait_for(lambda: len(http_server.received) == 1)
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        back = stream.result(long.execution_id, timeout=10)
+        assert proc.wait(15) == 0, err.read_text()
+        took = time.monotonic() - started
+    finally:
+        if stream is not None:
+            stream.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert back.status == PENDING
+    assert "shutting down" in back.status_message
+    assert_complete(back, long)
+    assert stream.ended.is_set() and stream.error is None
+    assert 0.5 <= took < 8
+    logs = out.read_text()
+    assert "executor shutting down" in logs and "executor stopped" in logs
+
+
+def test_health_turns_not_serving_while_draining(http_server: HttpServer, tmp_path: Path) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), SHUTDOWN_GRACE_SECONDS="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.executor"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stream: SchedulerStream | None = None
+    try:
+        wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
+        stream = SchedulerStream(target)
+        stream.send(demand=1)
+        stream.wait_granted(1)
+        stream.send([http_item(http_server.url("/hang"), timeout_s=30)])
+        wait_for(lambda: len(http_server.received) == 1)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: _health_or_none(target) == NOT_SERVING, timeout=1.5)
+        assert proc.wait(15) == 0
+    finally:
+        if stream is not None:
+            stream.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _health_or_none(target: str) -> int | None:
+    try:
+        return health(target)
+    except grpc.RpcError:
+        return None
