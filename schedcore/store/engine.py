@@ -4,7 +4,7 @@ Every operation is a Lua script deciding by the Redis server's clock (TIME insid
 Operations on keys not known in advance take two steps: a read-only peek (peek_due.lua) that
 names the candidates, then a script that receives their keys through KEYS and re-checks each one
 atomically, so concurrent replicas never take the same item. The invariants are listed in
-docs/engine-design.md.
+docs/engine.md.
 """
 
 from __future__ import annotations
