@@ -17,6 +17,8 @@ from services.scheduler.results import Recorder
 
 log = logging.getLogger("scheduler.dispatch")
 
+# An execution whose lease expires more often than this (its executor died each time) ends FAILED.
+MAX_LOSSES = 5
 # Credits held this long with nothing to send go back to the executor for other schedulers.
 RELEASE_AFTER_S = 1.0
 
@@ -128,10 +130,15 @@ class Dispatcher:
         """Executions whose lease expired (dead executor or scheduler) go back to ready."""
         while True:
             try:
-                ids = await self.store.engine.reclaim(self.settings.batch_size)
-                if ids:
-                    log.warning("reclaimed %d executions whose lease expired", len(ids))
+                queued, failed = await self.store.engine.reclaim(self.settings.batch_size, MAX_LOSSES)
+                if failed:
+                    reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
+                    await self.store.engine.fail_lost(failed, await self.store.now_ms(), reason)
+                    log.error("%d executions failed after losing their executor too often", len(failed))
+                if queued:
+                    log.warning("reclaimed %d executions whose lease expired", len(queued))
                     self.poke()
+                if queued or failed:
                     continue
             except REDIS_UNAVAILABLE:
                 pass

@@ -1,0 +1,44 @@
+"""Expired dispatch leases: reclaimed with a new token, and a poison execution ends FAILED."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from schedcore import pb
+from schedcore.store import Store
+from services.scheduler.dispatch import MAX_LOSSES
+from tests.integration.helpers import once_task
+from tests.support import RedisServer
+
+
+def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisServer, stub) -> None:  # noqa: ANN001
+    task = stub.CreateTask(pb.CreateTaskRequest(task=once_task())).task
+    run = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution
+
+    async def scenario() -> list[tuple[int, int]]:
+        redis = Redis.from_url(redis_srv.url)
+        store = Store(redis)
+        seen = []
+        try:
+            for _ in range(MAX_LOSSES + 1):
+                [item] = await store.engine.lease_ready(10, lease_ms=1)
+                await asyncio.sleep(0.01)  # the executor "dies": the lease expires
+                queued, failed = await store.engine.reclaim(10, MAX_LOSSES)
+                seen.append((len(queued), len(failed)))
+                if failed:
+                    await store.engine.fail_lost(failed, await store.now_ms(), "failed: lost")
+            assert await store.engine.lease_ready(10, lease_ms=1) == []
+            assert await redis.zcard(store.keys.inflight) == 0
+            assert await redis.zcard(store.keys.ready) == 0
+        finally:
+            await redis.aclose()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen == [(1, 0)] * MAX_LOSSES + [(0, 1)]
+    final = stub.GetExecution(pb.GetExecutionRequest(id=run.id)).execution
+    assert final.status == pb.ExecutionStatus.EXECUTION_STATUS_FAILED
+    assert final.status_message == "failed: lost"
+    assert final.HasField("finish_time")
