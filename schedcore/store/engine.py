@@ -27,7 +27,7 @@ class LeasedTask:
     token: str
     nominal_ms: int
     spec: pb.Task
-    rev: str
+    srev: str  # schedule revision at lease time (fire_commit compares it)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class EngineStore:
                 token=str(int(row[1])),
                 nominal_ms=int(row[2]),
                 spec=pb.Task.FromString(row[3]),
-                rev=row[4].decode(),
+                srev=row[4].decode(),
             )
             for row in rows
         ]
@@ -100,7 +100,7 @@ class EngineStore:
                 args: list[str | bytes | int] = [
                     task_id,
                     c.task.token,
-                    c.task.rev,
+                    c.task.srev,
                     pad_ms(c.next_ms) if c.next_ms is not None else "",
                     c.state,
                     summary(c.records[0]).SerializeToString() if c.records else "",

@@ -73,7 +73,8 @@ def plan(task: LeasedTask, now_ms: int, tolerance_ms: int) -> FireCommit:
             records.append(skipped)
             current = missed
         if len(records) > 1:
-            more = " (only the first 100 are recorded)" if len(records) > MAX_SKIPPED_RECORDS else ""
+            beyond = w.next_after_ms(current)
+            more = " (only the first 100 are recorded)" if beyond is not None and beyond <= now_ms else ""
             reason = (
                 f"missed: the scheduler was not running at this time; under the missed-time "
                 f"policy the task ran once for the window, as {run.id}{more}"

@@ -21,6 +21,13 @@ log = logging.getLogger("scheduler.results")
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 CANCELLED = pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
+# What an executor may report: an end of an attempt, or PENDING for work handed back unrun.
+REPORTABLE = {
+    PENDING,
+    SUCCEEDED,
+    pb.ExecutionStatus.EXECUTION_STATUS_FAILED,
+    pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT,
+}
 
 
 def backoff_ms(policy: pb.RetryPolicy, failed_attempt: int) -> int:
@@ -37,6 +44,18 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
     out.CopyFrom(record)
     out.executor = result.executor_id
     out.status_message = result.status_message
+    if result.status not in REPORTABLE:  # a buggy executor must not leave the record in limbo
+        bad = (
+            pb.ExecutionStatus.Name(result.status)
+            if result.status in pb.ExecutionStatus.values()
+            else result.status
+        )
+        fixed = ipb.WorkResult()
+        fixed.CopyFrom(result)
+        fixed.status = pb.ExecutionStatus.EXECUTION_STATUS_FAILED
+        fixed.status_message = f"executor reported an invalid status {bad}"
+        fixed.retryable = True
+        result = fixed
     if result.status == PENDING:  # handed back unrun: queue again, no attempt counted
         out.status = PENDING
         return Completion(out, result.lease_token, now_ms, None)

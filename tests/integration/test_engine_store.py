@@ -24,6 +24,7 @@ from schedcore.store import Store
 from schedcore.store.engine import FireCommit, LeasedTask
 from schedcore.store.keys import execution_id, pad_ms
 from schedcore.timeutil import ms_to_ts
+from services.scheduler.dispatch import MAX_LOSSES
 from services.scheduler.plan import MAX_SKIPPED_RECORDS, plan
 from services.scheduler.results import apply
 from tests.integration import helpers
@@ -179,6 +180,14 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
     return await store.engine.complete([apply(record, spec, result, now)])
 
 
+async def reclaim(store: Store, limit: int = 100) -> list[str]:
+    """Expired leases taken back to ready (no execution here loses its holder often enough to be
+    ended FAILED by the reclaim)."""
+    queued, failed = await store.engine.reclaim(limit, MAX_LOSSES)
+    assert failed == []
+    return queued
+
+
 async def ready_score(store: Store, exec_id: str) -> float | None:
     return await store.redis.zscore(store.keys.ready, exec_id)
 
@@ -281,13 +290,13 @@ def test_lease_is_exclusive_until_expiry_then_taken_over_with_new_token_same_nom
         a, b = stores.new(), stores.new()
         nominal = await whole_second_ago(a, 2)
         task_id = await new_task(a, nominal)
-        _, [first], _ = await a.engine.lease_due(10, 200)
+        _, [first], _ = await a.engine.lease_due(10, 500)
         assert (first.task_id, first.nominal_ms) == (task_id, nominal)
         expiry = int(await field(a, a.keys.task(task_id), "lease") or 0)
         assert await members_of(a, task_id) == [f"{pad_ms(expiry)}:{task_id}"]
 
-        _, during, _ = await b.engine.lease_due(10, 200)
-        assert during == []
+        at, during, _ = await b.engine.lease_due(10, 200)
+        assert at < expiry and during == []
         # Exclusive by the lease itself, not only by where the index member sits: even a member
         # that is due does not give the task to a second replica while the lease holds.
         await make_due(a, task_id, nominal)
@@ -356,17 +365,16 @@ def after_history(snap: dict[bytes, object], task_id: str) -> tuple[list[bytes],
 
 
 def test_an_occurrence_committed_by_an_earlier_holder_is_not_recorded_twice_by_a_takeover(redis_srv, rds):
-    """Holder A commits while the task's rev moved (a rename): the record is written but `next`
-    stays, so after A's lease expires holder B leases the same nominal time and commits it again."""
+    """Holder A commits after the task's state was written through the API (srev moved): the record
+    is written but `next` stays, so after A's lease expires holder B leases the same nominal time
+    and commits it again."""
 
     async def body(stores: Stores) -> None:
         a, b = stores.new(), stores.new()
         nominal = await whole_second_ago(a, 1)
         task_id = await new_task(a, nominal)
         _, [held_a], _ = await a.engine.lease_due(10, 300)
-        renamed = spec_of("renamed")
-        renamed.id = task_id
-        await a.tasks.write(task_id, None, spec=renamed)
+        await a.tasks.write(task_id, None, state=pb.TaskState.TASK_STATE_ACTIVE)
         assert await fire(a, [held_a]) == [1]
         eid = execution_id(task_id, nominal)
         assert await field(a, a.keys.task(task_id), "next") == pad_ms(nominal)
@@ -379,7 +387,7 @@ def test_an_occurrence_committed_by_an_earlier_holder_is_not_recorded_twice_by_a
         assert exec_keys(rds, task_id) == [KEYS.execution(eid).encode()]
         assert history_of(rds, task_id) == ([eid.encode()], [f"{pad_ms(nominal)}:{eid}".encode()])
         assert rds.zrange(KEYS.ready, 0, -1) == [eid.encode()]
-        # The takeover's rev matches: it advances the task.
+        # The takeover's srev matches: it advances the task.
         assert await field(b, b.keys.task(task_id), "next") == pad_ms(nominal + 1000)
 
     run(redis_srv.url, body)
@@ -574,7 +582,7 @@ def test_complete_after_reclaim_drops_the_old_holder_and_records_the_new(redis_s
         key = store.keys.execution(eid)
         [old] = await store.engine.lease_ready(10, 200)
         await wait_past(store, int(await inflight_score(store, eid) or 0))
-        assert await store.engine.reclaim(10) == [eid]
+        assert await reclaim(store, 10) == [eid]
         assert await field(store, key, "status") == str(S.EXECUTION_STATUS_PENDING)
         assert await inflight_score(store, eid) is None and await ready_score(store, eid) is not None
         reclaimed_token = int(await field(store, key, "tok") or 0)
@@ -623,7 +631,7 @@ def test_renew_extends_only_with_the_current_token_and_unrenewed_leases_are_recl
         assert (await inflight_score(store, kept) or 0) > (expiry[kept] or 0) + 30_000
 
         await wait_past(store, int(max(expiry.values()) or 0))
-        assert await store.engine.reclaim(10) == [lost]
+        assert await reclaim(store, 10) == [lost]
         assert await inflight_score(store, kept) is not None
         assert await field(store, store.keys.execution(kept), "status") == str(S.EXECUTION_STATUS_RUNNING)
 
@@ -651,12 +659,12 @@ def test_a_reclaim_that_lost_the_race_takes_nothing_from_the_new_holder(redis_sr
         original = two.engine.scripts.dispatch_reclaim
 
         async def overtaken(keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
-            assert await one.engine.reclaim(10) == [eid]
+            assert await reclaim(one, 10) == [eid]
             taken.extend(await one.engine.lease_ready(10, 60_000))
             return await original(keys=keys, args=args, client=client)
 
         two.engine.scripts.dispatch_reclaim = overtaken  # type: ignore[method-assign]
-        assert await two.engine.reclaim(10) == []
+        assert await reclaim(two, 10) == []
         [holder] = taken
         assert holder.token > first.token
         assert await field(one, one.keys.execution(eid), "tok") == str(holder.token)
@@ -677,7 +685,7 @@ def test_concurrent_reclaims_take_an_expired_lease_back_once(redis_srv, rds):
         barrier = asyncio.Barrier(len(replicas))
         for store in replicas:
             gate(store, "dispatch_reclaim", barrier)
-        results = await asyncio.gather(*(s.engine.reclaim(100) for s in replicas))
+        results = await asyncio.gather(*(reclaim(s, 100) for s in replicas))
         reclaimed = [e for r in results for e in r]
         assert sorted(reclaimed) == sorted(ids), "an expired lease was reclaimed twice (or not at all)"
         for e in ids:
@@ -782,7 +790,7 @@ def test_api_writes_on_leased_tasks_leave_exactly_one_index_member(redis_srv, st
 
 def _leased(task_id: str, nominal: int, schedule: pb.Schedule) -> LeasedTask:
     spec = pb.Task(id=task_id, name="m", schedule=schedule, target=pb.Target(log=pb.LogTarget()))
-    return LeasedTask(task_id=task_id, token="1", nominal_ms=nominal, spec=spec, rev="1")
+    return LeasedTask(task_id=task_id, token="1", nominal_ms=nominal, spec=spec, srev="1")
 
 
 def _assert_missed(commit: FireCommit, nominal: int, now: int) -> list[pb.Execution]:
@@ -899,10 +907,9 @@ def test_a_rename_between_lease_and_commit_does_not_hold_the_schedule_back(redis
 
 
 def test_recommitting_an_existing_record_does_not_regress_the_task_last_summary(redis_srv, stub, rds):
-    """Holder A commits occurrence N while the rev moved (a rename), N runs and SUCCEEDS, then B takes
-    the expired lease over and commits N again: no new record (correct), but fire_commit still
-    overwrites the task's `last` with the PENDING summary B built, so GetTask reports the finished
-    execution as pending until the task fires again."""
+    """Holder A commits occurrence N after an API write of the task's state (srev moved), N runs and
+    SUCCEEDS, then B takes the expired lease over and commits N again: no new record, and the
+    task's `last` must not go back to the PENDING summary B built."""
 
     async def body(stores: Stores) -> None:
         a, b = stores.new(), stores.new()
@@ -910,7 +917,7 @@ def test_recommitting_an_existing_record_does_not_regress_the_task_last_summary(
         nominal = await whole_second_ago(a, 1)
         await make_due(a, created.id, nominal)
         _, [held_a], _ = await a.engine.lease_due(10, 300)
-        update(stub, pb.Task(id=created.id, description="renamed"), "description")
+        await a.tasks.write(created.id, None, state=pb.TaskState.TASK_STATE_ACTIVE)
         assert await fire(a, [held_a]) == [1]
         eid = execution_id(created.id, nominal)
         [item] = await a.engine.lease_ready(10, 60_000)

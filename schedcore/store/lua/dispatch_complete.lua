@@ -11,7 +11,11 @@ for i = 0, #ARGV / 6 - 1 do
     redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
     if ARGV[a + 4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a]) end
     if ARGV[a + 5] ~= '' and redis.call('EXISTS', tk) == 1 then
-      redis.call('HSET', tk, 'last', ARGV[a + 5])
+      -- ids sort by nominal time: an older run finishing late does not replace a newer last
+      local last = redis.call('HGET', tk, 'lastid')
+      if not last or last <= ARGV[a] then
+        redis.call('HSET', tk, 'last', ARGV[a + 5], 'lastid', ARGV[a])
+      end
     end
     recorded = recorded + 1
   end

@@ -3,14 +3,14 @@
 -- leaseholder dies. The `next` field keeps the nominal time, so whoever fires the occurrence
 -- builds the same execution id.
 -- KEYS: 1 next-run index, 2.. task hashes; ARGV: 1 lease ms, 2.. task ids (same order)
--- Returns {now, {{id, token, next, spec, rev}, ...}}
+-- Returns {now, {{id, token, next, spec, srev}, ...}}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease_ms = tonumber(ARGV[1])
 local out = {}
 for i = 2, #KEYS do
   local key, id = KEYS[i], ARGV[i]
-  local v = redis.call('HMGET', key, 'next', 'lease', 'spec', 'rev', 'nx')
+  local v = redis.call('HMGET', key, 'next', 'lease', 'spec', 'srev', 'nx')
   if v[1] and tonumber(v[1]) <= now and (not v[2] or tonumber(v[2]) <= now) then
     local token = redis.call('HINCRBY', key, 'ltok', 1)
     local expiry = now + lease_ms
@@ -18,7 +18,7 @@ for i = 2, #KEYS do
     redis.call('ZREM', KEYS[1], v[5])
     redis.call('ZADD', KEYS[1], 0, member)
     redis.call('HSET', key, 'lease', expiry, 'nx', member)
-    out[#out + 1] = {id, token, v[1], v[3], v[4]}
+    out[#out + 1] = {id, token, v[1], v[3], v[4] or '0'}
   end
 end
 return {now, out}

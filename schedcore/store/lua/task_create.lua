@@ -13,7 +13,7 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'next', ARGV[4])
   member = ARGV[4] .. ':' .. ARGV[1]
 end
-redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'rev', 1, 'state', ARGV[3], 'nm', ARGV[5], 'nx', member)
+redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'rev', 1, 'srev', 1, 'state', ARGV[3], 'nm', ARGV[5], 'nx', member)
 redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZADD', KEYS[3], 0, member)
 if ARGV[6] ~= '' then

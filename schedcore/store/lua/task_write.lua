@@ -27,4 +27,7 @@ if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], 0, member)
   redis.call('HSET', KEYS[1], 'nx', member)
 end
+-- srev moves only with what the engine's commit would otherwise overwrite (state, next), so a
+-- rename while the task is being fired does not hold its schedule back.
+if ARGV[4] ~= '' or ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[1], 'srev', 1) end
 return {'ok', redis.call('HINCRBY', KEYS[1], 'rev', 1)}
