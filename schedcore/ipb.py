@@ -9,6 +9,7 @@ from schedcore.gen.scheduler.internal.v1.executor_pb2 import (
     ExecuteRequest,
     ExecuteResponse,
     LeaseRenewal,
+    ResultAck,
     WorkItem,
     WorkResult,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "LeaseRenewal",
     "ReportResultsRequest",
     "ReportResultsResponse",
+    "ResultAck",
     "WorkItem",
     "WorkResult",
     "executor_grpc",

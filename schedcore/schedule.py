@@ -11,7 +11,8 @@ against real tz-database transitions):
   a task with a wildcard hour (`*/15 * * * *`, `0 * * * *`) has no occurrence in the gap and
   keeps its real-time cadence.
 - Fall back (a wall-clock hour repeats, e.g. 02:00-03:00 in Europe/Berlin):
-  a task with a fixed hour runs once, in the first pass of the repeated hour;
+  a task with a fixed hour runs once, in the first pass of the repeated hour (never in the
+  second, even when its next run is computed from an instant inside the second pass);
   a task with a wildcard hour runs in both passes, keeping its real-time cadence.
 This is the rule Vixie cron follows. The hour field is "wildcard" when it starts with `*`.
 """
@@ -28,6 +29,8 @@ MAX_EXPRESSION_LENGTH = 256
 _WILDCARD_HOUR_MACROS = {"@hourly"}
 _PINNED_MACROS = {"@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 _TICK = timedelta(microseconds=1)
+# Longer than any DST shift in the tz database (at most 2 h).
+_REPEAT_LOOKBACK = timedelta(hours=3)
 # How far ahead a single next-time search may look before calling the schedule exhausted.
 _HORIZON = timedelta(days=366 * 5)
 
@@ -103,6 +106,16 @@ class Cron:
         t = after.astimezone(UTC)
         offset = _offset(self.zone, t)
         wall_from = t.replace(tzinfo=None) + offset
+        if not self.wildcard_hour:
+            # Starting inside the second pass of a repeated hour: a fixed hour had its chance in
+            # the first pass, so matching resumes where the repeated wall times end.
+            earlier = t - _REPEAT_LOOKBACK
+            earlier_offset = _offset(self.zone, earlier)
+            if earlier_offset > offset:
+                change = self._first_change(earlier, t, earlier_offset)
+                if change is not None:
+                    repeat_end = change.replace(tzinfo=None) + earlier_offset
+                    wall_from = max(wall_from, repeat_end - _TICK)
         limit = t + _HORIZON
         while t < limit:
             wall = croniter(self.expression, wall_from).get_next(datetime)

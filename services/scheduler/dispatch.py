@@ -60,6 +60,15 @@ class Dispatcher:
             try:
                 if response.results:
                     await self.recorder.record(response.results)
+                    # Recorded (or found stale): the executor may forget them. Until this ack it
+                    # keeps them, and resends them to another replica if this one dies.
+                    acks = [
+                        ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token)
+                        for r in response.results
+                    ]
+                    link.send(
+                        ipb.ExecuteRequest(acks=acks, demand=max(link.last_demand, 0))
+                    )  # demand is absolute
                 if response.renewals:
                     await self.recorder.renew(response.renewals)
                 return
@@ -83,18 +92,25 @@ class Dispatcher:
             if orphans:
                 await self.recorder.cancel_orphans(orphans, now)
             items = [i for i in items if i.spec is not None]
+        # Each executor hears its share of what is left, so one scheduler does not gather every
+        # executor's credits for the same backlog while other replicas starve.
         remaining = max(0, demand - len(items))
+        share = -(-remaining // len(links)) if links else 0
         for link in sorted(links, key=lambda x: -x.credits):
+            if not link.connected:  # dropped while we leased: its share goes back below
+                continue
             batch, items = items[: link.credits], items[link.credits :]
             if batch:
                 link.credits -= len(batch)
-                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=remaining))
-                link.last_demand = remaining
+                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=share))
+                link.last_demand = share
                 self.dispatched += len(batch)
-            elif link.last_demand != remaining:
-                link.send(ipb.ExecuteRequest(demand=remaining))
-                link.last_demand = remaining
+            elif link.last_demand != share:
+                link.send(ipb.ExecuteRequest(demand=share))
+                link.last_demand = share
             self._release_if_idle(link, remaining)
+        if items:  # leased, but no stream could take them: back to ready, no attempt or loss counted
+            await self.recorder.hand_back([(i.execution, i.token) for i in items], now)
         return demand
 
     def _release_if_idle(self, link: Link, demand: int) -> None:
@@ -116,6 +132,10 @@ class Dispatcher:
                 demand = await self.dispatch_once()
             except REDIS_UNAVAILABLE as exc:
                 log.warning("dispatch paused: Redis unavailable (%s)", exc)
+                await asyncio.sleep(0.5)
+                continue
+            except Exception:
+                log.exception("dispatch round failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
             if demand and any(link.credits for link in self.links.connected()):
@@ -142,4 +162,6 @@ class Dispatcher:
                     continue
             except REDIS_UNAVAILABLE:
                 pass
+            except Exception:
+                log.exception("reclaim round failed; retrying")
             await asyncio.sleep(max(0.1, self.settings.lease_s / 4))

@@ -53,6 +53,8 @@ class Link:
                         await self.on_response(self, response)
             except grpc.aio.AioRpcError as exc:
                 log.info("stream to executor %s ended: %s", self.addr, exc.code().name)
+            except Exception:  # e.g. recording failed: reconnect, never give up on an executor
+                log.exception("stream to executor %s failed", self.addr)
             finally:
                 self.connected = False
                 self.credits = 0

@@ -107,6 +107,16 @@ class Recorder:
         leases = [(r.execution_id, r.lease_token) for r in renewals]
         return await self.store.engine.renew(leases, self.lease_ms)
 
+    async def hand_back(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
+        """Executions leased for dispatch that no executor received: ready again at once."""
+        completions = []
+        for record, token in items:
+            out = pb.Execution()
+            out.CopyFrom(record)
+            out.status = PENDING
+            completions.append(Completion(out, token, now_ms, None))
+        await self.store.engine.complete(completions)
+
     async def cancel_orphans(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """End executions whose task was deleted before they could run."""
         completions = []

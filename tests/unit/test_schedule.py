@@ -150,14 +150,20 @@ def test_fall_back_fixed_hour_after_first_pass_skips_the_second_pass() -> None:
     assert got[0] == utc(2026, 10, 25, 0, 0) and got[-1] == utc(2026, 10, 25, 0, 59)
 
 
-def test_fixed_hour_created_during_second_pass_runs_in_the_second_pass() -> None:
-    # docs/scheduling.md: a fixed-hour task created (or resumed) during the second pass of a
-    # repeated hour, that had not run in the first, runs in the second pass.
+def test_fixed_hour_never_runs_in_the_second_pass_even_from_inside_it() -> None:
+    # docs/scheduling.md: a fixed-hour task does not run in the second pass of a repeated hour,
+    # even when its next run is computed from inside it (created, resumed, or the scheduler back
+    # from an outage then): otherwise a task that ran at 02:30 CEST would run again at 02:30 CET.
     cron = Cron.parse("30 2 * * *", BERLIN)
-    second_pass_start = utc(2026, 10, 25, 1, 10)  # 02:10 CET
-    assert local(second_pass_start, BERLIN).fold == 1
-    assert cron.next_after(second_pass_start) == utc(2026, 10, 25, 1, 30)
-    assert cron.next_after(utc(2026, 10, 25, 1, 30)) == utc(2026, 10, 26, 1, 30)
+    second_pass = utc(2026, 10, 25, 1, 10)  # 02:10 CET
+    assert local(second_pass, BERLIN).fold == 1
+    assert cron.next_after(second_pass) == utc(2026, 10, 26, 1, 30)
+    assert cron.next_after(utc(2026, 10, 25, 0, 10)) == utc(2026, 10, 25, 0, 30)  # first pass
+    # A fixed hour after the repeated one is not skipped: 03:00 CET still fires that day.
+    three = Cron.parse("0 3 * * *", BERLIN)
+    assert three.next_after(second_pass) == utc(2026, 10, 25, 2, 0)
+    # A wildcard hour keeps running in the second pass.
+    assert Cron.parse("*/30 * * * *", BERLIN).next_after(second_pass) == utc(2026, 10, 25, 1, 30)
 
 
 # --- wildcard hour --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ for i = 0, #ARGV / 6 - 1 do
   if redis.call('HGET', ek, 'tok') == ARGV[a + 1] and redis.call('ZSCORE', KEYS[1], ARGV[a]) then
     redis.call('ZREM', KEYS[1], ARGV[a])
     redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
+    redis.call('HDEL', ek, 'lost')  -- it came back from an executor: not a poison
     if ARGV[a + 4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a]) end
     if ARGV[a + 5] ~= '' and redis.call('EXISTS', tk) == 1 then
       -- ids sort by nominal time: an older run finishing late does not replace a newer last
