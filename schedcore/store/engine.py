@@ -18,7 +18,6 @@ from schedcore import pb
 from schedcore.store.executions import summary
 from schedcore.store.keys import Keys, history_member, pad_ms
 from schedcore.store.scripts import Scripts
-from schedcore.timeutil import ms_to_ts
 
 
 @dataclass(frozen=True)
@@ -187,28 +186,17 @@ class EngineStore:
             args += [execution_id, token]
         return int(await self.scripts.dispatch_renew(keys=keys, args=args))
 
-    async def reclaim(self, limit: int, max_losses: int) -> tuple[list[str], list[str]]:
-        """Expired leases: (ids queued again, ids that ended FAILED after too many losses)."""
+    async def reclaim(
+        self, limit: int, max_losses: int, lease_ms: int
+    ) -> tuple[list[str], list[tuple[str, int]]]:
+        """Expired leases: (ids queued again, (id, token) of those lost too often, now leased
+        to the caller to end FAILED)."""
         _, ids, _ = await self.peek(self.keys.inflight, lex=False, limit=limit)
         if not ids:
             return [], []
         keys = [self.keys.inflight, self.keys.ready, *(self.keys.execution(i) for i in ids)]
-        queued, failed = await self.scripts.dispatch_reclaim(keys=keys, args=[max_losses, *ids])
-        return [i.decode() for i in queued], [i.decode() for i in failed]
-
-    async def fail_lost(self, ids: Sequence[str], now_ms: int, reason: str) -> None:
-        """Say why in the records of executions reclaim ended FAILED (status is already set;
-        they are in no queue, so nothing else writes them)."""
-        for execution_id in ids:
-            key = self.keys.execution(execution_id)
-            raw = await self.redis.hget(key, "pb")
-            if raw is None:
-                continue
-            record = pb.Execution.FromString(raw)  # type: ignore[arg-type]
-            record.status = pb.ExecutionStatus.EXECUTION_STATUS_FAILED
-            record.status_message = reason
-            record.finish_time.CopyFrom(ms_to_ts(now_ms))
-            await self.redis.hset(key, "pb", record.SerializeToString())
+        queued, failed = await self.scripts.dispatch_reclaim(keys=keys, args=[max_losses, lease_ms, *ids])
+        return [i.decode() for i in queued], [(i.decode(), int(t)) for i, t in failed]
 
     async def ready_count(self, now_ms: int) -> int:
         return int(await self.redis.zcount(self.keys.ready, "-inf", now_ms))

@@ -150,10 +150,12 @@ class Dispatcher:
         """Executions whose lease expired (dead executor or scheduler) go back to ready."""
         while True:
             try:
-                queued, failed = await self.store.engine.reclaim(self.settings.batch_size, MAX_LOSSES)
+                queued, failed = await self.store.engine.reclaim(
+                    self.settings.batch_size, MAX_LOSSES, self.lease_ms
+                )
                 if failed:
                     reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
-                    await self.store.engine.fail_lost(failed, await self.store.now_ms(), reason)
+                    await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
                     log.error("%d executions failed after losing their executor too often", len(failed))
                 if queued:
                     log.warning("reclaimed %d executions whose lease expired", len(queued))

@@ -119,14 +119,25 @@ class Recorder:
 
     async def cancel_orphans(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """End executions whose task was deleted before they could run."""
+        await self._end(items, now_ms, CANCELLED, "cancelled: the task was deleted before this execution ran")
+
+    async def fail_lost(self, leases: Sequence[tuple[str, int]], now_ms: int, reason: str) -> None:
+        """End FAILED the executions reclaim found lost too often (leased to us for this)."""
+        records = await self.store.engine.records([i for i, _ in leases])
+        items = [(r, token) for (r, _), (_, token) in zip(records, leases, strict=True) if r is not None]
+        await self._end(items, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_FAILED, reason)
+
+    async def _end(
+        self, items: Sequence[tuple[pb.Execution, int]], now_ms: int, status: int, reason: str
+    ) -> None:
         completions = []
         for record, token in items:
             out = pb.Execution()
             out.CopyFrom(record)
-            out.status = CANCELLED
-            out.status_message = "cancelled: the task was deleted before this execution ran"
+            out.status = status  # type: ignore[assignment]
+            out.status_message = reason
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
-            completions.append(Completion(out, token, None, None))
+            completions.append(Completion(out, token, None, summary(out)))
         await self.store.engine.complete(completions)
 
     async def _trim(self, task_ids: set[str]) -> None:

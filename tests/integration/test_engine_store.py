@@ -183,7 +183,7 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
 async def reclaim(store: Store, limit: int = 100) -> list[str]:
     """Expired leases taken back to ready (no execution here loses its holder often enough to be
     ended FAILED by the reclaim)."""
-    queued, failed = await store.engine.reclaim(limit, MAX_LOSSES)
+    queued, failed = await store.engine.reclaim(limit, MAX_LOSSES, 60_000)
     assert failed == []
     return queued
 

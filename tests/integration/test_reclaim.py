@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 from schedcore import pb
 from schedcore.store import Store
 from services.scheduler.dispatch import MAX_LOSSES
+from services.scheduler.results import Recorder
+from tests.conftest import api_settings
 from tests.integration.helpers import once_task
 from tests.support import RedisServer
 
@@ -20,15 +22,16 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
     async def scenario() -> list[tuple[int, int]]:
         redis = Redis.from_url(redis_srv.url)
         store = Store(redis)
+        settings = api_settings(redis_srv.url)
         seen = []
         try:
             for _ in range(MAX_LOSSES + 1):
                 assert len(await store.engine.lease_ready(10, lease_ms=1)) == 1
                 await asyncio.sleep(0.01)  # the executor "dies": the lease expires
-                queued, failed = await store.engine.reclaim(10, MAX_LOSSES)
+                queued, failed = await store.engine.reclaim(10, MAX_LOSSES, 60_000)
                 seen.append((len(queued), len(failed)))
                 if failed:
-                    await store.engine.fail_lost(failed, await store.now_ms(), "failed: lost")
+                    await Recorder(store, settings).fail_lost(failed, await store.now_ms(), "failed: lost")
             assert await store.engine.lease_ready(10, lease_ms=1) == []
             assert await redis.zcard(store.keys.inflight) == 0
             assert await redis.zcard(store.keys.ready) == 0
@@ -42,3 +45,5 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
     assert final.status == pb.ExecutionStatus.EXECUTION_STATUS_FAILED
     assert final.status_message == "failed: lost"
     assert final.HasField("finish_time")
+    last = stub.GetTask(pb.GetTaskRequest(id=task.id)).task.last_execution
+    assert (last.execution_id, last.status) == (run.id, pb.ExecutionStatus.EXECUTION_STATUS_FAILED)

@@ -1,22 +1,24 @@
 -- Take back attempts whose lease expired (their executor or scheduler died): back to the ready
 -- queue at once, status PENDING, and a new token so the old holder's late result is dropped.
--- An execution that has lost its holder this many times (a target that kills its executor, say)
--- ends FAILED instead of being handed out for ever.
+-- An execution that has lost its holder more often than allowed (a target that kills its
+-- executor, say) is not handed out again: it stays in inflight under a fresh lease held by the
+-- caller, who ends it FAILED through dispatch_complete (fenced, so a crash in between only
+-- repeats this step when that lease expires).
 -- KEYS: 1 inflight, 2 ready, then execution hashes
--- ARGV: 1 most losses allowed, then the execution ids
--- Returns {ids queued again, ids failed}
+-- ARGV: 1 most losses allowed, 2 lease ms, then the execution ids
+-- Returns {ids queued again, {{id, token}, ...} to end FAILED}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local queued, failed = {}, {}
-for i = 2, #ARGV do
-  local id, key = ARGV[i], KEYS[1 + i]
+for i = 3, #ARGV do
+  local id, key = ARGV[i], KEYS[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= now then
     redis.call('ZREM', KEYS[1], id)
-    redis.call('HINCRBY', key, 'tok', 1)
+    local token = redis.call('HINCRBY', key, 'tok', 1)
     if redis.call('HINCRBY', key, 'lost', 1) > tonumber(ARGV[1]) then
-      redis.call('HSET', key, 'status', 4)
-      failed[#failed + 1] = id
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+      failed[#failed + 1] = {id, token}
     else
       redis.call('ZADD', KEYS[2], now, id)
       redis.call('HSET', key, 'status', 1)
