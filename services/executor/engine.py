@@ -1,5 +1,11 @@
 """The executor's core: scheduler streams, the attempts they brought, credits, renewals, and the
-way every result reaches a scheduler (its stream, or ReportResults once the stream is gone)."""
+way every result reaches a scheduler (its stream, or ReportResults once the stream is gone).
+
+A result sent on a stream is kept (its outbox's `unacked`) until the scheduler acknowledges it on
+that stream. When the stream ends, for whatever reason (broken, cancelled, half-closed by the
+scheduler, executor draining), its unacknowledged results go to ReportResults with the unsent
+ones: a result is only forgotten once some scheduler recorded it (fencing makes the duplicates
+that this can produce harmless)."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from dataclasses import dataclass, field
 from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult
 from schedcore.server import cancel_and_wait
 from services.executor.flow import Credits
-from services.executor.outbox import Outbox
+from services.executor.outbox import MAX_RESULTS, Outbox
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
 
@@ -19,6 +25,10 @@ log = logging.getLogger("executor.engine")
 # Longest wait, at shutdown, for attempts to return once cancelled, and for streams to flush.
 CANCEL_WAIT_S = 5.0
 FLUSH_WAIT_S = 2.0
+# Bounds of one stream's results sent and not acknowledged (acks normally come within ms): this
+# many times the slots (at least one full message), and no older than one lease plus the margin.
+UNACKED_PER_SLOT = 10
+UNACKED_MARGIN_S = 30.0
 
 
 @dataclass(eq=False)
@@ -52,6 +62,8 @@ class Engine:
         self.streams: list[Stream] = []
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.draining = False
+        self.max_unacked = max(UNACKED_PER_SLOT * slots, MAX_RESULTS)
+        self.max_unacked_age_s = lease_s + UNACKED_MARGIN_S
         self._background: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -65,7 +77,11 @@ class Engine:
     # Streams.
 
     def open_stream(self, name: str) -> Stream:
-        stream = Stream(name, Outbox(self.executor_id))
+        outbox = Outbox(
+            self.executor_id, max_unacked=self.max_unacked, max_unacked_age_s=self.max_unacked_age_s
+        )
+        outbox.scheduler = name
+        stream = Stream(name, outbox)
         self.streams.append(stream)
         self.credits.open(stream)
         if self.draining:
@@ -74,7 +90,11 @@ class Engine:
 
     def on_request(self, stream: Stream, request: ExecuteRequest) -> None:
         if request.scheduler_id:
-            stream.name = request.scheduler_id
+            stream.name = stream.outbox.scheduler = request.scheduler_id
+        if request.acks:
+            stream.outbox.ack(request.acks)
+            if not (request.items or request.release or request.demand):
+                return  # acks alone: the demand last reported still holds (it is not zeroed)
         items = list(request.items)
         covered = 0 if self.draining else self.credits.take(stream, len(items))
         for item in items[:covered]:
@@ -101,8 +121,8 @@ class Engine:
             stream.outbox.close()
 
     def close_stream(self, stream: Stream) -> None:
-        """The call is over: unsent results, and those of attempts still running, go by
-        ReportResults."""
+        """The call is over: results sent and not acknowledged, unsent ones, and those of
+        attempts still running, go by ReportResults."""
         if stream.alive:
             stream.alive = False
             self.streams.remove(stream)
@@ -170,6 +190,8 @@ class Engine:
                 task = asyncio.create_task(self.reporter.renew(orphans), name="orphan renewals")
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
+            for stream in self.streams:  # acks that never came: bounded by age too
+                stream.outbox.prune()
 
     # Shutdown.
 

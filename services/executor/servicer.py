@@ -12,6 +12,13 @@ The contract as a scheduler sees it:
   still sends the results of its running attempts, then ends the call with OK.
 - Cancelling the call, or losing it, makes it gone: results of its attempts (and renewals of those
   still running) go to SchedulerService.ReportResults at SCHEDULER_ADDR instead.
+- Every result sent is kept until the scheduler acknowledges it (`acks`, once recorded). When the
+  call ends for any reason (cancelled, broken, half-closed, executor shutting down), the results
+  not acknowledged on it are sent again through ReportResults: a scheduler that half-closes, or
+  never acks, gets its results twice (fencing drops the second copy). When the executor ends the
+  call (shutting down), it first waits up to ACK_WAIT_S for the acks of what it sent.
+- A message carrying acks and nothing else (no items, no release, demand 0) leaves the demand
+  last reported as it is: acks alone never zero it.
 - One ExecuteResponse may carry grants, results and renewals; a renewal never accompanies the
   result of the same attempt in one message.
 """
@@ -29,6 +36,10 @@ from services.executor.engine import Engine, Stream
 
 log = logging.getLogger("executor.stream")
 
+# When the executor ends a call (shutting down), how long it waits for the acks of the results it
+# sent before ending it; those still unacknowledged then go through ReportResults.
+ACK_WAIT_S = 0.5
+
 
 class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
     def __init__(self, engine: Engine) -> None:
@@ -43,6 +54,8 @@ class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
         try:
             while (message := await stream.outbox.next()) is not None:
                 yield message
+            if not stream.half_closed and not reader.done():  # the executor ends it: acks still come
+                await stream.outbox.wait_acked(ACK_WAIT_S)
         finally:
             reader.cancel()
             self.engine.close_stream(stream)

@@ -26,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from schedcore import ipb, pb
 from schedcore.settings import Settings
 from services.executor.app import build as build_executor
+from services.executor.outbox import Outbox
 from tests.support import ServiceThread, free_port, wait_for
 
 EXECUTOR_ID = "executor-test"
@@ -55,11 +56,20 @@ def executor_settings(**overrides: Any) -> Settings:
 
 @contextlib.contextmanager
 def executor(**overrides: Any) -> Iterator[ServiceThread]:
+    # Test streams ack nothing unless told, so when they end their results go to ReportResults;
+    # unless the test picks its own SCHEDULER_ADDR, a fake scheduler takes them, so the executor
+    # does not spend its exit retrying an address nobody listens on.
+    sink: FakeScheduler | None = None
+    if "scheduler_addr" not in overrides:
+        sink = FakeScheduler(free_port())
+        overrides["scheduler_addr"] = f"127.0.0.1:{sink.port}"
     service = ServiceThread(build_executor, executor_settings(**overrides))
     try:
         yield service
     finally:
         service.stop()
+        if sink is not None:
+            sink.stop()
 
 
 _counter = iter(range(1, 1_000_000))
@@ -91,9 +101,13 @@ def http_item(url: str, timeout_s: float | None = 5.0, **http: Any) -> ipb.WorkI
 
 
 class SchedulerStream:
-    """One Execute call as a scheduler makes it; every response is recorded."""
+    """One Execute call as a scheduler makes it; every response is recorded. It acks no result
+    unless told (`ack`), or made with auto_ack (acks each response's results once read, as a
+    scheduler does once it recorded them); results it did not ack reach ReportResults when the
+    call ends."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, auto_ack: bool = False) -> None:
+        self.auto_ack = auto_ack
         self.channel = grpc.insecure_channel(target)
         self._requests: queue.Queue[ipb.ExecuteRequest | None] = queue.Queue()
         stub = ipb.executor_grpc.ExecutorServiceStub(self.channel)
@@ -108,6 +122,8 @@ class SchedulerStream:
         try:
             for response in self.call:
                 self.responses.append(response)
+                if self.auto_ack and response.results:
+                    self.ack(response.results)
         except grpc.RpcError as exc:
             self.error = exc
         finally:
@@ -117,6 +133,11 @@ class SchedulerStream:
         self._requests.put(
             ipb.ExecuteRequest(items=list(items), demand=demand, release=release, scheduler_id="test")
         )
+
+    def ack(self, results: Iterable[ipb.WorkResult]) -> None:
+        """Acknowledge results as recorded (a message carrying acks only)."""
+        acks = [ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token) for r in results]
+        self._requests.put(ipb.ExecuteRequest(acks=acks))
 
     def half_close(self) -> None:
         self._requests.put(None)
@@ -156,8 +177,8 @@ class SchedulerStream:
 
 
 @contextlib.contextmanager
-def scheduler_stream(service: ServiceThread) -> Iterator[SchedulerStream]:
-    stream = SchedulerStream(service.target)
+def scheduler_stream(service: ServiceThread, auto_ack: bool = False) -> Iterator[SchedulerStream]:
+    stream = SchedulerStream(service.target, auto_ack=auto_ack)
     try:
         yield stream
     finally:
@@ -532,14 +553,138 @@ def test_report_results_is_retried_until_a_scheduler_answers(http_server: HttpSe
     assert_complete(fake.results[0], work)
 
 
+# --- acks: results kept until the scheduler recorded them -----------------------------------------
+
+
+def test_acked_results_are_not_reported_again_when_the_stream_breaks() -> None:
+    port = free_port()
+    fake = FakeScheduler(port)
+    acked = [log_item() for _ in range(3)]
+    last = log_item()
+    try:
+        with executor(scheduler_addr=f"127.0.0.1:{port}") as ex:
+            s = SchedulerStream(ex.target)
+            s.send(demand=4)
+            s.wait_granted(4)
+            s.send(acked)
+            s.ack(s.wait_results(3))
+            # Requests are handled in order: once this item's result is back, the acks were taken.
+            s.send([last])
+            s.result(last.execution_id)
+            s.cancel()  # the scheduler dies
+            s.channel.close()
+
+            # Only the result it never acked comes again.
+            wait_for(lambda: len(fake.results) >= 1, timeout=5)
+            assert stays(lambda: len(fake.results) == 1, 0.5)
+    finally:
+        fake.stop()
+    assert [r.execution_id for r in fake.results] == [last.execution_id]
+    assert_complete(fake.results[0], last)
+
+
+def test_results_sent_but_never_acked_are_reported_when_the_stream_is_cancelled() -> None:
+    port = free_port()
+    fake = FakeScheduler(port)
+    work = [log_item() for _ in range(5)]
+    try:
+        with executor(scheduler_addr=f"127.0.0.1:{port}") as ex:
+            s = SchedulerStream(ex.target)
+            s.send(demand=5)
+            s.wait_granted(5)
+            s.send(work)
+            on_stream = {r.execution_id: r for r in s.wait_results(5)}
+            assert stays(lambda: fake.requests == [], 0.3), "nothing goes another way while the stream lives"
+            s.cancel()  # the scheduler dies before recording (or acking) any of them
+            s.channel.close()
+            wait_for(lambda: len(fake.results) >= 5, timeout=5)
+            assert stays(lambda: len(fake.results) == 5, 0.3)
+    finally:
+        fake.stop()
+    reported = {r.execution_id: r for r in fake.results}
+    assert reported == on_stream, "the very results sent on the stream, each once"
+    for w in work:
+        assert reported[w.execution_id].status == SUCCEEDED
+        assert_complete(reported[w.execution_id], w)
+    assert all(req.executor_id == EXECUTOR_ID for req in fake.requests)
+
+
+def test_half_closed_stream_reports_what_it_did_not_ack(http_server: HttpServer) -> None:
+    port = free_port()
+    fake = FakeScheduler(port)
+    first, second = log_item(), http_item(http_server.url("/block/hc-ack"))
+    try:
+        with executor(scheduler_addr=f"127.0.0.1:{port}") as ex:
+            s = SchedulerStream(ex.target)
+            s.send(demand=2)
+            s.wait_granted(2)
+            s.send([first, second])
+            s.ack([s.result(first.execution_id)])
+            s.half_close()  # it can send no ack any more
+            http_server.gate("hc-ack").set()
+            assert s.result(second.execution_id).status == SUCCEEDED
+            assert s.ended.wait(5) and s.error is None
+            wait_for(lambda: len(fake.results) >= 1, timeout=5)
+            assert stays(lambda: len(fake.results) == 1, 0.3)
+    finally:
+        fake.stop()
+    assert [r.execution_id for r in fake.results] == [second.execution_id]
+
+
+def test_acks_alone_leave_the_demand_as_it_was(http_server: HttpServer) -> None:
+    with executor(executor_concurrency=2) as ex, scheduler_stream(ex) as s:
+        s.send(demand=4)
+        s.wait_granted(2)
+        blocked = [http_item(http_server.url(f"/block/ad{i}")) for i in range(2)]
+        s.send(blocked, demand=4)
+        wait_for(lambda: len(http_server.received) == 2)
+        s.ack([ipb.WorkResult(execution_id="not-sent", lease_token=1)])  # demand 0 on the wire
+        time.sleep(0.2)
+        for i in range(2):
+            http_server.gate(f"ad{i}").set()
+        s.wait_results(2)
+        s.wait_granted(4)  # the freed slots still go to the demand of 4
+
+
+def test_unacked_results_are_bounded_by_count_and_age() -> None:
+    def result(n: int) -> ipb.WorkResult:
+        return ipb.WorkResult(execution_id=f"e{n}", lease_token=n)
+
+    async def scenario() -> None:
+        box = Outbox(EXECUTOR_ID, linger_s=0, max_unacked=3, max_unacked_age_s=60)
+        for n in range(5):
+            box.add_result(result(n))
+        message = await box.next()
+        assert message is not None and len(message.results) == 5
+        assert list(box.unacked) == [("e2", 2), ("e3", 3), ("e4", 4)], "the oldest went first"
+        assert box.ack([ipb.ResultAck(execution_id="e3", lease_token=3)]) == 1
+        assert box.ack([ipb.ResultAck(execution_id="e3", lease_token=99)]) == 0
+        sent_at = box.unacked[("e2", 2)][0]
+        assert box.prune(sent_at + 59) == []
+        assert [r.execution_id for r in box.prune(sent_at + 61)] == ["e2", "e4"]
+        assert box.unacked == {}
+        assert await box.wait_acked(0.01)
+
+        box.add_result(result(7))
+        await box.next()
+        assert not await box.wait_acked(0.01)
+        box.add_result(result(8))  # not sent yet
+        assert [r.execution_id for r in box.take_results()] == ["e7", "e8"]
+        assert box.unacked == {} and box.results == []
+
+    asyncio.run(scenario())
+
+
 # --- shutdown -------------------------------------------------------------------------------------
 
 
 def test_shutdown_lets_short_attempts_finish_and_hands_back_long_ones(http_server: HttpServer) -> None:
     short = http_item(http_server.url("/sleep/0.3"), timeout_s=10)
     long = http_item(http_server.url("/hang"), timeout_s=30)
-    ex = ServiceThread(build_executor, executor_settings())
-    s = SchedulerStream(ex.target)
+    port = free_port()
+    fake = FakeScheduler(port)
+    ex = ServiceThread(build_executor, executor_settings(scheduler_addr=f"127.0.0.1:{port}"))
+    s = SchedulerStream(ex.target, auto_ack=True)  # acks what it gets, as a scheduler does
     try:
         s.send(demand=2)
         s.wait_granted(2)
@@ -552,7 +697,9 @@ def test_shutdown_lets_short_attempts_finish_and_hands_back_long_ones(http_serve
         assert s.ended.wait(5)
     finally:
         s.close()
+        fake.stop()
     assert s.error is None, s.error  # the stream ended cleanly, after the hand-back
+    assert fake.results == [], "results acked on the stream are not reported again"
     assert 1.0 <= stopped_in < 4.0
     assert s.result(short.execution_id).status == SUCCEEDED
     back = s.result(long.execution_id)

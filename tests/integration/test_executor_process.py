@@ -88,7 +88,7 @@ def test_sigterm_hands_back_long_attempts_and_exits_0(http_server: HttpServer, t
                 return False
 
         wait_for(serving, timeout=20)
-        stream = SchedulerStream(target)
+        stream = SchedulerStream(target, auto_ack=True)
         stream.send(demand=2)
         stream.wait_granted(2)
         quick, long = log_item(), http_item(http_server.url("/hang"), timeout_s=30)
@@ -130,7 +130,7 @@ def test_health_turns_not_serving_while_draining(http_server: HttpServer, tmp_pa
     stream: SchedulerStream | None = None
     try:
         wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
-        stream = SchedulerStream(target)
+        stream = SchedulerStream(target, auto_ack=True)
         stream.send(demand=1)
         stream.wait_granted(1)
         stream.send([http_item(http_server.url("/hang"), timeout_s=30)])
