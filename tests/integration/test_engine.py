@@ -199,3 +199,30 @@ def test_missed_window_runs_once_and_records_skipped(redis_srv: RedisServer, rds
         first_missed = window[0]
         assert first_missed.status != S.EXECUTION_STATUS_SKIPPED, "the window runs once, first"
         assert ran[0].id == first_missed.id
+
+
+def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(redis_srv: RedisServer, rds, sink: Sink) -> None:
+    """Backpressure: an executor with no free slot gets no work (credits), so work due while it is
+    busy runs at once on the other executor instead of queueing behind it."""
+    with suite(redis_srv, schedulers=0, executors=0) as s:
+        slow_port, fast_port = s.executor_ports = [free_port(), free_port()]
+        s.start_executor(slow_port, EXECUTOR_CONCURRENCY="1", INSTANCE_ID="slow")
+        s.start_scheduler()  # knows both addresses; only the slow executor is up
+        blocker = s.create("blocker", once_in(0.2), http(sink.url("/slow/6000")))
+        wait_for(lambda: sink.calls[f"{blocker.id}-{blocker.next_run_time.ToMilliseconds():013d}"] == 1, 5)
+        s.start_executor(fast_port, EXECUTOR_CONCURRENCY="50", INSTANCE_ID="fast")
+        time.sleep(2.2)  # the scheduler reconnects to the new executor (backoff at most 2 s)
+        due = once_in(0.3)
+        target = http(sink.url("/ok"))
+        quick = [s.create(f"q{i}", due, target) for i in range(20)]
+
+        def quick_done() -> bool:
+            found = [e for t in quick for e in s.executions(t.id)]
+            return len(found) == 20 and all(e.status == S.EXECUTION_STATUS_SUCCEEDED for e in found)
+
+        wait_for(quick_done, 3)  # before the blocker ends
+        ran = [e for t in quick for e in s.executions(t.id)]
+        [blocked] = s.executions(blocker.id)
+        assert blocked.status == S.EXECUTION_STATUS_RUNNING, "the blocker is still running"
+        assert {e.executor for e in ran} == {"fast"}, "the busy executor was sent work"
+        assert max(e.lag.ToMilliseconds() for e in ran) < 1500
