@@ -126,8 +126,15 @@ class EngineStore:
                 )
             return [int(n) for n in await pipe.execute()]
 
-    async def lease_ready(self, limit: int, lease_ms: int) -> list[DispatchItem]:
-        _, ids, _ = await self.peek(self.keys.ready, lex=False, limit=limit)
+    async def lease_ready(
+        self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None
+    ) -> list[DispatchItem]:
+        """Lease up to `limit` ready executions; `candidates` (ids a peek just returned) saves
+        the peek. The script re-checks each one, so stale candidates are harmless."""
+        if candidates is None:
+            _, ids, _ = await self.peek(self.keys.ready, lex=False, limit=limit)
+        else:
+            ids = list(candidates[:limit])
         if not ids:
             return []
         keys = [self.keys.ready, self.keys.inflight]

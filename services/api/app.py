@@ -29,17 +29,18 @@ async def build(settings: Settings) -> GrpcService:
         return [pb.task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name]
 
     async def ready() -> bool:
-        nonlocal sweeper
         ok = await store.ping()
-        if ok and not settings.page_token_secret and tokens.unset:
+        if ok and tokens.unset:  # the shared secret lives in Redis: fetch it once Redis answers
             tokens.set_secret(await store.page_token_secret())
-        if ok and sweeper is None:
-            sweeper = asyncio.create_task(sweep_forever(store, settings), name="retention")
         return ok
+
+    async def start() -> None:
+        nonlocal sweeper
+        sweeper = asyncio.create_task(sweep_forever(store, settings), name="retention")
 
     async def close() -> None:
         if sweeper is not None:
             await cancel_and_wait(sweeper)
         await redis.aclose()
 
-    return GrpcService("api", settings, register, ready, close)
+    return GrpcService("api", settings, register, ready, close, on_start=start)

@@ -87,7 +87,7 @@ class Dispatcher:
         credits = sum(link.credits for link in links)
         items: list[DispatchItem] = []
         if demand and credits:
-            items = await self.store.engine.lease_ready(min(credits, demand), self.lease_ms)
+            items = await self.store.engine.lease_ready(min(credits, demand), self.lease_ms, due)
             orphans = [(i.execution, i.token) for i in items if i.spec is None]
             if orphans:
                 await self.recorder.cancel_orphans(orphans, now)
