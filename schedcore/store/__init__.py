@@ -10,6 +10,7 @@ from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys
 from schedcore.store.scripts import Scripts
+from schedcore.store.stats import StatsStore
 from schedcore.store.tasks import TaskStore
 
 
@@ -23,6 +24,7 @@ class Store:
         self.tasks = TaskStore(redis, self.keys, scripts)
         self.executions = ExecutionStore(redis, self.keys, scripts)
         self.engine = EngineStore(redis, self.keys, scripts)
+        self.stats = StatsStore(redis, self.keys)
 
     async def now_ms(self) -> int:
         """The one clock: Redis' TIME, in milliseconds (guarantees.md, promise 4)."""

@@ -18,6 +18,10 @@ from schedcore import pb
 from schedcore.store.executions import summary
 from schedcore.store.keys import Keys, history_member, pad_ms
 from schedcore.store.scripts import Scripts
+from schedcore.store.stats import lag_bucket, minute_of
+from schedcore.timeutil import duration_to_ms
+
+PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,12 @@ class EngineStore:
         ]
         return int(now), leased, later
 
-    async def commit_fire(self, commits: Sequence[FireCommit]) -> list[int]:
+    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[int]:
         """Records created per commit (-1: the lease was lost to another replica)."""
         if not commits:
             return []
         k = self.keys
+        stats = k.minute_stats(minute_of(now_ms))
         async with self.redis.pipeline(transaction=False) as pipe:
             for c in commits:
                 task_id = c.task.task_id
@@ -119,6 +124,8 @@ class EngineStore:
                         k.ready,
                         k.history,
                         k.task_history(task_id),
+                        k.task_counts,
+                        stats,
                         *(k.execution(r.id) for r in c.records),
                     ],
                     args=args,
@@ -166,14 +173,18 @@ class EngineStore:
             )
         return out
 
-    async def complete(self, completions: Sequence[Completion]) -> int:
-        """Write ended attempts whose token still holds. Returns how many were recorded."""
+    async def complete(self, completions: Sequence[Completion], now_ms: int) -> int:
+        """Write ended attempts whose token still holds. Returns how many were recorded.
+
+        Executions that ended for good count in the stats of `now_ms`'s minute."""
         if not completions:
             return 0
-        keys = [self.keys.inflight, self.keys.ready]
+        keys = [self.keys.inflight, self.keys.ready, self.keys.minute_stats(minute_of(now_ms))]
         args: list[str | bytes | int] = []
         for c in completions:
             keys += [self.keys.execution(c.execution.id), self.keys.task(c.execution.task_id)]
+            final = c.retry_at_ms is None and c.execution.status != PENDING
+            lag = lag_bucket(duration_to_ms(c.execution.lag)) if c.execution.HasField("lag") else ""
             args += [
                 c.execution.id,
                 c.token,
@@ -181,6 +192,8 @@ class EngineStore:
                 c.execution.SerializeToString(),
                 "" if c.retry_at_ms is None else c.retry_at_ms,
                 c.summary.SerializeToString() if c.summary is not None else "",
+                int(c.execution.status) if final else "",
+                lag if final else "",
             ]
         return int(await self.scripts.dispatch_complete(keys=keys, args=args))
 

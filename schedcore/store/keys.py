@@ -106,6 +106,18 @@ class Keys:
         return f"{self._base}:inflight"
 
     @property
+    def task_counts(self) -> str:
+        """Hash: TaskState number -> how many tasks are in that state (the scripts that change
+        a task's state keep it in step)."""
+        return f"{self._base}:stats:tasks"
+
+    def minute_stats(self, minute: int) -> str:
+        """Hash for one minute (ms // 60000): `s<status>` executions that ended with that status,
+        `l<i>` ended executions whose lag fell in lag bucket i (schedcore/store/stats.py).
+        Expires a day after its minute."""
+        return f"{self._base}:stats:m:{minute}"
+
+    @property
     def page_token_secret(self) -> str:
         """String: the secret that signs page tokens when PAGE_TOKEN_SECRET is not set."""
         return f"{self._base}:secret:page-token"

@@ -91,7 +91,7 @@ class TaskStore:
         with the same request key created (checked by the caller against the fingerprint)."""
         k = self.keys
         result = await self.scripts.task_create(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.request_id(request_key or "-")],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.request_id(request_key or "-"), k.task_counts],
             args=[
                 task_id,
                 spec.SerializeToString(),
@@ -142,7 +142,7 @@ class TaskStore:
         else:
             next_arg = "-" if next_ms is None else pad_ms(next_ms)
         result = await self.scripts.task_write(
-            keys=[k.task(task_id), k.by_name, k.by_next],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -157,7 +157,7 @@ class TaskStore:
     async def delete(self, task_id: str, expected_rev: int | None) -> None:
         k = self.keys
         result = await self.scripts.task_delete(
-            keys=[k.task(task_id), k.by_name, k.by_next],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts],
             args=[task_id, "" if expected_rev is None else str(expected_rev)],
         )
         self._check(task_id, result)

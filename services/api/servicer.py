@@ -22,6 +22,7 @@ from schedcore.store.tasks import StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import validation
 from services.api.pagetoken import PageTokens
+from services.api.stats import get_stats
 
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 PAUSED = pb.TaskState.TASK_STATE_PAUSED
@@ -317,6 +318,11 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     ) -> pb.GetExecutionResponse:
         execution = await self.store.executions.get(validation.execution_id(request.id))
         return pb.GetExecutionResponse(execution=execution)
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatsResponse:
+        return await get_stats(self.store, request)
 
 
 async def _collect(

@@ -332,3 +332,23 @@ def preview_count(count: int) -> int:
     if not 1 <= count <= MAX_PREVIEW:
         raise InvalidArgument.field("count", f"must be between 1 and {MAX_PREVIEW}, got {count}")
     return count
+
+
+def stats_window(request: pb.GetStatsRequest, max_minutes: int) -> tuple[int, int]:
+    """(window, bucket width) of a GetStats request, in whole minutes."""
+    v = Violations()
+    minutes, width = 60, 0
+    for path, d in (("window", request.window), ("bucket_width", request.bucket_width)):
+        if not request.HasField(path):
+            continue
+        ms = _duration_ms(v, path, d, 60_000, max_minutes * 60_000)
+        if ms is not None and ms % 60_000:
+            v.add(path, "must be a whole number of minutes")
+        elif ms is not None and path == "window":
+            minutes = ms // 60_000
+        elif ms is not None:
+            width = ms // 60_000
+    if width > minutes:
+        v.add("bucket_width", "must not be longer than the window")
+    v.raise_if_any()
+    return minutes, width or max(1, minutes // 60)

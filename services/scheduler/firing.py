@@ -47,7 +47,7 @@ class Firer:
                     commits.append(plan(task, now, self.tolerance_ms))
                 except Exception:
                     log.exception("cannot plan task %s; it is retried when its lease expires", task.task_id)
-            created = await self.engine.commit_fire(commits)
+            created = await self.engine.commit_fire(commits, now)
             self.fired += sum(n for n in created if n > 0)
             self.on_fired()
         wait = self.settings.poll_interval_s

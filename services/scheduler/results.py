@@ -97,7 +97,7 @@ class Recorder:
             for result, (record, spec) in zip(results, current, strict=True)
             if record is not None
         ]
-        recorded = await engine.complete(completions)
+        recorded = await engine.complete(completions, now)
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
         await self._trim({c.execution.task_id for c in completions if c.retry_at_ms is None})
@@ -115,7 +115,7 @@ class Recorder:
             out.CopyFrom(record)
             out.status = PENDING
             completions.append(Completion(out, token, now_ms, None))
-        await self.store.engine.complete(completions)
+        await self.store.engine.complete(completions, now_ms)
 
     async def cancel_orphans(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """End executions whose task was deleted before they could run."""
@@ -138,7 +138,7 @@ class Recorder:
             out.status_message = reason
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
             completions.append(Completion(out, token, None, summary(out)))
-        await self.store.engine.complete(completions)
+        await self.store.engine.complete(completions, now_ms)
 
     async def _trim(self, task_ids: set[str]) -> None:
         """Retention by count, only for tasks over the limit (one round trip to find them)."""

@@ -145,7 +145,7 @@ async def wait_past(store: Store, ms: int) -> None:
 async def fire(store: Store, leased: Sequence[LeasedTask], tolerance_ms: int = HOUR_MS) -> list[int]:
     """Plan and commit leased occurrences the way the firing loop does."""
     now = await store.now_ms()
-    return await store.engine.commit_fire([plan(t, now, tolerance_ms) for t in leased])
+    return await store.engine.commit_fire([plan(t, now, tolerance_ms) for t in leased], now)
 
 
 async def queue(store: Store, task_id: str, count: int) -> list[str]:
@@ -177,7 +177,7 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
     )
     result.start_time.CopyFrom(ms_to_ts(now - 5))
     result.finish_time.CopyFrom(ms_to_ts(now))
-    return await store.engine.complete([apply(record, spec, result, now)])
+    return await store.engine.complete([apply(record, spec, result, now)], now)
 
 
 async def reclaim(store: Store, limit: int = 100) -> list[str]:
@@ -347,7 +347,7 @@ def test_commit_with_stale_token_after_takeover_changes_nothing(redis_srv, rds):
         # The same commit again (a replayed pipeline): nothing new.
         after = snapshot(rds)
         now = await b.now_ms()
-        assert await b.engine.commit_fire([plan(held_b, now, HOUR_MS)]) == [0]
+        assert await b.engine.commit_fire([plan(held_b, now, HOUR_MS)], now) == [0]
         assert exec_keys(rds, task_id) == [KEYS.execution(eid).encode()]
         assert history_of(rds, task_id) == after_history(after, task_id)
 
@@ -460,7 +460,7 @@ def test_reschedule_through_api_between_lease_and_commit_keeps_the_new_schedule(
         now = await store.now_ms()
         commit = plan(held, now, HOUR_MS)
         assert commit.next_ms is not None and commit.next_ms != new_next
-        assert await store.engine.commit_fire([commit]) == [1]
+        assert await store.engine.commit_fire([commit], now) == [1]
         eid = execution_id(created.id, held.nominal_ms)
         assert exec_keys(rds, created.id) == [KEYS.execution(eid).encode()]
         key = store.keys.task(created.id)
@@ -818,12 +818,19 @@ def test_plan_missed_window_runs_the_first_and_skips_the_rest_up_to_now(redis_sr
         assert len(skipped) == (now - nominal) // 1000 >= 10
 
         # Committed: every record in the history, only the one that runs in the ready queue.
-        assert await store.engine.commit_fire([commit]) == [len(commit.records)]
+        assert await store.engine.commit_fire([commit], now) == [len(commit.records)]
         assert len(exec_keys(rds, task_id)) == len(commit.records)
         assert rds.zrange(KEYS.ready, 0, -1) == [commit.records[0].id.encode()]
         for r in skipped:
             assert await field(store, store.keys.execution(r.id), "status") == str(S.EXECUTION_STATUS_SKIPPED)
         assert await field(store, store.keys.task(task_id), "next") == pad_ms(commit.next_ms or 0)
+        # Skipped occurrences are born ended: they count in this minute's stats, the pending one not.
+        stats = await field(store, store.keys.minute_stats(now // 60_000), f"s{S.EXECUTION_STATUS_SKIPPED}")
+        assert stats == str(len(skipped))
+        assert (
+            await field(store, store.keys.minute_stats(now // 60_000), f"s{S.EXECUTION_STATUS_PENDING}")
+            is None
+        )
 
     run(redis_srv.url, body)
 

@@ -1,11 +1,15 @@
 -- Record the ends of attempts, fenced by their lease tokens: a result from a holder whose lease
 -- was taken over is dropped. A retry goes back to the ready queue at its backoff time.
--- KEYS: 1 inflight, 2 ready, then per execution: execution hash, its task hash
--- ARGV: per execution: id, token, status, record, retry-at ms ("" = final), summary ("" = none)
+-- An execution that ended for good is counted in this minute's stats (status, and lag bucket
+-- when it started).
+-- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats,
+--       then per execution: execution hash, its task hash
+-- ARGV: per execution: id, token, status, record, retry-at ms ("" = final), summary ("" = none),
+--       stats status ("" = not counted), lag bucket ("" = none)
 -- Returns the number recorded.
 local recorded = 0
-for i = 0, #ARGV / 6 - 1 do
-  local a, ek, tk = 1 + 6 * i, KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+for i = 0, #ARGV / 8 - 1 do
+  local a, ek, tk = 1 + 8 * i, KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   if redis.call('HGET', ek, 'tok') == ARGV[a + 1] and redis.call('ZSCORE', KEYS[1], ARGV[a]) then
     redis.call('ZREM', KEYS[1], ARGV[a])
     redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
@@ -17,6 +21,11 @@ for i = 0, #ARGV / 6 - 1 do
       if not last or last <= ARGV[a] then
         redis.call('HSET', tk, 'last', ARGV[a + 5], 'lastid', ARGV[a])
       end
+    end
+    if ARGV[a + 6] ~= '' then
+      redis.call('HINCRBY', KEYS[3], 's' .. ARGV[a + 6], 1)
+      if ARGV[a + 7] ~= '' then redis.call('HINCRBY', KEYS[3], 'l' .. ARGV[a + 7], 1) end
+      redis.call('EXPIRE', KEYS[3], 90000, 'NX')
     end
     recorded = recorded + 1
   end

@@ -1,5 +1,5 @@
 -- Create a task with its index entries, and remember the client's request id, atomically.
--- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 request-id key
+-- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 request-id key, 5 task counts by state
 -- ARGV: 1 task id, 2 spec (protobuf), 3 state, 4 next run (padded ms, or "" for none),
 --       5 name index member, 6 request fingerprint ("" when no request id), 7 request-id ttl (s)
 -- Returns {"ok"} | {"dup", "<task id>:<fingerprint>"} | {"collision"}
@@ -14,6 +14,7 @@ if ARGV[4] ~= '' then
   member = ARGV[4] .. ':' .. ARGV[1]
 end
 redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'rev', 1, 'srev', 1, 'state', ARGV[3], 'nm', ARGV[5], 'nx', member)
+redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZADD', KEYS[3], 0, member)
 if ARGV[6] ~= '' then

@@ -1,7 +1,7 @@
 -- Change a task if its revision is still the one the caller read (compare-and-set), keeping
 -- both indexes in step. The current index members are read from the hash itself (nm, nx), so an
 -- entry the scheduler moved meanwhile is still removed correctly.
--- KEYS: 1 task hash, 2 name index, 3 next-run index
+-- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 task counts by state
 -- ARGV: 1 task id, 2 expected rev ("" = any), 3 spec ("" = keep), 4 state ("" = keep),
 --       5 next run (padded ms; "" = keep; "-" = none), 6 name index member ("" = keep)
 -- Returns {"ok", new rev} | {"missing"} | {"conflict", current rev}
@@ -9,7 +9,14 @@ local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return {'missing'} end
 if ARGV[2] ~= '' and rev ~= ARGV[2] then return {'conflict', rev} end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'spec', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[4]) end
+if ARGV[4] ~= '' then
+  local old = redis.call('HGET', KEYS[1], 'state')
+  if old ~= ARGV[4] then
+    redis.call('HINCRBY', KEYS[4], old, -1)
+    redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+    redis.call('HSET', KEYS[1], 'state', ARGV[4])
+  end
+end
 if ARGV[6] ~= '' then
   redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'nm'))
   redis.call('ZADD', KEYS[2], 0, ARGV[6])
