@@ -22,7 +22,7 @@ LINT_PATHS := $(wildcard schedcore services tests tools ui)
 PYTEST_ARGS ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help venv deps redis-server proto lint typecheck test run clean
+.PHONY: help venv deps redis-server proto lint typecheck test run screenshots clean
 
 help:
 	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
@@ -31,6 +31,7 @@ help:
 	@echo "make typecheck  mypy"
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
 	@echo "make proto      regenerate schedcore/gen/ from protos/"
+	@echo "make screenshots  refresh docs/img/ (the dashboard in chromium, by its browser test)"
 	@echo "make clean      remove .venv, node_modules, generated code and caches (keeps .data/)"
 
 venv deps: $(DEPS_STAMP) redis-server
@@ -93,6 +94,10 @@ test: deps proto
 
 run: deps proto
 	$(PY) tools/run_local.py
+
+# The README's pictures of the dashboard, taken by its browser test (needs chromium).
+screenshots: deps proto
+	REQUIRE_BROWSER=1 SCREENSHOT_DIR=docs/img $(PY) -m pytest -q tests/ui/test_browser.py
 
 clean:
 	rm -rf $(VENV) node_modules schedcore/gen build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -44,17 +44,27 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def ui_args(port: int) -> list[str]:
+    """How the dashboard is served, after `python` (the browser test and the image run this too)."""
+    return ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]  # fmt: skip
+
+
+def ui_command(python: str, port: int) -> list[str]:
+    return [python, *ui_args(port)]
+
+
 def services() -> list[Service]:
     api = env_int("API_PORT", 50051)
-    streamlit = ["-m", "streamlit", "run", "ui/app.py", "--server.port", "8501", "--server.headless", "true"]
-    ui_env = {"API_ADDR": f"localhost:{api}", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    ui_port = env_int("UI_PORT", 8501)
+    ui_env = {"API_ADDR": f"localhost:{api}"}
     return [
         Service("api", ["-m", "services.api"], "services/api/__main__.py", api),
         Service("scheduler", ["-m", "services.scheduler"], "services/scheduler/__main__.py", 50052,
                 replicas_env="SCHEDULER_REPLICAS"),
         Service("executor", ["-m", "services.executor"], "services/executor/__main__.py", 50053,
                 replicas_env="EXECUTOR_REPLICAS"),
-        Service("ui", streamlit, "ui/app.py", 8501, ready="http", env=ui_env),
+        Service("ui", ui_args(ui_port), "ui/app.py", ui_port, ready="http", env=ui_env),
     ]  # fmt: skip
 
 

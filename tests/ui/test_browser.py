@@ -1,0 +1,98 @@
+"""One real browser: Debian's chromium, driven by Playwright, against the running dashboard.
+
+The dashboard runs as `streamlit run ui/app.py` (the command `make run` uses) in front of a real
+api and Redis. Without chromium the test is skipped locally; CI installs chromium and sets
+REQUIRE_BROWSER=1, which turns a missing browser into a failure. SCREENSHOT_DIR=docs/img (as
+`make screenshots` sets it) keeps the screenshots for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration import helpers
+from tests.integration.helpers import list_all_tasks
+from tests.support import ServiceThread, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+api = helpers.api
+stub = helpers.stub
+
+if CHROMIUM is None and os.environ.get("REQUIRE_BROWSER") != "1":
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def dashboard_command(port: int) -> list[str]:
+    """How the dashboard is served (tools/run_local.py builds the same command)."""
+    from tools.run_local import ui_command
+
+    return ui_command(sys.executable, port)
+
+
+@pytest.fixture()
+def dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = dict(os.environ, API_ADDR=api.target, HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        dashboard_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"streamlit exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 60)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM is not None, "REQUIRE_BROWSER=1 but chromium is not installed"
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)  # shared, busy machines: a rerun may take seconds
+        page.goto(f"{dashboard}/edit")
+        expect(page.get_by_role("heading", name="Create a task")).to_be_visible()
+        page.get_by_role("textbox", name="Name").fill("made in a browser")
+        page.get_by_role("textbox", name="Labels").fill("team=qa")
+        cron = page.get_by_role("textbox", name="Cron expression")
+        cron.fill("*/15 * * * *")
+        cron.press("Enter")
+        expect(page.get_by_text("Every 15 minutes (UTC)")).to_be_visible()
+        page.screenshot(path=str(shots / "dashboard-create.png"), full_page=True)
+        page.get_by_role("button", name="Create task").click()
+        expect(page.get_by_text("Created task")).to_be_visible()
+
+        page.goto(f"{dashboard}/tasks")
+        expect(page.get_by_text("made in a browser", exact=True).first).to_be_visible()
+        page.wait_for_timeout(500)  # let the table's canvas paint before the picture
+        page.screenshot(path=str(shots / "dashboard-tasks.png"), full_page=True)
+        browser.close()
+    [task] = list_all_tasks(stub)
+    assert task.name == "made in a browser"
+    assert dict(task.labels) == {"team": "qa"}
+    assert task.schedule.cron.expression == "*/15 * * * *"
+    assert (shots / "dashboard-tasks.png").stat().st_size > 10_000

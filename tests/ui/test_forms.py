@@ -1,0 +1,188 @@
+"""The create / edit page against a real api and Redis: what the form sends, and errors in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from schedcore import pb
+from tests.integration import helpers
+from tests.integration.helpers import create, cron_task, get, list_all_tasks, snapshot
+from tests.ui.dash import open_page, rerun_ok, texts
+from ui import taskform as tf
+
+EDIT = "views/edit.py"
+api = helpers.api
+stub = helpers.stub
+
+
+def column_with(at, key: str):  # type: ignore[no-untyped-def]
+    """The innermost column holding the widget `key`: where its error must show."""
+    found = None
+    for column in at.columns:
+        if any(
+            w.key == key for kind in ("text_input", "text_area", "selectbox") for w in getattr(column, kind)
+        ):
+            found = column
+    assert found is not None, f"no column holds {key}"
+    return found
+
+
+def test_create_recurring_task_with_preview(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("weekday report")
+    at.text_input(key="e_labels").input("team=ops, env=prod")
+    at.text_input(key="e_cron").input("0 9 * * 1-5")
+    at.selectbox(key="e_tz").select("Europe/Berlin")
+    rerun_ok(at)
+    shown = texts(at)
+    assert "At 09:00, Monday through Friday (Europe/Berlin)" in shown, shown
+    # The next five fire times come from PreviewSchedule, in the schedule's zone.
+    previews = [line for line in shown.splitlines() if line.strip().startswith("- ")]
+    assert len(previews) == 5, shown
+    assert all("09:00:00 CE" in p for p in previews), previews
+    at.text_area(key="e_payload").input('{"report": "sales", "n": 3}')
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert any("Created task" in s.value for s in at.success), texts(at)
+    [task] = list_all_tasks(stub)
+    assert task.name == "weekday report"
+    assert dict(task.labels) == {"team": "ops", "env": "prod"}
+    assert task.schedule.cron.expression == "0 9 * * 1-5"
+    assert task.schedule.cron.time_zone == "Europe/Berlin"
+    assert task.target.HasField("log")
+    assert dict(task.payload) == {"report": "sales", "n": 3}
+    local = datetime.fromtimestamp(task.next_run_time.ToMilliseconds() / 1000, ZoneInfo("Europe/Berlin"))
+    assert (local.hour, local.minute, local.weekday() < 5) == (9, 0, True)
+    # Saving again edits the task just created (the page switched to it): no duplicate.
+    at.text_input(key="e_name").input("weekday report v2")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    [again] = list_all_tasks(stub)
+    assert again.id == task.id and again.name == "weekday report v2"
+
+
+def test_create_one_time_http_task(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("ping once")
+    at.radio(key="e_kind").set_value(tf.ONE_TIME)
+    rerun_ok(at)
+    day = date.today() + timedelta(days=2)
+    at.date_input(key="e_date").set_value(day)
+    at.time_input(key="e_time").set_value(time(10, 30))
+    at.selectbox(key="e_tz").select("America/New_York")
+    at.radio(key="e_target").set_value(tf.HTTP)
+    rerun_ok(at)
+    at.selectbox(key="e_method").select("PUT")
+    at.text_input(key="e_url").input("https://example.com/hook")
+    at.text_area(key="e_headers").input("Content-Type: application/json\nX-Team: ops")
+    at.text_area(key="e_body").input('{"hello": 1}')
+    at.number_input(key="e_expected").set_value(204)
+    at.number_input(key="e_attempts").set_value(3)
+    at.number_input(key="e_timeout").set_value(5.0)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert any("Created task" in s.value for s in at.success), texts(at)
+    [task] = list_all_tasks(stub)
+    want = datetime.combine(day, time(10, 30), ZoneInfo("America/New_York"))
+    assert task.schedule.once.run_time.ToMilliseconds() == int(want.timestamp() * 1000)
+    http = task.target.http
+    assert http.method == pb.HttpMethod.HTTP_METHOD_PUT
+    assert http.url == "https://example.com/hook"
+    assert dict(http.headers) == {"Content-Type": "application/json", "X-Team": "ops"}
+    assert http.body == b'{"hello": 1}'
+    assert http.expected_status == 204
+    assert task.retry_policy.max_attempts == 3
+    assert task.timeout.ToMilliseconds() == 5000
+
+
+def test_invalid_cron_shows_the_error_by_the_field_and_creates_nothing(api, stub, rds, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("broken")
+    at.text_input(key="e_cron").input("61 * * * *")
+    rerun_ok(at)
+    # The live preview says it is invalid as soon as the expression changes...
+    assert any("Invalid schedule" in e.value for e in at.error), texts(at)
+    before = snapshot(rds)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    # ...and saving puts the api's field violation in the cron field's column.
+    errors = [e.value for e in column_with(at, "e_cron").error]
+    assert len(errors) == 1 and "61" in errors[0], errors
+    assert not any("Created task" in s.value for s in at.success)
+    assert list_all_tasks(stub) == []
+    assert snapshot(rds) == before, "a rejected create changed Redis"
+
+
+def test_client_side_errors_block_the_call(api, stub, rds, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("bad payload")
+    at.text_area(key="e_payload").input("{not json")
+    at.text_input(key="e_labels").input("team")
+    before = snapshot(rds)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    shown = [e.value for e in at.error]
+    assert any("not valid JSON" in e for e in shown), shown
+    assert any("'team' is not key=value" in e for e in shown), shown
+    assert list_all_tasks(stub) == [] and snapshot(rds) == before
+
+
+def test_api_errors_land_by_their_fields(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("x")
+    at.radio(key="e_target").set_value(tf.HTTP)
+    rerun_ok(at)
+    at.text_input(key="e_url").input("ftp://example.com/file")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    url_errors = [e.value for e in column_with(at, "e_url").error]
+    assert url_errors, texts(at)
+    assert list_all_tasks(stub) == []
+
+
+def test_edit_loads_the_task_and_saves_with_its_etag(api, stub, monkeypatch) -> None:
+    task = create(stub, cron_task("nightly", expression="0 3 * * *", time_zone="Asia/Tokyo"))
+    at = open_page(monkeypatch, api.target, EDIT, id=task.id)
+    assert at.text_input(key="e_name").value == "nightly"
+    assert at.text_input(key="e_cron").value == "0 3 * * *"
+    assert at.selectbox(key="e_tz").value == "Asia/Tokyo"
+    # Someone else edits the task meanwhile: the save is refused, not silently overwritten.
+    stub.UpdateTask(pb.UpdateTaskRequest(task=pb.Task(id=task.id, description="theirs")))
+    at.text_input(key="e_name").input("nightly v2")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert "changed by someone else" in "\n".join(e.value for e in at.error), [e.value for e in at.error]
+    assert get(stub, task.id).name == "nightly"
+    at.button(key="e_reload").click()
+    rerun_ok(at)
+    assert at.text_area(key="e_desc").value == "theirs"
+    assert at.text_input(key="e_name").value == "nightly"
+    at.text_input(key="e_name").input("nightly v2")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert get(stub, task.id).name == "nightly v2"
+    assert get(stub, task.id).description == "theirs"
+
+
+@pytest.mark.parametrize("page", [None, "views/tasks.py", EDIT, "views/executions.py"])
+def test_unreachable_api_is_a_readable_message(monkeypatch, page) -> None:
+    from tests.support import free_port
+
+    at = open_page(monkeypatch, f"127.0.0.1:{free_port()}", page)
+    assert not at.exception
+    assert any("cannot be reached" in e.value for e in at.error), texts(at)
+
+
+def test_dates_in_the_past_are_refused_in_place(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("too late")
+    at.radio(key="e_kind").set_value(tf.ONE_TIME)
+    rerun_ok(at)
+    at.date_input(key="e_date").set_value(datetime.now(UTC).date() - timedelta(days=1))
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert any("past" in e.value for e in at.error), texts(at)
+    assert list_all_tasks(stub) == []

@@ -1,0 +1,32 @@
+"""The dashboard: `streamlit run ui/app.py` (API_ADDR names the api, default localhost:50051)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Streamlit puts ui/ on sys.path; the repository root is needed for `schedcore` and `ui`.
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import streamlit as st  # noqa: E402
+
+from ui import format as fmt  # noqa: E402
+from ui.client import api_addr  # noqa: E402
+
+st.set_page_config(page_title="Scheduler", page_icon=":material/schedule:", layout="wide")
+
+pages = [
+    st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page("views/tasks.py", title="Tasks", icon=":material/list:"),
+    st.Page("views/edit.py", title="Create / edit task", icon=":material/edit:"),
+    st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
+]
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.selectbox("Show times in", fmt.time_zones(), key="display_tz")
+    st.caption(f"api: `{api_addr()}`")
+
+page.run()

@@ -1,0 +1,167 @@
+"""The dashboard's only way to the api: a small synchronous gRPC client.
+
+Every call has a deadline (a page never waits long on a stuck api) and every failure becomes an
+ApiError carrying the status, the message and the field violations of INVALID_ARGUMENT, so
+pages can show an error next to the field it names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from schedcore import pb
+
+DEFAULT_ADDR = "localhost:50051"
+# Reads answer in milliseconds; a call that takes longer than this is stuck, not slow.
+TIMEOUT_S = 4.0
+
+R = TypeVar("R")
+
+
+def api_addr() -> str:
+    return os.environ.get("API_ADDR", "").strip() or DEFAULT_ADDR
+
+
+@dataclass
+class ApiError(Exception):
+    code: grpc.StatusCode
+    message: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    @property
+    def unreachable(self) -> bool:
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    def field_error(self, *paths: str) -> str | None:
+        """The violation naming one of `paths` or a field inside one (joined when several)."""
+        found = [
+            desc
+            for name, desc in self.fields.items()
+            if any(name == p or name.startswith((p + ".", p + "[")) for p in paths)
+        ]
+        return "; ".join(found) or None
+
+    @classmethod
+    def from_rpc(cls, err: grpc.RpcError) -> ApiError:
+        code: grpc.StatusCode = err.code()
+        message: str = err.details() or code.name
+        fields: dict[str, str] = {}
+        status = rpc_status.from_call(err)
+        if status is not None:
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    for v in bad.field_violations:
+                        fields[v.field] = v.description
+        return cls(code, message, fields)
+
+
+class Api:
+    def __init__(self, addr: str, timeout_s: float = TIMEOUT_S) -> None:
+        self.addr = addr
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(addr)
+        self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
+
+    def _call(self, method: Callable[..., R], request: Any) -> R:
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise ApiError.from_rpc(err) from None
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def create_task(self, task: pb.Task, request_id: str) -> pb.Task:
+        return self._call(self.stub.CreateTask, pb.CreateTaskRequest(task=task, request_id=request_id)).task
+
+    def get_task(self, task_id: str) -> pb.Task:
+        return self._call(self.stub.GetTask, pb.GetTaskRequest(id=task_id)).task
+
+    def list_tasks(
+        self,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        state: int = 0,
+        labels: dict[str, str] | None = None,
+        name_contains: str = "",
+        by_next_run: bool = False,
+    ) -> pb.ListTasksResponse:
+        order = pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME if by_next_run else pb.TaskOrder.TASK_ORDER_NAME
+        request = pb.ListTasksRequest(
+            page_size=page_size,
+            page_token=page_token,
+            state=state,  # type: ignore[arg-type]
+            labels=labels or {},
+            name_contains=name_contains,
+            order_by=order,
+        )
+        return self._call(self.stub.ListTasks, request)
+
+    def update_task(self, task: pb.Task, paths: Iterable[str]) -> pb.Task:
+        request = pb.UpdateTaskRequest(task=task, update_mask=FieldMask(paths=list(paths)))
+        return self._call(self.stub.UpdateTask, request).task
+
+    def delete_task(self, task_id: str, etag: str = "") -> None:
+        self._call(self.stub.DeleteTask, pb.DeleteTaskRequest(id=task_id, etag=etag))
+
+    def pause_task(self, task_id: str, etag: str = "") -> pb.Task:
+        return self._call(self.stub.PauseTask, pb.PauseTaskRequest(id=task_id, etag=etag)).task
+
+    def resume_task(self, task_id: str, etag: str = "") -> pb.Task:
+        return self._call(self.stub.ResumeTask, pb.ResumeTaskRequest(id=task_id, etag=etag)).task
+
+    def run_task(self, task_id: str) -> pb.Execution:
+        return self._call(self.stub.RunTask, pb.RunTaskRequest(id=task_id)).execution
+
+    def preview(self, schedule: pb.Schedule, count: int = 5) -> list[int]:
+        """Next fire times (ms since the epoch)."""
+        reply = self._call(
+            self.stub.PreviewSchedule, pb.PreviewScheduleRequest(schedule=schedule, count=count)
+        )
+        return [t.ToMilliseconds() for t in reply.fire_times]
+
+    # --- executions ----------------------------------------------------------------------------
+
+    def list_executions(
+        self,
+        *,
+        task_id: str = "",
+        status: int = 0,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> pb.ListExecutionsResponse:
+        request = pb.ListExecutionsRequest(
+            task_id=task_id,
+            status=status,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if start_ms is not None:
+            request.start_time.FromMilliseconds(start_ms)
+        if end_ms is not None:
+            request.end_time.FromMilliseconds(end_ms)
+        return self._call(self.stub.ListExecutions, request)
+
+    def get_execution(self, execution_id: str) -> pb.Execution:
+        return self._call(self.stub.GetExecution, pb.GetExecutionRequest(id=execution_id)).execution
+
+    def stats(self, window_s: int, bucket_s: int) -> pb.GetStatsResponse:
+        request = pb.GetStatsRequest(
+            window=Duration(seconds=window_s), bucket_width=Duration(seconds=bucket_s)
+        )
+        return self._call(self.stub.GetStats, request)

@@ -1,0 +1,60 @@
+"""What every page shares: the api client, the display time zone, and error rendering."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import streamlit as st
+
+from ui.client import Api, ApiError, api_addr
+
+
+@st.cache_resource(show_spinner=False)
+def _api(addr: str) -> Api:
+    return Api(addr)
+
+
+def api() -> Api:
+    """One client (one gRPC channel) per api address, shared by every session."""
+    return _api(api_addr())
+
+
+def zone() -> str:
+    """The time zone times are shown in (chosen in the sidebar)."""
+    return str(st.session_state.get("display_tz", "UTC"))
+
+
+def show_unreachable(err: ApiError) -> None:
+    st.error(
+        f"**The api at `{api_addr()}` cannot be reached** ({err.code.name.lower().replace('_', ' ')}: "
+        f"{err.message}).\n\nCheck that the api service is running and that `API_ADDR` points at it; "
+        "this page retries when you reload it.",
+        icon=":material/power_off:",
+    )
+
+
+@contextlib.contextmanager
+def page_guard() -> Iterator[None]:
+    """Render an api failure as a readable message, not a traceback, and stop the page."""
+    try:
+        yield
+    except ApiError as err:
+        if err.unreachable:
+            show_unreachable(err)
+        else:
+            st.error(f"The api refused the request: {err}", icon=":material/warning:")
+        st.stop()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _task_name(addr: str, task_id: str) -> str:
+    try:
+        return _api(addr).get_task(task_id).name
+    except ApiError as err:
+        return "(deleted)" if err.code.name == "NOT_FOUND" else "?"
+
+
+def task_name(task_id: str) -> str:
+    """A task's name for display (cached briefly: lists show many rows of few tasks)."""
+    return _task_name(api_addr(), task_id)

@@ -1,0 +1,43 @@
+"""Server-side paging for list pages: page tokens kept in the session, reset when filters change."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+
+class Pager:
+    """Remembers the tokens of the pages visited, so Previous works with forward-only tokens."""
+
+    def __init__(self, name: str, filters: object) -> None:
+        self.key = f"pager_{name}"
+        signature = json.dumps(filters, default=str)
+        state = st.session_state.get(self.key)
+        if state is None or state["sig"] != signature:
+            state = {"sig": signature, "tokens": [""], "index": 0}
+            st.session_state[self.key] = state
+        self.state = state
+
+    @property
+    def index(self) -> int:
+        return int(self.state["index"])
+
+    @property
+    def token(self) -> str:
+        return str(self.state["tokens"][self.index])
+
+    def controls(self, next_token: str, shown: int) -> None:
+        """Previous / Next buttons and where we are."""
+        tokens: list[str] = self.state["tokens"]
+        del tokens[self.index + 1 :]
+        if next_token:
+            tokens.append(next_token)
+        left, mid, right = st.columns([1, 4, 1])
+        if left.button("← Previous", key=f"{self.key}_prev", disabled=self.index == 0, width="stretch"):
+            self.state["index"] = self.index - 1
+            st.rerun()
+        mid.caption(f"Page {self.index + 1} · {shown} shown" + (" · more follow" if next_token else ""))
+        if right.button("Next →", key=f"{self.key}_next", disabled=not next_token, width="stretch"):
+            self.state["index"] = self.index + 1
+            st.rerun()

@@ -1,0 +1,181 @@
+"""The task form's values, to and from a Task: pure functions, so they are tested without a page.
+
+Widget values live in Streamlit's session state under the keys below (prefix `e_`); `to_task`
+builds the Task the api receives and collects client-side errors per widget key, and
+`widget_for` maps the field path an api error names to the widget that shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+
+from schedcore import pb
+from ui import format as fmt
+
+RECURRING, ONE_TIME = "Recurring (cron)", "One time"
+LOG, HTTP = "Log (record the payload)", "HTTP request"
+METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "HEAD"]
+
+# Api field path (prefix) -> widget key; the longest matching prefix wins.
+FIELD_WIDGETS = {
+    "task.name": "e_name",
+    "task.description": "e_desc",
+    "task.labels": "e_labels",
+    "task.schedule": "e_kind",
+    "task.schedule.cron": "e_cron",
+    "task.schedule.cron.expression": "e_cron",
+    "task.schedule.cron.time_zone": "e_tz",
+    "task.schedule.once": "e_time",
+    "task.schedule.once.run_time": "e_time",
+    "task.target": "e_target",
+    "task.target.http.method": "e_method",
+    "task.target.http.url": "e_url",
+    "task.target.http.headers": "e_headers",
+    "task.target.http.body": "e_body",
+    "task.target.http.expected_status": "e_expected",
+    "task.payload": "e_payload",
+    "task.timeout": "e_timeout",
+    "task.retry_policy": "e_attempts",
+    "task.retry_policy.max_attempts": "e_attempts",
+    "task.retry_policy.initial_backoff": "e_backoff",
+    "task.retry_policy.max_backoff": "e_max_backoff",
+    "task.retry_policy.backoff_multiplier": "e_multiplier",
+}
+
+
+def widget_for(path: str) -> str | None:
+    """The widget that shows an error about `path` (None: shown above the form)."""
+    best = None
+    for prefix, key in FIELD_WIDGETS.items():
+        if (path == prefix or path.startswith((prefix + ".", prefix + "["))) and (
+            best is None or len(prefix) > len(best[0])
+        ):
+            best = (prefix, key)
+    return best[1] if best else None
+
+
+def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
+    """A new task's form: hourly cron, log target, the api's defaults for timeout and retries."""
+    later = (now.astimezone(ZoneInfo(zone)) + timedelta(hours=1)).replace(second=0, microsecond=0)
+    return {
+        "e_name": "",
+        "e_desc": "",
+        "e_labels": "",
+        "e_kind": RECURRING,
+        "e_cron": "0 * * * *",
+        "e_tz": zone,
+        "e_date": later.date(),
+        "e_time": later.time(),
+        "e_target": LOG,
+        "e_method": "POST",
+        "e_url": "",
+        "e_headers": "",
+        "e_body": "",
+        "e_expected": 0,
+        "e_payload": "{}",
+        "e_timeout": 60.0,
+        "e_attempts": 1,
+        "e_backoff": 1.0,
+        "e_max_backoff": 60.0,
+        "e_multiplier": 2.0,
+    }
+
+
+def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
+    """The form's values for editing `task`."""
+    values = defaults(now)
+    values.update(
+        e_name=task.name,
+        e_desc=task.description,
+        e_labels=fmt.labels(dict(task.labels)),
+        e_payload=json.dumps(json_format.MessageToDict(task.payload), indent=2)
+        if task.HasField("payload")
+        else "{}",
+        e_timeout=task.timeout.ToMilliseconds() / 1000 if task.HasField("timeout") else 60.0,
+        e_attempts=task.retry_policy.max_attempts or 1,
+        e_backoff=task.retry_policy.initial_backoff.ToMilliseconds() / 1000 or 1.0,
+        e_max_backoff=task.retry_policy.max_backoff.ToMilliseconds() / 1000 or 60.0,
+        e_multiplier=task.retry_policy.backoff_multiplier or 2.0,
+    )
+    if task.schedule.HasField("cron"):
+        values.update(
+            e_kind=RECURRING, e_cron=task.schedule.cron.expression, e_tz=task.schedule.cron.time_zone or "UTC"
+        )
+    else:
+        at = datetime.fromtimestamp(task.schedule.once.run_time.ToMilliseconds() / 1000, UTC)
+        values.update(e_kind=ONE_TIME, e_tz="UTC", e_date=at.date(), e_time=at.time().replace(microsecond=0))
+    if task.target.HasField("http"):
+        http = task.target.http
+        values.update(
+            e_target=HTTP,
+            e_method=pb.HttpMethod.Name(http.method or pb.HttpMethod.HTTP_METHOD_POST)[12:],
+            e_url=http.url,
+            e_headers="\n".join(f"{k}: {v}" for k, v in sorted(http.headers.items())),
+            e_body=http.body.decode("utf-8", "replace"),
+            e_expected=http.expected_status,
+        )
+    return values
+
+
+def schedule_of(values: dict[str, Any]) -> pb.Schedule:
+    """The schedule the form describes (the api validates it)."""
+    if values["e_kind"] == RECURRING:
+        return pb.Schedule(
+            cron=pb.CronSchedule(expression=str(values["e_cron"]).strip(), time_zone=values["e_tz"])
+        )
+    local = datetime.combine(values["e_date"] or date.today(), values["e_time"] or time())
+    at = local.replace(tzinfo=ZoneInfo(values["e_tz"]))
+    out = pb.Schedule(once=pb.OneTimeSchedule())
+    out.once.run_time.FromMilliseconds(int(at.timestamp() * 1000))
+    return out
+
+
+def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
+    """The Task the form describes, and client-side errors by widget key (nothing is sent when
+    there are any)."""
+    errors: dict[str, str] = {}
+    task = pb.Task(name=str(values["e_name"]).strip(), description=str(values["e_desc"]))
+    try:
+        task.labels.update(fmt.parse_labels(values["e_labels"]))
+    except ValueError as exc:
+        errors["e_labels"] = str(exc)
+    task.schedule.CopyFrom(schedule_of(values))
+    try:
+        payload = json.loads(values["e_payload"] or "{}")
+        if not isinstance(payload, dict):
+            raise ValueError('must be a JSON object, like {"key": "value"}')
+        struct = Struct()
+        struct.update(payload)
+        if payload:
+            task.payload.CopyFrom(struct)
+    except (ValueError, TypeError) as exc:
+        errors["e_payload"] = f"not valid JSON: {exc}"
+    if values["e_target"] == HTTP:
+        http = pb.HttpTarget(
+            method=f"HTTP_METHOD_{values['e_method']}",
+            url=str(values["e_url"]).strip(),
+            body=str(values["e_body"]).encode(),
+            expected_status=int(values["e_expected"] or 0),
+        )
+        try:
+            http.headers.update(fmt.parse_headers(values["e_headers"]))
+        except ValueError as exc:
+            errors["e_headers"] = str(exc)
+        task.target.http.CopyFrom(http)
+    else:
+        task.target.log.SetInParent()
+    task.timeout.FromMilliseconds(int(float(values["e_timeout"]) * 1000))
+    task.retry_policy.max_attempts = int(values["e_attempts"])
+    task.retry_policy.initial_backoff.FromMilliseconds(int(float(values["e_backoff"]) * 1000))
+    task.retry_policy.max_backoff.FromMilliseconds(int(float(values["e_max_backoff"]) * 1000))
+    task.retry_policy.backoff_multiplier = float(values["e_multiplier"])
+    return task, errors
+
+
+UPDATE_PATHS = ("name", "description", "labels", "schedule", "target", "payload", "timeout", "retry_policy")

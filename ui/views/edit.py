@@ -1,0 +1,240 @@
+"""Create or edit a task: one form, a live schedule preview, errors next to their fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import streamlit as st
+
+from ui import format as fmt
+from ui import taskform as tf
+from ui.client import ApiError
+from ui.common import api, page_guard, show_unreachable, zone
+
+ERRORS = "e_errors"  # widget key -> message, from the last save attempt
+KEYS = list(tf.defaults(datetime.now(UTC)))
+
+
+def load(values: dict[str, Any], marker: object) -> None:
+    """Put a task's (or a blank form's) values into the widgets, once per task.
+
+    Streamlit forgets the value of a widget that a run does not render (the one-time fields
+    while the cron ones show, every field after a visit to another page), so the values are
+    also kept in `e_values` and restored from there."""
+    if st.session_state.get("e_loaded") != marker:
+        st.session_state["e_values"] = dict(values)
+        st.session_state["e_loaded"] = marker
+        st.session_state[ERRORS] = {}
+        st.session_state["e_request_id"] = str(uuid.uuid4())
+        st.session_state.update(values)
+    for key, value in st.session_state["e_values"].items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+
+
+def current() -> dict[str, Any]:
+    """The form's values: what the widgets hold, else what was kept."""
+    kept: dict[str, Any] = st.session_state.get("e_values", {})
+    values = {k: st.session_state[k] if k in st.session_state else kept[k] for k in KEYS}
+    kept.update(values)
+    return values
+
+
+def field_error(key: str) -> None:
+    message = st.session_state.get(ERRORS, {}).get(key)
+    if message:
+        st.error(message, icon=":material/warning:")
+
+
+def save(editing: Any) -> None:
+    """The Save button's callback: runs before the page renders, so errors land by their fields."""
+    task, errors = tf.to_task(current())
+    st.session_state[ERRORS] = errors
+    st.session_state.pop("e_general", None)
+    if errors:
+        return
+    try:
+        if editing is None:
+            saved = api().create_task(task, st.session_state["e_request_id"])
+            verb = "Created"
+        else:
+            task.id, task.etag = editing.id, editing.etag
+            saved = api().update_task(task, tf.UPDATE_PATHS)
+            verb = "Saved"
+    except ApiError as err:
+        placed: dict[str, str] = {}
+        general: list[str] = []
+        for path, message in err.fields.items():
+            key = tf.widget_for(path)
+            if key is None:
+                general.append(f"{path}: {message}")
+            else:
+                placed[key] = f"{placed[key]}; {message}" if key in placed else message
+        st.session_state[ERRORS] = placed
+        if general or not placed:
+            st.session_state["e_general"] = (err, general)
+        return
+    st.session_state["e_flash"] = (
+        f"{verb} task **{saved.name}** (`{saved.id}`); next run {fmt.ts(saved.next_run_time, zone())}."
+    )
+    st.session_state["edit_id"] = saved.id
+    st.session_state["e_loaded"] = None  # reload from what the api stored
+
+
+edit_id = st.query_params.get("id") or st.session_state.get("edit_id")
+editing = None
+if edit_id:
+    with page_guard():
+        try:
+            editing = api().get_task(edit_id)
+        except ApiError as err:
+            if err.unreachable:
+                raise
+            st.warning(f"Task `{edit_id}` cannot be edited: {err.message}. Starting a new task instead.")
+            st.session_state.pop("edit_id", None)
+if editing is not None:
+    load(tf.from_task(editing, datetime.now(UTC)), (editing.id, editing.etag))
+else:
+    load(tf.defaults(datetime.now(UTC), zone()), "new")
+
+head, new = st.columns([5, 1])
+head.title(f"Edit {editing.name}" if editing is not None else "Create a task")
+if editing is not None and new.button("New task", icon=":material/add:", width="stretch"):
+    st.session_state.pop("edit_id", None)
+    st.query_params.clear()
+    st.session_state["e_loaded"] = None
+    st.rerun()
+flash = st.session_state.pop("e_flash", None)
+if flash:
+    st.success(flash, icon=":material/check_circle:")
+    st.page_link("views/tasks.py", label="Back to the task list", icon=":material/list:")
+general = st.session_state.get("e_general")
+if general:
+    refusal, items = general
+    if refusal.unreachable:
+        show_unreachable(refusal)
+    elif refusal.code == grpc.StatusCode.ABORTED:
+        st.error(
+            "Not saved: this task was changed by someone else since you opened it "
+            f"({refusal.message}). Reload it to see the current version; your edits here are discarded.",
+            icon=":material/sync_problem:",
+        )
+        if st.button("Reload the task", key="e_reload"):
+            st.session_state["e_loaded"] = None
+            st.session_state.pop("e_general", None)
+            st.rerun()
+    else:
+        st.error(
+            f"Not saved: {refusal.message}" + "".join(f"\n- {i}" for i in items), icon=":material/warning:"
+        )
+
+st.subheader("Task")
+c1, c2 = st.columns([2, 3])
+c1.text_input("Name", key="e_name", max_chars=200, placeholder="nightly-report")
+with c1:
+    field_error("e_name")
+c2.text_input(
+    "Labels", key="e_labels", placeholder="team=ops, env=prod", help="key=value pairs, comma separated"
+)
+with c2:
+    field_error("e_labels")
+st.text_area("Description", key="e_desc", height=68)
+field_error("e_desc")
+
+st.subheader("Schedule")
+kind = st.radio("Kind", [tf.RECURRING, tf.ONE_TIME], key="e_kind", horizontal=True)
+field_error("e_kind")
+if kind == tf.RECURRING:
+    s1, s2 = st.columns([2, 2])
+    s1.text_input(
+        "Cron expression",
+        key="e_cron",
+        help="Five fields (minute hour day month weekday), or six with seconds last: `*/10 * * * * *`",
+    )
+    s2.selectbox("Time zone", fmt.time_zones(), key="e_tz")
+    with s1:
+        field_error("e_cron")
+    with s2:
+        field_error("e_tz")
+else:
+    s1, s2, s3 = st.columns(3)
+    s1.date_input("Date", key="e_date")
+    s2.time_input("Time", key="e_time", step=60)
+    s3.selectbox("Time zone", fmt.time_zones(), key="e_tz")
+    field_error("e_time")
+
+# The next fire times, from the api, whenever the schedule changes (each edit reruns the page).
+schedule = tf.schedule_of(current())
+words = fmt.schedule(schedule, st.session_state["e_tz"])
+try:
+    upcoming = api().preview(schedule, 5)
+except ApiError as err:
+    if err.unreachable:
+        show_unreachable(err)
+    else:
+        st.error(
+            f"Invalid schedule: {err.field_error('schedule') or err.message}", icon=":material/schedule:"
+        )
+else:
+    tz = st.session_state["e_tz"]
+    st.caption(f"**{words}** · next runs:")
+    if upcoming:
+        st.markdown("\n".join(f"- {fmt.when(ms, tz)}" for ms in upcoming))
+    else:
+        st.caption("none: this schedule has no future occurrence")
+
+st.subheader("Target")
+target = st.radio("Type", [tf.LOG, tf.HTTP], key="e_target", horizontal=True)
+if target == tf.HTTP:
+    h1, h2, h3 = st.columns([1, 4, 1])
+    h1.selectbox("Method", tf.METHODS, key="e_method")
+    h2.text_input("URL", key="e_url", placeholder="https://example.com/hook")
+    h3.number_input("Expected status", 0, 599, key="e_expected", help="0 = any 2xx")
+    with h2:
+        field_error("e_url")
+    with h3:
+        field_error("e_expected")
+    b1, b2 = st.columns(2)
+    b1.text_area("Headers", key="e_headers", placeholder="Content-Type: application/json", height=100)
+    b2.text_area("Body", key="e_body", height=100)
+    with b1:
+        field_error("e_headers")
+    with b2:
+        field_error("e_body")
+st.text_area(
+    "Payload (JSON object)",
+    key="e_payload",
+    height=100,
+    help="Recorded with each execution; a log target writes it to the execution's output",
+)
+field_error("e_payload")
+
+st.subheader("Limits and retries")
+r1, r2, r3, r4, r5 = st.columns(5)
+r1.number_input("Timeout (s)", min_value=0.001, max_value=86400.0, key="e_timeout")
+r2.number_input("Max attempts", min_value=1, max_value=100, key="e_attempts")
+r3.number_input("First backoff (s)", min_value=0.001, key="e_backoff")
+r4.number_input("Max backoff (s)", min_value=0.001, key="e_max_backoff")
+r5.number_input("Backoff multiplier", min_value=1.0, max_value=10.0, key="e_multiplier")
+for key, col in (
+    ("e_timeout", r1),
+    ("e_attempts", r2),
+    ("e_backoff", r3),
+    ("e_max_backoff", r4),
+    ("e_multiplier", r5),
+):
+    with col:
+        field_error(key)
+
+st.button(
+    "Create task" if editing is None else "Save changes",
+    type="primary",
+    icon=":material/save:",
+    key="e_save",
+    on_click=save,
+    args=(editing,),
+)
+current()  # keep what this run's widgets hold

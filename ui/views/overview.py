@@ -1,0 +1,101 @@
+"""Overview: tasks by state, executions over time by status, success rate, lag, recent failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from schedcore import pb
+from ui import format as fmt
+from ui.common import api, page_guard, task_name, zone
+
+S = pb.ExecutionStatus
+WINDOWS = {"Last hour": (3600, 60), "Last 24 hours": (86400, 1800)}
+FAILED = (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_TIMED_OUT)
+
+st.title("Overview")
+window_name = st.segmented_control("Window", list(WINDOWS), default="Last hour", key="ov_window")
+window_s, bucket_s = WINDOWS[window_name or "Last hour"]
+
+with page_guard():
+    stats = api().stats(window_s, bucket_s)
+    failures: list[pb.Execution] = []
+    for status in FAILED:
+        failures += api().list_executions(status=status, page_size=10).executions
+
+tasks = {fmt.state(c.state): c.count for c in stats.tasks}
+ended = {fmt.status(c.status): c.count for c in stats.executions}
+succeeded = ended.get("succeeded", 0)
+unsuccessful = ended.get("failed", 0) + ended.get("timed out", 0)
+
+row = st.columns(5)
+row[0].metric("Active tasks", tasks.get("active", 0))
+row[1].metric("Paused tasks", tasks.get("paused", 0))
+row[2].metric("Completed tasks", tasks.get("completed", 0))
+row[3].metric("Pending now", stats.pending_executions, help="Executions waiting to be dispatched")
+row[4].metric("Running now", stats.running_executions, help="Executions handed to an executor")
+row = st.columns(5)
+rate = f"{100 * succeeded / (succeeded + unsuccessful):.1f} %" if succeeded + unsuccessful else "—"
+row[0].metric("Success rate", rate, help="Succeeded / (succeeded + failed + timed out), in the window")
+row[1].metric("Ended", sum(ended.values()), help="Executions that ended in the window, any status")
+has_lag = stats.lag.count > 0
+lag_help = "Start time minus nominal time of executions that ended in the window (histogram estimate)"
+row[2].metric("Lag p50", fmt.dur(stats.lag.p50, has_lag), help=lag_help)
+row[3].metric("Lag p95", fmt.dur(stats.lag.p95, has_lag), help=lag_help)
+row[4].metric("Lag p99", fmt.dur(stats.lag.p99, has_lag), help=lag_help)
+
+st.subheader(f"Executions that ended, {window_name.lower() if window_name else ''}")
+rows = [
+    {
+        "time": datetime.fromtimestamp(b.start_time.ToMilliseconds() / 1000, UTC),
+        "status": fmt.status(c.status),
+        "count": c.count,
+    }
+    for b in stats.buckets
+    for c in b.counts
+]
+if rows:
+    frame = pd.DataFrame(rows)
+    frame["time"] = frame["time"].dt.tz_convert(zone())
+    present = [s for s in fmt.STATUS_COLORS if s in set(frame["status"])]
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y("sum(count):Q", title="executions"),
+            color=alt.Color(
+                "status:N",
+                scale=alt.Scale(domain=present, range=[fmt.STATUS_COLORS[s] for s in present]),
+            ),
+            tooltip=["time:T", "status:N", "count:Q"],
+        )
+        .properties(height=260)
+    )
+    st.altair_chart(chart, width="stretch")
+    st.caption(" · ".join(f"{fmt.STATUS_ICONS[s]} {s}: {ended.get(s, 0)}" for s in present))
+else:
+    st.info(
+        "No execution ended in this window. Executions appear here as tasks fire.", icon=":material/inbox:"
+    )
+
+st.subheader("Recent failures")
+failures.sort(key=lambda e: e.nominal_time.ToMilliseconds(), reverse=True)
+if not failures:
+    st.success("No failed or timed-out executions in the kept history.", icon=":material/check_circle:")
+for execution in failures[:10]:
+    left, right = st.columns([4, 1])
+    left.markdown(
+        f"{fmt.STATUS_ICONS[fmt.status(execution.status)]} **{fmt.status(execution.status)}** · "
+        f"**{task_name(execution.task_id)}** · {fmt.ts(execution.nominal_time, zone())} · "
+        f"{execution.status_message or 'no message'}"
+    )
+    right.page_link(
+        "views/executions.py",
+        label="Open log",
+        icon=":material/open_in_new:",
+        query_params={"id": execution.id},
+    )
