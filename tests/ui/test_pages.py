@@ -132,6 +132,12 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "failed" and metrics["Attempt"] == "1"
     assert any(failed.status_message in e.value for e in at.error), texts(at)
+    # A task can be found by (part of) its name.
+    at.selectbox(key="x_status").select("All")
+    at.text_input(key="x_task").input("hello")
+    rerun_ok(at)
+    assert at.selectbox(key="x_match").value == ok.id
+    assert list(table(at)["ID"]) == [done.id]
     # The task filter comes from the link on the task list.
     at = open_page(monkeypatch, live.api.target, EXECUTIONS, task=ok.id)
     assert list(table(at)["ID"]) == [done.id]

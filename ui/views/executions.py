@@ -10,6 +10,7 @@ import streamlit as st
 from google.protobuf import json_format
 
 from schedcore import pb
+from schedcore.store.keys import TASK_ID
 from ui import format as fmt
 from ui.client import ApiError
 from ui.common import api, page_guard, show_unreachable, task_name, zone
@@ -70,14 +71,24 @@ st.title("Executions")
 f1, f2, f3, f4 = st.columns([3, 2, 2, 1.3])
 if "task" in st.query_params and "x_task" not in st.session_state:
     st.session_state["x_task"] = st.query_params["task"]
-task_filter = f1.text_input("Task id", key="x_task", placeholder="all tasks").strip()
+typed = f1.text_input("Task (name or id)", key="x_task", placeholder="all tasks").strip()
 status_name = f2.selectbox("Status", list(STATUSES), key="x_status")
 range_name = f3.selectbox("Time range (nominal time)", list(RANGES), key="x_range")
 size = f4.selectbox("Per page", [25, 50, 100, 200], index=1, key="x_size")
 live = st.toggle("Auto-refresh every 5 s", key="x_live")
 
-if task_filter:
-    st.caption(f"Task: **{task_name(task_filter)}**")
+task_filter = ""
+if TASK_ID.match(typed):
+    task_filter = typed
+    st.caption(f"Task: **{task_name(typed)}**")
+elif typed:  # a name: the api finds the tasks whose name contains it
+    with page_guard():
+        matches = api().list_tasks(name_contains=typed, page_size=20).tasks
+    if not matches:
+        st.warning(f"No task's name contains {typed!r}.")
+        st.stop()
+    names = {t.id: f"{t.name} ({t.id})" for t in matches}
+    task_filter = st.selectbox("Matching tasks", list(names), format_func=names.__getitem__, key="x_match")
 pager = Pager("executions", (task_filter, status_name, range_name, size))
 
 

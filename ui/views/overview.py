@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import altair as alt
 import pandas as pd
@@ -13,6 +14,14 @@ from ui import format as fmt
 from ui.common import api, page_guard, task_name, zone
 
 S = pb.ExecutionStatus
+
+
+def wall_clock_ms(ms: int) -> int:
+    """`ms` as the wall-clock time of the display zone, written as if it were UTC."""
+    local = datetime.fromtimestamp(ms / 1000, UTC).astimezone(ZoneInfo(zone()))
+    return int(local.replace(tzinfo=UTC).timestamp() * 1000)
+
+
 WINDOWS = {"Last hour": (3600, 60), "Last 24 hours": (86400, 1800)}
 FAILED = (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_TIMED_OUT)
 
@@ -50,7 +59,8 @@ row[4].metric("Lag p99", fmt.dur(stats.lag.p99, has_lag), help=lag_help)
 st.subheader(f"Executions that ended, {window_name.lower() if window_name else ''}")
 rows = [
     {
-        "time": datetime.fromtimestamp(b.start_time.ToMilliseconds() / 1000, UTC),
+        "time": wall_clock_ms(b.start_time.ToMilliseconds()),
+        "when": fmt.ts(b.start_time, zone()),
         "status": fmt.status(c.status),
         "count": c.count,
     }
@@ -59,19 +69,24 @@ rows = [
 ]
 if rows:
     frame = pd.DataFrame(rows)
-    frame["time"] = frame["time"].dt.tz_convert(zone())
     present = [s for s in fmt.STATUS_COLORS if s in set(frame["status"])]
     chart = (
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("time:T", title=None),
+            # Wall-clock times of the chosen zone, shown as UTC so the browser's zone plays no part.
+            x=alt.X(
+                "time:T",
+                title=None,
+                scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%H:%M", tickMinStep=bucket_s * 1000),
+            ),
             y=alt.Y("sum(count):Q", title="executions"),
             color=alt.Color(
                 "status:N",
                 scale=alt.Scale(domain=present, range=[fmt.STATUS_COLORS[s] for s in present]),
             ),
-            tooltip=["time:T", "status:N", "count:Q"],
+            tooltip=["when:N", "status:N", "count:Q"],
         )
         .properties(height=260)
     )
