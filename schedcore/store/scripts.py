@@ -16,6 +16,7 @@ class Scripts:
             return redis.register_script((_DIR / f"{name}.lua").read_text())
 
         self.task_create = load("task_create")
+        self.task_create_many = load("task_create_many")
         self.task_write = load("task_write")
         self.task_delete = load("task_delete")
         self.execution_create = load("execution_create")

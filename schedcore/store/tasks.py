@@ -71,6 +71,24 @@ class StoredTask:
         )
 
 
+@dataclass(frozen=True)
+class NewTask:
+    spec: pb.Task  # with its id
+    state: int
+    next_ms: int | None
+    request_key: str = ""
+    fingerprint: str = ""
+
+
+class RequestConflict(Exception):
+    """A request key was already used to create a task with different contents."""
+
+    def __init__(self, index: int, prior: str) -> None:
+        super().__init__(f"request {index}: key already used for {prior}")
+        self.index = index
+        self.prior = prior
+
+
 class TaskStore:
     def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
         self.redis = redis
@@ -107,6 +125,32 @@ class TaskStore:
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
             raise FileExistsError(task_id)
         return None
+
+    async def create_many(self, items: Sequence[NewTask], request_ttl_s: int) -> list[str | None]:
+        """Store new tasks, all or none. Per task: None when created, or what an earlier call
+        with the same request key created ("<task id>:<fingerprint>", same contents).
+
+        Raises RequestConflict when a request key was used for different contents (nothing is
+        written), FileExistsError(index) when a generated id collides (nothing is written)."""
+        k = self.keys
+        keys = [k.by_name, k.by_next, k.task_counts]
+        args: list[str | bytes | int] = [request_ttl_s]
+        for item in items:
+            keys += [k.task(item.spec.id), k.request_id(item.request_key or "-")]
+            args += [
+                item.spec.id,
+                item.spec.SerializeToString(),
+                item.state,
+                pad_ms(item.next_ms) if item.next_ms is not None else "",
+                name_member(item.spec.name, item.spec.id),
+                item.fingerprint if item.request_key else "",
+            ]
+        result = await self.scripts.task_create_many(keys=keys, args=args)
+        if result[0] == b"conflict":
+            raise RequestConflict(int(result[1]), bytes(result[2]).decode())
+        if result[0] == b"collision":
+            raise FileExistsError(int(result[1]))
+        return [bytes(r).decode() or None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
         row: list[bytes | None] = await self.redis.hmget(self.keys.task(task_id), _FIELDS)  # type: ignore[assignment]
@@ -186,4 +230,4 @@ def member_task_id(member: str, by_next: bool) -> str:
     return member.rsplit(":", 1)[1] if by_next else member.rsplit("\x00", 1)[1]
 
 
-__all__ = ["KEEP", "StoredTask", "TaskStore", "member_task_id", "next_member"]
+__all__ = ["KEEP", "NewTask", "RequestConflict", "StoredTask", "TaskStore", "member_task_id", "next_member"]

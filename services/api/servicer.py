@@ -13,12 +13,19 @@ from typing import TypeVar
 import grpc
 
 from schedcore import pb
-from schedcore.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from schedcore.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import execution_id
-from schedcore.store.tasks import StoredTask, member_task_id
+from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import validation
 from services.api.pagetoken import PageTokens
@@ -31,6 +38,8 @@ COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
 SCAN_BUDGET = 5000
 # Attempts of a read-modify-write that lost a race with another writer (no client etag).
 CAS_ATTEMPTS = 5
+# Most tasks one BatchCreateTasks call may create.
+MAX_BATCH = 1000
 
 T = TypeVar("T")
 
@@ -46,8 +55,83 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTaskResponse:
-        request_id = validation.request_id(request.request_id)
         now = await self.store.now_ms()
+        new = self._prepare(request, now)
+        for _ in range(3):
+            new.spec.id = secrets.token_hex(8)
+            try:
+                prior = await self.store.tasks.create(
+                    new.spec.id,
+                    new.spec,
+                    new.state,
+                    new.next_ms,
+                    new.request_key,
+                    new.fingerprint,
+                    self.settings.request_id_ttl_s,
+                )
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - three 64-bit collisions in a row
+            raise Aborted("could not allocate a task id; retry")
+        if prior is None:
+            return pb.CreateTaskResponse(task=_created(new))
+        prior_id, prior_fingerprint = prior.split(":")
+        if prior_fingerprint != new.fingerprint:
+            raise AlreadyExists(
+                f"request_id {new.request_key!r} was already used to create task {prior_id} with "
+                f"different contents"
+            )
+        return pb.CreateTaskResponse(task=await self._prior(prior_id, new.request_key))
+
+    async def BatchCreateTasks(
+        self, request: pb.BatchCreateTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchCreateTasksResponse:
+        count = len(request.requests)
+        if not 1 <= count <= MAX_BATCH:
+            raise InvalidArgument.field("requests", f"must hold 1 to {MAX_BATCH} requests, got {count}")
+        now = await self.store.now_ms()
+        news: list[NewTask] = []
+        problems: list[FieldViolation] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(request.requests):
+            try:
+                news.append(self._prepare(item, now))
+            except InvalidArgument as exc:
+                problems += [
+                    FieldViolation(f"requests[{i}].{v.field}", v.description) for v in exc.violations
+                ]
+                continue
+            if item.request_id and seen.setdefault(item.request_id, i) != i:
+                problems.append(
+                    FieldViolation(f"requests[{i}].request_id", f"repeats requests[{seen[item.request_id]}]")
+                )
+        if problems:
+            raise InvalidArgument(problems)
+        for _ in range(3):
+            for new in news:
+                new.spec.id = secrets.token_hex(8)
+            try:
+                priors = await self.store.tasks.create_many(news, self.settings.request_id_ttl_s)
+            except FileExistsError:
+                continue
+            except RequestConflict as exc:
+                raise AlreadyExists(
+                    f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
+                    f"to create task {exc.prior.split(':')[0]} with different contents; nothing was created"
+                ) from None
+            break
+        else:  # pragma: no cover - three 64-bit collisions in a row
+            raise Aborted("could not allocate task ids; retry")
+        tasks = [
+            _created(new) if prior is None else await self._prior(prior.split(":")[0], new.request_key)
+            for new, prior in zip(news, priors, strict=True)
+        ]
+        return pb.BatchCreateTasksResponse(tasks=tasks)
+
+    def _prepare(self, request: pb.CreateTaskRequest, now: int) -> NewTask:
+        """Validate one create request: the task to store, not yet with an id."""
+        request_id = validation.request_id(request.request_id)
         valid = validation.task(request.task, now, self.settings.max_payload_bytes)
         spec = valid.spec
         fingerprint = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
@@ -56,32 +140,16 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             raise InvalidArgument.field("task.schedule", "has no occurrence after now")
         spec.create_time.CopyFrom(ms_to_ts(now))
         spec.update_time.CopyFrom(ms_to_ts(now))
-        for _ in range(3):
-            spec.id = secrets.token_hex(8)
-            try:
-                prior = await self.store.tasks.create(
-                    spec.id, spec, ACTIVE, next_ms, request_id, fingerprint, self.settings.request_id_ttl_s
-                )
-            except FileExistsError:
-                continue
-            break
-        else:  # pragma: no cover - three 64-bit collisions in a row
-            raise Aborted("could not allocate a task id; retry")
-        if prior is None:
-            return pb.CreateTaskResponse(task=StoredTask(spec, 1, ACTIVE, next_ms, None).to_proto())
-        prior_id, prior_fingerprint = prior.split(":")
-        if prior_fingerprint != fingerprint:
-            raise AlreadyExists(
-                f"request_id {request_id!r} was already used to create task {prior_id} with "
-                f"different contents"
-            )
+        return NewTask(spec, ACTIVE, next_ms, request_id, fingerprint)
+
+    async def _prior(self, task_id: str, request_id: str) -> pb.Task:
+        """The task an earlier call with the same request id created."""
         try:
-            stored = await self.store.tasks.get(prior_id)
+            return (await self.store.tasks.get(task_id)).to_proto()
         except NotFound:
             raise AlreadyExists(
-                f"request_id {request_id!r} created task {prior_id}, which has since been deleted"
+                f"request_id {request_id!r} created task {task_id}, which has since been deleted"
             ) from None
-        return pb.CreateTaskResponse(task=stored.to_proto())
 
     async def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
@@ -323,6 +391,10 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatsResponse:
         return await get_stats(self.store, request)
+
+
+def _created(new: NewTask) -> pb.Task:
+    return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
 
 
 async def _collect(
