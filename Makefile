@@ -18,15 +18,16 @@ PROTO_STAMP := schedcore/gen/.stamp
 NPM_STAMP := node_modules/.npm-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 # ui/ may not exist yet (git keeps no empty folders).
-LINT_PATHS := $(wildcard schedcore services tests tools ui)
+LINT_PATHS := $(wildcard schedcore services tests tools ui bench)
 PYTEST_ARGS ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help venv deps redis-server proto lint typecheck test run screenshots clean
+.PHONY: help venv deps redis-server proto lint typecheck test run screenshots bench clean
 
 help:
 	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
 	@echo "make test       run the tests (PYTEST_ARGS='-k name' to select)"
+	@echo "make bench      benchmarks (several minutes): docs/benchmarks.md, .json, -lag.png"
 	@echo "make lint       ruff check, ruff format --check, buf lint"
 	@echo "make typecheck  mypy"
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
@@ -50,7 +51,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 $(DEPS_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[dev,ui]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[dev,ui,bench]'
 	@touch $@
 
 redis-server:
@@ -94,6 +95,10 @@ test: deps proto
 
 run: deps proto
 	$(PY) tools/run_local.py
+
+# Real processes on loopback; rewrites the generated section of docs/benchmarks.md.
+bench: deps proto
+	$(PY) -m bench
 
 # The README's pictures of the dashboard, taken by its browser test (needs chromium).
 screenshots: deps proto

@@ -1,0 +1,107 @@
+"""A suite of real processes for a benchmark: Redis (AOF, appendfsync everysec), api, schedulers
+and executors, wired the way tools/run_local.py wires them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis as redis_py
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+# Quiet services; everything else is the services' defaults (docs/configuration.md).
+BASE_ENV = {"LOG_LEVEL": "WARNING", "SHUTDOWN_GRACE_SECONDS": "2"}
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    popen: subprocess.Popen[bytes]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (from /proc)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cluster:
+    schedulers: int = 1
+    executors: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    redis: RedisServer = field(init=False)
+    procs: list[Proc] = field(default_factory=list)
+
+    def __enter__(self) -> Cluster:
+        self.redis = RedisServer(appendfsync="everysec")
+        self.redis.start()
+        self.api_port = free_port()
+        executor_ports = [free_port() for _ in range(self.executors)]
+        scheduler_ports = [free_port() for _ in range(self.schedulers)]
+        wiring = {
+            "REDIS_URL": self.redis.url,
+            "EXECUTOR_ADDRS": ",".join(f"127.0.0.1:{p}" for p in executor_ports),
+            "SCHEDULER_ADDR": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in scheduler_ports),
+        }
+        try:
+            self._start("api", self.api_port, wiring)
+            for i, port in enumerate(executor_ports):
+                self._start(f"executor-{i + 1}", port, wiring)
+            for i, port in enumerate(scheduler_ports):
+                self._start(f"scheduler-{i + 1}", port, wiring)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self, name: str, port: int, wiring: dict[str, str]) -> None:
+        module = "services." + name.split("-")[0]
+        env = dict(os.environ, **BASE_ENV, **wiring, **self.env, GRPC_HOST="127.0.0.1", GRPC_PORT=str(port))
+        popen = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
+        proc = Proc(name, port, popen)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not _serving(port):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start (exit status {popen.poll()})")
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGKILL)
+                proc.popen.wait(10)
+        self.redis.cleanup()
+
+    @property
+    def api_addr(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    def client(self) -> redis_py.Redis:
+        return self.redis.client()
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process, Redis included."""
+        out = {p.name: p.cpu_seconds() for p in self.procs}
+        assert self.redis.proc is not None
+        out["redis"] = Proc("redis", self.redis.port, self.redis.proc).cpu_seconds()
+        return out
+
+
+def _serving(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

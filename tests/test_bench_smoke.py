@@ -1,0 +1,35 @@
+"""`make bench` keeps working: every workload runs tiny (`--smoke`). No figure is asserted:
+performance is measured by the benchmarks, not by tests on a shared machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT, check=True, timeout=300
+    )
+    results = json.loads((tmp_path / "benchmarks.json").read_text())
+    workloads = results["workloads"]
+    assert set(workloads) == {
+        "burst",
+        "peer_burst",
+        "steady",
+        "idle",
+        "api_create",
+        "api_batch",
+        "storage",
+        "scaling",
+    }
+    assert workloads["burst"]["tasks"] == 200 and workloads["peer_burst"]["ran"] == 100
+    assert workloads["steady"]["fires"] > 0
+    assert [run["schedulers"] for run in workloads["scaling"]] == [1, 2]
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- bench:start -->" in markdown and "fires/s" in markdown
+    assert (tmp_path / "benchmarks-lag.png").stat().st_size > 1000
