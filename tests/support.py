@@ -60,6 +60,9 @@ class RedisServer:
                 self.appendfsync,
                 "--save",
                 "",
+                # As deployed (docs/redis-layout.md, Memory): a task's hash stays compact.
+                "--hash-max-listpack-value",
+                "512",
                 "--daemonize",
                 "no",
                 "--logfile",

@@ -167,7 +167,8 @@ def start_redis(port: int) -> Child:
     except BlockingIOError:
         fail(f"{data} is in use by another run_local")
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", ""]  # fmt: skip
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", "",
+            "--hash-max-listpack-value", "512"]  # fmt: skip
     child = spawn("redis", argv, port, "redis", {})
     wait_ready(child, timeout=30)
     return child
