@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
@@ -65,6 +66,12 @@ class Cron:
 
     @classmethod
     def parse(cls, expression: str, time_zone: str = "UTC") -> Cron:
+        """Parse and check an expression. Cached: a Cron is immutable, and bulk imports and the
+        scheduler meet the same few expressions over and over."""
+        return _parse(expression, time_zone)
+
+    @classmethod
+    def _parse(cls, expression: str, time_zone: str) -> Cron:
         expression = " ".join(expression.split())
         if not expression:
             raise ScheduleError("must not be empty")
@@ -159,6 +166,11 @@ class Cron:
             else:
                 hi = mid
         return datetime.fromtimestamp(hi, UTC)
+
+
+@lru_cache(maxsize=4096)
+def _parse(expression: str, time_zone: str) -> Cron:
+    return Cron._parse(expression, time_zone)
 
 
 @dataclass(frozen=True)

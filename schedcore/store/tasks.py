@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
@@ -133,18 +134,20 @@ class TaskStore:
         Raises RequestConflict when a request key was used for different contents (nothing is
         written), FileExistsError(index) when a generated id collides (nothing is written)."""
         k = self.keys
-        keys = [k.by_name, k.by_next, k.task_counts]
-        args: list[str | bytes | int] = [request_ttl_s]
-        for item in items:
-            keys += [k.task(item.spec.id), k.request_id(item.request_key or "-")]
-            args += [
+        rows = [
+            [
                 item.spec.id,
                 item.spec.SerializeToString(),
-                item.state,
+                str(item.state),
                 pad_ms(item.next_ms) if item.next_ms is not None else "",
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
             ]
+            for item in items
+        ]
+        keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
+        keys += [k.request_id(item.request_key) for item in items if item.request_key]
+        args = [request_ttl_s, msgpack.packb(rows, use_bin_type=False)]
         result = await self.scripts.task_create_many(keys=keys, args=args)
         if result[0] == b"conflict":
             raise RequestConflict(int(result[1]), bytes(result[2]).decode())
