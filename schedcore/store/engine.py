@@ -45,6 +45,15 @@ class FireCommit:
 
 
 @dataclass(frozen=True)
+class Fired:
+    """What committing one fire wrote: records created (-1: the lease was lost to another
+    replica), and how many of them were queued to run (the others: SKIPPED)."""
+
+    created: int
+    queued: int
+
+
+@dataclass(frozen=True)
 class DispatchItem:
     execution: pb.Execution
     token: int
@@ -94,6 +103,10 @@ class EngineStore:
 
     async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[int]:
         """Records created per commit (-1: the lease was lost to another replica)."""
+        return [f.created for f in await self.commit_fire_counted(commits, now_ms)]
+
+    async def commit_fire_counted(self, commits: Sequence[FireCommit], now_ms: int) -> list[Fired]:
+        """What each commit wrote (Fired)."""
         if not commits:
             return []
         k = self.keys
@@ -131,7 +144,7 @@ class EngineStore:
                     args=args,
                     client=pipe,
                 )
-            return [int(n) for n in await pipe.execute()]
+            return [Fired(int(created), int(queued)) for created, queued in await pipe.execute()]
 
     async def lease_ready(
         self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None
@@ -174,11 +187,16 @@ class EngineStore:
         return out
 
     async def complete(self, completions: Sequence[Completion], now_ms: int) -> int:
-        """Write ended attempts whose token still holds. Returns how many were recorded.
+        """Write ended attempts whose token still holds. Returns how many were recorded."""
+        return sum(await self.complete_each(completions, now_ms))
+
+    async def complete_each(self, completions: Sequence[Completion], now_ms: int) -> list[bool]:
+        """Write ended attempts whose token still holds. Returns, per completion, whether it was
+        recorded (False: its lease had moved on).
 
         Executions that ended for good count in the stats of `now_ms`'s minute."""
         if not completions:
-            return 0
+            return []
         keys = [self.keys.inflight, self.keys.ready, self.keys.minute_stats(minute_of(now_ms))]
         args: list[str | bytes | int] = []
         for c in completions:
@@ -195,7 +213,8 @@ class EngineStore:
                 int(c.execution.status) if final else "",
                 lag if final else "",
             ]
-        return int(await self.scripts.dispatch_complete(keys=keys, args=args))
+        flags: bytes = await self.scripts.dispatch_complete(keys=keys, args=args)
+        return [flag == ord("1") for flag in flags]
 
     async def renew(self, leases: Sequence[tuple[str, int]], lease_ms: int) -> int:
         if not leases:

@@ -6,10 +6,11 @@
 --       then per execution: execution hash, its task hash
 -- ARGV: per execution: id, token, status, record, retry-at ms ("" = final), summary ("" = none),
 --       stats status ("" = not counted), lag bucket ("" = none)
--- Returns the number recorded.
-local recorded = 0
+-- Returns one character per execution, in order: "1" recorded, "0" dropped (stale token).
+local recorded = {}
 for i = 0, #ARGV / 8 - 1 do
   local a, ek, tk = 1 + 8 * i, KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  recorded[i + 1] = '0'
   if redis.call('HGET', ek, 'tok') == ARGV[a + 1] and redis.call('ZSCORE', KEYS[1], ARGV[a]) then
     redis.call('ZREM', KEYS[1], ARGV[a])
     redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
@@ -27,7 +28,7 @@ for i = 0, #ARGV / 8 - 1 do
       if ARGV[a + 7] ~= '' then redis.call('HINCRBY', KEYS[3], 'l' .. ARGV[a + 7], 1) end
       redis.call('EXPIRE', KEYS[3], 90000, 'NX')
     end
-    recorded = recorded + 1
+    recorded[i + 1] = '1'
   end
 end
-return recorded
+return table.concat(recorded)

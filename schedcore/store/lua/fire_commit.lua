@@ -10,11 +10,12 @@
 --       5 state, 6 summary of the first record, set as the task's last if that record is new
 --       and not older than the current last, 7 ready score (ms),
 --       then per record: id, protobuf, status, global history member
--- Returns the number of records created, or -1 when the lease was lost.
+-- Returns {records created, of them PENDING (queued to run)}, or {-1, 0} when the lease was lost.
 local key = KEYS[1]
 local v = redis.call('HMGET', key, 'ltok', 'srev', 'nx', 'state')
-if v[1] ~= ARGV[2] then return -1 end
+if v[1] ~= ARGV[2] then return {-1, 0} end
 local created = 0
+local queued = 0
 local pending = '1'
 for i = 0, (#ARGV - 7) / 4 - 1 do
   local ek, a = KEYS[8 + i], 8 + 4 * i
@@ -31,6 +32,7 @@ for i = 0, (#ARGV - 7) / 4 - 1 do
     redis.call('ZADD', KEYS[4], 0, ARGV[a + 3])
     if ARGV[a + 2] == pending then
       redis.call('ZADD', KEYS[3], ARGV[7], ARGV[a])
+      queued = queued + 1
     else  -- born ended (a skipped occurrence): counted in this minute's stats
       redis.call('HINCRBY', KEYS[7], 's' .. ARGV[a + 2], 1)
       redis.call('EXPIRE', KEYS[7], 90000, 'NX')
@@ -55,4 +57,4 @@ if (v[2] or '0') == ARGV[3] then
   end
 end
 redis.call('HDEL', key, 'lease')
-return created
+return {created, queued}
