@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
@@ -110,41 +111,28 @@ class EngineStore:
         if not commits:
             return []
         k = self.keys
-        stats = k.minute_stats(minute_of(now_ms))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commits:
-                task_id = c.task.task_id
-                args: list[str | bytes | int] = [
+        keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms))]
+        rows = []
+        for c in commits:
+            task_id = c.task.task_id
+            keys += [k.task(task_id), k.task_history(task_id), *(k.execution(r.id) for r in c.records)]
+            rows.append(
+                [
                     task_id,
                     c.task.token,
                     c.task.srev,
                     pad_ms(c.next_ms) if c.next_ms is not None else "",
-                    c.state,
+                    str(c.state),
                     summary(c.records[0]).SerializeToString() if c.records else "",
                     c.ready_at_ms,
-                ]
-                for record in c.records:
-                    args += [
-                        record.id,
-                        record.SerializeToString(),
-                        int(record.status),
-                        history_member(record.id),
-                    ]
-                await self.scripts.fire_commit(
-                    keys=[
-                        k.task(task_id),
-                        k.by_next,
-                        k.ready,
-                        k.history,
-                        k.task_history(task_id),
-                        k.task_counts,
-                        stats,
-                        *(k.execution(r.id) for r in c.records),
+                    [
+                        [r.id, r.SerializeToString(), str(int(r.status)), history_member(r.id)]
+                        for r in c.records
                     ],
-                    args=args,
-                    client=pipe,
-                )
-            return [Fired(int(created), int(queued)) for created, queued in await pipe.execute()]
+                ]
+            )
+        replies = await self.scripts.fire_commit(keys=keys, args=[msgpack.packb(rows, use_bin_type=False)])
+        return [Fired(int(created), int(queued)) for created, queued in replies]
 
     async def lease_ready(
         self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None
