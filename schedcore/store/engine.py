@@ -55,6 +55,15 @@ class Fired:
 
 
 @dataclass(frozen=True)
+class Completed:
+    """What complete_batch wrote: per completion whether it was recorded (False: its lease had
+    moved on), and the tasks whose history outgrew the limit it was given."""
+
+    recorded: list[bool]
+    over_limit: list[str]
+
+
+@dataclass(frozen=True)
 class DispatchItem:
     execution: pb.Execution
     token: int
@@ -183,26 +192,39 @@ class EngineStore:
         recorded (False: its lease had moved on).
 
         Executions that ended for good count in the stats of `now_ms`'s minute."""
+        return (await self.complete_batch(completions, now_ms)).recorded
+
+    async def complete_batch(
+        self, completions: Sequence[Completion], now_ms: int, history_limit: int = 0
+    ) -> Completed:
+        """complete_each, also naming the tasks whose history now holds more than
+        `history_limit` executions (0: not checked)."""
         if not completions:
-            return []
-        keys = [self.keys.inflight, self.keys.ready, self.keys.minute_stats(minute_of(now_ms))]
-        args: list[str | bytes | int] = []
+            return Completed([], [])
+        k = self.keys
+        keys = [k.inflight, k.ready, k.minute_stats(minute_of(now_ms))]
+        rows = []
         for c in completions:
-            keys += [self.keys.execution(c.execution.id), self.keys.task(c.execution.task_id)]
-            final = c.retry_at_ms is None and c.execution.status != PENDING
-            lag = lag_bucket(duration_to_ms(c.execution.lag)) if c.execution.HasField("lag") else ""
-            args += [
-                c.execution.id,
-                c.token,
-                int(c.execution.status),
-                c.execution.SerializeToString(),
-                "" if c.retry_at_ms is None else c.retry_at_ms,
-                c.summary.SerializeToString() if c.summary is not None else "",
-                int(c.execution.status) if final else "",
-                lag if final else "",
-            ]
-        flags: bytes = await self.scripts.dispatch_complete(keys=keys, args=args)
-        return [flag == ord("1") for flag in flags]
+            e = c.execution
+            keys += [k.execution(e.id), k.task(e.task_id), k.task_history(e.task_id)]
+            final = c.retry_at_ms is None and e.status != PENDING
+            lag = str(lag_bucket(duration_to_ms(e.lag))) if final and e.HasField("lag") else ""
+            rows.append(
+                [
+                    e.id,
+                    str(c.token),
+                    str(int(e.status)),
+                    e.SerializeToString(),
+                    "" if c.retry_at_ms is None else c.retry_at_ms,
+                    c.summary.SerializeToString() if c.summary is not None else "",
+                    str(int(e.status)) if final else "",
+                    lag,
+                ]
+            )
+        flags, over = await self.scripts.dispatch_complete(
+            keys=keys, args=[history_limit, msgpack.packb(rows, use_bin_type=False)]
+        )
+        return Completed([flag == ord("1") for flag in flags], [t.decode() for t in over])
 
     async def renew(self, leases: Sequence[tuple[str, int]], lease_ms: int) -> int:
         if not leases:

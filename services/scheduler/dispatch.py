@@ -59,7 +59,9 @@ class Dispatcher:
         while True:
             try:
                 if response.results:
-                    await self.recorder.record(response.results)
+                    await self.recorder.record(response.results, link.sent)
+                    for r in response.results:
+                        link.sent.pop(r.execution_id, None)
                     # Recorded (or found stale): the executor may forget them. Until this ack it
                     # keeps them, and resends them to another replica if this one dies.
                     acks = [
@@ -102,6 +104,7 @@ class Dispatcher:
             batch, items = items[: link.credits], items[link.credits :]
             if batch:
                 link.credits -= len(batch)
+                link.sent.update((i.execution.id, i) for i in batch)
                 link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=share))
                 link.last_demand = share
                 self.dispatched += len(batch)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from schedcore import ipb
+from schedcore.store.engine import DispatchItem
 
 log = logging.getLogger("scheduler.links")
 
@@ -27,6 +28,9 @@ class Link:
         self.connected = False
         self.last_demand = -1
         self.idle_since: float | None = None
+        # What was sent on this stream and not yet answered, by execution id: the recorder
+        # needs no read from Redis for those results. Cleared with the stream.
+        self.sent: dict[str, DispatchItem] = {}
         self._queue: asyncio.Queue[ipb.ExecuteRequest] = asyncio.Queue()
 
     def send(self, request: ipb.ExecuteRequest) -> None:
@@ -42,6 +46,7 @@ class Link:
         while True:
             self._queue = asyncio.Queue()
             self.credits, self.last_demand = 0, -1
+            self.sent = {}
             try:
                 async with grpc.aio.insecure_channel(self.addr) as channel:
                     stub = ipb.executor_grpc.ExecutorServiceStub(channel)
@@ -58,6 +63,7 @@ class Link:
             finally:
                 self.connected = False
                 self.credits = 0
+                self.sent = {}
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

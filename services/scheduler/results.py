@@ -7,12 +7,12 @@ read from Redis, and the dispatch_complete script drops results whose lease toke
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from schedcore import ipb, pb
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import Completion
+from schedcore.store.engine import Completion, DispatchItem
 from schedcore.store.executions import summary
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 
@@ -86,21 +86,40 @@ class Recorder:
         self.settings = settings
         self.lease_ms = int(settings.lease_s * 1000)
 
-    async def record(self, results: Sequence[ipb.WorkResult]) -> int:
+    async def record(
+        self, results: Sequence[ipb.WorkResult], known: Mapping[str, DispatchItem] | None = None
+    ) -> int:
+        """Record results. `known`: what this replica dispatched, by execution id; a result
+        whose record and task it holds (same lease token) needs no read from Redis."""
         if not results:
             return 0
         engine = self.store.engine
         now = await self.store.now_ms()
-        current = await engine.records([r.execution_id for r in results])
+        known = known or {}
+        current: list[tuple[pb.Execution | None, pb.Task | None]] = []
+        unknown = []
+        for r in results:
+            item = known.get(r.execution_id)
+            if item is not None and item.token == r.lease_token and item.spec is not None:
+                current.append((item.execution, item.spec))
+            else:
+                current.append((None, None))
+                unknown.append(len(current) - 1)
+        if unknown:
+            read = await engine.records([results[i].execution_id for i in unknown])
+            for i, pair in zip(unknown, read, strict=True):
+                current[i] = pair
         completions = [
             apply(record, spec, result, now)
             for result, (record, spec) in zip(results, current, strict=True)
             if record is not None
         ]
-        recorded = await engine.complete(completions, now)
+        done = await engine.complete_batch(completions, now, self.settings.history_max_per_task)
+        recorded = sum(done.recorded)
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
-        await self._trim({c.execution.task_id for c in completions if c.retry_at_ms is None})
+        for task_id in done.over_limit:
+            await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
         return recorded
 
     async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> int:
@@ -139,17 +158,3 @@ class Recorder:
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
             completions.append(Completion(out, token, None, summary(out)))
         await self.store.engine.complete(completions, now_ms)
-
-    async def _trim(self, task_ids: set[str]) -> None:
-        """Retention by count, only for tasks over the limit (one round trip to find them)."""
-        if not task_ids:
-            return
-        limit = self.settings.history_max_per_task
-        keys = self.store.keys
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.zcard(keys.task_history(task_id))
-            sizes = await pipe.execute()
-        for task_id, size in zip(task_ids, sizes, strict=True):
-            if int(size) > limit:
-                await self.store.executions.trim_task(task_id, limit)

@@ -226,3 +226,27 @@ def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(redis_srv: RedisSer
         assert blocked.status == S.EXECUTION_STATUS_RUNNING, "the blocker is still running"
         assert {e.executor for e in ran} == {"fast"}, "the busy executor was sent work"
         assert max(e.lag.ToMilliseconds() for e in ran) < 1500
+
+
+def test_scheduler_keeps_each_tasks_history_within_the_limit(redis_srv: RedisServer, rds) -> None:
+    with suite(redis_srv, HISTORY_MAX_PER_TASK="3") as s:
+        task = s.create("tick", every_second())
+        other = s.create("tock", every_second())
+
+        def ran(n: int) -> bool:
+            stats = s.stub.GetStats(pb.GetStatsRequest())
+            return sum(c.count for c in stats.executions) >= n
+
+        wait_for(lambda: ran(12), 20)
+        for t in (task, other):
+            s.stub.PauseTask(pb.PauseTaskRequest(id=t.id))
+        time.sleep(1.5)  # the last runs end (and trim)
+        for t in (task, other):
+            kept = s.executions(t.id)
+            assert len(kept) == 3, [e.id for e in kept]
+            assert all(e.status == S.EXECUTION_STATUS_SUCCEEDED for e in kept)
+            newest = max(e.nominal_time.ToMilliseconds() for e in kept)
+            assert (
+                s.stub.GetTask(pb.GetTaskRequest(id=t.id)).task.last_execution.nominal_time.ToMilliseconds()
+                == newest
+            )

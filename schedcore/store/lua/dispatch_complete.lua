@@ -1,34 +1,47 @@
 -- Record the ends of attempts, fenced by their lease tokens: a result from a holder whose lease
 -- was taken over is dropped. A retry goes back to the ready queue at its backoff time.
 -- An execution that ended for good is counted in this minute's stats (status, and lag bucket
--- when it started).
+-- when it started), and its task is named in the answer when its history outgrew the limit, so
+-- the caller trims only those (retention by count).
+-- The completions come as one MessagePack blob (eight arguments each, packed by the client, were
+-- most of the cost of recording).
 -- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats,
---       then per execution: execution hash, its task hash
--- ARGV: per execution: id, token, status, record, retry-at ms ("" = final), summary ("" = none),
---       stats status ("" = not counted), lag bucket ("" = none)
--- Returns one character per execution, in order: "1" recorded, "0" dropped (stale token).
+--       then per execution: execution hash, its task hash, its task's history
+-- ARGV: 1 history limit per task (0: do not check), 2 MessagePack array of completions, each
+--       {id, token, status, record, retry-at ms ("" = final), summary ("" = none),
+--        stats status ("" = not counted), lag bucket ("" = none)}
+-- Returns {one character per execution, in order: "1" recorded, "0" dropped (stale token),
+--          {task ids whose history is over the limit}}
+local items = cmsgpack.unpack(ARGV[2])
+local limit = tonumber(ARGV[1])
 local recorded = {}
-for i = 0, #ARGV / 8 - 1 do
-  local a, ek, tk = 1 + 8 * i, KEYS[4 + 2 * i], KEYS[5 + 2 * i]
-  recorded[i + 1] = '0'
-  if redis.call('HGET', ek, 'tok') == ARGV[a + 1] and redis.call('ZSCORE', KEYS[1], ARGV[a]) then
-    redis.call('ZREM', KEYS[1], ARGV[a])
-    redis.call('HSET', ek, 'pb', ARGV[a + 3], 'status', ARGV[a + 2])
+local over, seen = {}, {}
+for i = 1, #items do
+  local c = items[i]
+  local ek, tk, hk = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
+  recorded[i] = '0'
+  if redis.call('HGET', ek, 'tok') == c[2] and redis.call('ZSCORE', KEYS[1], c[1]) then
+    redis.call('ZREM', KEYS[1], c[1])
+    redis.call('HSET', ek, 'pb', c[4], 'status', c[3])
     redis.call('HDEL', ek, 'lost')  -- it came back from an executor: not a poison
-    if ARGV[a + 4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a]) end
-    if ARGV[a + 5] ~= '' and redis.call('EXISTS', tk) == 1 then
+    if c[5] ~= '' then redis.call('ZADD', KEYS[2], c[5], c[1]) end
+    if c[6] ~= '' and redis.call('EXISTS', tk) == 1 then
       -- ids sort by nominal time: an older run finishing late does not replace a newer last
       local last = redis.call('HGET', tk, 'lastid')
-      if not last or last <= ARGV[a] then
-        redis.call('HSET', tk, 'last', ARGV[a + 5], 'lastid', ARGV[a])
+      if not last or last <= c[1] then
+        redis.call('HSET', tk, 'last', c[6], 'lastid', c[1])
       end
     end
-    if ARGV[a + 6] ~= '' then
-      redis.call('HINCRBY', KEYS[3], 's' .. ARGV[a + 6], 1)
-      if ARGV[a + 7] ~= '' then redis.call('HINCRBY', KEYS[3], 'l' .. ARGV[a + 7], 1) end
+    if c[7] ~= '' then
+      redis.call('HINCRBY', KEYS[3], 's' .. c[7], 1)
+      if c[8] ~= '' then redis.call('HINCRBY', KEYS[3], 'l' .. c[8], 1) end
       redis.call('EXPIRE', KEYS[3], 90000, 'NX')
+      if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
+        seen[hk] = true
+        over[#over + 1] = string.sub(c[1], 1, 16)
+      end
     end
-    recorded[i + 1] = '1'
+    recorded[i] = '1'
   end
 end
-return table.concat(recorded)
+return {table.concat(recorded), over}
