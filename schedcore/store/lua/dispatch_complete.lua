@@ -15,7 +15,7 @@
 local items = cmsgpack.unpack(ARGV[2])
 local limit = tonumber(ARGV[1])
 local recorded = {}
-local over, seen = {}, {}
+local over, seen, counts = {}, {}, {}
 for i = 1, #items do
   local c = items[i]
   local ek, tk, hk = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
@@ -33,9 +33,8 @@ for i = 1, #items do
       end
     end
     if c[7] ~= '' then
-      redis.call('HINCRBY', KEYS[3], 's' .. c[7], 1)
-      if c[8] ~= '' then redis.call('HINCRBY', KEYS[3], 'l' .. c[8], 1) end
-      redis.call('EXPIRE', KEYS[3], 90000, 'NX')
+      counts['s' .. c[7]] = (counts['s' .. c[7]] or 0) + 1
+      if c[8] ~= '' then counts['l' .. c[8]] = (counts['l' .. c[8]] or 0) + 1 end
       if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
         seen[hk] = true
         over[#over + 1] = string.sub(c[1], 1, 16)
@@ -44,4 +43,10 @@ for i = 1, #items do
     recorded[i] = '1'
   end
 end
+local counted = false
+for field, n in pairs(counts) do
+  redis.call('HINCRBY', KEYS[3], field, n)
+  counted = true
+end
+if counted then redis.call('EXPIRE', KEYS[3], 90000, 'NX') end
 return {table.concat(recorded), over}
