@@ -53,16 +53,16 @@ class Suite:
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
 
     def env(self, port: int, **overrides: str) -> dict[str, str]:
-        return dict(
-            os.environ,
+        return {
+            **os.environ,
             **ENGINE_ENV,
-            REDIS_URL=self.redis.url,
-            GRPC_HOST="127.0.0.1",
-            GRPC_PORT=str(port),
-            EXECUTOR_ADDRS=",".join(f"127.0.0.1:{p}" for p in self.executor_ports),
-            SCHEDULER_ADDR=f"127.0.0.1:{self.scheduler_port}",
-            **overrides,
-        )
+            "REDIS_URL": self.redis.url,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(port),
+            "EXECUTOR_ADDRS": ",".join(f"127.0.0.1:{p}" for p in self.executor_ports),
+            "SCHEDULER_ADDR": f"127.0.0.1:{self.scheduler_port}",
+            **overrides,  # may replace any of the above (LEASE_SECONDS, say)
+        }
 
     def start(self, module: str, port: int, **overrides: str) -> subprocess.Popen[bytes]:
         """Run a service as a real process and wait until its health check says SERVING."""

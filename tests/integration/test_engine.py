@@ -128,7 +128,10 @@ def test_two_schedulers_two_executors_fire_500_tasks_exactly_once(
     rds,
     sink: Sink,
 ) -> None:
-    with suite(redis_srv, schedulers=2, executors=2) as s:
+    # 500 HTTP calls at one instant on a shared 2-core machine: a 2 s lease can expire before
+    # the first renewal reaches Redis, and an expired lease runs the target again (at least once,
+    # docs/engine.md "Known limits"). 5 s, like the fault suite; production's default is 10 s.
+    with suite(redis_srv, schedulers=2, executors=2, LEASE_SECONDS="5") as s:
         due = once_in(3.0)
         target = http(sink.url("/ok"))
         requests = [
@@ -209,24 +212,28 @@ def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(redis_srv: RedisSer
         slow_port, fast_port = s.executor_ports = [free_port(), free_port()]
         s.start_executor(slow_port, EXECUTOR_CONCURRENCY="1", INSTANCE_ID="slow")
         s.start_scheduler()  # knows both addresses; only the slow executor is up
-        blocker = s.create("blocker", once_in(0.2), http(sink.url("/slow/6000")))
+        blocker = s.create("blocker", once_in(1.0), http(sink.url("/slow/12000")))
         wait_for(lambda: sink.calls[f"{blocker.id}-{blocker.next_run_time.ToMilliseconds():013d}"] == 1, 5)
         s.start_executor(fast_port, EXECUTOR_CONCURRENCY="50", INSTANCE_ID="fast")
         time.sleep(2.2)  # the scheduler reconnects to the new executor (backoff at most 2 s)
-        due = once_in(0.3)
+        due = once_in(1.0)
         target = http(sink.url("/ok"))
-        quick = [s.create(f"q{i}", due, target) for i in range(20)]
+        requests = [
+            pb.CreateTaskRequest(task=pb.Task(name=f"q{i}", schedule=due, target=target)) for i in range(20)
+        ]
+        quick = s.stub.BatchCreateTasks(pb.BatchCreateTasksRequest(requests=requests)).tasks
 
         def quick_done() -> bool:
             found = [e for t in quick for e in s.executions(t.id)]
             return len(found) == 20 and all(e.status == S.EXECUTION_STATUS_SUCCEEDED for e in found)
 
-        wait_for(quick_done, 3)  # before the blocker ends
+        wait_for(quick_done, 4)  # long before the blocker ends
         ran = [e for t in quick for e in s.executions(t.id)]
         [blocked] = s.executions(blocker.id)
         assert blocked.status == S.EXECUTION_STATUS_RUNNING, "the blocker is still running"
         assert {e.executor for e in ran} == {"fast"}, "the busy executor was sent work"
-        assert max(e.lag.ToMilliseconds() for e in ran) < 1500
+        # Queued behind the blocker they would wait ~10 s; a loaded machine may add a second or two.
+        assert max(e.lag.ToMilliseconds() for e in ran) < 5000
 
 
 def test_scheduler_keeps_each_tasks_history_within_the_limit(redis_srv: RedisServer, rds) -> None:
