@@ -338,6 +338,9 @@ def test_run_and_executions_list_get_follow(live: Suite) -> None:
     assert statuses[-1] == "EXECUTION_STATUS_SUCCEEDED"
     assert len(statuses) == len(set(statuses)), "each change is printed once"
 
+    recent = ok_json(addr, "executions", "list", "--since", "10m", "--status", "succeeded")["executions"]
+    assert {e["id"] for e in recent} == {scheduled["id"], manual["id"]}
+    assert ok_json(addr, "executions", "list", "--until", scheduled["nominalTime"]) == {"executions": []}
     table = ok(addr, "executions", "list", "--task", task_id, "--status", "succeeded").splitlines()
     assert table[0].split()[:3] == ["ID", "TASK", "STATUS"]
     assert {line.split()[0] for line in table[1:]} == {scheduled["id"], manual["id"]}
