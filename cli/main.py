@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import errors, executions, tasks, values
+from cli import errors, executions, stats, tasks, values
 from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token
 from cli.errors import UsageError
 
@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     tasks.add_parsers(sub, common)
     executions.add_parsers(sub, common)
+    stats.add_parsers(sub, common)
     return top
 
 

@@ -344,3 +344,19 @@ def test_run_and_executions_list_get_follow(live: Suite) -> None:
     table = ok(addr, "executions", "list", "--task", task_id, "--status", "succeeded").splitlines()
     assert table[0].split()[:3] == ["ID", "TASK", "STATUS"]
     assert {line.split()[0] for line in table[1:]} == {scheduled["id"], manual["id"]}
+
+
+def test_stats_counts_what_ran(live: Suite) -> None:
+    addr = live.api.target
+    task_id = ok_json(addr, "create", "--name", "counted", "--at", "+1s")["id"]
+    wait_for(lambda: any(e.status == S.EXECUTION_STATUS_SUCCEEDED for e in live.executions(task_id)), 15)
+    ok_json(addr, "create", "--name", "idle", "--cron", "@daily")
+    doc = ok_json(addr, "stats", "--window", "10m")
+    tasks = {c["state"]: int(c.get("count", 0)) for c in doc["tasks"]}
+    assert tasks["TASK_STATE_COMPLETED"] == 1 and tasks["TASK_STATE_ACTIVE"] == 1
+    assert doc["executions"] == [{"status": "EXECUTION_STATUS_SUCCEEDED", "count": "1"}]
+    assert int(doc["lag"]["count"]) == 1
+    table = ok(addr, "stats")
+    assert "succeeded 1" in table and "completed 1" in table
+    bad = schedctl(addr, "stats", "--window", "90s")
+    assert bad.returncode == 13 and "window" in bad.stderr
