@@ -18,7 +18,7 @@ PROTO_STAMP := schedcore/gen/.stamp
 NPM_STAMP := node_modules/.npm-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 # ui/ may not exist yet (git keeps no empty folders).
-LINT_PATHS := $(wildcard schedcore services tests tools ui bench)
+LINT_PATHS := $(wildcard schedcore services cli tests tools ui bench)
 PYTEST_ARGS ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 

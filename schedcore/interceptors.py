@@ -6,14 +6,17 @@ For each unary call it:
 - decodes the request itself, so a body that is not a valid message gets INVALID_ARGUMENT instead
   of the INTERNAL grpc would answer;
 - maps exceptions to statuses through schedcore.errors.status_for, attaching a google.rpc.BadRequest
-  detail for field violations. Servicers only raise.
+  detail for field violations. Servicers only raise;
+- counts the call by method and status code, and times it (schedcore.metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,8 +25,9 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from schedcore.errors import InvalidArgument, status_for
+from schedcore.errors import InvalidArgument, redis_unavailable_errors, status_for
 from schedcore.logs import request_id_var
+from schedcore.metrics import REDIS_ERRORS, RPC_DURATION, RPCS
 
 log = logging.getLogger("schedcore.rpc")
 
@@ -39,6 +43,8 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     code, message = status_for(exc)
+    if isinstance(exc, redis_unavailable_errors()):
+        REDIS_ERRORS.labels("rpc").inc()
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unhandled error in %s", method, exc_info=exc)
     else:
@@ -69,9 +75,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         deserialize = handler.request_deserializer
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
+        duration = RPC_DURATION.labels(method)
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(request_id)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
                 try:
@@ -80,11 +89,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument.field("request", f"not a valid message: {exc}") from None
                 return await behavior(request, context)
             except grpc.aio.AbortError:
+                aborted = context.code()  # a servicer that aborted by itself
+                code = aborted if isinstance(aborted, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001 - this is the one place errors become statuses
+                code = status_for(exc)[0]
                 await _abort(context, exc, method)
             finally:
                 request_id_var.reset(token)
+                RPCS.labels(method, code.name).inc()
+                duration.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=None, response_serializer=handler.response_serializer

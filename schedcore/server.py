@@ -20,7 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from schedcore import logs
+from schedcore.errors import redis_unavailable_errors
 from schedcore.interceptors import ServiceInterceptor
+from schedcore.metrics import REDIS_ERRORS, MetricsServer
 from schedcore.settings import Settings, SettingsError
 
 log = logging.getLogger("schedcore.server")
@@ -95,15 +97,24 @@ class GrpcService:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+        self.metrics: MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
-        """Bind, start serving and begin probing readiness. Returns the bound port."""
+        """Bind, start serving and begin probing readiness. Returns the bound port.
+
+        With METRICS_PORT set, /metrics is served first, so a port clash stops the service
+        before it takes any work."""
+        if self.settings.metrics_port:
+            metrics = MetricsServer(self.settings.grpc_host, self.settings.metrics_port)
+            metrics.start()
+            self.metrics = metrics
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio raises when the address cannot be bound
+            await self._stop_metrics()
             raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT): {exc}") from None
         await self._set_health(await self._check())
         await self.server.start()
@@ -117,7 +128,9 @@ class GrpcService:
         try:
             async with asyncio.timeout(self.settings.health_interval_s * 2):
                 return await self._ready()
-        except Exception:  # noqa: BLE001 - any failure of the probe means not ready
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready
+            if isinstance(exc, (TimeoutError, *redis_unavailable_errors())):
+                REDIS_ERRORS.labels("health").inc()
             return False
 
     async def _set_health(self, ok: bool) -> None:
@@ -151,7 +164,13 @@ class GrpcService:
         await self.server.stop(grace)
         if self._close is not None:
             await self._close()
+        await self._stop_metrics()
         log.info("%s stopped", self.name)
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)  # shutdown() waits for the serving thread
+            self.metrics = None
 
     async def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully."""

@@ -91,6 +91,8 @@ class Settings:
     # Seconds between health probes of Redis.
     health_interval_s: float = 1.0
     log_level: str = "INFO"
+    # Port of the Prometheus /metrics HTTP endpoint (on GRPC_HOST). 0: no metrics server.
+    metrics_port: int = 0
     # Upper bound of a task's serialized payload (and of an http body).
     max_payload_bytes: int = 256 * 1024
     # Execution history retention: newest N per task, and nothing older than this.
@@ -133,6 +135,7 @@ class Settings:
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
             health_interval_s=_number(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            metrics_port=_number(env, "METRICS_PORT", 0, 0, 65535),
             max_payload_bytes=_number(env, "MAX_PAYLOAD_BYTES", 256 * 1024, 1024, 3 * 1024 * 1024),
             history_max_per_task=_number(env, "HISTORY_MAX_PER_TASK", 1000, 1, 10_000_000),
             history_max_age_s=_number(

@@ -5,6 +5,8 @@ with its append-only file in .data/redis/. Services come from services() and sta
 their code exists; replica i of a service listens on its base port + 10*i. Ctrl-C or SIGTERM
 stops the services first (SIGTERM; they drain within SHUTDOWN_GRACE_SECONDS), then Redis, so the
 AOF is flushed. If a child exits on its own, everything stops and the exit status is 1.
+With METRICS_PORT set, the gRPC services serve /metrics on it and the ports after it, one each
+in start order (api, schedulers, executors); unset, none does.
 """
 
 from __future__ import annotations
@@ -199,9 +201,18 @@ def run(redis_url: str, children: list[Child]) -> int:
             planned += [(svc.name if count == 1 else f"{svc.name}-{i + 1}", svc, svc.port + 10 * i)
                         for i in range(count)]  # fmt: skip
     ports = [("redis", redis_port)] if redis_port else []
+    metrics_base = env_int("METRICS_PORT", 0)
+    metrics: dict[str, int] = {}
+    if metrics_base:
+        grpc_names = [n for n, svc, _ in planned if svc.ready == "grpc"]
+        metrics = {n: metrics_base + i for i, n in enumerate(grpc_names)}
+        ports += [(f"{n} metrics", p) for n, p in metrics.items()]
     for name, port in [*ports, *((n, p) for n, _, p in planned)]:
         if not port_free(port):
-            fail(f"port {port} ({name}) is busy: already running? (see LOCAL_REDIS_PORT, API_PORT)")
+            fail(
+                f"port {port} ({name}) is busy: already running? "
+                "(see LOCAL_REDIS_PORT, API_PORT, METRICS_PORT)"
+            )
     if redis_port:
         children.append(start_redis(redis_port))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -218,6 +229,7 @@ def run(redis_url: str, children: list[Child]) -> int:
         env = {"REDIS_URL": redis_url, **wiring, **svc.env}
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
+            env["METRICS_PORT"] = str(metrics.get(name, 0))
         if not _stop.is_set():
             children.append(spawn(name, [sys.executable, *svc.args], port, svc.ready, env))
     for child in children:
@@ -228,6 +240,8 @@ def run(redis_url: str, children: list[Child]) -> int:
             url = f"http://localhost:{child.port}" if child.ready == "http" else f"localhost:{child.port}"
             label = "dashboard" if child.name == "ui" else child.name
             say("run_local", f"  {label + ':':<12} {redis_url if child.ready == 'redis' else url}")
+            if child.name in metrics:
+                say("run_local", f"  {'':<12} http://localhost:{metrics[child.name]}/metrics")
         say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
     while not _stop.wait(0.2):
         for child in children:

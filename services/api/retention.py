@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from schedcore import metrics
 from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -30,8 +31,8 @@ async def sweep_forever(store: Store, settings: Settings) -> None:
             deleted = await sweep_once(store, settings.history_max_age_s)
             if deleted:
                 log.info("retention removed %d executions", deleted)
-        except REDIS_UNAVAILABLE:
-            pass  # health reports the outage; try again next round
+        except REDIS_UNAVAILABLE:  # health reports the outage; try again next round
+            metrics.REDIS_ERRORS.labels("retention").inc()
         except Exception:
             log.exception("retention sweep failed")
         await asyncio.sleep(SWEEP_INTERVAL_S)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from schedcore import pb
+from schedcore import metrics, pb
 from schedcore.ipb import WorkItem, WorkResult
 from schedcore.timeutil import duration_to_ms
 from services.executor.targets import AttemptContext, Outcome, Target
@@ -64,13 +64,20 @@ class Runner:
     async def run(self, item: WorkItem) -> WorkResult:
         """Run the attempt to its end. Cancelled (shutdown), it ends as a hand-back."""
         start = now_ts()
+        metrics.ATTEMPTS_IN_FLIGHT.inc()
         try:
             outcome = await self._run(item, start)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return self.hand_back(item, "executor shutting down: attempt cancelled before it ended", start)
+            why = "executor shutting down: attempt cancelled before it ended"
+            outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
+        finally:
+            metrics.ATTEMPTS_IN_FLIGHT.dec()
+        kind = item.target.WhichOneof("kind") if item.HasField("target") else None
+        status = "handed_back" if outcome.status == PENDING else pb.ExecutionStatus.Name(outcome.status)
+        metrics.ATTEMPTS.labels(kind or "unknown", metrics.status_label(status)).inc()
         return self.result(item, outcome, start)
 
     async def _run(self, item: WorkItem, start: Timestamp) -> Outcome:

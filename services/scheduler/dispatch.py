@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from schedcore import ipb
+from schedcore import ipb, metrics
 from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -75,6 +75,7 @@ class Dispatcher:
                     await self.recorder.renew(response.renewals)
                 return
             except REDIS_UNAVAILABLE as exc:
+                metrics.REDIS_ERRORS.labels("results").inc()
                 # Not recorded yet: keep trying; if Redis stays away longer than the lease, the
                 # execution is reclaimed and run again (at-least-once, with its idempotency key).
                 log.warning("cannot record results from %s yet: %s", link.addr, exc)
@@ -90,6 +91,7 @@ class Dispatcher:
         items: list[DispatchItem] = []
         if demand and credits:
             items = await self.store.engine.lease_ready(min(credits, demand), self.lease_ms, due)
+            metrics.LEASES_TAKEN.inc(len(items))
             orphans = [(i.execution, i.token) for i in items if i.spec is None]
             if orphans:
                 await self.recorder.cancel_orphans(orphans, now)
@@ -108,6 +110,7 @@ class Dispatcher:
                 link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=share))
                 link.last_demand = share
                 self.dispatched += len(batch)
+                metrics.DISPATCH_BATCH.observe(len(batch))
             elif link.last_demand != share:
                 link.send(ipb.ExecuteRequest(demand=share))
                 link.last_demand = share
@@ -134,6 +137,7 @@ class Dispatcher:
             try:
                 demand = await self.dispatch_once()
             except REDIS_UNAVAILABLE as exc:
+                metrics.REDIS_ERRORS.labels("dispatch").inc()
                 log.warning("dispatch paused: Redis unavailable (%s)", exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -156,6 +160,8 @@ class Dispatcher:
                 queued, failed = await self.store.engine.reclaim(
                     self.settings.batch_size, MAX_LOSSES, self.lease_ms
                 )
+                metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
+                metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
                 if failed:
                     reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
                     await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
@@ -166,7 +172,7 @@ class Dispatcher:
                 if queued or failed:
                     continue
             except REDIS_UNAVAILABLE:
-                pass
+                metrics.REDIS_ERRORS.labels("reclaim").inc()
             except Exception:
                 log.exception("reclaim round failed; retrying")
             await asyncio.sleep(max(0.1, self.settings.lease_s / 4))

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from schedcore import metrics
 from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store.engine import EngineStore, FireCommit
@@ -47,8 +48,12 @@ class Firer:
                     commits.append(plan(task, now, self.tolerance_ms))
                 except Exception:
                     log.exception("cannot plan task %s; it is retried when its lease expires", task.task_id)
-            created = await self.engine.commit_fire(commits, now)
-            self.fired += sum(n for n in created if n > 0)
+            fired = await self.engine.commit_fire_counted(commits, now)
+            created = sum(f.created for f in fired if f.created > 0)
+            queued = sum(f.queued for f in fired)
+            self.fired += created
+            metrics.OCCURRENCES_FIRED.inc(queued)
+            metrics.OCCURRENCES_SKIPPED.inc(created - queued)
             self.on_fired()
         wait = self.settings.poll_interval_s
         if later is not None:
@@ -60,6 +65,7 @@ class Firer:
             try:
                 count, wait = await self.fire_once()
             except REDIS_UNAVAILABLE as exc:
+                metrics.REDIS_ERRORS.labels("firing").inc()
                 log.warning("firing paused: Redis unavailable (%s)", exc)
                 await asyncio.sleep(0.5)
                 continue

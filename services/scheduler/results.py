@@ -7,9 +7,10 @@ read from Redis, and the dispatch_complete script drops results whose lease toke
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from schedcore import ipb, pb
+from schedcore import ipb, metrics, pb
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.engine import Completion, DispatchItem
@@ -80,6 +81,27 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
     return Completion(out, result.lease_token, None, summary(out))
 
 
+def count(recorded: Sequence[tuple[pb.Execution, Completion]]) -> None:
+    """Metrics of recorded results (the record before, the completion): final statuses and
+    retries counted once per batch; the lag of each first attempt that ran, per execution."""
+    finished: Counter[int] = Counter()
+    retries = 0
+    for before, completion in recorded:
+        after = completion.execution
+        if after.status == PENDING and after.attempt == before.attempt:
+            continue  # handed back unrun: not an attempt
+        if completion.retry_at_ms is None:
+            finished[after.status] += 1
+        else:
+            retries += 1
+        if before.attempt == 1:
+            metrics.EXECUTION_LAG.observe(duration_to_ms(after.lag) / 1000)
+    for status, n in finished.items():
+        metrics.EXECUTIONS_FINISHED.labels(metrics.status_label(pb.ExecutionStatus.Name(status))).inc(n)
+    if retries:
+        metrics.EXECUTION_RETRIES.inc(retries)
+
+
 class Recorder:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -109,12 +131,14 @@ class Recorder:
             read = await engine.records([results[i].execution_id for i in unknown])
             for i, pair in zip(unknown, read, strict=True):
                 current[i] = pair
-        completions = [
-            apply(record, spec, result, now)
+        pairs = [
+            (record, apply(record, spec, result, now))
             for result, (record, spec) in zip(results, current, strict=True)
             if record is not None
         ]
+        completions = [c for _, c in pairs]
         done = await engine.complete_batch(completions, now, self.settings.history_max_per_task)
+        count([pair for pair, ok in zip(pairs, done.recorded, strict=True) if ok])
         recorded = sum(done.recorded)
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
@@ -157,4 +181,6 @@ class Recorder:
             out.status_message = reason
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
             completions.append(Completion(out, token, None, summary(out)))
-        await self.store.engine.complete(completions, now_ms)
+        recorded = await self.store.engine.complete(completions, now_ms)
+        label = metrics.status_label(pb.ExecutionStatus.Name(status))
+        metrics.EXECUTIONS_FINISHED.labels(label).inc(recorded)

@@ -26,6 +26,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.request_id_ttl_s == 24 * 3600
     assert s.page_token_ttl_s == 24 * 3600
     assert s.page_token_secret == ""
+    assert s.metrics_port == 0
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -55,6 +56,7 @@ FULL_ENV = {
     "SHUTDOWN_GRACE_SECONDS": "0",
     "HEALTH_INTERVAL_SECONDS": "0.25",
     "LOG_LEVEL": "debug",
+    "METRICS_PORT": "9100",
     "MAX_PAYLOAD_BYTES": "4096",
     "HISTORY_MAX_PER_TASK": "7",
     "HISTORY_MAX_AGE_SECONDS": "3600",
@@ -85,6 +87,7 @@ def test_every_variable_is_parsed() -> None:
         shutdown_grace_s=0.0,
         health_interval_s=0.25,
         log_level="DEBUG",
+        metrics_port=9100,
         max_payload_bytes=4096,
         history_max_per_task=7,
         history_max_age_s=3600,
@@ -124,6 +127,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("GRPC_PORT", "70000", "between 0 and 65535, got 70000"),
         ("GRPC_PORT", "-1", "between 0 and 65535"),
         ("GRPC_PORT", "1.5", "expected an integer"),
+        ("METRICS_PORT", "65536", "between 0 and 65535"),
         ("REDIS_URL", "http://x", "got 'http://x'"),
         ("REDIS_URL", "redis://", "expected redis://"),
         ("REDIS_URL", "localhost:6379", "expected redis://"),

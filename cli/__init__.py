@@ -1,0 +1,1 @@
+"""schedctl: the operators' command-line client of the scheduler's api (docs/cli.md)."""

@@ -1,0 +1,148 @@
+"""The flags that describe a task (create, update), and applying them to a Task message.
+
+On update they change only what they name: `--tz` alone changes a cron task's zone, `--header`
+sets one header of an http target, `--label` sets one label. The top-level fields touched become
+the update_mask."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli import values
+from cli.errors import UsageError
+from schedcore import pb
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+
+
+def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    what = parser.add_argument_group("task")
+    what.add_argument("--name", help="1-200 characters" + ("" if update else " (required)"))
+    what.add_argument("--description")
+    what.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    if update:
+        what.add_argument("--remove-label", action="append", default=[], metavar="KEY", help="repeatable")
+        what.add_argument("--clear-labels", action="store_true", help="remove every label first")
+    when = parser.add_argument_group("schedule (one of --cron or --at)")
+    kind = when.add_mutually_exclusive_group()
+    kind.add_argument("--cron", metavar="EXPR", help='5 or 6 fields or a macro, e.g. "*/5 * * * *"')
+    kind.add_argument("--at", metavar="TIME", help="run once: ISO 8601 with offset, or +DURATION from now")
+    when.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
+    when.add_argument("--start-time", metavar="TIME", help="cron: no occurrence before")
+    when.add_argument("--end-time", metavar="TIME", help="cron: no occurrence after")
+    target = parser.add_argument_group("target (log unless --http-url)")
+    which = target.add_mutually_exclusive_group()
+    which.add_argument("--http-url", metavar="URL", help="call this URL")
+    which.add_argument("--log", action="store_true", help="log target: record the payload")
+    target.add_argument("--method", choices=METHODS, type=str.upper, help="default POST")
+    target.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable")
+    target.add_argument("--body", metavar="TEXT|@FILE")
+    target.add_argument("--expected-status", type=int, metavar="CODE", help="default: any 2xx")
+    run = parser.add_argument_group("run")
+    run.add_argument("--payload", metavar="JSON|@FILE", help="a JSON object handed to the target")
+    run.add_argument("--timeout", metavar="DURATION", help="per attempt, e.g. 30s (default 60s)")
+    run.add_argument("--max-attempts", type=int, metavar="N", help="attempts including the first")
+    run.add_argument("--initial-backoff", metavar="DURATION")
+    run.add_argument("--max-backoff", metavar="DURATION")
+    run.add_argument("--backoff-multiplier", type=float, metavar="X")
+
+
+def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
+    """Apply the flags given to `task`; returns the top-level fields changed."""
+    changed: set[str] = set()
+    if args.name is not None:
+        task.name = args.name
+        changed.add("name")
+    if args.description is not None:
+        task.description = args.description
+        changed.add("description")
+    _labels(args, task, changed)
+    _schedule(args, task, changed)
+    _target(args, task, changed)
+    if args.payload is not None:
+        task.payload.CopyFrom(values.struct("--payload", args.payload))
+        changed.add("payload")
+    if args.timeout is not None:
+        task.timeout.CopyFrom(values.duration("--timeout", args.timeout))
+        changed.add("timeout")
+    _retry(args, task, changed)
+    return changed
+
+
+def _labels(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    if getattr(args, "clear_labels", False):
+        task.labels.clear()
+        changed.add("labels")
+    for key in getattr(args, "remove_label", []):
+        task.labels.pop(key, None)
+        changed.add("labels")
+    if args.label:
+        task.labels.update(values.pairs("--label", args.label))
+        changed.add("labels")
+
+
+def _schedule(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    if args.at is not None:
+        for flag in ("tz", "start_time", "end_time"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --cron, not --at")
+        task.schedule.once.run_time.CopyFrom(values.instant("--at", args.at))
+        changed.add("schedule")
+        return
+    if args.cron is not None:
+        zone = task.schedule.cron.time_zone if task.schedule.WhichOneof("kind") == "cron" else ""
+        task.schedule.cron.CopyFrom(pb.CronSchedule(expression=args.cron, time_zone=zone))
+        changed.add("schedule")
+    if args.tz is None and args.start_time is None and args.end_time is None:
+        return
+    if task.schedule.WhichOneof("kind") != "cron":
+        raise UsageError("--tz, --start-time and --end-time need a cron schedule (--cron)")
+    cron = task.schedule.cron
+    if args.tz is not None:
+        cron.time_zone = args.tz
+    if args.start_time is not None:
+        cron.start_time.CopyFrom(values.instant("--start-time", args.start_time))
+    if args.end_time is not None:
+        cron.end_time.CopyFrom(values.instant("--end-time", args.end_time))
+    changed.add("schedule")
+
+
+def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    if args.log:
+        task.target.CopyFrom(pb.Target(log=pb.LogTarget()))
+        changed.add("target")
+    if args.http_url is not None:
+        if task.target.WhichOneof("kind") != "http":
+            task.target.CopyFrom(pb.Target(http=pb.HttpTarget()))
+        task.target.http.url = args.http_url
+        changed.add("target")
+    http_flags = (args.method, args.header or None, args.body, args.expected_status)
+    if all(flag is None for flag in http_flags):
+        return
+    if task.target.WhichOneof("kind") != "http":
+        raise UsageError("--method, --header, --body and --expected-status need an http target (--http-url)")
+    http = task.target.http
+    if args.method is not None:
+        http.method = pb.HttpMethod.Value(f"HTTP_METHOD_{args.method}")  # type: ignore[assignment]
+    if args.header:
+        http.headers.update(values.pairs("--header", args.header, sep=":"))
+    if args.body is not None:
+        http.body = values.read_arg("--body", args.body).encode()
+    if args.expected_status is not None:
+        http.expected_status = args.expected_status
+    changed.add("target")
+
+
+def _retry(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    policy = task.retry_policy
+    if args.max_attempts is not None:
+        policy.max_attempts = args.max_attempts
+    if args.initial_backoff is not None:
+        policy.initial_backoff.CopyFrom(values.duration("--initial-backoff", args.initial_backoff))
+    if args.max_backoff is not None:
+        policy.max_backoff.CopyFrom(values.duration("--max-backoff", args.max_backoff))
+    if args.backoff_multiplier is not None:
+        policy.backoff_multiplier = args.backoff_multiplier
+    given = (args.max_attempts, args.initial_backoff, args.max_backoff, args.backoff_multiplier)
+    if any(flag is not None for flag in given):
+        changed.add("retry_policy")

@@ -1,0 +1,129 @@
+"""Prometheus metrics of every service: their definitions, and the HTTP server that exposes them.
+
+All live in prometheus_client's default registry, so a process exposes the metrics of the code it
+runs (plus the library's process_* and python_* collectors). Names share the `tasksched_` prefix
+and carry their unit; docs/metrics.md lists each with its labels and meaning. The server starts
+only when METRICS_PORT is set (schedcore.server.GrpcService).
+
+Costs: the engine handles thousands of executions a second, so the scheduler counts once per
+batch (`.inc(n)`); only the lag histogram and the executor's counters are touched per execution,
+where the code already does per-execution work.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
+
+# No `<name>_created` series beside every counter: they double what a scrape carries for nothing.
+prometheus_client.disable_created_metrics()
+
+# --- scheduler --------------------------------------------------------------------------------
+
+OCCURRENCES_FIRED = Counter(
+    "tasksched_occurrences_fired_total",
+    "Occurrences fired: executions created by the scheduler to run (PENDING).",
+)
+OCCURRENCES_SKIPPED = Counter(
+    "tasksched_occurrences_skipped_total",
+    "Occurrences recorded SKIPPED under the missed-time policy.",
+)
+EXECUTIONS_FINISHED = Counter(
+    "tasksched_executions_finished_total",
+    "Executions that reached a final status, by status.",
+    ["status"],
+)
+EXECUTION_RETRIES = Counter(
+    "tasksched_execution_retries_total",
+    "Failed or timed-out attempts scheduled to run again under the task's retry policy.",
+)
+EXECUTION_LAG = Histogram(
+    "tasksched_execution_lag_seconds",
+    "Start of an execution's first attempt minus its nominal time.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+LEASES_TAKEN = Counter(
+    "tasksched_leases_taken_total",
+    "Dispatch leases taken on ready executions.",
+)
+LEASES_RECLAIMED = Counter(
+    "tasksched_leases_reclaimed_total",
+    "Expired dispatch leases taken back, by outcome (requeued, or failed after too many losses).",
+    ["outcome"],
+)
+DISPATCH_BATCH = Histogram(
+    "tasksched_dispatch_batch_executions",
+    "Executions in one batch pushed to one executor.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+REDIS_ERRORS = Counter(
+    "tasksched_redis_errors_total",
+    "Redis connection failures and timeouts, by the operation that met them.",
+    ["operation"],
+)
+
+# --- executor ---------------------------------------------------------------------------------
+
+ATTEMPTS = Counter(
+    "tasksched_executor_attempts_total",
+    "Attempts an executor ran, by target kind and result status.",
+    ["target", "status"],
+)
+ATTEMPTS_IN_FLIGHT = Gauge(
+    "tasksched_executor_attempts_in_flight",
+    "Attempts running on this executor now.",
+)
+
+# --- every gRPC server ------------------------------------------------------------------------
+
+RPCS = Counter(
+    "tasksched_rpc_handled_total",
+    "Unary RPCs served, by full method name and gRPC status code.",
+    ["method", "code"],
+)
+RPC_DURATION = Histogram(
+    "tasksched_rpc_duration_seconds",
+    "Time to serve a unary RPC, by full method name.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def status_label(status_name: str) -> str:
+    """`EXECUTION_STATUS_TIMED_OUT` -> `timed_out`."""
+    return status_name.removeprefix("EXECUTION_STATUS_").lower()
+
+
+class MetricsServer:
+    """The /metrics HTTP endpoint, served by prometheus_client on a daemon thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.requested_port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        try:
+            self._server, self._thread = prometheus_client.start_http_server(
+                self.requested_port, addr=self.host
+            )
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve metrics on {self.host}:{self.requested_port} (METRICS_PORT): {exc}"
+            ) from None
+        self.port = int(self._server.server_address[1])
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

@@ -1,0 +1,235 @@
+"""Prometheus metrics read from the /metrics endpoints of running services (METRICS_PORT).
+
+The scheduler and the executor run as processes of their own, so their counters start at zero;
+the api runs in the test process, whose registry earlier tests also moved: its figures are
+compared before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from urllib.request import urlopen
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client.parser import text_string_to_metric_families
+
+from schedcore import metrics, pb
+from services.api.app import build as build_api
+from tests.conftest import api_settings
+from tests.integration.engine_support import ROOT, TERMINAL, Suite, http, once_in
+from tests.sink import Sink
+from tests.support import RedisServer, ServiceThread, free_port, redis_server, wait_for
+
+S = pb.ExecutionStatus
+TASK_SERVICE = "/scheduler.v1.TaskService"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+class MeteredSuite(Suite):
+    """A Suite whose api, scheduler and executor each serve /metrics on a port of their own."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.api_metrics, self.scheduler_metrics, self.executor_metrics = (free_port() for _ in range(3))
+        api = ServiceThread(build_api, api_settings(redis.url, metrics_port=self.api_metrics))
+        super().__init__(redis, api, free_port(), [free_port()])
+
+    def start_executor(self, port: int | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+        overrides.setdefault("METRICS_PORT", str(self.executor_metrics))
+        return super().start_executor(port or self.executor_ports[0], **overrides)
+
+    def start_scheduler(self, port: int | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+        overrides.setdefault("METRICS_PORT", str(self.scheduler_metrics))
+        return super().start_scheduler(port, **overrides)
+
+
+@contextlib.contextmanager
+def metered(redis: RedisServer) -> Iterator[MeteredSuite]:
+    s = MeteredSuite(redis)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture()
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def _ts(seconds_from_now: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(int((time.time() + seconds_from_now) * 1000))
+    return ts
+
+
+def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink) -> None:
+    with metered(redis_srv) as s:
+        before = scrape(s.api_metrics)
+        # Occurrences while no scheduler runs: found late, the window runs once, the rest SKIPPED.
+        window = pb.Schedule(
+            cron=pb.CronSchedule(expression="* * * * * *", start_time=_ts(0), end_time=_ts(3.5))
+        )
+        missed = s.create("missed", window)
+        time.sleep(5.0)
+        s.start_executor()
+        s.start_scheduler(MISSED_TOLERANCE_SECONDS="0.5")  # late beyond 0.5 s + one lease (2 s)
+        ones = [s.create(f"once{i}", once_in(1.0)) for i in range(4)]
+        flaky = s.create(
+            "flaky",
+            once_in(1.0),
+            http(sink.url("/status/503")),
+            retry_policy=pb.RetryPolicy(max_attempts=2, initial_backoff=Duration(nanos=50_000_000)),
+        )
+        hang = s.create("hang", once_in(1.0), http(sink.url("/hang")), timeout=Duration(nanos=300_000_000))
+        with pytest.raises(grpc.RpcError) as err:
+            s.stub.GetTask(pb.GetTaskRequest(id="0123456789abcdef"))
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+
+        tasks = [missed, *ones, flaky, hang]
+
+        def ended(task: pb.Task) -> bool:
+            found = s.executions(task.id)
+            return bool(found) and all(e.status in TERMINAL for e in found)
+
+        wait_for(lambda: all(ended(t) for t in tasks), 30)
+        executions = s.executions()
+        final = Counter(metrics.status_label(S.Name(e.status)) for e in executions)
+        skipped = final.pop("skipped")
+        assert skipped >= 2
+        assert final == {"succeeded": 5, "failed": 1, "timed_out": 1}
+        assert {e.task_id for e in executions} == {t.id for t in tasks}
+
+        # Counters move right after the records are written: wait for them, then check exactly.
+        def scheduler_done() -> bool:
+            return sum(
+                value(scrape(s.scheduler_metrics), "tasksched_executions_finished_total", status=k)
+                for k in final
+            ) >= sum(final.values())
+
+        wait_for(scheduler_done, 10)
+        sched = scrape(s.scheduler_metrics)
+        assert value(sched, "tasksched_occurrences_fired_total") == 7  # one per task
+        assert value(sched, "tasksched_occurrences_skipped_total") == skipped
+        for status, count in final.items():
+            assert value(sched, "tasksched_executions_finished_total", status=status) == count, status
+        assert value(sched, "tasksched_execution_retries_total") == 1
+        attempts = 8  # seven executions, one of them twice
+        assert value(sched, "tasksched_leases_taken_total") == attempts
+        assert value(sched, "tasksched_dispatch_batch_executions_sum") == attempts
+        assert value(sched, "tasksched_dispatch_batch_executions_count") >= 1
+        # One lag per execution's first attempt; the missed window's run was ~4 s late.
+        assert value(sched, "tasksched_execution_lag_seconds_count") == 7
+        assert value(sched, "tasksched_execution_lag_seconds_bucket", le="1.0") <= 6
+        assert value(sched, "tasksched_execution_lag_seconds_bucket", le="+Inf") == 7
+        assert value(sched, "tasksched_leases_reclaimed_total", outcome="requeued") == 0
+
+        execu = scrape(s.executor_metrics)
+        assert value(execu, "tasksched_executor_attempts_total", target="log", status="succeeded") == 5
+        assert value(execu, "tasksched_executor_attempts_total", target="http", status="failed") == 2
+        assert value(execu, "tasksched_executor_attempts_total", target="http", status="timed_out") == 1
+        assert value(execu, "tasksched_executor_attempts_in_flight") == 0
+
+        after = scrape(s.api_metrics)
+        for method, code, moved in (("CreateTask", "OK", 7), ("GetTask", "NOT_FOUND", 1)):
+            name, labels = "tasksched_rpc_handled_total", {"method": f"{TASK_SERVICE}/{method}", "code": code}
+            assert value(after, name, **labels) - value(before, name, **labels) == moved, method
+        duration = ("tasksched_rpc_duration_seconds_count", {"method": f"{TASK_SERVICE}/CreateTask"})
+        assert value(after, duration[0], **duration[1]) - value(before, duration[0], **duration[1]) == 7
+
+
+def test_expired_leases_are_counted_reclaimed(redis_srv: RedisServer, rds, sink: Sink) -> None:
+    with metered(redis_srv) as s:
+        executor = s.start_executor()
+        s.start_scheduler()
+        task = s.create("slow", once_in(0.5), http(sink.url("/slow/2000")))
+        wait_for(lambda: sum(sink.calls.values()) >= 1, 10)  # running on the executor
+        assert value(scrape(s.executor_metrics), "tasksched_executor_attempts_in_flight") == 1
+        executor.send_signal(signal.SIGKILL)
+        executor.wait(5)
+        s.start_executor()
+        [execution] = s.wait_terminal(task.id, 1, timeout=20)
+        assert execution.status == S.EXECUTION_STATUS_SUCCEEDED
+        sched = scrape(s.scheduler_metrics)
+        assert value(sched, "tasksched_leases_reclaimed_total", outcome="requeued") == 1
+        assert value(sched, "tasksched_leases_taken_total") == 2
+        assert value(sched, "tasksched_executions_finished_total", status="succeeded") == 1
+
+
+def test_redis_outage_is_counted() -> None:
+    with redis_server() as own, metered(own) as s:
+        s.start_scheduler()
+        sched_before = scrape(s.scheduler_metrics)
+        api_before = scrape(s.api_metrics)
+        own.stop()
+        with pytest.raises(grpc.RpcError) as err:
+            s.stub.GetTask(pb.GetTaskRequest(id="0123456789abcdef"), timeout=10)
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+
+        def moved(port: int, before: Samples, operation: str) -> bool:
+            name = "tasksched_redis_errors_total"
+            return value(scrape(port), name, operation=operation) > value(before, name, operation=operation)
+
+        for operation in ("firing", "dispatch", "health"):
+            wait_for(lambda op=operation: moved(s.scheduler_metrics, sched_before, op), 20)
+        assert moved(s.api_metrics, api_before, "rpc")
+        labels = {"method": f"{TASK_SERVICE}/GetTask", "code": "UNAVAILABLE"}
+        after = scrape(s.api_metrics)
+        assert (
+            value(after, "tasksched_rpc_handled_total", **labels)
+            == value(api_before, "tasksched_rpc_handled_total", **labels) + 1
+        )
+
+
+def test_no_metrics_server_unless_metrics_port_is_set(api: ServiceThread) -> None:
+    assert api.service.metrics is None
+
+
+def test_a_metrics_port_in_use_stops_the_service_with_a_message(redis_srv: RedisServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "REDIS_URL": redis_srv.url,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(free_port()),
+            "METRICS_PORT": str(port),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "services.scheduler"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert "METRICS_PORT" in proc.stderr
