@@ -35,6 +35,9 @@ Closer = Callable[[], Awaitable[None]]
 Drainer = Callable[[float], Awaitable[None]]
 # Grace the server still gets after a service's own drain (its streams have ended by then).
 DRAINED_STOP_S = 1.0
+# Health service name for liveness probes: SERVING from start until SIGTERM, whatever Redis does,
+# so a Redis outage makes replicas unready (readiness: the empty name) but never restarts them.
+LIVENESS_SERVICE = "liveness"
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -117,6 +120,7 @@ class GrpcService:
             await self._stop_metrics()
             raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT): {exc}") from None
         await self._set_health(await self._check())
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         if self._on_start is not None:

@@ -207,3 +207,20 @@ def test_frozen_redis_is_unavailable_not_a_hang(outage_env):
         wait_for(lambda: health_status(channel) == SERVING, timeout=10)
         current = get(stub, task.id)
         assert current.state == pb.TaskState.TASK_STATE_ACTIVE and current.etag == "1"
+
+
+def test_liveness_stays_serving_while_redis_is_down(outage_env):
+    """Readiness (the empty service name) follows Redis; the `liveness` name, which Kubernetes'
+    liveness probes ask for, does not: an outage must not get every replica restarted."""
+    server, service = outage_env
+
+    def status(channel: grpc.Channel, name: str) -> int:
+        request = health_pb2.HealthCheckRequest(service=name)
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=TIMEOUT).status
+
+    with grpc.insecure_channel(service.target) as channel:
+        wait_for(lambda: status(channel, "") == SERVING, timeout=5)
+        assert status(channel, "liveness") == SERVING
+        server.stop()
+        wait_for(lambda: status(channel, "") == NOT_SERVING, timeout=5)
+        assert status(channel, "liveness") == SERVING
