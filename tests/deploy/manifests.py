@@ -1,0 +1,91 @@
+"""Rendering deploy/k8s overlays with the real kustomize (kubectl's) and reading the result."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+# The Kubernetes version the manifests are validated against (kubectl's, tools/fetch_kubectl.py).
+KUBERNETES_VERSION = "1.32.0"
+# The suite's workloads: one Deployment each, and Redis.
+SERVICES = ("api", "scheduler", "executor", "ui")
+WORKLOADS = (*SERVICES, "redis")
+
+Doc = dict[str, Any]
+
+
+def kubectl() -> str:
+    path = os.environ.get("KUBECTL") or str(ROOT / ".tools" / "kubectl")
+    if not Path(path).exists():
+        raise RuntimeError(f"{path} not found: run `make tools` (tools/fetch_kubectl.py) or set KUBECTL")
+    return path
+
+
+@functools.cache
+def render_text(overlay: str) -> str:
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, f"kubectl kustomize {overlay} failed:\n{out.stderr}"
+    return out.stdout
+
+
+@dataclass(frozen=True)
+class Rendered:
+    docs: list[Doc]
+
+    def all(self, kind: str) -> list[Doc]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> Doc:
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: found {len(found)}"
+        return found[0]
+
+    def workload(self, name: str) -> Doc:
+        return self.get("StatefulSet" if name == "redis" else "Deployment", name)
+
+    def pod_spec(self, name: str) -> Doc:
+        spec: Doc = self.workload(name)["spec"]["template"]["spec"]
+        return spec
+
+    def container(self, name: str) -> Doc:
+        (container,) = [c for c in self.pod_spec(name)["containers"] if c["name"] == name]
+        return container
+
+    def pod_labels(self, name: str) -> dict[str, str]:
+        labels: dict[str, str] = self.workload(name)["spec"]["template"]["metadata"]["labels"]
+        return labels
+
+    def env(self, name: str) -> dict[str, str | None]:
+        """The container's environment as Kubernetes builds it: envFrom first, env over it.
+        Values from a Secret or the downward API are None (what matters is that they are set)."""
+        out: dict[str, str | None] = {}
+        for source in self.container(name).get("envFrom", []):
+            if "configMapRef" in source:
+                data = self.get("ConfigMap", source["configMapRef"]["name"]).get("data", {})
+                out.update({k: str(v) for k, v in data.items()})
+            else:
+                secret = self.get("Secret", source["secretRef"]["name"])
+                out.update(dict.fromkeys(secret.get("stringData", {}) | secret.get("data", {})))
+        for var in self.container(name).get("env", []):
+            out[var["name"]] = var.get("value") if "valueFrom" not in var else None
+        return out
+
+
+@functools.cache
+def render(overlay: str) -> Rendered:
+    return Rendered([d for d in yaml.safe_load_all(render_text(overlay)) if d])
