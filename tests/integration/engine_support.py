@@ -66,7 +66,7 @@ class Suite:
 
     def start(self, module: str, port: int, **overrides: str) -> subprocess.Popen[bytes]:
         """Run a service as a real process and wait until its health check says SERVING."""
-        proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=self.env(port, **overrides))
+        proc = subprocess.Popen(service_argv(module), cwd=ROOT, env=self.env(port, **overrides))
         self.processes.append(proc)
         wait_for(lambda: _serving(port, proc), 20)
         return proc
@@ -112,6 +112,11 @@ class Suite:
 
         wait_for(done, timeout)
         return self.executions(task_id)
+
+
+def service_argv(module: str) -> list[str]:
+    """How tests launch a service; the container images run the same (tests/deploy checks it)."""
+    return [sys.executable, "-m", module]
 
 
 def _serving(port: int, proc: subprocess.Popen[bytes]) -> bool:
