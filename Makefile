@@ -21,6 +21,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 # ui/ may not exist yet (git keeps no empty folders).
 LINT_PATHS := $(wildcard schedcore services cli tests tools ui bench)
 PYTEST_ARGS ?=
+BUF_AGAINST ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: help venv deps redis-server proto tools lint breaking typecheck test run screenshots bench clean
@@ -29,7 +30,7 @@ help:
 	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
 	@echo "make test       run the tests (PYTEST_ARGS='-k name' to select)"
 	@echo "make bench      benchmarks (several minutes): docs/benchmarks.md, .json, -lag.png"
-	@echo "make lint       ruff check, ruff format --check, buf lint"
+	@echo "make lint       ruff check, ruff format --check, buf lint, buf breaking"
 	@echo "make typecheck  mypy"
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
 	@echo "make proto      regenerate schedcore/gen/ from protos/"
@@ -95,7 +96,29 @@ lint: $(DEPS_STAMP) $(NPM_STAMP)
 	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || rc=1; \
 	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || rc=1; \
 	echo "buf lint"; npx --no-install buf lint || rc=1; \
+	$(MAKE) --no-print-directory breaking || rc=1; \
 	exit $$rc
+
+# The protos are a public contract: buf's breaking-change check (buf.yaml) of protos/ as they are
+# now against the previous commit on main (CI: the clone's HEAD~1), or, on another branch, against
+# the commit it forked from main. BUF_AGAINST='.git#ref=<commit>' picks another. A shallow clone is
+# deepened first.
+breaking: $(NPM_STAMP)
+	@against='$(BUF_AGAINST)'; \
+	if [ -z "$$against" ]; then \
+	  branch=$$(git rev-parse --abbrev-ref HEAD); \
+	  if [ "$$branch" != main ] && [ "$$branch" != HEAD ] && git rev-parse -q --verify refs/heads/main >/dev/null; then \
+	    against=".git#ref=$$(git merge-base HEAD main)"; \
+	  else \
+	    if [ "$$(git rev-parse --is-shallow-repository)" = true ]; then git fetch -q --deepen=1 || true; fi; \
+	    if ! git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then \
+	      echo "buf breaking: HEAD has no parent commit, nothing to compare with"; exit 0; \
+	    fi; \
+	    against='.git#ref=HEAD~1'; \
+	  fi; \
+	fi; \
+	echo "buf breaking --against '$$against'"; \
+	npx --no-install buf breaking --against "$$against"
 
 typecheck: $(DEPS_STAMP) $(PROTO_STAMP)
 	$(BIN)/mypy
