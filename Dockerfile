@@ -3,7 +3,7 @@
 #   docker build --target api -t scheduler-suite-api:0.1.0 .
 # (targets: api, scheduler, executor, ui; docs/deploy.md). Each image runs exactly the command the
 # tests and `make run` run (tests/deploy/test_dockerfile.py checks it): `python -m services.<name>`
-# from the project's root, or the ui's `python -m streamlit run ui/app.py ...`.
+# from the project's root, or the ui's `python -m streamlit run ui/app.py ...` (run_local.ui_args).
 
 # Pinned: the base of every stage. Bump it and rebuild for security updates.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -58,6 +58,5 @@ ENTRYPOINT ["python", "-m", "services.executor"]
 FROM runtime AS ui
 COPY --from=build-ui /opt/venv /opt/venv
 COPY --from=build-ui /src/ui ./ui
-ENV STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 EXPOSE 8501
-ENTRYPOINT ["python", "-m", "streamlit", "run", "ui/app.py", "--server.port", "8501", "--server.headless", "true"]
+ENTRYPOINT ["python", "-m", "streamlit", "run", "ui/app.py", "--server.port", "8501", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]

@@ -18,9 +18,11 @@ import pytest
 from tests.deploy.manifests import OVERLAYS, SERVICES, render
 from tests.integration.engine_support import service_argv
 from tools.run_local import services as local_services
+from tools.run_local import ui_args
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = {s.name: s for s in local_services()}
+UI_PORT = 8501
 
 
 @dataclass
@@ -81,14 +83,16 @@ def test_image_runs_the_command_the_tests_run(name: str) -> None:
     assert not any(s.all("CMD") for s in lineage(stage))
     # `python` is the virtualenv's: the runtime stage puts /opt/venv/bin first on PATH.
     assert any("PATH=/opt/venv/bin:$PATH" in e for e in STAGES["runtime"].all("ENV"))
-    assert entrypoint == ["python", *LOCAL[name].args]
-    if name != "ui":
+    if name == "ui":  # what `make run` and the dashboard's browser test run
+        assert entrypoint == ["python", *ui_args(UI_PORT)]
+    else:
+        assert entrypoint == ["python", *LOCAL[name].args]
         assert entrypoint[1:] == service_argv(f"services.{name}")[1:]
     # From the project's layout, like the tests (cwd = the checkout's root).
     assert STAGES["runtime"].all("WORKDIR") == ["/app"]
     copied = {shlex.split(c)[-1] for s in lineage(stage) for c in s.all("COPY")}
     assert {"./schedcore", "./services"} <= copied
-    assert str(LOCAL[name].port) in stage.all("EXPOSE")
+    assert str(UI_PORT if name == "ui" else LOCAL[name].port) in stage.all("EXPOSE")
 
 
 @pytest.mark.parametrize("name", SERVICES)
