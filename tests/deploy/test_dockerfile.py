@@ -113,12 +113,12 @@ def test_protos_are_generated_during_the_build() -> None:
     assert "rm -rf schedcore/gen" in runs
     make = (ROOT / "Makefile").read_text()
     assert "$(PY) tools/gen_protos.py" in make
-    ignored = (ROOT / ".dockerignore").read_text().split()
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "schedcore/gen/" in ignored  # never a checkout's generated code
 
 
 def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:
-    lines = (ROOT / ".dockerignore").read_text().split()
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
     allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
     for stage in STAGES.values():
         for copy in stage.all("COPY"):
