@@ -163,15 +163,16 @@ def test_disruption_budgets_and_autoscalers(overlay: str) -> None:
     assert set(scalers) == {"api", "executor"}
     for name, spec in scalers.items():
         assert spec["scaleTargetRef"]["kind"] == "Deployment"
-        assert spec["minReplicas"] >= m.workload(name)["spec"]["replicas"]
+        # The autoscaler owns the count: a replicas field would be reset by every kubectl apply.
+        assert "replicas" not in m.workload(name)["spec"], name
 
 
 def test_prod_is_redundant_and_spread() -> None:
     m = render("prod")
-    replicas = {name: m.workload(name)["spec"]["replicas"] for name in SERVICES}
-    assert replicas["scheduler"] >= 2 and replicas["executor"] >= 3 and replicas["api"] >= 2
     hpa = {h["metadata"]["name"]: h["spec"] for h in m.all("HorizontalPodAutoscaler")}
     assert hpa["executor"]["minReplicas"] >= 3 and hpa["api"]["minReplicas"] >= 2
+    assert m.workload("scheduler")["spec"]["replicas"] >= 2
+    assert m.workload("ui")["spec"]["replicas"] >= 2
     for name in SERVICES:
         anti = m.pod_spec(name)["affinity"]["podAntiAffinity"]
         (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
