@@ -74,7 +74,7 @@ class GrpcService:
         *,
         on_start: Closer | None = None,
         drain: Drainer | None = None,
-        max_connection_age_s: float | None = 300.0,
+        limit_connection_age: bool = True,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -86,10 +86,10 @@ class GrpcService:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        if max_connection_age_s is not None:
+        if limit_connection_age:
             # Clients re-resolve and spread over new replicas (Kubernetes scale-out).
             options += [
-                ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
         self.server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=options)

@@ -88,6 +88,8 @@ class Settings:
     grpc_port: int = 50051
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_s: float = 10.0
+    # Servers (not the executor) end each client connection after this long, so clients re-resolve.
+    max_connection_age_s: float = 300.0
     # Seconds between health probes of Redis.
     health_interval_s: float = 1.0
     log_level: str = "INFO"
@@ -133,6 +135,7 @@ class Settings:
             grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
             grpc_port=_number(env, "GRPC_PORT", default_port, 0, 65535),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
+            max_connection_age_s=_number(env, "MAX_CONNECTION_AGE_SECONDS", 300.0, 1.0, 86_400.0),
             health_interval_s=_number(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             metrics_port=_number(env, "METRICS_PORT", 0, 0, 65535),

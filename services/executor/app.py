@@ -59,5 +59,5 @@ async def build(settings: Settings) -> GrpcService:
         close,
         on_start=start,
         drain=engine.drain,
-        max_connection_age_s=None,
+        limit_connection_age=False,
     )
