@@ -133,6 +133,7 @@ def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "everysec"
     assert options["--maxmemory-policy"] == "noeviction"
+    assert options["--hash-max-listpack-value"] == "512"  # docs/redis-layout.md, Memory
     assert options["--requirepass"] == "$(REDIS_PASSWORD)"
     maxmemory = int(options["--maxmemory"].removesuffix("mb"))
     limit = container["resources"]["limits"]["memory"]
