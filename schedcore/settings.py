@@ -69,6 +69,21 @@ def _redis_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _sentinels(env: Mapping[str, str], redis_url: str) -> tuple[tuple[str, int], ...]:
+    raw = _str(env, "REDIS_SENTINELS", "")
+    if not raw:
+        return ()
+    found: list[tuple[str, int]] = []
+    for entry in raw.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"REDIS_SENTINELS: expected host:port[,host:port...], got {raw!r}")
+        found.append((host.strip("[]"), int(port)))
+    if redis_url.startswith("unix:"):
+        raise SettingsError("REDIS_SENTINELS: REDIS_URL must be redis:// or rediss:// with Sentinel")
+    return tuple(found)
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -79,6 +94,11 @@ class Settings:
 
     # Where Redis is. Only the api and the scheduler use it; the executor never connects.
     redis_url: str = "redis://localhost:6379/0"
+    # Redis Sentinel: when set, these are asked where the master named redis_sentinel_master is,
+    # and REDIS_URL gives only the credentials, database and TLS to use with it.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = ""
     # Prefix of every Redis key, so one Redis can hold several independent deployments.
     redis_key_prefix: str = "ts"
     # Seconds a Redis command may take before the call fails with UNAVAILABLE.
@@ -128,8 +148,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
         env = os.environ if env is None else env
+        redis_url = _redis_url(env)
         return cls(
-            redis_url=_redis_url(env),
+            redis_url=redis_url,
+            redis_sentinels=_sentinels(env, redis_url),
+            redis_sentinel_master=_str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
+            redis_sentinel_password=_str(env, "REDIS_SENTINEL_PASSWORD", ""),
             redis_key_prefix=_str(env, "REDIS_KEY_PREFIX", "ts"),
             redis_timeout_s=_number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
             grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
