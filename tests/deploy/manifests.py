@@ -58,6 +58,10 @@ class Rendered:
     def workload(self, name: str) -> Doc:
         return self.get("StatefulSet" if name == "redis" else "Deployment", name)
 
+    def pod_template(self, name: str) -> Doc:
+        template: Doc = self.workload(name)["spec"]["template"]
+        return template
+
     def pod_spec(self, name: str) -> Doc:
         spec: Doc = self.workload(name)["spec"]["template"]["spec"]
         return spec

@@ -75,7 +75,17 @@ def test_grpc_service_probes_ports_and_shutdown(overlay: str, name: str) -> None
     m = render(overlay)
     container = m.container(name)
     port = PORTS[name]
-    assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+    metrics = int(m.env(name)["METRICS_PORT"])
+    assert container["ports"] == [
+        {"name": "grpc", "containerPort": port},
+        {"name": "metrics", "containerPort": metrics},
+    ]
+    annotations = m.pod_template(name)["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(metrics),
+        "prometheus.io/path": "/metrics",
+    }
     # Native gRPC probes on the standard health service: readiness asks for the empty name
     # (follows Redis), liveness for the name that stays SERVING while the process serves.
     assert container["readinessProbe"]["grpc"] == {"port": port}
@@ -254,6 +264,15 @@ def test_network_policies(overlay: str) -> None:
         if src != dst and _allowed(policies, peer, m.pod_labels(dst), ports[dst])
     }
     assert actual == expected
+    # Metrics: scrapers reach the metrics port of the gRPC services, and nothing else; no one
+    # else reaches the metrics port.
+    scraper = (False, {"scheduler-suite/metrics-scraper": "true"})
+    for dst in WORKLOADS:
+        exported = dst in GRPC_SERVICES
+        assert _allowed(policies, scraper, m.pod_labels(dst), 9464) == exported, dst
+        assert not _allowed(policies, scraper, m.pod_labels(dst), ports[dst]) or dst == "ui", dst
+        others = [peer for src, peer in sources.items() if src != dst]
+        assert not any(_allowed(policies, peer, m.pod_labels(dst), 9464) for peer in others), dst
     for dst in WORKLOADS:  # a port nobody listens on is closed to everyone
         assert not any(_allowed(policies, peer, m.pod_labels(dst), 1) for peer in sources.values())
 
