@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from schedcore.netpolicy import DEFAULT_DENY, parse_networks
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -84,6 +86,18 @@ def _sentinels(env: Mapping[str, str], redis_url: str) -> tuple[tuple[str, int],
     return tuple(found)
 
 
+def _networks(env: Mapping[str, str], name: str, default: str) -> str:
+    """Comma-separated networks; blank means the default, `none` means no network."""
+    value = _str(env, name, default)
+    if value.lower() == "none":
+        return ""
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return value
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -136,6 +150,10 @@ class Settings:
     scheduler_addr: str = "localhost:50052"
     # Scheduler: the executors, as a gRPC target: "host:port[,host:port...]" or "dns:///name:port".
     executor_addrs: str = "localhost:50053"
+    # Networks http targets may not reach (api: URLs naming such an address; executor: any address
+    # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
+    http_deny_networks: str = DEFAULT_DENY
+    http_allow_networks: str = ""
     # Scheduler: how long a lease on an occurrence or a running attempt lasts without renewal.
     lease_s: float = 10.0
     # Scheduler: most occurrences or executions one script call takes.
@@ -180,4 +198,6 @@ class Settings:
             batch_size=_number(env, "BATCH_SIZE", 500, 1, 10_000),
             poll_interval_s=_number(env, "POLL_INTERVAL_SECONDS", 0.05, 0.001, 10.0),
             missed_tolerance_s=_number(env, "MISSED_TOLERANCE_SECONDS", 10.0, 0.1, 86_400.0),
+            http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
+            http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
         )

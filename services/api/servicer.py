@@ -21,6 +21,7 @@ from schedcore.errors import (
     InvalidArgument,
     NotFound,
 )
+from schedcore.netpolicy import AddressPolicy
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.executions import Bounds, decode
@@ -49,6 +50,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self.store = store
         self.settings = settings
         self.tokens = tokens
+        self.addresses = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     def _prepare(self, request: pb.CreateTaskRequest, now: int) -> NewTask:
         """Validate one create request: the task to store, not yet with an id."""
         request_id = validation.request_id(request.request_id)
-        valid = validation.task(request.task, now, self.settings.max_payload_bytes)
+        valid = validation.task(request.task, now, self.settings.max_payload_bytes, addresses=self.addresses)
         spec = valid.spec
         fingerprint = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
         next_ms = valid.window.next_after_ms(now)
@@ -211,7 +213,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             reschedule = "schedule" in paths
             # An unchanged schedule is not re-checked for lying in the future: a completed
             # one-time task can still be renamed.
-            valid = validation.task(merged, now, self.settings.max_payload_bytes, require_future=reschedule)
+            valid = validation.task(
+                merged,
+                now,
+                self.settings.max_payload_bytes,
+                require_future=reschedule,
+                addresses=self.addresses,
+            )
             spec = valid.spec
             spec.id = task_id
             spec.create_time.CopyFrom(stored.spec.create_time)

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from schedcore import pb
 from schedcore.errors import FieldViolation, InvalidArgument
+from schedcore.netpolicy import AddressPolicy, ip_literal
 from schedcore.schedule import Cron, ScheduleError, Window
 from schedcore.store.keys import EXECUTION_ID, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
@@ -174,7 +175,9 @@ def schedule(
     return out, Window(cron=parsed, start_ms=start_ms, end_ms=end_ms)
 
 
-def _target(v: Violations, target: pb.Target, max_bytes: int) -> pb.Target:
+def _target(
+    v: Violations, target: pb.Target, max_bytes: int, addresses: AddressPolicy | None = None
+) -> pb.Target:
     out = pb.Target()
     kind = target.WhichOneof("kind")
     if kind is None:
@@ -198,6 +201,10 @@ def _target(v: Violations, target: pb.Target, max_bytes: int) -> pb.Target:
             parts, port_ok = None, False
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             v.add(f"{path}.url", "must be an absolute http:// or https:// URL with a host")
+        elif addresses is not None and (literal := ip_literal(parts.hostname)) is not None:
+            why = addresses.refusal(literal)
+            if why is not None:
+                v.add(f"{path}.url", f"not a reachable target: {why}")
     if http.method not in pb.HttpMethod.values():
         v.add(f"{path}.method", f"unknown method {http.method}")
     if len(http.headers) > MAX_HEADERS:
@@ -251,7 +258,14 @@ class ValidTask:
     window: Window
 
 
-def task(task_in: pb.Task, now_ms: int, max_payload_bytes: int, *, require_future: bool = True) -> ValidTask:
+def task(
+    task_in: pb.Task,
+    now_ms: int,
+    max_payload_bytes: int,
+    *,
+    require_future: bool = True,
+    addresses: AddressPolicy | None = None,
+) -> ValidTask:
     """Validate and normalize the user-owned fields of a task (CreateTask, UpdateTask).
 
     require_future: a one-time run_time or a cron end_time must lie after now_ms."""
@@ -284,7 +298,7 @@ def task(task_in: pb.Task, now_ms: int, max_payload_bytes: int, *, require_futur
     spec.labels.update(task_in.labels)
     sched, window = schedule(v, "task.schedule", task_in.schedule, now_ms, require_future=require_future)
     spec.schedule.CopyFrom(sched)
-    spec.target.CopyFrom(_target(v, task_in.target, max_payload_bytes))
+    spec.target.CopyFrom(_target(v, task_in.target, max_payload_bytes, addresses))
     if task_in.HasField("payload"):
         size = task_in.payload.ByteSize()
         if size > max_payload_bytes:

@@ -138,3 +138,36 @@ def test_body_excerpt_is_bounded(http_server: HttpServer) -> None:
     assert results[big.execution_id].result.output_truncated
     assert results[small.execution_id].result.output == "x" * 300
     assert not results[small.execution_id].result.output_truncated
+
+
+def test_denied_addresses_are_refused_without_a_request(http_server: HttpServer) -> None:
+    port = http_server.server_address[1]
+    by_name = http_item(f"http://localhost:{port}/ok")  # resolves to a denied address
+    by_ip = http_item(f"http://127.0.0.1:{port}/ok")
+    mapped = http_item(f"http://[::ffff:127.0.0.1]:{port}/ok")
+    results = run_items([by_name, by_ip, mapped], http_deny_networks="127.0.0.0/8, ::1/128")
+    for work in (by_name, by_ip, mapped):
+        result = results[work.execution_id]
+        assert result.status == FAILED
+        assert not result.retryable, "a refused destination stays refused: no retry"
+        assert "denied network" in result.status_message, result.status_message
+    assert http_server.received == [], "no request reached the server"
+
+
+def test_an_allow_list_admits_only_its_networks(http_server: HttpServer) -> None:
+    inside = http_item(http_server.url("/ok"))
+    results = run_items([inside], http_allow_networks="127.0.0.0/8")
+    assert results[inside.execution_id].status == SUCCEEDED
+    outside = http_item(http_server.url("/ok"))
+    results = run_items([outside], http_allow_networks="10.0.0.0/8")
+    assert results[outside.execution_id].status == FAILED
+    assert "outside the allowed networks" in results[outside.execution_id].status_message
+    assert len(http_server.received) == 1
+
+
+def test_default_policy_refuses_cloud_metadata() -> None:
+    metadata = http_item("http://169.254.169.254/latest/meta-data/")
+    results = run_items([metadata])
+    result = results[metadata.execution_id]
+    assert result.status == FAILED and not result.retryable
+    assert "169.254.169.254" in result.status_message and "denied" in result.status_message

@@ -132,6 +132,10 @@ CREATE_CASES: list[tuple[str, Callable[[object], object], str]] = [
     ("url-scheme-only", _create(_http("https://")), "task.target.http.url"),
     ("url-relative", _create(_http("/just/a/path")), "task.target.http.url"),
     ("url-space", _create(_http("https://example.com/a b")), "task.target.http.url"),
+    # Denied by default (HTTP_DENY_NETWORKS): cloud metadata and link-local addresses.
+    ("url-metadata", _create(_http("http://169.254.169.254/latest/meta-data/")), "task.target.http.url"),
+    ("url-metadata-v6", _create(_http("http://[fd00:ec2::254]/latest/")), "task.target.http.url"),
+    ("url-metadata-mapped", _create(_http("http://[::ffff:169.254.169.254]/")), "task.target.http.url"),
     ("url-space-host", _create(_http("https://exa mple.com/")), "task.target.http.url"),
     ("url-missing", _create(_http("")), "task.target.http.url"),
     ("url-bad-port", _create(_http("http://example.com:99999/")), "task.target.http.url"),

@@ -76,6 +76,8 @@ FULL_ENV = {
     "BATCH_SIZE": "50",
     "POLL_INTERVAL_SECONDS": "0.02",
     "MISSED_TOLERANCE_SECONDS": "30",
+    "HTTP_DENY_NETWORKS": "10.0.0.0/8, 169.254.0.0/16",
+    "HTTP_ALLOW_NETWORKS": "192.168.1.0/24",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -111,6 +113,8 @@ def test_every_variable_is_parsed() -> None:
         batch_size=50,
         poll_interval_s=0.02,
         missed_tolerance_s=30.0,
+        http_deny_networks="10.0.0.0/8, 169.254.0.0/16",
+        http_allow_networks="192.168.1.0/24",
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -181,3 +185,10 @@ def test_settings_error_is_a_value_error_and_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.grpc_port = 1  # type: ignore[misc]
+
+
+def test_bad_networks_are_refused() -> None:
+    with pytest.raises(SettingsError, match=r"HTTP_DENY_NETWORKS: '10\.0\.0\.0/33' is not a network"):
+        Settings.from_env({"HTTP_DENY_NETWORKS": "10.0.0.0/33"})
+    with pytest.raises(SettingsError, match="HTTP_ALLOW_NETWORKS"):
+        Settings.from_env({"HTTP_ALLOW_NETWORKS": "localhost"})

@@ -17,8 +17,10 @@ import httpx
 
 from schedcore import pb
 from schedcore.ipb import WorkItem
+from schedcore.netpolicy import AddressPolicy
 from schedcore.settings import Settings
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
+from services.executor.targets.guard import AddressRefused, GuardedTransport
 
 METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -37,13 +39,13 @@ MAX_KEEPALIVE = 100
 class HttpTarget(Target):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        limits = httpx.Limits(
+            max_connections=settings.executor_concurrency,
+            max_keepalive_connections=min(settings.executor_concurrency, MAX_KEEPALIVE),
+        )
+        policy = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
         self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=None,
-            limits=httpx.Limits(
-                max_connections=settings.executor_concurrency,
-                max_keepalive_connections=min(settings.executor_concurrency, MAX_KEEPALIVE),
-            ),
+            follow_redirects=False, timeout=None, transport=GuardedTransport(policy, limits)
         )
 
     async def aclose(self) -> None:
@@ -70,6 +72,10 @@ class HttpTarget(Target):
                 await response.aclose()
         except httpx.UnsupportedProtocol as exc:
             return Outcome.failed(f"{method} {target.url}: {exc}", retryable=False)
+        except httpx.ConnectError as exc:
+            refused = isinstance(exc.__cause__, AddressRefused)
+            kind = "refused" if refused else "failed: ConnectError"
+            return Outcome.failed(f"{method} {target.url} {kind}: {exc}", retryable=not refused)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             return Outcome.failed(

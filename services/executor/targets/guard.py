@@ -1,0 +1,82 @@
+"""The http target's connections go only where the address policy allows (schedcore/netpolicy.py).
+
+A network backend for httpcore: it resolves the host itself, refuses the connection when any of
+its addresses is refused, and connects to a checked address, so a name cannot resolve to an
+allowed address for the check and a denied one for the connection (DNS rebinding). TLS still
+verifies the certificate against the host name: httpcore starts TLS with the URL's host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import typing
+
+import httpcore
+import httpx
+
+from schedcore.netpolicy import AddressPolicy, ip_literal
+
+
+class AddressRefused(httpcore.ConnectError):
+    """The destination is not allowed: the attempt fails without a request, and is not retried."""
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, policy: AddressPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        literal = ip_literal(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        why = self.policy.refusal_any(addresses)
+        if why is not None:
+            raise AddressRefused(f"{host}: {why}")
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused("unix sockets are not a target")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with its connection pool on a GuardedBackend."""
+
+    def __init__(self, policy: AddressPolicy, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=True),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(policy),
+        )
