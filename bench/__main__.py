@@ -30,6 +30,7 @@ FULL = {
     "storage": 100_000,
     "peer": 10_000,
     "scaling": [1, 2, 4],
+    "warmup": 500,
 }
 SMOKE = {
     "burst": 200,
@@ -41,6 +42,7 @@ SMOKE = {
     "storage": 2_000,
     "peer": 100,
     "scaling": [1, 2],
+    "warmup": 20,
 }
 WORKLOADS = ["burst", "peer", "steady", "idle", "api", "storage", "scaling"]
 
@@ -59,13 +61,20 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
         if "burst" in only:
             say(f"burst of {sizes['burst']:,} one-time tasks")
             fresh()
-            results["burst"] = workloads.burst(cluster, sizes["burst"])
+            results["burst"] = workloads.burst(cluster, sizes["burst"], sizes["warmup"])
             say(f"  {results['burst']['fires_per_second']:,} fires/s, lag {results['burst']['lag_ms']}")
         if "peer" in only:
             say(f"APScheduler + Redis job store, {sizes['peer']:,} jobs")
             fresh()
             out = subprocess.run(
-                [sys.executable, "-m", "bench.peer", cluster.redis.url, str(sizes["peer"])],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.peer",
+                    cluster.redis.url,
+                    str(sizes["peer"]),
+                    str(sizes["warmup"]),
+                ],
                 cwd=ROOT,
                 check=True,
                 capture_output=True,
@@ -102,7 +111,7 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
         for replicas in sizes["scaling"]:
             say(f"scaling: {replicas} scheduler(s) and executor(s), burst of {sizes['burst']:,}")
             with Cluster(schedulers=replicas, executors=replicas) as cluster:
-                figures = workloads.burst(cluster, sizes["burst"])
+                figures = workloads.burst(cluster, sizes["burst"], sizes["warmup"])
             results["scaling"].append(
                 {
                     "schedulers": replicas,
