@@ -1,6 +1,7 @@
 """A local HTTP sink for http targets, in a process of its own (so the test process' GIL does not
 throttle it): counts calls per Idempotency-Key, and fails, is slow or hangs by its path
-(/ok, /status/503, /slow/<ms>, /hang). GET /_counts returns the counts as JSON."""
+(/ok, /status/503, /slow/<ms>, /hang). GET /_counts returns the counts as JSON, GET /_first
+the sink's clock (ms) at the first call of each key."""
 
 from __future__ import annotations
 
@@ -19,11 +20,16 @@ def serve(port: int) -> None:
     """A minimal asyncio HTTP/1.1 server (keep-alive, Content-Length bodies): fast enough that
     the sink is never what a test measures."""
     calls: Counter[str] = Counter()
+    first: dict[str, int] = {}
 
     async def respond(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
         if path == "/_counts":
             return 200, json.dumps(calls).encode()
-        calls[headers.get("idempotency-key", "")] += 1
+        if path == "/_first":
+            return 200, json.dumps(first).encode()
+        key = headers.get("idempotency-key", "")
+        calls[key] += 1
+        first.setdefault(key, time.time_ns() // 1_000_000)
         parts = path.strip("/").split("/")
         if parts[0] == "status":
             return int(parts[1]), b"{}"
@@ -76,8 +82,13 @@ class Sink:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def counts(self) -> Counter[str]:
-        with urlopen(self.url("/_counts"), timeout=5) as response:
+        with urlopen(self.url("/_counts"), timeout=30) as response:
             return Counter(json.loads(response.read()))
+
+    def first_calls(self) -> dict[str, int]:
+        """Per idempotency key, the sink's wall clock (ms) when it was first called."""
+        with urlopen(self.url("/_first"), timeout=30) as response:
+            return {k: int(v) for k, v in json.loads(response.read()).items()}
 
     @property
     def calls(self) -> Counter[str]:

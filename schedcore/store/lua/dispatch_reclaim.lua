@@ -16,6 +16,9 @@ for i = 3, #ARGV do
   if score and tonumber(score) <= now then
     redis.call('ZREM', KEYS[1], id)
     local token = redis.call('HINCRBY', key, 'tok', 1)
+    -- every take-back, kept for good (unlike `lost`): an attempt may have reached its target
+    -- once more per take-back, so this bounds the target's at-least-once repeats (audits, tests)
+    redis.call('HINCRBY', key, 'rc', 1)
     if redis.call('HINCRBY', key, 'lost', 1) > tonumber(ARGV[1]) then
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
       failed[#failed + 1] = {id, token}

@@ -1,0 +1,67 @@
+"""Scenarios 1-3: kill -9 of schedulers, executors, and of every service at once."""
+
+from __future__ import annotations
+
+from tests.faults import workload
+from tests.faults.checker import audit
+from tests.faults.cluster import cluster
+from tests.faults.conftest import Recorder
+from tests.faults.scenario import LEASE_S, SLACK_S, TIMEOUT, at_fraction, now_ms, sleep_until
+
+pytestmark = TIMEOUT
+SLOW_MS = 1500
+
+
+def test_1_scheduler_killed_mid_burst_and_started_again(figures: Recorder) -> None:
+    with cluster() as c:
+        w = workload.build(c, figures.scale)
+        victim = c.schedulers[0]
+        sleep_until(at_fraction(w.start_ms, w.end_ms, 0.3))
+        victim.kill()
+        sleep_until(at_fraction(w.start_ms, w.end_ms, 0.7))
+        c.restart(victim)
+        fig = audit(c, w, "1 scheduler kill -9 mid-burst", bound_s=LEASE_S + SLACK_S)
+        fig.notes = "scheduler-0 killed at 30% of the window, started at 70%"
+    figures(fig)
+
+
+def test_2_executor_killed_while_running_slow_targets(figures: Recorder) -> None:
+    with cluster() as c:
+        w = workload.build(c, figures.scale, slow_ms=SLOW_MS)
+        victim = c.executors[0]
+        sleep_until(at_fraction(w.start_ms, w.end_ms, 0.5))
+        client = c.client()
+        running = client.zcard("ts:{0}:inflight")
+        client.close()
+        victim.kill()
+        fig = audit(c, w, "2 executor kill -9 (slow targets)", bound_s=LEASE_S + SLOW_MS / 1000 + SLACK_S)
+        fig.notes = f"executor-0 killed at 50% with {running} executions in flight; not restarted"
+    figures(fig)
+
+
+def test_3_every_service_killed_across_fire_times(figures: Recorder) -> None:
+    tolerance_s = 1.0
+    with cluster(env={"MISSED_TOLERANCE_SECONDS": str(tolerance_s)}) as c:
+        scale = figures.scale
+        w = workload.build(c, scale)
+        sleep_until(at_fraction(w.start_ms, w.end_ms, 0.25))
+        down = now_ms()
+        for replica in c.replicas.values():
+            replica.kill()
+        sleep_until(down + int(scale.outage_s * 1000))
+        c.restart(*c.replicas.values())
+        up = now_ms()
+        fig = audit(
+            c,
+            w,
+            "3 every service kill -9",
+            bound_s=LEASE_S + SLACK_S,
+            outages=[(down, up)],
+            allow_skipped=True,
+        )
+        fig.notes = (
+            f"all 6 services down {(up - down) / 1000:.1f} s; missed-time policy: run once, skip the rest"
+        )
+        if fig.skipped == 0:
+            fig.problems.append("the outage skipped nothing: the missed-time policy was not exercised")
+    figures(fig)
