@@ -15,6 +15,9 @@ from services.scheduler.firing import Firer
 from services.scheduler.results import Recorder
 from services.scheduler.servicer import SchedulerService
 
+# At shutdown, how long a firing or dispatch round under way may take to end.
+ROUND_WAIT_S = 3.0
+
 
 async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
@@ -22,7 +25,7 @@ async def build(settings: Settings) -> GrpcService:
     recorder = Recorder(store, settings)
     dispatcher = Dispatcher(store, settings, recorder)
     firer = Firer(store.engine, settings, dispatcher.poke)
-    tasks: list[asyncio.Task[None]] = []
+    tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:
         ipb.scheduler_grpc.add_SchedulerServiceServicer_to_server(SchedulerService(recorder), server)
@@ -36,12 +39,27 @@ async def build(settings: Settings) -> GrpcService:
             ("reclaim", dispatcher.reclaim_forever()),
             ("discovery", dispatcher.links.run()),
         ):
-            tasks.append(asyncio.create_task(coro, name=name))
+            tasks[name] = asyncio.create_task(coro, name=name)
+
+    async def drain(grace: float) -> None:
+        """SIGTERM: finish the firing and dispatch rounds under way and start no other, then
+        half-close the executor streams: every item leased is delivered (nothing waits for its
+        lease to expire), and results keep being recorded until the executors end the streams."""
+        if not tasks:
+            return
+        firer.stopping = dispatcher.stopping = True
+        dispatcher.poke()
+        await cancel_and_wait(tasks["discovery"])  # the set of streams stays as it is
+        loops = [tasks["firing"], tasks["dispatch"]]
+        await asyncio.wait(loops, timeout=min(grace, ROUND_WAIT_S))
+        for task in loops:
+            await cancel_and_wait(task)
+        await dispatcher.links.drain(grace)
 
     async def close() -> None:
-        for task in tasks:
+        for task in tasks.values():
             await cancel_and_wait(task)
         dispatcher.links.close()
         await redis.aclose()
 
-    return GrpcService("scheduler", settings, register, store.ping, close, on_start=start)
+    return GrpcService("scheduler", settings, register, store.ping, close, on_start=start, drain=drain)

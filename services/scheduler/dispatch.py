@@ -49,6 +49,7 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response)
         self.dispatched = 0
+        self.stopping = False  # set by the drain: the round under way ends, no other starts
 
     def poke(self) -> None:
         self.wake.set()
@@ -132,7 +133,7 @@ class Dispatcher:
             link.idle_since = None
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             self.wake.clear()
             try:
                 demand = await self.dispatch_once()

@@ -30,6 +30,7 @@ class Firer:
         # the suite being down, so lateness counts as missed only beyond tolerance + lease.
         self.tolerance_ms = int((settings.missed_tolerance_s + settings.lease_s) * 1000)
         self.fired = 0
+        self.stopping = False  # set by the drain: the round under way ends, no other starts
 
     async def fire_once(self) -> tuple[int, float]:
         """Fire one batch. Returns (occurrences leased, seconds until the next is due)."""
@@ -61,7 +62,7 @@ class Firer:
         return len(leased), wait
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 count, wait = await self.fire_once()
             except REDIS_UNAVAILABLE as exc:

@@ -31,19 +31,27 @@ class Link:
         # What was sent on this stream and not yet answered, by execution id: the recorder
         # needs no read from Redis for those results. Cleared with the stream.
         self.sent: dict[str, DispatchItem] = {}
-        self._queue: asyncio.Queue[ipb.ExecuteRequest] = asyncio.Queue()
+        self.closing = False
+        # None ends the requests: the stream is half-closed once what came before it is sent.
+        self._queue: asyncio.Queue[ipb.ExecuteRequest | None] = asyncio.Queue()
 
     def send(self, request: ipb.ExecuteRequest) -> None:
         self._queue.put_nowait(request)
 
+    def half_close(self) -> None:
+        """Send no more: the items queued still go, then the executor runs what it has and ends
+        the call (results it could not send on it go through ReportResults to another replica)."""
+        self.closing = True
+        self._queue.put_nowait(None)
+
     async def _requests(self) -> AsyncIterator[ipb.ExecuteRequest]:
         yield ipb.ExecuteRequest(scheduler_id=self.scheduler_id)
-        while True:
-            yield await self._queue.get()
+        while (request := await self._queue.get()) is not None:
+            yield request
 
     async def run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self.closing:
             self._queue = asyncio.Queue()
             self.credits, self.last_demand = 0, -1
             self.sent = {}
@@ -127,6 +135,13 @@ class Links:
         while True:
             await self.refresh()
             await asyncio.sleep(interval_s)
+
+    async def drain(self, within_s: float) -> None:
+        """Half-close every stream and wait (at most `within_s`) until the executors end them."""
+        for link in self.links.values():
+            link.half_close()
+        if self._tasks:
+            await asyncio.wait(self._tasks.values(), timeout=within_s)
 
     def close(self) -> None:
         for task in self._tasks.values():
