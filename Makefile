@@ -24,12 +24,13 @@ PYTEST_ARGS ?=
 BUF_AGAINST ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help venv deps redis-server proto tools lint breaking typecheck test run screenshots bench clean
+.PHONY: help venv deps redis-server faketime proto tools lint breaking typecheck test faults run screenshots bench clean
 
 help:
 	@echo "make run        bring the suite up locally (Redis, api, ...); Ctrl-C stops it"
 	@echo "make test       run the tests (PYTEST_ARGS='-k name' to select)"
 	@echo "make bench      benchmarks (several minutes): docs/benchmarks.md, .json, -lag.png"
+	@echo "make faults     the fault-injection scenarios at full size, with their table of figures"
 	@echo "make lint       ruff check, ruff format --check, buf lint, buf breaking"
 	@echo "make typecheck  mypy"
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
@@ -67,6 +68,19 @@ redis-server:
 	else \
 	  echo "error: redis-server is not installed (the tests and 'make run' start their own)." >&2; \
 	  echo "       Install it, e.g. on Debian: sudo apt-get install -y redis-server" >&2; \
+	  exit 1; \
+	fi
+
+# libfaketime: the clock-skew fault scenario runs a scheduler under it.
+faketime:
+	@if command -v faketime >/dev/null; then \
+	  :; \
+	elif [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
+	  echo "faketime not found: installing it"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y faketime; \
+	else \
+	  echo "error: faketime is not installed (a fault scenario shifts a scheduler's clock with it)." >&2; \
+	  echo "       Install it, e.g. on Debian: sudo apt-get install -y faketime" >&2; \
 	  exit 1; \
 	fi
 
@@ -124,8 +138,13 @@ typecheck: $(DEPS_STAMP) $(PROTO_STAMP)
 	$(BIN)/mypy
 
 # The test command (README, CI).
-test: deps proto tools
+test: deps proto tools faketime
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The long form of every fault scenario (docs/reliability.md); `make test` runs the short form.
+FAULTS_REPORT ?= build/faults.json
+faults: deps proto faketime
+	FAULTS_SCALE=long FAULTS_REPORT=$(FAULTS_REPORT) $(PY) -m pytest -q tests/faults $(PYTEST_ARGS)
 
 run: deps proto
 	$(PY) tools/run_local.py

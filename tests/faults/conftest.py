@@ -40,7 +40,7 @@ def figures() -> Iterator[Recorder]:
 
 def table(rows: list[Figures]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " | notes |", "|" + "---|" * (len(COLUMNS) + 1)]
-    for f in rows:
+    for f in sorted(rows, key=lambda r: r.scenario):
         cells = (f.scenario, f.due, f.executions, f.lost, f.duplicates, f.reruns, f.skipped, f.slowest_s)
         lines.append("| " + " | ".join(str(c) for c in cells) + f" | {f.notes} |")
     return "\n".join(lines)

@@ -17,7 +17,8 @@ from tests.faults.scenario import LEASE_S, SLACK_S, TIMEOUT, at_fraction, sleep_
 
 pytestmark = TIMEOUT
 SLOW_MS = 1000
-GRACE_S = 5.0  # SHUTDOWN_GRACE_SECONDS: longer than a slow target, so a drain finishes them
+GRACE_S = 5.0
+BURST_OFFSET_MS = 30  # SHUTDOWN_GRACE_SECONDS: longer than a slow target, so a drain finishes them
 
 
 class Caller(threading.Thread):
@@ -53,7 +54,8 @@ def test_7_sigterm_to_each_service_type_under_load(figures: Recorder) -> None:
         caller = Caller(c, c.apis[0])
         caller.start()
         for fraction, replica in ((0.2, c.executors[0]), (0.45, c.schedulers[0]), (0.7, c.apis[0])):
-            sleep_until(at_fraction(w.start_ms, w.end_ms, fraction))
+            # just after a whole second: the cron tasks have fired and are being dispatched
+            sleep_until(at_fraction(w.start_ms, w.end_ms, fraction) // 1000 * 1000 + 1000 + BURST_OFFSET_MS)
             started = time.monotonic()
             status = replica.terminate(GRACE_S + 15)
             exits.append(f"{replica.name} exit {status} in {time.monotonic() - started:.1f} s")
@@ -65,7 +67,9 @@ def test_7_sigterm_to_each_service_type_under_load(figures: Recorder) -> None:
         reclaimed = sum(r.reclaims for r in read_records(c, recorded_ids(c)).values())
         if reclaimed:
             problems.append(f"{reclaimed} executions waited for an expired lease: a drain left them running")
-        bad = set(caller.codes) - {"OK", "UNAVAILABLE"}
+        # CANCELLED: a call that reached the api as its server stopped, before a handler took it
+        # (grpc core cancels those: grpc/grpc#41785); it was not processed (docs/api.md)
+        bad = set(caller.codes) - {"OK", "UNAVAILABLE", "CANCELLED"}
         if bad:
             problems.append(f"api calls during its shutdown answered {caller.codes}")
         fig.problems += problems
