@@ -11,7 +11,6 @@ records in Redis and the calls the sink counted per idempotency key.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from schedcore import pb
@@ -171,7 +170,3 @@ def audit(
     if restarted:
         problems.append(f"processes the scenario did not touch restarted or died: {restarted}")
     return fig
-
-
-def sink_totals(counts: Counter[str]) -> int:
-    return sum(counts.values())
