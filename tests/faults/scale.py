@@ -19,7 +19,7 @@ class Scale:
 
 
 SHORT = Scale("short", 300, 50, window_s=6, outage_s=4, examples=40, soak_tasks=200, soak_executions=3_000)
-LONG = Scale("long", 2000, 50, window_s=20, outage_s=8, examples=400, soak_tasks=500, soak_executions=100_000)
+LONG = Scale("long", 2000, 50, window_s=20, outage_s=8, examples=400, soak_tasks=250, soak_executions=100_000)
 SCALES = {"short": SHORT, "long": LONG}
 
 

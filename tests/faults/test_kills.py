@@ -29,7 +29,7 @@ def test_1_scheduler_killed_mid_burst_and_started_again(figures: Recorder) -> No
 
 def test_2_executor_killed_while_running_slow_targets(figures: Recorder) -> None:
     with cluster() as c:
-        w = workload.build(c, figures.scale, slow_ms=SLOW_MS)
+        w = workload.build(c, figures.scale, slow_ms=SLOW_MS, slow_share=workload.slow_share(figures.scale))
         victim = c.executors[0]
         sleep_until(at_fraction(w.start_ms, w.end_ms, 0.5))
         client = c.client()

@@ -50,7 +50,7 @@ def test_7_sigterm_to_each_service_type_under_load(figures: Recorder) -> None:
     problems: list[str] = []
     exits: list[str] = []
     with cluster(env={"SHUTDOWN_GRACE_SECONDS": str(GRACE_S)}) as c:
-        w = workload.build(c, figures.scale, slow_ms=SLOW_MS)
+        w = workload.build(c, figures.scale, slow_ms=SLOW_MS, slow_share=workload.slow_share(figures.scale))
         caller = Caller(c, c.apis[0])
         caller.start()
         for fraction, replica in ((0.2, c.executors[0]), (0.45, c.schedulers[0]), (0.7, c.apis[0])):

@@ -45,17 +45,26 @@ class Workload:
         return {t.id for t in self.tasks if t.schedule.HasField("cron")}
 
 
-def build(cluster: Cluster, scale: Scale, *, slow_ms: int = 0, lead_s: float | None = None) -> Workload:
-    """Create the tasks; the first occurrence is `lead_s` from now (enough to create them all)."""
+def slow_share(scale: Scale, per_second: int = 50) -> float:
+    """The share of one-time tasks to make slow so that about `per_second` slow ones come due
+    each second: what one executor left alone can still carry within the bound."""
+    return min(1.0, per_second * scale.window_s / max(1, scale.one_time))
+
+
+def build(
+    cluster: Cluster, scale: Scale, *, slow_ms: int = 0, slow_share: float = 1.0, lead_s: float | None = None
+) -> Workload:
+    """Create the tasks; the first occurrence is `lead_s` from now (enough to create them all).
+    `slow_share` of the one-time tasks call a target that takes `slow_ms`."""
     lead = lead_s if lead_s is not None else 2.0 + scale.one_time / 400
     now = cluster.now_ms()
     start = (now + int(lead * 1000)) // 1000 * 1000 + 1000
     end = start + scale.window_s * 1000
     rng = random.Random(start)
-    path = f"/slow/{slow_ms}" if slow_ms else "/ok"
     specs: list[pb.Task] = []
     for i in range(scale.one_time):
         at = rng.randint(start, end)
+        path = f"/slow/{slow_ms}" if slow_ms and rng.random() < slow_share else "/ok"
         specs.append(
             pb.Task(
                 name=f"once-{i}",
