@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,11 +240,11 @@ def cluster(
         c.close()
 
 
-def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Like support.wait_for, but answers instead of failing (for figures)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(interval)
     return False
