@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import redis as redis_py
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import RedisServer, free_port
+from tests.support import RedisServer, free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet services; everything else is the services' defaults (docs/configuration.md).
@@ -71,7 +69,7 @@ class Cluster:
         proc = Proc(name, port, popen)
         self.procs.append(proc)
         deadline = time.monotonic() + 30
-        while not _serving(port):
+        while not serving(port):
             if popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start (exit status {popen.poll()})")
             time.sleep(0.05)
@@ -96,12 +94,3 @@ class Cluster:
         assert self.redis.proc is not None
         out["redis"] = Proc("redis", self.redis.port, self.redis.proc).cpu_seconds()
         return out
-
-
-def _serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

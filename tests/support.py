@@ -13,10 +13,22 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import grpc
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schedcore.server import GrpcService
 from schedcore.settings import Settings
+
+
+def serving(port: int) -> bool:
+    """Whether the gRPC server on 127.0.0.1:`port` answers SERVING to a health check."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def free_port() -> int:

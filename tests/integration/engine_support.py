@@ -15,12 +15,11 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schedcore import pb
 from services.api.app import build as build_api
 from tests.conftest import api_settings
-from tests.support import RedisServer, ServiceThread, free_port, wait_for
+from tests.support import RedisServer, ServiceThread, free_port, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {
@@ -121,12 +120,7 @@ def service_argv(module: str) -> list[str]:
 
 def _serving(port: int, proc: subprocess.Popen[bytes]) -> bool:
     assert proc.poll() is None, f"service on port {port} exited with {proc.returncode}"
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    return serving(port)
 
 
 def once_in(seconds: float) -> pb.Schedule:
