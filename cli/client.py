@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -24,6 +24,10 @@ def default_token() -> str:
     return os.environ.get("SCHEDCTL_TOKEN", "").strip()
 
 
+# Largest page the api serves (docs/api.md).
+MAX_PAGE = 1000
+
+
 class Client:
     """TaskService calls with the caller's token (`authorization: Bearer ...`) and a deadline.
 
@@ -37,6 +41,20 @@ class Client:
 
     def call(self, method: Callable[..., Resp], request: Req) -> Resp:
         return method(request, timeout=self.timeout_s, metadata=self.metadata)
+
+    def pages(
+        self, method: Callable[..., Any], request: Any, field: str, limit: int | None
+    ) -> tuple[list[Any], str]:
+        """Call a List method page after page until `limit` items (None: all of them).
+        Returns the items and the token of what follows ("" at the end)."""
+        found: list[Any] = []
+        while True:
+            request.page_size = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(found))
+            page = self.call(method, request)
+            found += getattr(page, field)
+            request.page_token = page.next_page_token
+            if not page.next_page_token or (limit is not None and len(found) >= limit):
+                return found, request.page_token
 
     def close(self) -> None:
         self.channel.close()

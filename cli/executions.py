@@ -8,11 +8,10 @@ import time
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cli import output, values
-from cli.client import Client
+from cli.client import MAX_PAGE, Client
 from schedcore import pb
 
 STATUSES = {output.status_name(v): v for v in pb.ExecutionStatus.values() if v}
-MAX_PAGE = 1000
 HEADERS = ("ID", "TASK", "STATUS", "ATTEMPT", "NOMINAL", "LAG", "DURATION", "MESSAGE")
 # follow prints rows as they come, so its columns have fixed widths.
 FOLLOW_WIDTHS = (36, 16, 9, 7, 20, 8, 8)
@@ -81,24 +80,10 @@ def list_executions(client: Client, args: argparse.Namespace) -> None:
     if args.since:
         request.start_time.CopyFrom(_since(args.since))
     request.page_token = args.page_token or ""
-    found: list[pb.Execution] = []
-    while True:
-        request.page_size = MAX_PAGE if args.all else min(MAX_PAGE, args.limit - len(found))
-        page = client.call(client.stub.ListExecutions, request)
-        found += page.executions
-        request.page_token = page.next_page_token
-        if not page.next_page_token or (not args.all and len(found) >= args.limit):
-            break
-    more = request.page_token
-    if args.output == "json":
-        doc: dict[str, object] = {"executions": [output.to_json(e) for e in found]}
-        if more:
-            doc["nextPageToken"] = more
-        output.print_json(doc)
-        return
-    output.table(HEADERS, [row(e) for e in found])
-    if more:
-        print(f"(more: --all, or --page-token {more})")
+    found, more = client.pages(
+        client.stub.ListExecutions, request, "executions", None if args.all else args.limit
+    )
+    output.listing(args.output, "executions", found, more, HEADERS, [row(e) for e in found])
 
 
 def get(client: Client, args: argparse.Namespace) -> None:
@@ -136,7 +121,7 @@ def follow(client: Client, args: argparse.Namespace) -> None:
 
 def _all_pages(client: Client, request: pb.ListExecutionsRequest) -> list[pb.Execution]:
     found: list[pb.Execution] = []
-    request.page_size = MAX_PAGE
+    request.page_size = MAX_PAGE  # one page per poll, the largest
     while True:
         page = client.call(client.stub.ListExecutions, request)
         found += page.executions

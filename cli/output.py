@@ -123,3 +123,23 @@ def json_text(message: Message) -> str:
         return value
 
     return json.dumps(tidy(to_json(message)), separators=(", ", ": "))
+
+
+def listing(
+    fmt: str,
+    key: str,
+    items: Sequence[Message],
+    more: str,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+) -> None:
+    """A list command's output: JSON ({key: [...], nextPageToken}) or a table and a hint."""
+    if fmt == "json":
+        doc: dict[str, object] = {key: [to_json(m) for m in items]}
+        if more:
+            doc["nextPageToken"] = more
+        print_json(doc)
+        return
+    table(headers, rows)
+    if more:
+        print(f"(more: --all, or --page-token {more})")

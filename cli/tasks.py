@@ -14,7 +14,6 @@ from schedcore import pb
 STATES = {"active": pb.TaskState.TASK_STATE_ACTIVE, "paused": pb.TaskState.TASK_STATE_PAUSED,
           "completed": pb.TaskState.TASK_STATE_COMPLETED}  # fmt: skip
 ORDERS = {"name": pb.TaskOrder.TASK_ORDER_NAME, "next-run": pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME}
-MAX_PAGE = 1000
 
 
 def show(task: pb.Task, args: argparse.Namespace) -> None:
@@ -80,22 +79,7 @@ def list_tasks(client: Client, args: argparse.Namespace) -> None:
         order_by=ORDERS[args.order],
         page_token=args.page_token or "",
     )
-    tasks: list[pb.Task] = []
-    while True:
-        want = MAX_PAGE if args.all else min(MAX_PAGE, args.limit - len(tasks))
-        request.page_size = want
-        page = client.call(client.stub.ListTasks, request)
-        tasks += page.tasks
-        request.page_token = page.next_page_token
-        if not page.next_page_token or (not args.all and len(tasks) >= args.limit):
-            break
-    more = request.page_token
-    if args.output == "json":
-        doc: dict[str, object] = {"tasks": [output.to_json(t) for t in tasks]}
-        if more:
-            doc["nextPageToken"] = more
-        output.print_json(doc)
-        return
+    tasks, more = client.pages(client.stub.ListTasks, request, "tasks", None if args.all else args.limit)
     rows = [
         (
             t.id,
@@ -108,9 +92,8 @@ def list_tasks(client: Client, args: argparse.Namespace) -> None:
         )
         for t in tasks
     ]
-    output.table(("ID", "NAME", "STATE", "SCHEDULE", "TARGET", "NEXT RUN", "LAST"), rows)
-    if more:
-        print(f"(more: --all, or --page-token {more})")
+    headers = ("ID", "NAME", "STATE", "SCHEDULE", "TARGET", "NEXT RUN", "LAST")
+    output.listing(args.output, "tasks", tasks, more, headers, rows)
 
 
 def get(client: Client, args: argparse.Namespace) -> None:
