@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from schedcore.errors import field_violations
 
 OK = 0
 # A local failure: output that cannot be written (a file that cannot be read is a usage error).
@@ -29,19 +29,7 @@ def exit_code(code: grpc.StatusCode) -> int:
     return OK if value == 0 else STATUS_BASE + value
 
 
-def violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """The field violations of a google.rpc.BadRequest detail, if the status carries one."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # the trailer does not match the status: ignore the details
-        return []
-    found = []
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found += [(v.field, v.description) for v in bad_request.field_violations]
-    return found
+violations = field_violations
 
 
 def report(error: grpc.RpcError) -> int:

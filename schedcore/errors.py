@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,19 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, redis_unavailable_errors()):
         return grpc.StatusCode.UNAVAILABLE, "the task store is unavailable; retry later"
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """Client side: the (field, description) pairs of the google.rpc.BadRequest detail that the
+    api attaches to INVALID_ARGUMENT (schedcore/interceptors.py), or [] when there is none."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # the trailer does not match the status: ignore the details
+        return []
+    found: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found

@@ -15,10 +15,9 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from schedcore import pb
+from schedcore.errors import field_violations
 
 DEFAULT_ADDR = "localhost:50051"
 # Reads answer in milliseconds; a call that takes longer than this is stuck, not slow.
@@ -58,13 +57,10 @@ class ApiError(Exception):
         code: grpc.StatusCode = err.code()
         message: str = err.details() or code.name
         fields: dict[str, str] = {}
-        status = rpc_status.from_call(err)
-        if status is not None:
-            for detail in status.details:
-                bad = error_details_pb2.BadRequest()
-                if detail.Unpack(bad):
-                    for v in bad.field_violations:
-                        fields[v.field] = v.description
+        for field_path, description in field_violations(err):
+            fields[field_path] = (
+                f"{fields[field_path]}; {description}" if field_path in fields else description
+            )
         return cls(code, message, fields)
 
 
