@@ -125,10 +125,21 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             break
         else:  # pragma: no cover - three 64-bit collisions in a row
             raise Aborted("could not allocate task ids; retry")
-        tasks = [
-            _created(new) if prior is None else await self._prior(prior.split(":")[0], new.request_key)
-            for new, prior in zip(news, priors, strict=True)
-        ]
+        # Requests repeated from an earlier call: their tasks, read in one round trip.
+        prior_ids = [p.split(":")[0] for p in priors if p is not None]
+        stored = dict(zip(prior_ids, await self.store.tasks.get_many(prior_ids), strict=True))
+        tasks = []
+        for new, prior in zip(news, priors, strict=True):
+            if prior is None:
+                tasks.append(_created(new))
+                continue
+            found = stored[prior.split(":")[0]]
+            if found is None:
+                raise AlreadyExists(
+                    f"request_id {new.request_key!r} created task {prior.split(':')[0]}, which has "
+                    f"since been deleted"
+                )
+            tasks.append(found.to_proto())
         return pb.BatchCreateTasksResponse(tasks=tasks)
 
     def _prepare(self, request: pb.CreateTaskRequest, now: int) -> NewTask:

@@ -68,3 +68,13 @@ def test_bad_batches(stub) -> None:
         "requests[1].request_id",
     )
     assert list_all_tasks(stub) == []
+
+
+def test_a_repeated_request_whose_task_was_deleted(stub) -> None:
+    [first] = stub.BatchCreateTasks(batch(cron_task("a"), ids=["r-a"])).tasks
+    stub.DeleteTask(pb.DeleteTaskRequest(id=first.id))
+    err = rpc_error(
+        lambda: stub.BatchCreateTasks(batch(cron_task("a"), cron_task("b"), ids=["r-a", "r-b"])),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert "deleted" in (err.details() or "")
