@@ -17,7 +17,12 @@ from tests.support import RedisServer, free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet services; everything else is the services' defaults (docs/configuration.md).
-BASE_ENV = {"LOG_LEVEL": "WARNING", "SHUTDOWN_GRACE_SECONDS": "2"}
+BASE_ENV = {
+    "LOG_LEVEL": "WARNING",
+    "SHUTDOWN_GRACE_SECONDS": "2",
+    "GRPC_PLAINTEXT": "true",
+    "AUTH_MODE": "none",
+}
 
 
 @dataclass

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import grpc
@@ -9,6 +10,11 @@ from schedcore import pb
 from schedcore.settings import Settings
 from services.api.app import build as build_api
 from tests.support import RedisServer, ServiceThread, redis_server
+
+# The suite's services run as in local development, both explicitly configured: plaintext gRPC
+# and no authentication. Every service process a test starts inherits this environment; the tests
+# of TLS and of authentication (docs/security.md) set their own.
+os.environ.update(GRPC_PLAINTEXT="true", AUTH_MODE="none")
 
 
 @pytest.fixture(scope="session")
