@@ -154,6 +154,9 @@ class Settings:
     # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
     http_deny_networks: str = DEFAULT_DENY
     http_allow_networks: str = ""
+    # Executor: run command targets (programs on this executor's machine). Off by default: only
+    # executors deployed for it should run programs (docs/security.md, "Safe targets").
+    executor_command_targets: bool = False
     # Scheduler: how long a lease on an occurrence or a running attempt lasts without renewal.
     lease_s: float = 10.0
     # Scheduler: most occurrences or executions one script call takes.
@@ -200,4 +203,6 @@ class Settings:
             missed_tolerance_s=_number(env, "MISSED_TOLERANCE_SECONDS", 10.0, 0.1, 86_400.0),
             http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
+            executor_command_targets=_choice(env, "EXECUTOR_COMMAND_TARGETS", "FALSE", ("TRUE", "FALSE"))
+            == "TRUE",
         )

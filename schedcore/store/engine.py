@@ -144,17 +144,19 @@ class EngineStore:
         return [Fired(int(created), int(queued)) for created, queued in replies]
 
     async def lease_ready(
-        self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None
+        self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None, *, queue: str = ""
     ) -> list[DispatchItem]:
-        """Lease up to `limit` ready executions; `candidates` (ids a peek just returned) saves
-        the peek. The script re-checks each one, so stale candidates are harmless."""
+        """Lease up to `limit` ready executions from `queue` (default the ready queue);
+        `candidates` (ids a peek just returned) saves the peek. The script re-checks each one,
+        so stale candidates are harmless."""
+        queue = queue or self.keys.ready
         if candidates is None:
-            _, ids, _ = await self.peek(self.keys.ready, lex=False, limit=limit)
+            _, ids, _ = await self.peek(queue, lex=False, limit=limit)
         else:
             ids = list(candidates[:limit])
         if not ids:
             return []
-        keys = [self.keys.ready, self.keys.inflight]
+        keys = [queue, self.keys.inflight]
         for execution_id in ids:
             keys += [self.keys.execution(execution_id), self.keys.task(execution_id[:16])]
         rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *ids])
@@ -165,6 +167,35 @@ class EngineStore:
             spec = pb.Task.FromString(row[3]) if row[3] else None
             items.append(DispatchItem(execution, int(row[1]), spec))
         return items
+
+    async def park(self, leases: Sequence[tuple[str, int]]) -> int:
+        """Leased executions no linked executor can run: to the command ready queue, PENDING,
+        fenced by their tokens (dispatch_park.lua). Returns how many moved."""
+        if not leases:
+            return 0
+        keys = [self.keys.inflight, self.keys.ready_command, *(self.keys.execution(i) for i, _ in leases)]
+        args: list[str | int] = []
+        for execution_id, token in leases:
+            args += [execution_id, token]
+        return int(await self.scripts.dispatch_park(keys=keys, args=args))
+
+    async def publish_capabilities(self, names: Sequence[str], ttl_ms: int) -> None:
+        """Vouch, for `ttl_ms` of the Redis clock, that an executor running `names` is linked."""
+        if names:
+            now = await self._now_ms()
+            await self.redis.hset(self.keys.capabilities, mapping={n: now + ttl_ms for n in names})
+
+    async def capability_available(self, name: str) -> bool:
+        """Whether some scheduler vouched for an executor running `name` until after now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hget(self.keys.capabilities, name)
+            (seconds, micros), until = await pipe.execute()
+        return until is not None and int(until) > int(seconds) * 1000 + int(micros) // 1000
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def records(self, ids: Sequence[str]) -> list[tuple[pb.Execution | None, pb.Task | None]]:
         """Current record and task spec of each execution (for building results)."""

@@ -101,6 +101,18 @@ class Keys:
         return f"{self._base}:ready"
 
     @property
+    def ready_command(self) -> str:
+        """Sorted set: like `ready`, for executions of command tasks set aside by a scheduler
+        that had no executor able to run them (docs/engine.md, "Routing")."""
+        return f"{self._base}:ready:command"
+
+    @property
+    def capabilities(self) -> str:
+        """Hash: target kind an executor runs besides log and http ("command") -> ms (Redis
+        clock) until which a scheduler linked to such an executor vouches for it."""
+        return f"{self._base}:capabilities"
+
+    @property
     def inflight(self) -> str:
         """Sorted set: execution ids handed to an executor, scored by their lease expiry (ms)."""
         return f"{self._base}:inflight"

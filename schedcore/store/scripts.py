@@ -28,3 +28,4 @@ class Scripts:
         self.dispatch_complete = load("dispatch_complete")
         self.dispatch_renew = load("dispatch_renew")
         self.dispatch_reclaim = load("dispatch_reclaim")
+        self.dispatch_park = load("dispatch_park")

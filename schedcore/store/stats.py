@@ -95,8 +95,10 @@ class StatsStore:
             pipe.hgetall(self.keys.task_counts)
             pipe.zcard(self.keys.ready)
             pipe.zcard(self.keys.inflight)
+            pipe.zcard(self.keys.ready_command)
             for minute in range(first_minute, first_minute + minutes):
                 pipe.hgetall(self.keys.minute_stats(minute))
             raw = await pipe.execute()
         counts = {int(state): max(0, int(n)) for state, n in raw[0].items()}
-        return counts, [MinuteStats.decode(r) for r in raw[3:]], int(raw[1]), int(raw[2])
+        ready = int(raw[1]) + int(raw[3])  # command executions set aside wait too
+        return counts, [MinuteStats.decode(r) for r in raw[4:]], ready, int(raw[2])

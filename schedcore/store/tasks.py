@@ -35,6 +35,16 @@ class _Keep:
 KEEP: Final = _Keep()
 
 
+def redact(task: pb.Task) -> pb.Task:
+    """`task` with its http target's secret header values emptied (names kept): every api
+    response carrying a task is built by StoredTask.to_proto, which calls this."""
+    if task.target.HasField("http"):
+        secrets = task.target.http.secret_headers
+        for name in list(secrets):
+            secrets[name] = ""
+    return task
+
+
 @dataclass(frozen=True)
 class StoredTask:
     spec: pb.Task
@@ -56,7 +66,7 @@ class StoredTask:
         if self.last:
             task.last_execution.ParseFromString(self.last)
         task.etag = self.etag
-        return task
+        return redact(task)
 
     @classmethod
     def decode(cls, values: Sequence[bytes | None]) -> StoredTask | None:

@@ -59,6 +59,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     ) -> pb.CreateTaskResponse:
         now = await self.store.now_ms()
         new = self._prepare(request, now)
+        await self._require_runnable([new.spec])
         for _ in range(3):
             new.spec.id = secrets.token_hex(8)
             try:
@@ -110,6 +111,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 )
         if problems:
             raise InvalidArgument(problems)
+        await self._require_runnable([new.spec for new in news])
         for _ in range(3):
             for new in news:
                 new.spec.id = secrets.token_hex(8)
@@ -154,6 +156,17 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         spec.create_time.CopyFrom(ms_to_ts(now))
         spec.update_time.CopyFrom(ms_to_ts(now))
         return NewTask(spec, ACTIVE, next_ms, request_id, fingerprint)
+
+    async def _require_runnable(self, specs: list[pb.Task]) -> None:
+        """A command target only while some executor runs command targets (a scheduler linked
+        to one vouches for it in Redis): otherwise FAILED_PRECONDITION, nothing written."""
+        if any(spec.target.HasField("command") for spec in specs) and not (
+            await self.store.engine.capability_available("command")
+        ):
+            raise FailedPrecondition(
+                "task.target.command: no executor runs command targets; start executors with "
+                "EXECUTOR_COMMAND_TARGETS=true (docs/security.md, docs/deploy.md)"
+            )
 
     async def _prior(self, task_id: str, request_id: str) -> pb.Task:
         """The task an earlier call with the same request id created."""
@@ -220,6 +233,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     setattr(merged, path, getattr(request.task, path))
                 elif request.task.HasField(path):
                     getattr(merged, path).CopyFrom(getattr(request.task, path))
+            if "target" in paths:
+                validation.merge_secret_headers(merged.target, stored.spec.target)
             now = await self.store.now_ms()
             reschedule = "schedule" in paths
             # An unchanged schedule is not re-checked for lying in the future: a completed
@@ -232,6 +247,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 addresses=self.addresses,
             )
             spec = valid.spec
+            if "target" in paths:
+                await self._require_runnable([spec])
             spec.id = task_id
             spec.create_time.CopyFrom(stored.spec.create_time)
             spec.update_time.CopyFrom(ms_to_ts(now))

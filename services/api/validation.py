@@ -26,6 +26,13 @@ MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
 MAX_URL = 2048
 MAX_HEADERS = 64
+# Bound of an http target's secret headers, names and values together (UTF-8 bytes).
+MAX_SECRET_HEADER_BYTES = 16 * 1024
+MAX_PROGRAM = 4096
+MAX_ARGS = 256
+MAX_ARG_BYTES = 32 * 1024
+MAX_ENV = 64
+MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -42,6 +49,7 @@ LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.\-/]{0,62}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 REQUEST_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Fields a client may name in UpdateTask's update_mask.
 MUTABLE_FIELDS = (
     "name",
@@ -181,10 +189,13 @@ def _target(
     out = pb.Target()
     kind = target.WhichOneof("kind")
     if kind is None:
-        v.add("task.target", "required: set log or http")
+        v.add("task.target", "required: set log, http or command")
         return out
     if kind == "log":
         out.log.SetInParent()
+        return out
+    if kind == "command":
+        out.command.CopyFrom(_command(v, target.command))
         return out
     http = target.http
     path = "task.target.http"
@@ -214,6 +225,7 @@ def _target(
             v.add(f"{path}.headers", f"{name[:40]!r} is not a valid header name")
         elif CONTROL.search(value.replace("\t", "")):
             v.add(f"{path}.headers[{name}]", "value must not contain control characters (CR, LF)")
+    _secret_headers(v, http)
     if len(http.body) > max_bytes:
         v.add(f"{path}.body", f"larger than {max_bytes} bytes")
     if http.expected_status and not 100 <= http.expected_status <= 599:
@@ -223,6 +235,70 @@ def _target(
     if out.http.method == pb.HttpMethod.HTTP_METHOD_UNSPECIFIED:
         out.http.method = pb.HttpMethod.HTTP_METHOD_POST
     return out
+
+
+def _secret_headers(v: Violations, http: pb.HttpTarget) -> None:
+    """Like headers, and no name twice across both maps (case-insensitive). Messages name the
+    headers, never their values."""
+    path = "task.target.http.secret_headers"
+    if len(http.secret_headers) > MAX_HEADERS:
+        v.add(path, f"at most {MAX_HEADERS} secret headers")
+    plain = {name.lower() for name in http.headers}
+    seen: set[str] = set()
+    size = 0
+    for name, value in http.secret_headers.items():
+        size += len(name.encode()) + len(value.encode())
+        if not HEADER_NAME.match(name):
+            v.add(path, f"{name[:40]!r} is not a valid header name")
+        elif CONTROL.search(value.replace("\t", "")):
+            v.add(f"{path}[{name}]", "value must not contain control characters (CR, LF)")
+        elif name.lower() in plain:
+            v.add(f"{path}[{name}]", "also named in headers: a header is either secret or not")
+        elif name.lower() in seen:
+            v.add(f"{path}[{name}]", "named twice (header names are case-insensitive)")
+        seen.add(name.lower())
+    if size > MAX_SECRET_HEADER_BYTES:
+        v.add(path, f"names and values larger than {MAX_SECRET_HEADER_BYTES} bytes")
+
+
+def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:
+    path = "task.target.command"
+    if not command.program:
+        v.add(f"{path}.program", "required")
+    elif len(command.program) > MAX_PROGRAM or CONTROL.search(command.program):
+        v.add(f"{path}.program", f"must be at most {MAX_PROGRAM} characters without control characters")
+    if len(command.args) > MAX_ARGS:
+        v.add(f"{path}.args", f"at most {MAX_ARGS} arguments")
+    for i, arg in enumerate(command.args):
+        if len(arg.encode()) > MAX_ARG_BYTES:
+            v.add(f"{path}.args[{i}]", f"larger than {MAX_ARG_BYTES} bytes")
+        elif "\x00" in arg:
+            v.add(f"{path}.args[{i}]", "must not contain NUL")
+    if len(command.env) > MAX_ENV:
+        v.add(f"{path}.env", f"at most {MAX_ENV} variables")
+    for name, value in command.env.items():
+        if not ENV_NAME.match(name):
+            v.add(f"{path}.env", f"{name[:40]!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        elif len(value.encode()) > MAX_ENV_VALUE_BYTES or "\x00" in value:
+            v.add(f"{path}.env[{name}]", f"must be at most {MAX_ENV_VALUE_BYTES} bytes without NUL")
+    if command.working_dir and (not command.working_dir.startswith("/") or "\x00" in command.working_dir):
+        v.add(f"{path}.working_dir", "must be an absolute path")
+    elif len(command.working_dir) > MAX_PROGRAM:
+        v.add(f"{path}.working_dir", f"must be at most {MAX_PROGRAM} characters")
+    out = pb.CommandTarget()
+    out.CopyFrom(command)
+    return out
+
+
+def merge_secret_headers(new: pb.Target, stored: pb.Target) -> None:
+    """UpdateTask: a secret header sent with an empty value keeps its stored value (clients
+    read names only); one left out is removed; a new value replaces."""
+    if not (new.HasField("http") and stored.HasField("http")):
+        return
+    kept = stored.http.secret_headers
+    for name, value in list(new.http.secret_headers.items()):
+        if not value and name in kept:
+            new.http.secret_headers[name] = kept[name]
 
 
 def _retry(v: Violations, policy: pb.RetryPolicy) -> pb.RetryPolicy:

@@ -14,7 +14,7 @@ from services.executor.engine import Engine
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
 from services.executor.servicer import ExecutorServicer
-from services.executor.targets import REGISTRY
+from services.executor.targets import OPTIONAL, enabled
 
 log = logging.getLogger("executor")
 
@@ -26,13 +26,14 @@ REPORT_FLUSH_S = 5.0
 
 
 async def build(settings: Settings) -> GrpcService:
-    targets = {kind: cls(settings) for kind, cls in REGISTRY.items()}
+    targets = {kind: cls(settings) for kind, cls in enabled(settings).items()}
+    capabilities = sorted(kind for kind in targets if kind in OPTIONAL)
     runner = Runner(settings.instance_id, settings.output_limit_bytes, targets)
     reporter = Reporter(
         settings.scheduler_addr, settings.instance_id, give_up_s=settings.lease_s + REPORT_MARGIN_S
     )
     engine = Engine(settings.executor_concurrency, settings.lease_s, settings.instance_id, runner, reporter)
-    servicer = ExecutorServicer(engine)
+    servicer = ExecutorServicer(engine, capabilities)
 
     def register(server: grpc.aio.Server) -> list[str]:
         executor_grpc.add_ExecutorServiceServicer_to_server(servicer, server)

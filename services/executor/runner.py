@@ -19,6 +19,9 @@ from services.executor.targets import AttemptContext, Outcome, Target
 log = logging.getLogger("executor.runner")
 
 DEFAULT_TIMEOUT_S = 60.0
+# A target that enforces the timeout itself gets this long beyond it (to stop what it runs)
+# before the runner cancels it.
+OWN_TIMEOUT_MARGIN_S = 10.0
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
 
@@ -44,6 +47,8 @@ class Runner:
         result = pb.ExecutionResult(output=outcome.output, output_truncated=outcome.output_truncated)
         if outcome.http_status is not None:
             result.http.status_code = outcome.http_status
+        if outcome.exit_code is not None:
+            result.command.exit_code = outcome.exit_code
         return WorkResult(
             execution_id=item.execution_id,
             lease_token=item.lease_token,
@@ -84,15 +89,23 @@ class Runner:
         kind = item.target.WhichOneof("kind") if item.HasField("target") else None
         target = self.targets.get(kind) if kind else None
         if target is None:
+            if kind == "command":
+                return Outcome.failed(
+                    "command targets are not enabled on this executor (EXECUTOR_COMMAND_TARGETS)",
+                    retryable=False,
+                )
             return Outcome.failed(f"unknown target kind {kind or '(unset)'}", retryable=False)
+        limit = timeout_s(item)
         ctx = AttemptContext(
             executor_id=self.executor_id,
             start_time=datetime.fromtimestamp(start.ToNanoseconds() / 1e9, tz=UTC),
             output_limit=self.output_limit,
+            timeout_s=limit,
         )
-        limit = timeout_s(item)
         try:
-            async with asyncio.timeout(limit) as scope:
+            async with asyncio.timeout(
+                limit + OWN_TIMEOUT_MARGIN_S if target.own_timeout else limit
+            ) as scope:
                 return await target.run(item, ctx)
         except TimeoutError:
             if scope.expired():

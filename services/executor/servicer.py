@@ -19,6 +19,8 @@ The contract as a scheduler sees it:
   call (shutting down), it first waits up to ACK_WAIT_S for the acks of what it sent.
 - A message carrying acks and nothing else (no items, no release, demand 0) leaves the demand
   last reported as it is: acks alone never zero it.
+- The first message of an executor that runs kinds beyond log and http (EXECUTOR_COMMAND_TARGETS)
+  names them in `capabilities`; the scheduler sends such items only on streams that named them.
 - One ExecuteResponse may carry grants, results and renewals; a renewal never accompanies the
   result of the same attempt in one message.
 """
@@ -42,8 +44,10 @@ ACK_WAIT_S = 0.5
 
 
 class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, capabilities: list[str] | None = None) -> None:
         self.engine = engine
+        # Target kinds beyond log and http this executor runs, announced first on every stream.
+        self.capabilities = capabilities or []
 
     async def Execute(
         self, request_iterator: AsyncIterator[ExecuteRequest], context: grpc.aio.ServicerContext
@@ -52,6 +56,8 @@ class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
         log.info("scheduler stream opened", extra={"peer": stream.name})
         reader = asyncio.create_task(self._read(request_iterator, stream), name="stream reader")
         try:
+            if self.capabilities:  # before any grant: the scheduler routes by it
+                yield ExecuteResponse(executor_id=self.engine.executor_id, capabilities=self.capabilities)
             while (message := await stream.outbox.next()) is not None:
                 yield message
             if not stream.half_closed and not reader.done():  # the executor ends it: acks still come

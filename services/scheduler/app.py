@@ -38,6 +38,7 @@ async def build(settings: Settings) -> GrpcService:
             ("dispatch", dispatcher.run()),
             ("reclaim", dispatcher.reclaim_forever()),
             ("discovery", dispatcher.links.run()),
+            ("capabilities", dispatcher.publish_capabilities_forever()),
         ):
             tasks[name] = asyncio.create_task(coro, name=name)
 

@@ -21,6 +21,16 @@ log = logging.getLogger("scheduler.dispatch")
 MAX_LOSSES = 5
 # Credits held this long with nothing to send go back to the executor for other schedulers.
 RELEASE_AFTER_S = 1.0
+# The target kind only some executors run (EXECUTOR_COMMAND_TARGETS=true), and how often a
+# scheduler linked to such an executor vouches for it in Redis; the api believes a vouch for
+# CAPABILITY_TTL_S (about three refreshes), so a dead scheduler's vouch soon lapses.
+COMMAND = "command"
+CAPABILITY_REFRESH_S = 3.0
+CAPABILITY_TTL_S = 10.0
+
+
+def is_command(item: DispatchItem) -> bool:
+    return item.spec is not None and item.spec.target.HasField("command")
 
 
 def work_item(item: DispatchItem) -> ipb.WorkItem:
@@ -50,12 +60,16 @@ class Dispatcher:
         self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response)
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
+        self.capabilities_seen = asyncio.Event()
 
     def poke(self) -> None:
         self.wake.set()
 
     async def on_response(self, link: Link, response: ipb.ExecuteResponse) -> None:
         if response.grant:
+            self.poke()
+        if response.capabilities:
+            self.capabilities_seen.set()
             self.poke()
         while True:
             try:
@@ -83,42 +97,100 @@ class Dispatcher:
                 await asyncio.sleep(0.5)
 
     async def dispatch_once(self) -> int:
+        """One round. Returns the demand it could act on: executions due in the ready queue, and
+        those in the command ready queue when a linked command executor holds credits."""
         links = self.links.connected()
-        now, due, _ = await self.store.engine.peek(
-            self.store.keys.ready, lex=False, limit=self.settings.batch_size
-        )
-        demand = len(due)
+        capable = [link for link in links if COMMAND in link.capabilities]
+        keys = self.store.keys
+        now, due, _ = await self.store.engine.peek(keys.ready, lex=False, limit=self.settings.batch_size)
+        due_command: list[str] = []
+        if capable:  # only a replica that can run them looks at the command executions set aside
+            _, due_command, _ = await self.store.engine.peek(
+                keys.ready_command, lex=False, limit=self.settings.batch_size
+            )
         credits = sum(link.credits for link in links)
+        command_credits = sum(link.credits for link in capable)
         items: list[DispatchItem] = []
-        if demand and credits:
-            items = await self.store.engine.lease_ready(min(credits, demand), self.lease_ms, due)
+        if due_command and command_credits:
+            items = await self.store.engine.lease_ready(
+                min(command_credits, len(due_command)), self.lease_ms, due_command, queue=keys.ready_command
+            )
+        from_command_queue = len(items)
+        if due and credits > len(items):
+            items += await self.store.engine.lease_ready(
+                min(credits - len(items), len(due)), self.lease_ms, due
+            )
+        if items:
             metrics.LEASES_TAKEN.inc(len(items))
             orphans = [(i.execution, i.token) for i in items if i.spec is None]
             if orphans:
                 await self.recorder.cancel_orphans(orphans, now)
-            items = [i for i in items if i.spec is not None]
+        # Routing (docs/engine.md): command items go only to links that run them, first, within
+        # their credits; the rest of them are set aside in the command ready queue, so they never
+        # stand in front of other work. Everything else fills the credits left on any link.
+        command = [i for i in items if is_command(i)]
+        others = [i for i in items if i.spec is not None and not is_command(i)]
+        batches: dict[Link, list[DispatchItem]] = {link: [] for link in links}
+        room = {link: link.credits for link in links}
+        for link in capable:
+            take, command = command[: room[link]], command[room[link] :]
+            batches[link] += take
+            room[link] -= len(take)
+        for link in sorted(links, key=lambda x: -room[x]):
+            take, others = others[: room[link]], others[room[link] :]
+            batches[link] += take
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
-        remaining = max(0, demand - len(items))
+        # Command executions count only towards the demand of links that run them.
+        remaining = max(0, len(due) - (len(items) - from_command_queue))
+        remaining_command = max(0, len(due_command) - from_command_queue)
         share = -(-remaining // len(links)) if links else 0
+        share_command = -(-remaining_command // len(capable)) if capable else 0
+        unsent: list[DispatchItem] = []
         for link in sorted(links, key=lambda x: -x.credits):
+            batch = batches[link]
+            demand = share + (share_command if COMMAND in link.capabilities else 0)
             if not link.connected:  # dropped while we leased: its share goes back below
+                unsent += batch
                 continue
-            batch, items = items[: link.credits], items[link.credits :]
             if batch:
                 link.credits -= len(batch)
                 link.sent.update((i.execution.id, i) for i in batch)
-                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=share))
-                link.last_demand = share
+                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
+                link.last_demand = demand
                 self.dispatched += len(batch)
                 metrics.DISPATCH_BATCH.observe(len(batch))
-            elif link.last_demand != share:
-                link.send(ipb.ExecuteRequest(demand=share))
-                link.last_demand = share
-            self._release_if_idle(link, remaining)
-        if items:  # leased, but no stream could take them: back to ready, no attempt or loss counted
-            await self.recorder.hand_back([(i.execution, i.token) for i in items], now)
-        return demand
+            elif link.last_demand != demand:
+                link.send(ipb.ExecuteRequest(demand=demand))
+                link.last_demand = demand
+            self._release_if_idle(link, demand)
+        park = command + [i for i in unsent if is_command(i)]
+        back = others + [i for i in unsent if not is_command(i)]
+        if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
+            await self.store.engine.park([(i.execution.id, i.token) for i in park])
+        if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
+            await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
+        return len(due) + (len(due_command) if command_credits else 0)
+
+    async def publish_capabilities_forever(self) -> None:
+        """While a linked executor runs command targets, say so in Redis (the api refuses
+        command tasks when nobody does); at once when an executor announces it, then every
+        CAPABILITY_REFRESH_S."""
+        ttl_ms = int(CAPABILITY_TTL_S * 1000)
+        while True:
+            kinds = sorted({k for link in self.links.connected() for k in link.capabilities})
+            try:
+                await self.store.engine.publish_capabilities(kinds, ttl_ms)
+            except REDIS_UNAVAILABLE:
+                metrics.REDIS_ERRORS.labels("capabilities").inc()
+            except Exception:
+                log.exception("cannot publish executor capabilities; retrying")
+            self.capabilities_seen.clear()
+            try:
+                async with asyncio.timeout(CAPABILITY_REFRESH_S):
+                    await self.capabilities_seen.wait()
+            except TimeoutError:
+                pass
 
     def _release_if_idle(self, link: Link, demand: int) -> None:
         if demand or not link.credits:

@@ -32,6 +32,9 @@ class Link:
         # needs no read from Redis for those results. Cleared with the stream.
         self.sent: dict[str, DispatchItem] = {}
         self.closing = False
+        # Target kinds the executor runs besides log and http ("command"), from its first message
+        # on the current stream; the dispatcher hands it command work only when listed.
+        self.capabilities: frozenset[str] = frozenset()
         # None ends the requests: the stream is half-closed once what came before it is sent.
         self._queue: asyncio.Queue[ipb.ExecuteRequest | None] = asyncio.Queue()
 
@@ -55,6 +58,7 @@ class Link:
             self._queue = asyncio.Queue()
             self.credits, self.last_demand = 0, -1
             self.sent = {}
+            self.capabilities = frozenset()
             try:
                 async with grpc.aio.insecure_channel(self.addr) as channel:
                     stub = ipb.executor_grpc.ExecutorServiceStub(channel)
@@ -63,6 +67,8 @@ class Link:
                     async for response in call:
                         backoff = 0.05
                         self.credits += response.grant
+                        if response.capabilities:
+                            self.capabilities = frozenset(response.capabilities)
                         await self.on_response(self, response)
             except grpc.aio.AioRpcError as exc:
                 log.info("stream to executor %s ended: %s", self.addr, exc.code().name)
@@ -72,6 +78,7 @@ class Link:
                 self.connected = False
                 self.credits = 0
                 self.sent = {}
+                self.capabilities = frozenset()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

@@ -27,6 +27,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.page_token_ttl_s == 24 * 3600
     assert s.page_token_secret == ""
     assert s.metrics_port == 0
+    assert s.executor_command_targets is False
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -78,6 +79,7 @@ FULL_ENV = {
     "MISSED_TOLERANCE_SECONDS": "30",
     "HTTP_DENY_NETWORKS": "10.0.0.0/8, 169.254.0.0/16",
     "HTTP_ALLOW_NETWORKS": "192.168.1.0/24",
+    "EXECUTOR_COMMAND_TARGETS": "true",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -115,6 +117,7 @@ def test_every_variable_is_parsed() -> None:
         missed_tolerance_s=30.0,
         http_deny_networks="10.0.0.0/8, 169.254.0.0/16",
         http_allow_networks="192.168.1.0/24",
+        executor_command_targets=True,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -155,6 +158,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
         ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
         ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
+        ("EXECUTOR_COMMAND_TARGETS", "yes please", "must be one of TRUE, FALSE"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:

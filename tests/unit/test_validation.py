@@ -222,7 +222,7 @@ def test_http_method_body_and_expected_status() -> None:
 def test_target_required() -> None:
     task = make_task()
     task.ClearField("target")
-    assert violations(task) == [("task.target", "required: set log or http")]
+    assert violations(task) == [("task.target", "required: set log, http or command")]
 
 
 def test_payload_limit() -> None:
@@ -449,3 +449,78 @@ def test_update_paths_rejects_unknown_and_output_only_fields() -> None:
         V.update_paths(pb.Task(), ["name", "id", "schedule.cron", "state"])
     got = [(v.field, v.description.split(" ")[0]) for v in info.value.violations]
     assert got == [("update_mask", "'id'"), ("update_mask", "'schedule.cron'"), ("update_mask", "'state'")]
+
+
+# --- secret headers and command targets ------------------------------------------------------------
+
+
+def test_secret_headers_are_validated_like_headers_and_never_quoted() -> None:
+    task = http_task(
+        headers={"X-Plain": "a", "Authorization": "visible"},
+        secret_headers={"authorization": "s3cr3t-one", "bad name": "s3cr3t-two", "X-Key": "s3cr3t\r\nX: y"},
+    )
+    found = violations(task)
+    assert (
+        "task.target.http.secret_headers[authorization]",
+        "also named in headers: a header is either secret or not",
+    ) in found
+    assert ("task.target.http.secret_headers", "'bad name' is not a valid header name") in found
+    assert (
+        "task.target.http.secret_headers[X-Key]",
+        "value must not contain control characters (CR, LF)",
+    ) in found
+    assert not any("s3cr3t" in f"{f} {d}" for f, d in found), found
+
+
+def test_secret_headers_repeated_in_another_case_and_too_large_are_refused() -> None:
+    found = violations(http_task(secret_headers={"X-Key": "a", "x-key": "b"}))
+    assert len(found) == 1 and found[0][1] == "named twice (header names are case-insensitive)"
+    big = {f"X-{i}": "v" * 1000 for i in range(17)}
+    assert fields_of(http_task(secret_headers=big)) == ["task.target.http.secret_headers"]
+    assert fields_of(http_task(secret_headers={f"X-{i}": "v" for i in range(65)})) == [
+        "task.target.http.secret_headers"
+    ]
+    ok = valid(http_task(headers={"X-A": "1"}, secret_headers={"Authorization": "Bearer t"}))
+    assert dict(ok.spec.target.http.secret_headers) == {"Authorization": "Bearer t"}
+
+
+def command_task(**command: object) -> pb.Task:
+    return make_task(target=pb.Target(command=pb.CommandTarget(**command)))  # type: ignore[arg-type]
+
+
+def test_command_target_is_kept_as_given() -> None:
+    spec = valid(
+        command_task(
+            program="/bin/echo", args=["$(touch x)", "; rm -rf /", "*"], env={"A_1": "v"}, working_dir="/tmp"
+        )
+    ).spec
+    assert spec.target.command.program == "/bin/echo"
+    assert list(spec.target.command.args) == ["$(touch x)", "; rm -rf /", "*"]
+    assert dict(spec.target.command.env) == {"A_1": "v"}
+    assert spec.target.command.working_dir == "/tmp"
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        ({}, "task.target.command.program"),
+        ({"program": "x" * 4097}, "task.target.command.program"),
+        ({"program": "echo", "args": ["a"] * 257}, "task.target.command.args"),
+        ({"program": "echo", "args": ["ok", "x" * (32 * 1024 + 1)]}, "task.target.command.args[1]"),
+        ({"program": "echo", "env": {f"V{i}": "" for i in range(65)}}, "task.target.command.env"),
+        ({"program": "echo", "env": {"1BAD": "v"}}, "task.target.command.env"),
+        ({"program": "echo", "env": {"A-B": "v"}}, "task.target.command.env"),
+        ({"program": "echo", "working_dir": "relative/dir"}, "task.target.command.working_dir"),
+    ],
+)
+def test_command_target_limits(command: dict[str, object], field: str) -> None:
+    assert fields_of(command_task(**command)) == [field]
+
+
+def test_merge_secret_headers_keeps_blank_values_drops_missing_and_replaces_new() -> None:
+    stored = pb.Target(
+        http=pb.HttpTarget(url="https://x", secret_headers={"A": "old-a", "B": "old-b", "C": "old-c"})
+    )
+    new = pb.Target(http=pb.HttpTarget(url="https://x", secret_headers={"A": "", "C": "new-c", "D": ""}))
+    V.merge_secret_headers(new, stored)
+    assert dict(new.http.secret_headers) == {"A": "old-a", "C": "new-c", "D": ""}

@@ -25,6 +25,8 @@ class Outcome:
     output_truncated: bool = False
     # Set by the http target: the response's status code.
     http_status: int | None = None
+    # Set by the command target: the program's exit status (negative: the signal that ended it).
+    exit_code: int | None = None
     status_message: str = ""
     retryable: bool = False
 
@@ -41,6 +43,8 @@ class AttemptContext:
     start_time: datetime
     # Bound, in UTF-8 bytes, of the output an attempt records.
     output_limit: int
+    # The task's timeout; only targets with `own_timeout` read it.
+    timeout_s: float = 0.0
 
 
 class Target:
@@ -51,6 +55,10 @@ class Target:
     the attempt FAILED and retryable. The runner enforces the attempt's timeout by cancelling
     `run`, so a target needs no timeout of its own.
     """
+
+    # True: the target ends an attempt at ctx.timeout_s itself (reporting TIMED_OUT with what it
+    # learned), and the runner's timeout, a little later, is only a backstop.
+    own_timeout = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -13,6 +13,8 @@ bounds connecting, sending and reading alike.
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 
 from schedcore import pb
@@ -56,8 +58,28 @@ class HttpTarget(Target):
         method = METHODS.get(target.method)
         if method is None:
             return Outcome.failed(f"unknown http method {target.method}", retryable=False)
-        headers = {k: v for k, v in target.headers.items() if k.lower() != IDEMPOTENCY_KEY.lower()}
+        headers = {
+            k: v
+            for k, v in [*target.headers.items(), *target.secret_headers.items()]
+            if k.lower() != IDEMPOTENCY_KEY.lower()
+        }
         headers[IDEMPOTENCY_KEY] = item.execution_id
+        secrets = [v for v in target.secret_headers.values() if v]
+        margin = max((len(v.encode()) for v in secrets), default=0)
+        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin)
+        if secrets:
+            outcome = scrub(outcome, secrets)
+        output, cut = bound_text(outcome.output, ctx.output_limit)
+        if cut:
+            outcome = dataclasses.replace(outcome, output=output, output_truncated=True)
+        return outcome
+
+    async def _call(
+        self, item: WorkItem, ctx: AttemptContext, method: str, headers: dict[str, str], read_limit: int
+    ) -> Outcome:
+        """The request and its outcome, with up to `read_limit` bytes of the body as output (the
+        caller scrubs secrets, then cuts it to the bound)."""
+        target = item.target.http
         try:
             request = self.client.build_request(
                 method, target.url, headers=headers, content=target.body or None
@@ -67,7 +89,9 @@ class HttpTarget(Target):
         try:
             response = await self.client.send(request, stream=True)
             try:
-                body = await _read_bounded(response, ctx.output_limit)
+                # A secret the response echoes is scrubbed before the output is cut, so the
+                # read goes a secret's length beyond the bound: one straddling it stays whole.
+                body = await _read_bounded(response, read_limit)
             finally:
                 await response.aclose()
         except httpx.UnsupportedProtocol as exc:
@@ -81,8 +105,8 @@ class HttpTarget(Target):
             return Outcome.failed(
                 f"{method} {target.url} failed: {type(exc).__name__}: {reason}", retryable=True
             )
-        output, truncated = bound_text(body.decode("utf-8", "replace"), ctx.output_limit)
-        truncated = truncated or len(body) > ctx.output_limit
+        output = body.decode("utf-8", "replace")
+        truncated = len(body) > read_limit
         code = response.status_code
         expected = target.expected_status
         ok = code == expected if expected else 200 <= code < 300
@@ -95,6 +119,23 @@ class HttpTarget(Target):
             output_truncated=truncated,
             http_status=code,
         )
+
+
+REDACTED = "[secret]"
+
+
+def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
+    """The outcome with every secret header value replaced: a target may echo one back in its
+    body, or an error may quote one."""
+
+    def clean(text: str) -> str:
+        for value in sorted(secrets, key=len, reverse=True):
+            text = text.replace(value, REDACTED)
+        return text
+
+    return dataclasses.replace(
+        outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
+    )
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
