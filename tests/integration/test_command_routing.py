@@ -1,0 +1,163 @@
+"""Routing of command work (docs/engine.md, "Routing"), with real scheduler and executor
+processes: only executors started with EXECUTOR_COMMAND_TARGETS=true run command targets, other
+work flows past command executions waiting for one, and the api refuses command tasks while no
+scheduler vouches for such an executor."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from schedcore import pb
+from schedcore.store.keys import Keys
+from services.api.app import build as build_api
+from tests.conftest import api_settings
+from tests.integration.engine_support import TERMINAL, Suite, every_second
+from tests.support import RedisServer, ServiceThread, free_port, wait_for
+
+SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
+PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+KEYS = Keys()
+# Visible to the program only if the executor leaked its own environment.
+MARKER = "EXECUTOR_ONLY_MARKER"
+PRINT_MARKER = f"import os; print(os.environ.get('{MARKER}', 'absent'))"
+
+
+def command(*args: str) -> pb.Target:
+    return pb.Target(command=pb.CommandTarget(program=sys.executable, args=list(args)))
+
+
+def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
+    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+@pytest.fixture()
+def bare_suite(redis_srv: RedisServer, rds: redis.Redis) -> Iterator[Suite]:
+    """The api in-process, two executor ports (started by the test), no process yet."""
+    api = ServiceThread(build_api, api_settings(redis_srv.url))
+    s = Suite(redis_srv, api, free_port(), [free_port(), free_port()])
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def refused(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
+    assert "EXECUTOR_COMMAND_TARGETS=true" in info.value.details()
+    return info.value
+
+
+def test_command_tasks_are_refused_until_an_executor_runs_them(bare_suite: Suite, rds: redis.Redis) -> None:
+    s = bare_suite
+    plain, capable = s.executor_ports
+    s.start_executor(plain, INSTANCE_ID="plain")
+    s.start_scheduler()
+    log_task = s.create("log", every_second())
+    s.stub.PauseTask(pb.PauseTaskRequest(id=log_task.id))  # so that nothing changes Redis below
+    time.sleep(1.0)
+    before = snapshot(rds)
+    task = pb.Task(name="cmd", schedule=every_second(), target=command("-c", "print(1)"))
+    refused(lambda: s.stub.CreateTask(pb.CreateTaskRequest(task=task)))
+    log_only = pb.Task(name="log", schedule=every_second(), target=pb.Target(log=pb.LogTarget()))
+    batch = [pb.CreateTaskRequest(task=log_only), pb.CreateTaskRequest(task=task)]
+    refused(lambda: s.stub.BatchCreateTasks(pb.BatchCreateTasksRequest(requests=batch)))
+    change = pb.Task(id=log_task.id, target=command("-c", "print(1)"))
+    refused(lambda: s.stub.UpdateTask(pb.UpdateTaskRequest(task=change)))
+    assert snapshot(rds) == before, "a refused call wrote to Redis"
+
+    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true")
+    created: list[pb.Task] = []
+
+    def accepted() -> bool:
+        try:
+            created.append(s.stub.CreateTask(pb.CreateTaskRequest(task=task)).task)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+            return False
+        return True
+
+    wait_for(accepted, timeout=15, interval=0.2)
+    assert created[0].target.command.program == sys.executable
+    updated = s.stub.UpdateTask(pb.UpdateTaskRequest(task=change)).task
+    assert updated.target.HasField("command")
+
+
+def test_command_work_runs_only_on_the_executor_that_enables_it(bare_suite: Suite) -> None:
+    s = bare_suite
+    plain, capable = s.executor_ports
+    s.start_executor(plain, INSTANCE_ID="plain", EXECUTOR_CONCURRENCY="3")
+    s.start_executor(
+        capable,
+        INSTANCE_ID="capable",
+        EXECUTOR_CONCURRENCY="3",
+        EXECUTOR_COMMAND_TARGETS="true",
+        **{MARKER: "leak"},
+    )
+    s.start_scheduler()
+    wait_for(lambda: bool(rds_capability(s)), timeout=15)
+    commands = [s.create(f"cmd {i}", every_second(), command("-c", PRINT_MARKER)) for i in range(3)]
+    logs = [s.create(f"log {i}", every_second()) for i in range(12)]
+    time.sleep(4)
+    for task in [*commands, *logs]:
+        s.stub.PauseTask(pb.PauseTaskRequest(id=task.id))
+    time.sleep(1)
+    ran_commands = [e for t in commands for e in s.executions(t.id) if e.status in TERMINAL]
+    ran_logs = [e for t in logs for e in s.executions(t.id) if e.status in TERMINAL]
+    assert len(ran_commands) >= 6
+    assert {e.executor for e in ran_commands} == {"capable"}
+    assert all(e.status == SUCCEEDED for e in ran_commands), [e.status_message for e in ran_commands]
+    assert {e.result.output for e in ran_commands} == {"absent\n"}, "the executor's environment leaked"
+    assert all(e.result.command.exit_code == 0 for e in ran_commands)
+    assert {e.executor for e in ran_logs} == {"plain", "capable"}
+
+
+def rds_capability(s: Suite) -> bytes | None:
+    client = s.redis.client()
+    try:
+        return client.hget(KEYS.capabilities, "command")  # type: ignore[return-value]
+    finally:
+        client.close()
+
+
+def test_command_executions_wait_without_blocking_other_work_and_run_when_an_executor_returns(
+    bare_suite: Suite, rds: redis.Redis
+) -> None:
+    """The invariant: with no linked executor able to run them, command executions wait PENDING
+    (set aside, never failed, never leased to an executor that cannot run them), however many
+    stand at the head of the ready queue; log work behind them still runs; once a command
+    executor connects they run there."""
+    s = bare_suite
+    plain, capable = s.executor_ports
+    s.start_executor(plain, INSTANCE_ID="plain")
+    s.start_scheduler(BATCH_SIZE="5")  # far fewer than the command executions queued first
+    # A vouch left by a scheduler whose command executor has since gone (it lapses after ~10 s).
+    seconds, _ = rds.time()
+    rds.hset(KEYS.capabilities, "command", (seconds + 60) * 1000)
+    task = s.create("cmd", every_second(), command("-c", "print('ran')"))
+    s.stub.PauseTask(pb.PauseTaskRequest(id=task.id))
+    manual = [s.stub.RunTask(pb.RunTaskRequest(id=task.id)).execution.id for _ in range(30)]
+    log_task = s.create("log behind", every_second())
+    wait_for(lambda: sum(e.status == SUCCEEDED for e in s.executions(log_task.id)) >= 3, timeout=10)
+    assert all(e.executor == "plain" for e in s.executions(log_task.id) if e.status in TERMINAL)
+    waiting = {e.id: e for e in s.executions(task.id)}
+    assert set(manual) <= set(waiting)
+    assert {e.status for e in waiting.values()} == {PENDING}, [e.status_message for e in waiting.values()]
+    assert rds.zcard(KEYS.ready_command) == len(waiting)
+    # Waiting longer than a lease changes nothing: they hold no lease that could expire.
+    time.sleep(3)
+    assert {e.status for e in s.executions(task.id)} == {PENDING}
+
+    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true")
+    wait_for(lambda: all(e.status in TERMINAL for e in s.executions(task.id)), timeout=20)
+    done = s.executions(task.id)
+    assert {e.status for e in done} == {SUCCEEDED}
+    assert {e.executor for e in done} == {"capable"}
+    assert rds.zcard(KEYS.ready_command) == 0
