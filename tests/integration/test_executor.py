@@ -186,7 +186,7 @@ def scheduler_stream(service: ServiceThread, auto_ack: bool = False) -> Iterator
 
 
 class Endpoint(BaseHTTPRequestHandler):
-    """/ok, /status/<code>, /big/<bytes>, /sleep/<seconds>, /hang, /block/<name> (waits until the
+    """/ok, /status/<code>, /echo (the request headers as JSON), /big/<bytes>, /sleep/<seconds>, /hang, /block/<name> (waits until the
     test opens the gate of that name). Every request is recorded."""
 
     server: HttpServer
@@ -205,6 +205,8 @@ class Endpoint(BaseHTTPRequestHandler):
         status, payload = 200, b"fine \xe2\x9c\x93"
         if parts[0] == "status":
             status, payload = int(parts[1]), f"status {parts[1]} body".encode()
+        elif parts[0] == "echo":  # the request's headers, as a careless target might show them
+            payload = json.dumps(dict(self.headers)).encode()
         elif parts[0] == "big":
             payload = b"x" * int(parts[1])
         elif parts[0] == "sleep":
