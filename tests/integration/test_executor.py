@@ -186,8 +186,9 @@ def scheduler_stream(service: ServiceThread, auto_ack: bool = False) -> Iterator
 
 
 class Endpoint(BaseHTTPRequestHandler):
-    """/ok, /status/<code>, /echo (the request headers as JSON), /big/<bytes>, /sleep/<seconds>, /hang, /block/<name> (waits until the
-    test opens the gate of that name). Every request is recorded."""
+    """/ok, /status/<code>, /echo (the request headers as JSON), /big/<bytes>, /sleep/<seconds>,
+    /hang, /block/<name> (waits until the test opens the gate of that name). Every request is
+    recorded."""
 
     server: HttpServer
     protocol_version = "HTTP/1.1"
