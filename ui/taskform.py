@@ -20,6 +20,9 @@ from ui import format as fmt
 
 RECURRING, ONE_TIME = "Recurring (cron)", "One time"
 LOG, HTTP = "Log (record the payload)", "HTTP request"
+# Shown only when editing a command task: the form keeps its target as it is (schedctl or the
+# api change programs; the form does not).
+COMMAND = "Command (kept as it is)"
 METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "HEAD"]
 
 # Api field path (prefix) -> widget key; the longest matching prefix wins.
@@ -37,6 +40,7 @@ FIELD_WIDGETS = {
     "task.target.http.method": "e_method",
     "task.target.http.url": "e_url",
     "task.target.http.headers": "e_headers",
+    "task.target.http.secret_headers": "e_secret_headers",
     "task.target.http.body": "e_body",
     "task.target.http.expected_status": "e_expected",
     "task.payload": "e_payload",
@@ -76,6 +80,8 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_method": "POST",
         "e_url": "",
         "e_headers": "",
+        "e_secret_headers": "",
+        "e_command": None,
         "e_body": "",
         "e_expected": 0,
         "e_payload": "{}",
@@ -117,9 +123,13 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
             e_method=pb.HttpMethod.Name(http.method or pb.HttpMethod.HTTP_METHOD_POST)[12:],
             e_url=http.url,
             e_headers="\n".join(f"{k}: {v}" for k, v in sorted(http.headers.items())),
+            # Write-only: the api shows names only; a name left blank keeps its stored value.
+            e_secret_headers="\n".join(f"{k}:" for k in sorted(http.secret_headers)),
             e_body=http.body.decode("utf-8", "replace"),
             e_expected=http.expected_status,
         )
+    if task.target.HasField("command"):
+        values.update(e_target=COMMAND, e_command=task.target.SerializeToString())
     return values
 
 
@@ -167,7 +177,13 @@ def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
             http.headers.update(fmt.parse_headers(values["e_headers"]))
         except ValueError as exc:
             errors["e_headers"] = str(exc)
+        try:
+            http.secret_headers.update(fmt.parse_headers(values.get("e_secret_headers", "")))
+        except ValueError as exc:
+            errors["e_secret_headers"] = str(exc)
         task.target.http.CopyFrom(http)
+    elif values["e_target"] == COMMAND and values.get("e_command"):
+        task.target.ParseFromString(values["e_command"])
     else:
         task.target.log.SetInParent()
     task.timeout.FromMilliseconds(int(float(values["e_timeout"]) * 1000))

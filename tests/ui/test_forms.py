@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schedcore import pb
+from schedcore.store.keys import Keys
 from tests.integration import helpers
 from tests.integration.helpers import create, cron_task, get, list_all_tasks, snapshot
 from tests.ui.dash import open_page, rerun_ok, texts
@@ -186,3 +187,24 @@ def test_dates_in_the_past_are_refused_in_place(api, stub, monkeypatch) -> None:
     rerun_ok(at)
     assert any("past" in e.value for e in at.error), texts(at)
     assert list_all_tasks(stub) == []
+
+
+def test_edit_shows_secret_header_names_and_keeps_values_left_blank(api, stub, rds, monkeypatch) -> None:
+    task = cron_task("with secrets")
+    task.target.http.url = "https://example.com/hook"
+    task.target.http.secret_headers.update({"Authorization": "Bearer kept-secret", "X-Old": "gone"})
+    task = create(stub, task)
+    at = open_page(monkeypatch, api.target, EDIT, id=task.id)
+    shown = at.text_area(key="e_secret_headers").value
+    assert shown == "Authorization:\nX-Old:"
+    assert "kept-secret" not in texts(at)
+    at.text_area(key="e_secret_headers").input("Authorization:\nX-New: fresh")
+    at.text_input(key="e_name").input("with secrets v2")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    stored = pb.Task.FromString(rds.hget(Keys().task(task.id), "spec"))
+    assert stored.name == "with secrets v2"
+    assert dict(stored.target.http.secret_headers) == {
+        "Authorization": "Bearer kept-secret",
+        "X-New": "fresh",
+    }

@@ -44,6 +44,7 @@ def test_api_field_paths_map_to_the_most_specific_widget() -> None:
     assert tf.widget_for("task.schedule") == "e_kind"
     assert tf.widget_for("task.labels[Bad Key]") == "e_labels"
     assert tf.widget_for("task.target.http.headers[X]") == "e_headers"
+    assert tf.widget_for("task.target.http.secret_headers[X]") == "e_secret_headers"
     assert tf.widget_for("task.retry_policy") == "e_attempts"
     assert tf.widget_for("request_id") is None
 
@@ -67,6 +68,32 @@ def test_form_round_trips_a_task() -> None:
     again, errors = tf.to_task(values)
     assert errors == {}
     assert again == task
+
+
+def test_secret_headers_show_names_only_and_go_back_blank() -> None:
+    task = pb.Task(name="n")
+    task.schedule.cron.expression = "0 3 * * *"
+    task.target.http.url = "https://example.com"
+    task.target.http.secret_headers.update({"Authorization": "", "X-Key": ""})  # as the api shows them
+    values = tf.from_task(task, datetime.now(UTC))
+    assert values["e_secret_headers"] == "Authorization:\nX-Key:"
+    values["e_secret_headers"] += "\nX-New: fresh"
+    again, errors = tf.to_task(values)
+    assert errors == {}
+    # Blank values tell the api to keep what it stores; the new one is sent.
+    assert dict(again.target.http.secret_headers) == {"Authorization": "", "X-Key": "", "X-New": "fresh"}
+
+
+def test_a_command_target_is_kept_as_it_is() -> None:
+    task = pb.Task(name="n")
+    task.schedule.cron.expression = "0 3 * * *"
+    task.target.command.program = "/usr/bin/backup"
+    task.target.command.args.extend(["--all", "$(not expanded)"])
+    values = tf.from_task(task, datetime.now(UTC))
+    assert values["e_target"] == tf.COMMAND
+    again, errors = tf.to_task(values)
+    assert errors == {}
+    assert again.target == task.target
 
 
 def test_one_time_schedule_is_read_in_its_zone() -> None:

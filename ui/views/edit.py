@@ -187,7 +187,8 @@ else:
         st.caption("none: this schedule has no future occurrence")
 
 st.subheader("Target")
-target = st.radio("Type", [tf.LOG, tf.HTTP], key="e_target", horizontal=True)
+kinds = [tf.LOG, tf.HTTP] + ([tf.COMMAND] if st.session_state.get("e_command") else [])
+target = st.radio("Type", kinds, key="e_target", horizontal=True)
 if target == tf.HTTP:
     h1, h2, h3 = st.columns([1, 4, 1])
     h1.selectbox("Method", tf.METHODS, key="e_method")
@@ -204,6 +205,16 @@ if target == tf.HTTP:
         field_error("e_headers")
     with b2:
         field_error("e_body")
+    b1.text_area(
+        "Secret headers",
+        key="e_secret_headers",
+        placeholder="Authorization: Bearer ...",
+        height=80,
+        help="Write-only: saved tasks show names only. Leave a value blank to keep the stored one; "
+        "remove the line to remove the header.",
+    )
+    with b1:
+        field_error("e_secret_headers")
 st.text_area(
     "Payload (JSON object)",
     key="e_payload",
