@@ -128,8 +128,11 @@ class Dispatcher:
         # Routing (docs/engine.md): command items go only to links that run them, first, within
         # their credits; the rest of them are set aside in the command ready queue, so they never
         # stand in front of other work. Everything else fills the credits left on any link.
-        command = [i for i in items if is_command(i)]
-        others = [i for i in items if i.spec is not None and not is_command(i)]
+        command: list[DispatchItem] = []
+        others: list[DispatchItem] = []
+        for i in items:
+            if i.spec is not None:
+                (command if i.spec.target.HasField("command") else others).append(i)
         batches: dict[Link, list[DispatchItem]] = {link: [] for link in links}
         room = {link: link.credits for link in links}
         for link in capable:
