@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +18,8 @@ from schedcore import pb
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
-from tests.integration.engine_support import TERMINAL, Suite, every_second
+from tests.integration.engine_support import TERMINAL, Suite, every_second, once_in
+from tests.integration.test_command_target import alive
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
 
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
@@ -161,3 +163,50 @@ def test_command_executions_wait_without_blocking_other_work_and_run_when_an_exe
     assert {e.status for e in done} == {SUCCEEDED}
     assert {e.executor for e in done} == {"capable"}
     assert rds.zcard(KEYS.ready_command) == 0
+
+
+def test_command_executions_end_to_end(bare_suite: Suite, tmp_path: Path) -> None:
+    """What the execution records say about programs run through the whole suite: output, exit
+    codes, failure, timeout (the whole process group killed), bounded output, no shell."""
+    s = bare_suite
+    s.start_executor(s.executor_ports[0], EXECUTOR_COMMAND_TARGETS="true", OUTPUT_LIMIT_BYTES="512")
+    s.start_scheduler()
+    wait_for(lambda: bool(rds_capability(s)), timeout=15)
+    pidfile, marker = tmp_path / "grandchild.pid", tmp_path / "touched"
+    verbatim = [f"$(touch {marker})", "; rm -rf /", "*", f"`touch {marker}`"]
+    targets = {
+        "ok": command("-c", "import sys, json; print('payload', json.load(sys.stdin)['n'])"),
+        "exit 3": command("-c", "import sys; print('partial'); sys.exit(3)"),
+        "big": command("-c", "print('x' * 100000)"),
+        "slow": pb.Target(
+            command=pb.CommandTarget(program="/bin/sh", args=["-c", f"sleep 300 & echo $! > {pidfile}; wait"])
+        ),
+        "verbatim": pb.Target(command=pb.CommandTarget(program="printf", args=["%s\\n", *verbatim])),
+    }
+    ids = {}
+    for name, target in targets.items():
+        task = pb.Task(name=name, schedule=once_in(0.5), target=target)
+        task.payload.update({"n": "seven"})
+        task.timeout.FromMilliseconds(1500)
+        ids[name] = s.stub.CreateTask(pb.CreateTaskRequest(task=task)).task.id
+    done = {name: s.wait_terminal(task_id, 1, timeout=30)[0] for name, task_id in ids.items()}
+
+    assert done["ok"].status == SUCCEEDED
+    assert done["ok"].result.output == "payload seven\n"
+    assert done["ok"].result.HasField("command") and done["ok"].result.command.exit_code == 0
+    failed = done["exit 3"]
+    assert failed.status == pb.ExecutionStatus.EXECUTION_STATUS_FAILED
+    assert failed.result.command.exit_code == 3
+    assert failed.result.output == "partial\n"
+    assert failed.status_message == "exited with status 3"
+    assert done["big"].status == SUCCEEDED
+    assert done["big"].result.output_truncated
+    assert len(done["big"].result.output.encode()) <= 512
+    slow = done["slow"]
+    assert slow.status == pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
+    assert slow.result.command.exit_code < 0
+    grandchild = int(pidfile.read_text())
+    wait_for(lambda: not alive(grandchild), timeout=5)
+    assert done["verbatim"].status == SUCCEEDED
+    assert done["verbatim"].result.output.splitlines() == verbatim
+    assert not marker.exists()

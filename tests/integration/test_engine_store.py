@@ -942,3 +942,36 @@ def test_recommitting_an_existing_record_does_not_regress_the_task_last_summary(
         assert (last.execution_id, last.status) == (eid, got.status), "last regressed to the re-commit's"
 
     run(redis_srv.url, body)
+
+
+# --- dispatch_park: command executions set aside, fenced ---------------------------------------------
+
+
+def test_park_sets_aside_only_executions_whose_lease_the_caller_holds(redis_srv, rds):
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        task_id = await new_task(store, (await store.now_ms()) + HOUR_MS)
+        ids = await queue(store, task_id, 3)
+        items = await store.engine.lease_ready(10, 60_000)
+        assert {i.execution.id for i in items} == set(ids)
+        tokens = {i.execution.id: i.token for i in items}
+        stale = ids[2]
+        await store.redis.hincrby(store.keys.execution(stale), "tok", 1)  # taken over meanwhile
+        parked = await store.engine.park([(i, tokens[i]) for i in ids])
+        assert parked == 2
+        for exec_id in ids[:2]:
+            assert await store.redis.zscore(store.keys.ready_command, exec_id) is not None
+            assert await inflight_score(store, exec_id) is None
+            assert await field(store, store.keys.execution(exec_id), "status") == str(
+                S.EXECUTION_STATUS_PENDING
+            )
+            assert await field(store, store.keys.execution(exec_id), "tok") == str(tokens[exec_id])
+        assert await inflight_score(store, stale) is not None, "a stale holder moved a lease it lost"
+        assert await store.redis.zscore(store.keys.ready_command, stale) is None
+        assert await store.redis.zcard(store.keys.ready) == 0
+        # Only a replica that runs command work takes them back, from their own queue.
+        again = await store.engine.lease_ready(10, 60_000, queue=store.keys.ready_command)
+        assert {i.execution.id for i in again} == set(ids[:2])
+        assert all(i.token == tokens[i.execution.id] + 1 for i in again)
+
+    run(redis_srv.url, body)
