@@ -213,8 +213,7 @@ class Settings:
         redis_url = _redis_url(env)
         plaintext = parse_bool(env, "GRPC_PLAINTEXT", False)
         tls = {name: _str(env, name, "") for name in TLS_FILE_VARIABLES}
-        check_tls(plaintext, tls)
-        return cls(
+        settings = cls(
             redis_url=redis_url,
             redis_sentinels=_sentinels(env, redis_url),
             redis_sentinel_master=_str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
@@ -254,3 +253,5 @@ class Settings:
             http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
         )
+        check_tls(plaintext, tls)  # last: a bad value of another variable is named first
+        return settings
