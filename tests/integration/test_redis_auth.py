@@ -47,7 +47,7 @@ class TlsRedis:
              "--tls-cert-file", str(issued.cert), "--tls-key-file", str(issued.key),
              "--tls-ca-cert-file", str(pki.ca_file), "--tls-auth-clients", "no",
              "--user", "default", "off",
-             "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all",
+             "--user", USER, "on", f">{PASSWORD}", "~ts:*", "&*", "+@all",  # keys under REDIS_KEY_PREFIX only
              "--dir", str(self.dir), "--save", "", "--appendonly", "no",
              "--logfile", str(self.dir / "redis.log")],
         )  # fmt: skip
