@@ -9,7 +9,6 @@ certificate was renewed presents the new one.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,15 +70,17 @@ class ChannelSecurity:
         return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
 
 
-def _with_server_name(options: Options, server_name: str) -> list[tuple[str, Any]]:
-    """A target given as an address (the scheduler dials each executor pod by its IP) is checked
-    against the name it was found under, which is what the certificate names."""
+def _tls_options(target: str, options: Options, server_name: str) -> list[tuple[str, Any]]:
+    """The name the server's certificate is checked against, where gRPC's own choice is wrong:
+    a target given as an address found under a name (the scheduler dials each executor pod by
+    its IP; the certificate names the host EXECUTOR_ADDRS gave), and an `ipv4:a:p,b:p` list,
+    whose authority would be the whole list (its first host is used)."""
+    if not server_name and target.startswith(("ipv4:", "ipv6:")):
+        first = target.split(":", 1)[1].split(",")[0]
+        server_name = first.rsplit(":", 1)[0].strip("[]")
     out = list(options)
     if server_name:
-        try:
-            ipaddress.ip_address(server_name.strip("[]"))
-        except ValueError:
-            out.append(("grpc.ssl_target_name_override", server_name))
+        out.append(("grpc.ssl_target_name_override", server_name))
     return out
 
 
@@ -89,11 +90,11 @@ def aio_channel(
     creds = security.credentials()
     if creds is None:
         return grpc.aio.insecure_channel(target, options=list(options))
-    return grpc.aio.secure_channel(target, creds, options=_with_server_name(options, server_name))
+    return grpc.aio.secure_channel(target, creds, options=_tls_options(target, options, server_name))
 
 
 def channel(target: str, security: ChannelSecurity, options: Options = ()) -> grpc.Channel:
     creds = security.credentials()
     if creds is None:
         return grpc.insecure_channel(target, options=list(options))
-    return grpc.secure_channel(target, creds, options=list(options))
+    return grpc.secure_channel(target, creds, options=_tls_options(target, options, ""))

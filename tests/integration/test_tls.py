@@ -5,6 +5,7 @@ start without a certificate, schedctl and the ui's client over TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -19,9 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cli.client import Client
 from schedcore import pb
 from schedcore.channels import ChannelSecurity, channel
-from schedcore.ipb import ReportResultsRequest, scheduler_grpc
+from schedcore.ipb import ReportResultsRequest, WorkResult, scheduler_grpc
 from services.api.app import build as build_api
 from services.executor.app import build as build_executor
+from services.executor.reporter import Reporter
 from services.scheduler.app import build as build_scheduler
 from tests.conftest import api_settings
 from tests.integration.helpers import once_task
@@ -93,6 +95,13 @@ def test_api_over_tls_answers_only_clients_that_trust_its_ca(
             stub = pb.task_service_grpc.TaskServiceStub(ch)
             created = stub.CreateTask(pb.CreateTaskRequest(task=once_task("over tls")), timeout=10).task
             assert stub.GetTask(pb.GetTaskRequest(id=created.id), timeout=10).task.name == "over tls"
+        # A list of addresses (as make run gives SCHEDULER_ADDR) is checked against its first host.
+        listed = f"ipv4:{api.target},{api.target}"
+        with channel(listed, pki.client(), [("grpc.lb_policy_name", "round_robin")]) as ch:
+            assert (
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == SERVING
+            )
         assert refused(api.target, PLAINTEXT)  # a plaintext client gets nothing
         assert refused(api.target, other.client())  # nor one that trusts another CA
 
@@ -215,6 +224,25 @@ def test_scheduler_with_mtls_refuses_an_executor_without_a_good_client_certifica
                 stub.ReportResults(ReportResultsRequest(executor_id="intruder"), timeout=3)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert refused(scheduler.target, pki.client())
+
+        # The executor's own reporter: delivered with the deployment's certificate, never with
+        # the wrong one (it keeps retrying until it gives up).
+        result = WorkResult(
+            execution_id="0" * 16, lease_token=1, status=pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
+        )
+
+        async def report(security: ChannelSecurity) -> bool:
+            reporter = Reporter(f"ipv4:{scheduler.target}", "executor-test", give_up_s=30, security=security)
+            runner = asyncio.create_task(reporter.run())
+            reporter.add([result])
+            try:
+                return await reporter.flush(3)
+            finally:
+                runner.cancel()
+                await reporter.close()
+
+        assert scheduler.run(report(pki.client(pki.issue()))) is True
+        assert scheduler.run(report(wrong)) is False
     finally:
         scheduler.stop()
 
