@@ -17,6 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
+from schedcore.channels import ChannelSecurity, channel
 from schedcore.errors import field_violations
 
 DEFAULT_ADDR = "localhost:50051"
@@ -28,6 +29,18 @@ R = TypeVar("R")
 
 def api_addr() -> str:
     return os.environ.get("API_ADDR", "").strip() or DEFAULT_ADDR
+
+
+def api_security() -> ChannelSecurity:
+    """TLS to the api, the services' variables (docs/configuration.md): TLS_CA_FILE (empty:
+    gRPC's default roots), TLS_CERT_FILE and TLS_KEY_FILE (a client certificate, optional);
+    plaintext only with GRPC_PLAINTEXT=true."""
+    return ChannelSecurity.for_client(
+        os.environ.get("GRPC_PLAINTEXT", "").strip().lower() == "true",
+        os.environ.get("TLS_CA_FILE", "").strip(),
+        os.environ.get("TLS_CERT_FILE", "").strip(),
+        os.environ.get("TLS_KEY_FILE", "").strip(),
+    )
 
 
 @dataclass
@@ -65,10 +78,12 @@ class ApiError(Exception):
 
 
 class Api:
-    def __init__(self, addr: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, addr: str, timeout_s: float = TIMEOUT_S, security: ChannelSecurity | None = None
+    ) -> None:
         self.addr = addr
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = channel(addr, security or api_security())
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
 
     def _call(self, method: Callable[..., R], request: Any) -> R:
