@@ -7,6 +7,7 @@ pages can show an error next to the field it names.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,17 +66,39 @@ class ApiError(Exception):
 
 
 class Api:
+    """Calls to the api over one channel. `as_user(token)` gives a view of the same channel whose
+    calls carry the token; the token lives only in that object (and the caller's session), never
+    in a log line or a URL."""
+
     def __init__(self, addr: str, timeout_s: float = TIMEOUT_S) -> None:
         self.addr = addr
         self.timeout_s = timeout_s
         self.channel = grpc.insecure_channel(addr)
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
+        self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+
+    def as_user(self, token: str) -> Api:
+        """This client, with every call carrying `token` as its bearer token ("" for none)."""
+        view = copy.copy(self)
+        view._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return view
+
+    def __repr__(self) -> str:  # never show the metadata (it holds the token)
+        return f"Api({self.addr!r})"
 
     def _call(self, method: Callable[..., R], request: Any) -> R:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ApiError.from_rpc(err) from None
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def whoami(self) -> pb.Token:
+        """The token the calls carry (an anonymous admin when the api runs without authentication);
+        UNAUTHENTICATED when the api wants a token and this one is missing or not valid."""
+        return self._call(self.auth.WhoAmI, pb.WhoAmIRequest()).token
 
     # --- tasks ---------------------------------------------------------------------------------
 
