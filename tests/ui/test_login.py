@@ -64,7 +64,9 @@ def test_a_valid_token_opens_the_dashboard_and_never_reaches_the_url(
 ) -> None:
     with grpc.insecure_channel(secured.target) as channel:
         stub = pb.task_service_grpc.TaskServiceStub(channel)
-        stub.CreateTask(pb.CreateTaskRequest(task=cron_task("nightly")), metadata=_meta(BOOTSTRAP), timeout=10)
+        stub.CreateTask(
+            pb.CreateTaskRequest(task=cron_task("nightly")), metadata=_meta(BOOTSTRAP), timeout=10
+        )
     secret, _ = make_token(secured, pb.Role.ROLE_EDITOR, "alice")
     at = open_page(monkeypatch, secured.target)
     at = sign_in(at, secret)
