@@ -4,6 +4,7 @@ in batches; hand back credits an idle scheduler holds; take back expired leases.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -21,6 +22,14 @@ log = logging.getLogger("scheduler.dispatch")
 MAX_LOSSES = 5
 # Credits held this long with nothing to send go back to the executor for other schedulers.
 RELEASE_AFTER_S = 1.0
+# Standing demand: after its backlog is sent, a replica keeps announcing as demand what it
+# dispatched over the last STANDING_WINDOW_S (its share per link, at most BATCH_SIZE). Periodic
+# work (every-second cron tasks) then finds credits waiting when the next occurrences are
+# committed, instead of announcing demand only then and waiting a demand -> grant round trip
+# (docs/benchmarks.md, "Where the time goes"). Credits are still only a permission to send: this
+# changes no lease or record, and credits a replica holds unused go back as before, once the
+# window has no dispatch in it and RELEASE_AFTER_S has passed.
+STANDING_WINDOW_S = 1.5
 
 
 def work_item(item: DispatchItem) -> ipb.WorkItem:
@@ -50,6 +59,20 @@ class Dispatcher:
         self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response)
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, items)
+        self._recent_total = 0
+
+    def _standing(self, sent: int, links: int) -> int:
+        """Each link's standing demand: its share of what was dispatched in the recent window."""
+        now = time.monotonic()
+        if sent:
+            self._recent.append((now, sent))
+            self._recent_total += sent
+        while self._recent and self._recent[0][0] < now - STANDING_WINDOW_S:
+            self._recent_total -= self._recent.popleft()[1]
+        if not links or self.stopping:
+            return 0
+        return min(-(-self._recent_total // links), self.settings.batch_size)
 
     def poke(self) -> None:
         self.wake.set()
@@ -100,7 +123,8 @@ class Dispatcher:
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
         remaining = max(0, demand - len(items))
-        share = -(-remaining // len(links)) if links else 0
+        standing = self._standing(len(items), len(links))
+        share = max(-(-remaining // len(links)) if links else 0, standing)
         for link in sorted(links, key=lambda x: -x.credits):
             if not link.connected:  # dropped while we leased: its share goes back below
                 continue
@@ -112,10 +136,11 @@ class Dispatcher:
                 link.last_demand = share
                 self.dispatched += len(batch)
                 metrics.DISPATCH_BATCH.observe(len(batch))
-            elif link.last_demand != share:
+            elif share > link.last_demand or (share == 0 and link.last_demand != 0):
+                # A falling standing demand is not worth a message per round; zero is.
                 link.send(ipb.ExecuteRequest(demand=share))
                 link.last_demand = share
-            self._release_if_idle(link, remaining)
+            self._release_if_idle(link, share)
         if items:  # leased, but no stream could take them: back to ready, no attempt or loss counted
             await self.recorder.hand_back([(i.execution, i.token) for i in items], now)
         return demand
