@@ -12,6 +12,7 @@ if ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from schedcore import pb  # noqa: E402
 from ui import format as fmt  # noqa: E402
 from ui import login  # noqa: E402
 from ui.client import api_addr  # noqa: E402
@@ -25,7 +26,10 @@ pages = [
     st.Page("views/tasks.py", title="Tasks", icon=":material/list:"),
     st.Page("views/edit.py", title="Create / edit task", icon=":material/edit:"),
     st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
+    st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
 ]
+if me.role >= pb.Role.ROLE_ADMIN:
+    pages.append(st.Page("views/access.py", title="Access", icon=":material/key:"))
 page = st.navigation(pages)
 
 with st.sidebar:

@@ -76,6 +76,7 @@ class Api:
         self.channel = grpc.insecure_channel(addr)
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
+        self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
         self._metadata: tuple[tuple[str, str], ...] = ()
 
     def as_user(self, token: str) -> Api:
@@ -99,6 +100,31 @@ class Api:
         """The token the calls carry (an anonymous admin when the api runs without authentication);
         UNAUTHENTICATED when the api wants a token and this one is missing or not valid."""
         return self._call(self.auth.WhoAmI, pb.WhoAmIRequest()).token
+
+    def create_token(self, name: str, role: int, namespace: str, ttl_s: int | None) -> tuple[pb.Token, str]:
+        """(the token, its secret): the secret is shown once and not kept by the api."""
+        request = pb.CreateTokenRequest(
+            token=pb.Token(name=name, role=role, namespace=namespace)  # type: ignore[arg-type]
+        )
+        if ttl_s:
+            request.ttl.FromSeconds(ttl_s)
+        reply = self._call(self.auth.CreateToken, request)
+        return reply.token, reply.secret
+
+    def list_tokens(self, *, show_revoked: bool, page_size: int, page_token: str) -> pb.ListTokensResponse:
+        request = pb.ListTokensRequest(show_revoked=show_revoked, page_size=page_size, page_token=page_token)
+        return self._call(self.auth.ListTokens, request)
+
+    def revoke_token(self, token_id: str) -> pb.Token:
+        return self._call(self.auth.RevokeToken, pb.RevokeTokenRequest(id=token_id)).token
+
+    def list_audit_events(
+        self, *, task_id: str = "", namespace: str = "", page_size: int = 50, page_token: str = ""
+    ) -> pb.ListAuditEventsResponse:
+        request = pb.ListAuditEventsRequest(
+            task_id=task_id, namespace=namespace, page_size=page_size, page_token=page_token
+        )
+        return self._call(self.audit.ListAuditEvents, request)
 
     # --- tasks ---------------------------------------------------------------------------------
 

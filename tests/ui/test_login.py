@@ -122,3 +122,52 @@ def api_no_auth(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:
     service = ServiceThread(build_api, api_settings(redis_srv.url, auth_mode="none"))
     yield service
     service.stop()
+
+
+def test_an_admin_creates_and_revokes_a_token_on_the_access_page(secured: ServiceThread, monkeypatch) -> None:
+    at = sign_in(open_page(monkeypatch, secured.target), BOOTSTRAP)
+    at.switch_page("views/access.py").run()
+    at.text_input(key="a_name").input("ci robot")
+    at.selectbox(key="a_role").select("viewer")
+    [create] = [b for b in at.button if b.label == "Create token"]
+    create.click()
+    rerun_ok(at)
+    [secret] = [c.value for c in at.code]
+    assert "shown only this once" in texts(at)
+    # The secret works, with the role chosen.
+    with grpc.insecure_channel(secured.target) as channel:
+        auth = pb.auth_service_grpc.AuthServiceStub(channel)
+        me = auth.WhoAmI(pb.WhoAmIRequest(), metadata=_meta(secret), timeout=10).token
+    assert (me.name, me.role) == ("ci robot", pb.Role.ROLE_VIEWER)
+    rerun_ok(at)
+    assert not at.code, "the secret is not shown again"
+    frame = at.dataframe[0].value
+    assert "ci robot" in set(frame["Name"])
+    at.selectbox(key="a_pick").select(me.id)
+    at.button(key="a_revoke").click()
+    rerun_ok(at)
+    assert "Revoked ci robot." in texts(at)
+    with grpc.insecure_channel(secured.target) as channel, pytest.raises(grpc.RpcError) as err:
+        pb.auth_service_grpc.AuthServiceStub(channel).WhoAmI(
+            pb.WhoAmIRequest(), metadata=_meta(secret), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_audit_trail_shows_who_did_what(secured: ServiceThread, monkeypatch) -> None:
+    secret, _ = make_token(secured, pb.Role.ROLE_EDITOR, "alice")
+    with grpc.insecure_channel(secured.target) as channel:
+        stub = pb.task_service_grpc.TaskServiceStub(channel)
+        task = stub.CreateTask(
+            pb.CreateTaskRequest(task=cron_task("audited")), metadata=_meta(secret), timeout=10
+        ).task
+        stub.PauseTask(pb.PauseTaskRequest(id=task.id), metadata=_meta(secret), timeout=10)
+    at = sign_in(open_page(monkeypatch, secured.target), secret)
+    at.switch_page("views/audit.py").run()
+    frame = at.dataframe[0].value
+    mine = frame[frame["Task"] == task.id]
+    assert list(mine["Action"]) == ["paused task", "created task"]
+    assert set(mine["Who"]) == {"alice"}
+    # An editor is not offered the Access page, and is refused its content if it goes there.
+    at.switch_page("views/access.py").run()
+    assert "needs a token with the admin role" in texts(at)
