@@ -44,15 +44,15 @@ COPY --from=build /src/services ./services
 USER 10001:10001
 
 FROM runtime AS api
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8081
 ENTRYPOINT ["python", "-m", "services.api"]
 
 FROM runtime AS scheduler
-EXPOSE 50052 9464
+EXPOSE 50052 9464 8081
 ENTRYPOINT ["python", "-m", "services.scheduler"]
 
 FROM runtime AS executor
-EXPOSE 50053 9464
+EXPOSE 50053 9464 8081
 ENTRYPOINT ["python", "-m", "services.executor"]
 
 FROM runtime AS ui

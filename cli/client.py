@@ -6,9 +6,8 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import grpc
-
 from schedcore import pb
+from schedcore.channels import ChannelSecurity, channel
 
 DEFAULT_API = "localhost:50051"
 DEFAULT_TIMEOUT_S = 30.0
@@ -24,6 +23,23 @@ def default_token() -> str:
     return os.environ.get("SCHEDCTL_TOKEN", "").strip()
 
 
+def security(plaintext: bool | None, ca: str | None, cert: str | None, key: str | None) -> ChannelSecurity:
+    """TLS to the api: flags first, then SCHEDCTL_PLAINTEXT, SCHEDCTL_TLS_CA, SCHEDCTL_TLS_CERT,
+    SCHEDCTL_TLS_KEY (docs/cli.md). SettingsError when they contradict each other."""
+
+    def env(name: str) -> str:
+        return os.environ.get(name, "").strip()
+
+    return ChannelSecurity.for_client(
+        plaintext if plaintext is not None else env("SCHEDCTL_PLAINTEXT").lower() == "true",
+        ca or env("SCHEDCTL_TLS_CA"),
+        cert or env("SCHEDCTL_TLS_CERT"),
+        key or env("SCHEDCTL_TLS_KEY"),
+        names=("--tls-ca", "--tls-cert", "--tls-key"),
+        plaintext_name="--plaintext",
+    )
+
+
 # Largest page the api serves (docs/api.md).
 MAX_PAGE = 1000
 
@@ -33,8 +49,14 @@ class Client:
 
     The token is sent as call metadata and never printed."""
 
-    def __init__(self, address: str, token: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(
+        self,
+        address: str,
+        token: str = "",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls: ChannelSecurity | None = None,
+    ) -> None:
+        self.channel = channel(address, tls or ChannelSecurity(plaintext=False))
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.timeout_s = timeout_s
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()

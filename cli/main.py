@@ -14,12 +14,14 @@ from collections.abc import Sequence
 import grpc
 
 from cli import errors, executions, stats, tasks, values
-from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token
+from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token, security
 from cli.errors import UsageError
+from schedcore.settings import SettingsError
 
 DESCRIPTION = """Operate the scheduler: create, list, change and run tasks; read and follow their
 executions. The api address comes from --api or API_ADDR (default localhost:50051); a token
-from --token or SCHEDCTL_TOKEN is sent as `authorization: Bearer <token>`."""
+from --token or SCHEDCTL_TOKEN is sent as `authorization: Bearer <token>`. The connection is TLS
+(--tls-ca to trust a private CA), plaintext only with --plaintext."""
 
 
 def _global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -32,6 +34,22 @@ def _global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     group = parser.add_argument_group("connection and output")
     group.add_argument("--api", default=d(None), metavar="HOST:PORT", help="api address (env API_ADDR)")
     group.add_argument("--token", default=d(None), help="bearer token (env SCHEDCTL_TOKEN; prefer the env)")
+    group.add_argument(
+        "--tls-ca",
+        default=d(None),
+        metavar="PEM",
+        help="CA that signs the api's certificate (env SCHEDCTL_TLS_CA)",
+    )
+    group.add_argument(
+        "--tls-cert", default=d(None), metavar="PEM", help="client certificate (env SCHEDCTL_TLS_CERT)"
+    )
+    group.add_argument("--tls-key", default=d(None), metavar="PEM", help="its key (env SCHEDCTL_TLS_KEY)")
+    group.add_argument(
+        "--plaintext",
+        action="store_true",
+        default=d(None),
+        help="no TLS, for a local api started with GRPC_PLAINTEXT=true (env SCHEDCTL_PLAINTEXT=true)",
+    )
     group.add_argument(
         "--rpc-timeout",
         type=values.positive_float,
@@ -63,7 +81,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    client = Client(args.api or default_api(), args.token or default_token(), args.rpc_timeout)
+    try:
+        tls = security(args.plaintext, args.tls_ca, args.tls_cert, args.tls_key)
+        tls.check()
+    except SettingsError as exc:
+        p.exit(errors.USAGE, f"{p.prog}: error: {exc}\n")
+    client = Client(args.api or default_api(), args.token or default_token(), args.rpc_timeout, tls)
     try:
         args.func(client, args)
     except UsageError as exc:

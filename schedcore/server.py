@@ -24,6 +24,7 @@ from schedcore.errors import redis_unavailable_errors
 from schedcore.interceptors import ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
 from schedcore.settings import Settings, SettingsError
+from schedcore.tls import ServerCertificates, server_certificates
 
 log = logging.getLogger("schedcore.server")
 
@@ -99,7 +100,16 @@ class GrpcService:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
+        # A certificate that cannot be used stops the service here, before it binds anything.
+        self.certificates: ServerCertificates | None = server_certificates(settings)
+        # HEALTH_PORT: the health service alone, plaintext, for Kubernetes' grpc probes.
+        self.health_server: grpc.aio.Server | None = None
+        if settings.health_port:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         self.port = 0
+        self.health_port = 0
+        self._not_ready_reason = ""
         self.metrics: MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -115,27 +125,54 @@ class GrpcService:
             self.metrics = metrics
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.certificates is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, self.certificates.credentials())
+            if self.health_server is not None:
+                health_address = f"{self.settings.grpc_host}:{self.settings.health_port}"
+                address = f"{health_address} (HEALTH_PORT)"
+                self.health_port = self.health_server.add_insecure_port(health_address)
         except RuntimeError as exc:  # grpcio raises when the address cannot be bound
             await self._stop_metrics()
             raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT): {exc}") from None
         await self._set_health(await self._check())
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         if self._on_start is not None:
             await self._on_start()
-        log.info("%s listening", self.name, extra={"port": self.port})
+        log.info(
+            "%s listening",
+            self.name,
+            extra={
+                "port": self.port,
+                "tls": self._tls_mode(),
+                **({"health_port": self.health_port} if self.health_server is not None else {}),
+            },
+        )
         return self.port
+
+    def _tls_mode(self) -> str:
+        if self.certificates is None:
+            return "off"
+        return "mtls" if self.certificates.client_ca_file else "on"
 
     async def _check(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.health_interval_s * 2):
-                return await self._ready()
+                ok = await self._ready()
         except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready
             if isinstance(exc, (TimeoutError, *redis_unavailable_errors())):
                 REDIS_ERRORS.labels("health").inc()
+            # Why, for the log line when health changes (e.g. Redis refused the credentials).
+            # redis-py's messages name the host and port, never the password.
+            self._not_ready_reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return False
+        self._not_ready_reason = ""
+        return ok
 
     async def _set_health(self, ok: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -143,12 +180,18 @@ class GrpcService:
             await self.health.set(service, status)
 
     async def _health_loop(self) -> None:
-        last: bool | None = None
+        last: tuple[bool, str] | None = None
         while not self._stopped.is_set():
             ok = await self._check()
-            if ok != last:
-                log.info("health %s", "SERVING" if ok else "NOT_SERVING")
-                last = ok
+            reason = self._not_ready_reason
+            if (ok, reason) != last:
+                if ok:
+                    log.info("health SERVING")
+                elif reason:
+                    log.warning("health NOT_SERVING: %s", reason)
+                else:
+                    log.info("health NOT_SERVING")
+                last = (ok, reason)
             await self._set_health(ok)
             await asyncio.sleep(self.settings.health_interval_s)
 
@@ -166,6 +209,8 @@ class GrpcService:
             await self._drain(grace)  # the service finishes its own work within the grace
             grace = min(grace, DRAINED_STOP_S)
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self._close is not None:
             await self._close()
         await self._stop_metrics()
@@ -210,6 +255,9 @@ def run_main(
 
     try:
         asyncio.run(main())
+    except SettingsError as exc:  # e.g. a certificate file that cannot be used
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except OSError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(2)

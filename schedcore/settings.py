@@ -52,6 +52,36 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _str(env, name, "true" if default else "false").lower()
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+
+TLS_FILE_VARIABLES = ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "TLS_CLIENT_CA_FILE")
+
+
+def check_tls(plaintext: bool, files: Mapping[str, str]) -> None:
+    """GRPC_PLAINTEXT=true, or a certificate and its key; never both (a forgotten
+    GRPC_PLAINTEXT must not silently turn TLS off). Whether the files can be read and hold a
+    usable certificate and key is checked when the server starts (schedcore.tls)."""
+    given = [name for name in TLS_FILE_VARIABLES if files.get(name)]
+    if plaintext:
+        if given:
+            raise SettingsError(f"GRPC_PLAINTEXT=true and {', '.join(given)} are both set: choose one")
+        return
+    if bool(files.get("TLS_CERT_FILE")) != bool(files.get("TLS_KEY_FILE")):
+        raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE: set both (a certificate and its key) or neither")
+    if not files.get("TLS_CERT_FILE"):
+        raise SettingsError(
+            "TLS_CERT_FILE and TLS_KEY_FILE are not set: gRPC needs a certificate and its key "
+            "(docs/security.md), or GRPC_PLAINTEXT=true for local development"
+        )
+
+
 def _redis_url(env: Mapping[str, str]) -> str:
     url = _str(env, "REDIS_URL", "redis://localhost:6379/0")
     try:
@@ -104,7 +134,8 @@ def _default_instance_id() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """What every service reads from its environment. Defaults are for local development."""
+    """What every service reads from its environment. Defaults are for local development, except
+    the secure ones: TLS is on (grpc_plaintext=False) and needs a certificate."""
 
     # Where Redis is. Only the api and the scheduler use it; the executor never connects.
     redis_url: str = "redis://localhost:6379/0"
@@ -120,6 +151,19 @@ class Settings:
     # Address and port the gRPC server listens on.
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 50051
+    # gRPC without TLS, server and client side. The default is TLS: a service without a certificate
+    # refuses to start unless this is set (docs/security.md).
+    grpc_plaintext: bool = False
+    # PEM files: the certificate this service presents (as a server, and as a client for mTLS),
+    # its key, the CA that signs the servers it connects to ("": gRPC's default roots), and the
+    # CA that signs client certificates (set: clients must present one, i.e. mTLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_ca_file: str = ""
+    # A second, plaintext port serving only the health service, for Kubernetes' grpc probes
+    # (they cannot do TLS with a client certificate). 0: none.
+    health_port: int = 0
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_s: float = 10.0
     # Servers (not the executor) end each client connection after this long, so clients re-resolve.
@@ -167,7 +211,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
         env = os.environ if env is None else env
         redis_url = _redis_url(env)
-        return cls(
+        plaintext = parse_bool(env, "GRPC_PLAINTEXT", False)
+        tls = {name: _str(env, name, "") for name in TLS_FILE_VARIABLES}
+        settings = cls(
             redis_url=redis_url,
             redis_sentinels=_sentinels(env, redis_url),
             redis_sentinel_master=_str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
@@ -176,6 +222,12 @@ class Settings:
             redis_timeout_s=_number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
             grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
             grpc_port=_number(env, "GRPC_PORT", default_port, 0, 65535),
+            grpc_plaintext=plaintext,
+            tls_cert_file=tls["TLS_CERT_FILE"],
+            tls_key_file=tls["TLS_KEY_FILE"],
+            tls_ca_file=tls["TLS_CA_FILE"],
+            tls_client_ca_file=tls["TLS_CLIENT_CA_FILE"],
+            health_port=_number(env, "HEALTH_PORT", 0, 0, 65535),
             shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 3600.0),
             max_connection_age_s=_number(env, "MAX_CONNECTION_AGE_SECONDS", 300.0, 1.0, 86_400.0),
             health_interval_s=_number(env, "HEALTH_INTERVAL_SECONDS", 1.0, 0.05, 60.0),
@@ -201,3 +253,5 @@ class Settings:
             http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
         )
+        check_tls(plaintext, tls)  # last: a bad value of another variable is named first
+        return settings

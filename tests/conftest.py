@@ -36,6 +36,7 @@ def api_settings(redis_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         redis_url=redis_url,
         grpc_host="127.0.0.1",
+        grpc_plaintext=True,  # as GRPC_PLAINTEXT=true: the TLS tests set up their own
         grpc_port=0,
         health_interval_s=0.1,
         redis_timeout_s=1.0,

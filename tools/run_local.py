@@ -7,6 +7,8 @@ stops the services first (SIGTERM; they drain within SHUTDOWN_GRACE_SECONDS), th
 AOF is flushed. If a child exits on its own, everything stops and the exit status is 1.
 With METRICS_PORT set, the gRPC services serve /metrics on it and the ports after it, one each
 in start order (api, schedulers, executors); unset, none does.
+gRPC is plaintext (GRPC_PLAINTEXT=true) unless TLS_CERT_FILE and TLS_KEY_FILE are set: then every
+service serves TLS with them (the certificate must name localhost) and TLS_CA_FILE verifies them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import IO, NoReturn
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from schedcore.channels import ChannelSecurity, channel
 
 ROOT = Path(__file__).resolve().parent.parent
 _print_lock = threading.Lock()
@@ -129,6 +133,24 @@ def spawn(name: str, argv: list[str], port: int, ready: str, env: dict[str, str]
     return Child(name, port, ready, proc, thread)
 
 
+def grpc_env() -> dict[str, str]:
+    """Local development opts out of TLS explicitly, unless a certificate was given."""
+    given = any(os.environ.get(n, "").strip() for n in ("TLS_CERT_FILE", "TLS_KEY_FILE", "GRPC_PLAINTEXT"))
+    return {} if given else {"GRPC_PLAINTEXT": "true"}
+
+
+def grpc_security() -> ChannelSecurity:
+    env = {**os.environ, **grpc_env()}
+    if env.get("GRPC_PLAINTEXT", "").strip().lower() == "true":
+        return ChannelSecurity(plaintext=True)
+    return ChannelSecurity.for_client(
+        False,
+        env.get("TLS_CA_FILE", "").strip(),
+        env.get("TLS_CERT_FILE", "").strip(),
+        env.get("TLS_KEY_FILE", "").strip(),
+    )
+
+
 def is_ready(child: Child) -> bool:
     try:
         if child.ready == "redis":
@@ -138,9 +160,9 @@ def is_ready(child: Child) -> bool:
             url = f"http://localhost:{child.port}/_stcore/health"
             with urllib.request.urlopen(url, timeout=1) as reply:
                 return bool(reply.status == 200)
-        with grpc.insecure_channel(f"localhost:{child.port}") as channel:
+        with channel(f"localhost:{child.port}", grpc_security()) as ch:
             request = health_pb2.HealthCheckRequest(service="")
-            response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=1)
+            response = health_pb2_grpc.HealthStub(ch).Check(request, timeout=1)
             return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
     except (OSError, redis.RedisError, grpc.RpcError):
         return False
@@ -226,7 +248,7 @@ def run(redis_url: str, children: list[Child]) -> int:
     if schedulers:
         wiring["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
     for name, svc, port in planned:
-        env = {"REDIS_URL": redis_url, **wiring, **svc.env}
+        env = {"REDIS_URL": redis_url, **wiring, **grpc_env(), **svc.env}
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
             env["METRICS_PORT"] = str(metrics.get(name, 0))

@@ -18,6 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
+from schedcore.channels import ChannelSecurity, channel
 from schedcore.errors import field_violations
 
 DEFAULT_ADDR = "localhost:50051"
@@ -29,6 +30,18 @@ R = TypeVar("R")
 
 def api_addr() -> str:
     return os.environ.get("API_ADDR", "").strip() or DEFAULT_ADDR
+
+
+def api_security() -> ChannelSecurity:
+    """TLS to the api, the services' variables (docs/configuration.md): TLS_CA_FILE (empty:
+    gRPC's default roots), TLS_CERT_FILE and TLS_KEY_FILE (a client certificate, optional);
+    plaintext only with GRPC_PLAINTEXT=true."""
+    return ChannelSecurity.for_client(
+        os.environ.get("GRPC_PLAINTEXT", "").strip().lower() == "true",
+        os.environ.get("TLS_CA_FILE", "").strip(),
+        os.environ.get("TLS_CERT_FILE", "").strip(),
+        os.environ.get("TLS_KEY_FILE", "").strip(),
+    )
 
 
 @dataclass
@@ -70,10 +83,12 @@ class Api:
     calls carry the token; the token lives only in that object (and the caller's session), never
     in a log line or a URL."""
 
-    def __init__(self, addr: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, addr: str, timeout_s: float = TIMEOUT_S, security: ChannelSecurity | None = None
+    ) -> None:
         self.addr = addr
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = channel(addr, security or api_security())
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
         self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)

@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from schedcore.channels import ChannelSecurity
 from schedcore.ipb import executor_grpc, executor_pb2
 from schedcore.server import GrpcService
 from schedcore.settings import Settings
@@ -29,7 +30,10 @@ async def build(settings: Settings) -> GrpcService:
     targets = {kind: cls(settings) for kind, cls in REGISTRY.items()}
     runner = Runner(settings.instance_id, settings.output_limit_bytes, targets)
     reporter = Reporter(
-        settings.scheduler_addr, settings.instance_id, give_up_s=settings.lease_s + REPORT_MARGIN_S
+        settings.scheduler_addr,
+        settings.instance_id,
+        give_up_s=settings.lease_s + REPORT_MARGIN_S,
+        security=ChannelSecurity.from_settings(settings),
     )
     engine = Engine(settings.executor_concurrency, settings.lease_s, settings.instance_id, runner, reporter)
     servicer = ExecutorServicer(engine)

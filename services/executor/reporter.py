@@ -13,6 +13,7 @@ from collections import deque
 
 import grpc
 
+from schedcore.channels import ChannelSecurity, aio_channel
 from schedcore.ipb import LeaseRenewal, ReportResultsRequest, WorkResult, scheduler_grpc
 
 log = logging.getLogger("executor.reporter")
@@ -24,8 +25,9 @@ BACKOFF_MAX_S = 2.0
 
 
 class Reporter:
-    def __init__(self, addr: str, executor_id: str, give_up_s: float) -> None:
+    def __init__(self, addr: str, executor_id: str, give_up_s: float, security: ChannelSecurity) -> None:
         self.addr = addr
+        self.security = security
         self.executor_id = executor_id
         self.give_up_s = give_up_s
         self._queue: deque[tuple[float, WorkResult]] = deque()
@@ -37,8 +39,8 @@ class Reporter:
 
     def _scheduler(self) -> scheduler_grpc.SchedulerServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.addr, options=[("grpc.lb_policy_name", "round_robin")]
+            self._channel = aio_channel(
+                self.addr, self.security, options=[("grpc.lb_policy_name", "round_robin")]
             )
             self._stub = scheduler_grpc.SchedulerServiceStub(self._channel)
         return self._stub

@@ -9,6 +9,7 @@ import logging
 import time
 
 from schedcore import ipb, metrics
+from schedcore.channels import ChannelSecurity
 from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -56,7 +57,8 @@ class Dispatcher:
         self.recorder = recorder
         self.lease_ms = int(settings.lease_s * 1000)
         self.wake = asyncio.Event()
-        self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response)
+        security = ChannelSecurity.from_settings(settings)
+        self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response, security)
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, items)

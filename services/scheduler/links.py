@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from schedcore import ipb
+from schedcore.channels import ChannelSecurity, aio_channel
 from schedcore.store.engine import DispatchItem
 
 log = logging.getLogger("scheduler.links")
@@ -20,8 +21,17 @@ OnResponse = Callable[["Link", ipb.ExecuteResponse], Awaitable[None]]
 
 
 class Link:
-    def __init__(self, addr: str, scheduler_id: str, on_response: OnResponse) -> None:
+    def __init__(
+        self,
+        addr: str,
+        scheduler_id: str,
+        on_response: OnResponse,
+        security: ChannelSecurity,
+        server_name: str = "",
+    ) -> None:
         self.addr = addr
+        # TLS: the executor's certificate names the host EXECUTOR_ADDRS gave, not the pod's IP.
+        self.security, self.server_name = security, server_name
         self.scheduler_id = scheduler_id
         self.on_response = on_response
         self.credits = 0
@@ -56,7 +66,7 @@ class Link:
             self.credits, self.last_demand = 0, -1
             self.sent = {}
             try:
-                async with grpc.aio.insecure_channel(self.addr) as channel:
+                async with aio_channel(self.addr, self.security, server_name=self.server_name) as channel:
                     stub = ipb.executor_grpc.ExecutorServiceStub(channel)
                     call = stub.Execute(self._requests())
                     self.connected = True
@@ -107,8 +117,11 @@ async def resolve(host: str, port: int) -> set[str]:
 class Links:
     """The set of executor streams, kept in step with what EXECUTOR_ADDRS resolves to."""
 
-    def __init__(self, spec: str, scheduler_id: str, on_response: OnResponse) -> None:
+    def __init__(
+        self, spec: str, scheduler_id: str, on_response: OnResponse, security: ChannelSecurity
+    ) -> None:
         self.targets = parse_targets(spec)
+        self.security = security
         self.scheduler_id = scheduler_id
         self.on_response = on_response
         self.links: dict[str, Link] = {}
@@ -118,11 +131,11 @@ class Links:
         return [link for link in self.links.values() if link.connected]
 
     async def refresh(self) -> None:
-        found: set[str] = set()
+        found: dict[str, str] = {}  # address: the host name it was found under
         for host, port in self.targets:
-            found |= await resolve(host, port)
-        for addr in found - self.links.keys():
-            link = Link(addr, self.scheduler_id, self.on_response)
+            found.update(dict.fromkeys(await resolve(host, port), host))
+        for addr in found.keys() - self.links.keys():
+            link = Link(addr, self.scheduler_id, self.on_response, self.security, found[addr])
             self.links[addr] = link
             self._tasks[addr] = asyncio.create_task(link.run(), name=f"link {addr}")
             log.info("executor %s added", addr)

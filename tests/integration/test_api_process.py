@@ -46,12 +46,18 @@ SETTINGS_VARIABLES = {
     "REQUEST_ID_TTL_SECONDS",
     "PAGE_TOKEN_TTL_SECONDS",
     "PAGE_TOKEN_SECRET",
+    "GRPC_PLAINTEXT",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
+    "TLS_CA_FILE",
+    "TLS_CLIENT_CA_FILE",
+    "HEALTH_PORT",
 }
 
 
 def process_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
-    env.update(overrides)
+    env.update({"GRPC_PLAINTEXT": "true", **overrides})  # local development's explicit opt-out of TLS
     return env
 
 

@@ -26,7 +26,8 @@ MISSING = "0123456789abcdef"
 
 def schedctl(api: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("API_ADDR", "SCHEDCTL_TOKEN")}
-    environ.update({"API_ADDR": api, **(env or {})})
+    # The suite's api is plaintext (tests/conftest.py); test_tls.py runs schedctl over TLS.
+    environ.update({"API_ADDR": api, "SCHEDCTL_PLAINTEXT": "true", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
@@ -307,7 +308,7 @@ def test_run_and_executions_list_get_follow(live: Suite) -> None:
             "json",
         ],
         cwd=ROOT,
-        env={**os.environ, "API_ADDR": addr},
+        env={**os.environ, "API_ADDR": addr, "SCHEDCTL_PLAINTEXT": "true"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

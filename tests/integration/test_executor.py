@@ -42,6 +42,7 @@ TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
 def executor_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
         grpc_host="127.0.0.1",
+        grpc_plaintext=True,  # as GRPC_PLAINTEXT=true: the TLS tests set up their own
         grpc_port=0,
         instance_id=EXECUTOR_ID,
         executor_concurrency=10,

@@ -33,8 +33,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_", "SHUTDOWN_"))}
-    env.update(overrides)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_", "SHUTDOWN_", "TLS_"))}
+    env.update({"GRPC_PLAINTEXT": "true", **overrides})  # local development's explicit opt-out
     return env
 
 

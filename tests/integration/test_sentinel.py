@@ -124,7 +124,9 @@ def test_bad_sentinel_lists_are_refused(value: str, error: str) -> None:
 
 
 def test_sentinels_are_parsed() -> None:
-    s = Settings.from_env({"REDIS_SENTINELS": "s1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "m"})
+    s = Settings.from_env(
+        {"REDIS_SENTINELS": "s1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "m", "GRPC_PLAINTEXT": "true"}
+    )
     assert s.redis_sentinels == (("s1", 26379), ("::1", 26380))
     assert s.redis_sentinel_master == "m"
     with pytest.raises(SettingsError, match="REDIS_URL must be"):

@@ -8,10 +8,13 @@ import pytest
 
 from schedcore.settings import Settings, SettingsError
 
+# Local development's explicit opt-out of TLS: without it (or a certificate) nothing starts.
+DEV = {"GRPC_PLAINTEXT": "true"}
+
 
 def test_defaults_from_an_empty_environment() -> None:
-    s = Settings.from_env({})
-    assert s == Settings()
+    s = Settings.from_env(DEV)
+    assert s == Settings(grpc_plaintext=True)
     assert s.redis_url == "redis://localhost:6379/0"
     assert s.redis_key_prefix == "ts"
     assert s.redis_timeout_s == 5.0
@@ -30,18 +33,19 @@ def test_defaults_from_an_empty_environment() -> None:
 
 
 def test_default_port_is_the_services_own() -> None:
-    assert Settings.from_env({}, default_port=50052).grpc_port == 50052
-    assert Settings.from_env({"GRPC_PORT": "7000"}, default_port=50052).grpc_port == 7000
+    assert Settings.from_env(DEV, default_port=50052).grpc_port == 50052
+    assert Settings.from_env({**DEV, "GRPC_PORT": "7000"}, default_port=50052).grpc_port == 7000
 
 
 def test_empty_or_blank_variables_mean_the_default() -> None:
     env = {name: "" for name in ENV_NAMES}
     env["GRPC_PORT"] = "   "
-    assert Settings.from_env(env) == Settings()
+    assert Settings.from_env({**env, **DEV}) == Settings(grpc_plaintext=True)
 
 
 def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRPC_PORT", "6001")
+    monkeypatch.setenv("GRPC_PLAINTEXT", "true")
     monkeypatch.setenv("REDIS_KEY_PREFIX", "envprefix")
     s = Settings.from_env()
     assert (s.grpc_port, s.redis_key_prefix) == (6001, "envprefix")
@@ -78,6 +82,12 @@ FULL_ENV = {
     "MISSED_TOLERANCE_SECONDS": "30",
     "HTTP_DENY_NETWORKS": "10.0.0.0/8, 169.254.0.0/16",
     "HTTP_ALLOW_NETWORKS": "192.168.1.0/24",
+    "GRPC_PLAINTEXT": "false",
+    "TLS_CERT_FILE": "/etc/tls/tls.crt",
+    "TLS_KEY_FILE": "/etc/tls/tls.key",
+    "TLS_CA_FILE": "/etc/tls/ca.crt",
+    "TLS_CLIENT_CA_FILE": "/etc/tls/client-ca.crt",
+    "HEALTH_PORT": "8081",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -115,13 +125,19 @@ def test_every_variable_is_parsed() -> None:
         missed_tolerance_s=30.0,
         http_deny_networks="10.0.0.0/8, 169.254.0.0/16",
         http_allow_networks="192.168.1.0/24",
+        grpc_plaintext=False,
+        tls_cert_file="/etc/tls/tls.crt",
+        tls_key_file="/etc/tls/tls.key",
+        tls_ca_file="/etc/tls/ca.crt",
+        tls_client_ca_file="/etc/tls/client-ca.crt",
+        health_port=8081,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
 
 
 def test_values_are_trimmed() -> None:
-    s = Settings.from_env({"GRPC_PORT": " 6000 ", "REDIS_KEY_PREFIX": " p ", "LOG_LEVEL": " warning "})
+    s = Settings.from_env({**DEV, "GRPC_PORT": " 6000 ", "REDIS_KEY_PREFIX": " p ", "LOG_LEVEL": " warning "})
     assert (s.grpc_port, s.redis_key_prefix, s.log_level) == (6000, "p", "WARNING")
 
 
@@ -129,7 +145,7 @@ def test_values_are_trimmed() -> None:
     "url", ["redis://localhost:6379/0", "redis://h", "rediss://u:p@h:6380/1", "unix:///var/run/redis.sock"]
 )
 def test_accepted_redis_urls(url: str) -> None:
-    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+    assert Settings.from_env({**DEV, "REDIS_URL": url}).redis_url == url
 
 
 @pytest.mark.parametrize(
@@ -155,11 +171,13 @@ def test_accepted_redis_urls(url: str) -> None:
         ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
         ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
         ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
+        ("GRPC_PLAINTEXT", "maybe", "expected true or false, got 'maybe'"),
+        ("HEALTH_PORT", "65536", "between 0 and 65535"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
     with pytest.raises(SettingsError) as info:
-        Settings.from_env({name: value})
+        Settings.from_env({**DEV, name: value})
     message = str(info.value)
     assert message.startswith(f"{name}: "), message
     assert fragment in message
@@ -177,18 +195,56 @@ def test_unusable_redis_url_raises_settings_error_naming_redis_url(url: str) -> 
     # The service must stop at start-up with a message naming REDIS_URL (exit status 2), not
     # crash later with a traceback when the Redis client parses the URL.
     with pytest.raises(SettingsError, match=r"^REDIS_URL: "):
-        Settings.from_env({"REDIS_URL": url})
+        Settings.from_env({**DEV, "REDIS_URL": url})
 
 
 def test_settings_error_is_a_value_error_and_settings_are_frozen() -> None:
     assert issubclass(SettingsError, ValueError)
-    s = Settings.from_env({})
+    s = Settings.from_env(DEV)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.grpc_port = 1  # type: ignore[misc]
 
 
 def test_bad_networks_are_refused() -> None:
     with pytest.raises(SettingsError, match=r"HTTP_DENY_NETWORKS: '10\.0\.0\.0/33' is not a network"):
-        Settings.from_env({"HTTP_DENY_NETWORKS": "10.0.0.0/33"})
+        Settings.from_env({**DEV, "HTTP_DENY_NETWORKS": "10.0.0.0/33"})
     with pytest.raises(SettingsError, match="HTTP_ALLOW_NETWORKS"):
-        Settings.from_env({"HTTP_ALLOW_NETWORKS": "localhost"})
+        Settings.from_env({**DEV, "HTTP_ALLOW_NETWORKS": "localhost"})
+
+
+def test_tls_is_the_default_and_needs_a_certificate() -> None:
+    assert Settings().grpc_plaintext is False
+    for env in ({}, {"GRPC_PLAINTEXT": "false"}, {"TLS_CA_FILE": "/ca.pem"}):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env(env)
+        message = str(info.value)
+        assert "TLS_CERT_FILE" in message and "TLS_KEY_FILE" in message and "GRPC_PLAINTEXT=true" in message
+
+
+def test_a_certificate_and_its_key_turn_tls_on() -> None:
+    s = Settings.from_env({"TLS_CERT_FILE": "/c.pem", "TLS_KEY_FILE": "/k.pem"})
+    assert (s.grpc_plaintext, s.tls_cert_file, s.tls_key_file, s.tls_ca_file) == (
+        False,
+        "/c.pem",
+        "/k.pem",
+        "",
+    )
+    for value in ("true", "TRUE", "1", "yes", "on"):
+        assert Settings.from_env({"GRPC_PLAINTEXT": value}).grpc_plaintext is True
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"TLS_CERT_FILE": "/c.pem"}, "TLS_CERT_FILE and TLS_KEY_FILE: set both"),
+        ({"TLS_KEY_FILE": "/k.pem"}, "TLS_CERT_FILE and TLS_KEY_FILE: set both"),
+        (
+            {"GRPC_PLAINTEXT": "true", "TLS_CERT_FILE": "/c.pem", "TLS_KEY_FILE": "/k.pem"},
+            "GRPC_PLAINTEXT=true and TLS_CERT_FILE, TLS_KEY_FILE are both set",
+        ),
+        ({"GRPC_PLAINTEXT": "true", "TLS_CLIENT_CA_FILE": "/ca.pem"}, "TLS_CLIENT_CA_FILE are both set"),
+    ],
+)
+def test_contradicting_tls_settings_are_refused(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.from_env(env)
