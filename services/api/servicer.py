@@ -456,13 +456,19 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
 
         def matches(row: pb.Execution) -> bool:
-            if request.status and row.status != request.status:
-                return False
             return not namespace or row.namespace == namespace
 
         async def fetch_records(after: str | None, count: int) -> list[tuple[str, pb.Execution | None]]:
-            rows = await fetch(after, count)
-            return [(key, decode(*row) if row is not None else None) for key, row in rows]
+            # The status filter reads the hash's status field: only the rows it keeps are decoded.
+            return [
+                (
+                    key,
+                    decode(*row)
+                    if row is not None and (not request.status or row[0] == request.status)
+                    else None,
+                )
+                for key, row in await fetch(after, count)
+            ]
 
         page, last = await collect(fetch_records, cursor, size, matches)
         return pb.ListExecutionsResponse(
