@@ -102,7 +102,8 @@ class Principal:
         return self.token.expire_time.ToMilliseconds() if self.token.HasField("expire_time") else None
 
     def actor(self) -> Actor:
-        return Actor(self.name, self.token_id, request_id_var.get() or "")
+        """Who the audit trail names: nobody (empty) without authentication."""
+        return Actor(self.name if self.token_id else "", self.token_id, request_id_var.get() or "")
 
 
 # AUTH_MODE=none: every caller, and what WhoAmI answers.

@@ -212,3 +212,18 @@ def test_the_trail_is_bounded_by_audit_max_events(redis_srv: RedisServer, rds: r
             assert admin.auth.WhoAmI(pb.WhoAmIRequest()).token.role == ADMIN
     finally:
         stop_service(service)
+
+
+def test_without_authentication_events_name_no_actor(api) -> None:  # tests/conftest.py: AUTH_MODE=none
+    with grpc.insecure_channel(api.target) as channel:
+        anyone = Caller(channel, None).with_request_id("req-open")
+        task = anyone.tasks.CreateTask(pb.CreateTaskRequest(task=cron_task("open"))).task
+        (event,) = anyone.audit.ListAuditEvents(pb.ListAuditEventsRequest()).events
+    assert (event.action, event.actor, event.actor_token_id, event.request_id, event.task_id) == (
+        A.AUDIT_ACTION_CREATE_TASK,
+        "",
+        "",
+        "req-open",
+        task.id,
+    )
+    assert event.namespace == "default"
