@@ -292,7 +292,8 @@ def run(redis_url: str, children: list[Child]) -> int:
         shown = DEV_TOKEN_FILE.relative_to(ROOT)
         say("run_local", f"  {'admin token:':<12} {token}")
         say("run_local", f"  {'':<12} (kept in {shown}) paste it into the dashboard, or for schedctl:")
-        say("run_local", f"  {'':<12} export SCHEDCTL_TOKEN=$(cat {shown})")
+        plaintext = " SCHEDCTL_PLAINTEXT=true" if grpc_security().plaintext else ""
+        say("run_local", f"  {'':<12} export SCHEDCTL_TOKEN=$(cat {shown}){plaintext}")
         say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
     while not _stop.wait(0.2):
         for child in children:
