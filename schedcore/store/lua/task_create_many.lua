@@ -32,6 +32,8 @@ for i = 1, n do
     out[i + 1] = ''
   end
 end
+-- The stream is trimmed once, after the batch's events, not on each XADD.
+local audit = ARGV[3] ~= '' and KEYS[#KEYS]
 for i = 1, n do
   if out[i + 1] == '' then
     local t, key = tasks[i], KEYS[3 + i]
@@ -48,9 +50,10 @@ for i = 1, n do
     if reqkey[i] then
       redis.call('SET', reqkey[i], id .. ':' .. t[6], 'EX', ARGV[1])
     end
-    if ARGV[3] ~= '' then
-      redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[3], '*', 'task', id, 'ns', t[7], unpack(ARGV, 4))
+    if audit then
+      redis.call('XADD', audit, '*', 'task', id, 'ns', t[7], unpack(ARGV, 4))
     end
   end
 end
+if audit then redis.call('XTRIM', audit, 'MAXLEN', '~', ARGV[3]) end
 return out
