@@ -73,8 +73,8 @@ def test_a_valid_token_opens_the_dashboard_and_never_reaches_the_url(
     assert "Overview" in [t.value for t in at.title]
     assert "Signed in as **alice** · editor · all namespaces" in texts(at)
     assert all(secret not in str(v) for v in at.query_params.values())
-    # The form's field is cleared: the secret is kept only where the client reads it.
-    assert at.session_state["login_token"] == ""
+    # The form's field is gone with the form: the secret is kept only where the client reads it.
+    assert "login_token" not in at.session_state
     at.switch_page(TASKS).run()
     assert "nightly" in set(at.dataframe[0].value["Name"])
     # Signing out forgets the token.
@@ -105,8 +105,8 @@ def test_a_revoked_token_sends_the_session_back_to_sign_in(secured: ServiceThrea
     with grpc.insecure_channel(secured.target) as channel:
         auth = pb.auth_service_grpc.AuthServiceStub(channel)
         auth.RevokeToken(pb.RevokeTokenRequest(id=token_id), metadata=_meta(BOOTSTRAP), timeout=10)
-    at.switch_page(TASKS).run()
-    rerun_ok(at)
+    at.switch_page(TASKS).run()  # the page's call is refused: back to the form, saying why
+    assert not at.exception
     assert [t.value for t in at.title] == ["Sign in"]
     assert "no longer accepted" in texts(at)
 
@@ -168,6 +168,6 @@ def test_the_audit_trail_shows_who_did_what(secured: ServiceThread, monkeypatch)
     mine = frame[frame["Task"] == task.id]
     assert list(mine["Action"]) == ["paused task", "created task"]
     assert set(mine["Who"]) == {"alice"}
-    # An editor is not offered the Access page, and is refused its content if it goes there.
-    at.switch_page("views/access.py").run()
-    assert "needs a token with the admin role" in texts(at)
+    # An editor is not offered the Access page.
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("views/access.py")
