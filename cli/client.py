@@ -45,7 +45,8 @@ MAX_PAGE = 1000
 
 
 class Client:
-    """TaskService calls with the caller's token (`authorization: Bearer ...`) and a deadline.
+    """TaskService, AuthService and AuditService calls with the caller's token
+    (`authorization: Bearer ...`) and a deadline.
 
     The token is sent as call metadata and never printed."""
 
@@ -58,6 +59,8 @@ class Client:
     ) -> None:
         self.channel = channel(address, tls or ChannelSecurity(plaintext=False))
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
+        self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
+        self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
         self.timeout_s = timeout_s
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 

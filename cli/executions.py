@@ -59,7 +59,9 @@ def show(e: pb.Execution, args: argparse.Namespace) -> None:
 
 
 def _request(args: argparse.Namespace) -> pb.ListExecutionsRequest:
-    request = pb.ListExecutionsRequest(task_id=args.task or "")
+    request = pb.ListExecutionsRequest(
+        task_id=args.task or "", namespace=getattr(args, "namespace", None) or ""
+    )
     if args.status:
         request.status = STATUSES[args.status]  # type: ignore[assignment]
     if getattr(args, "until", None):
@@ -68,11 +70,7 @@ def _request(args: argparse.Namespace) -> pb.ListExecutionsRequest:
 
 
 def _since(text: str) -> Timestamp:
-    """An instant, or a duration back from now (`10m`)."""
-    if text[:1].isdigit() and not text[:4].isdigit():  # "10m", not "2026-..."
-        ms = int(time.time() * 1000) - values.duration_ms("--since", text)
-        return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-    return values.instant("--since", text)
+    return values.since("--since", text)
 
 
 def list_executions(client: Client, args: argparse.Namespace) -> None:
@@ -136,6 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     q = subs.add_parser("list", parents=[common], help="list executions, newest first")
     q.add_argument("--task", metavar="ID", help="only this task's")
+    q.add_argument("--namespace", help="only executions of tasks in this namespace")
     q.add_argument("--status", choices=sorted(STATUSES))
     q.add_argument(
         "--since", metavar="TIME", help="nominal time at or after: ISO 8601, or a duration back (10m)"

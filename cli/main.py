@@ -13,15 +13,16 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import errors, executions, stats, tasks, values
+from cli import access, errors, executions, stats, tasks, values
 from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token, security
 from cli.errors import UsageError
 from schedcore.settings import SettingsError
 
 DESCRIPTION = """Operate the scheduler: create, list, change and run tasks; read and follow their
-executions. The api address comes from --api or API_ADDR (default localhost:50051); a token
-from --token or SCHEDCTL_TOKEN is sent as `authorization: Bearer <token>`. The connection is TLS
-(--tls-ca to trust a private CA), plaintext only with --plaintext."""
+executions; manage API tokens and read the audit trail. The api address comes from --api or
+API_ADDR (default localhost:50051); a token from --token or SCHEDCTL_TOKEN is sent as
+`authorization: Bearer <token>`. The connection is TLS (--tls-ca to trust a private CA),
+plaintext only with --plaintext."""
 
 
 def _global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -75,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_parsers(sub, common)
     executions.add_parsers(sub, common)
     stats.add_parsers(sub, common)
+    access.add_parsers(sub, common)
     return top
 
 

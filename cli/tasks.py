@@ -23,6 +23,7 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
     rows = [
         ("id", task.id),
         ("name", task.name),
+        ("namespace", task.namespace or "default"),
         ("state", output.state_name(task.state)),
         ("schedule", output.schedule_text(task.schedule)),
         ("next run", output.when(task.next_run_time, task.HasField("next_run_time"))),
@@ -61,6 +62,8 @@ def create(client: Client, args: argparse.Namespace) -> None:
     if args.from_file is not None:
         values.message_from_json("--from-file", args.from_file, task)
     taskflags.apply(args, task)
+    if args.namespace:
+        task.namespace = args.namespace
     if not task.HasField("target"):
         task.target.log.SetInParent()
     if args.name is None and not task.name:  # an empty --name is the api's to refuse
@@ -77,6 +80,7 @@ def list_tasks(client: Client, args: argparse.Namespace) -> None:
         labels=values.pairs("--label", args.label),
         name_contains=args.name_contains or "",
         order_by=ORDERS[args.order],
+        namespace=args.namespace or "",
         page_token=args.page_token or "",
     )
     tasks, more = client.pages(client.stub.ListTasks, request, "tasks", None if args.all else args.limit)
@@ -140,6 +144,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p = sub.add_parser("create", parents=[common], help="create a task")
     p.add_argument("--from-file", metavar="FILE", help="a Task in protobuf JSON ('-': stdin); flags override")
     p.add_argument("--request-id", help="makes a retried create return the first one's task")
+    p.add_argument("--namespace", help="the task's namespace (default: the token's, or default)")
     taskflags.add(p, update=False)
     p.set_defaults(func=create)
 
@@ -149,6 +154,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable; all must match"
     )
     p.add_argument("--name-contains", metavar="TEXT", help="case-insensitive")
+    p.add_argument("--namespace", help="only tasks in this namespace")
     p.add_argument("--order", choices=sorted(ORDERS), default="name")
     p.add_argument("--limit", type=values.positive_int, default=50, help="at most this many (default 50)")
     p.add_argument("--all", action="store_true", help="every page")

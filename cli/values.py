@@ -66,6 +66,14 @@ def instant(flag: str, text: str) -> Timestamp:
     return ts
 
 
+def since(flag: str, text: str) -> Timestamp:
+    """An instant, or a duration back from now (`10m`)."""
+    if text[:1].isdigit() and not text[:4].isdigit():  # "10m", not "2026-..."
+        ms = int(time.time() * 1000) - duration_ms(flag, text)
+        return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    return instant(flag, text)
+
+
 def pairs(flag: str, items: list[str], sep: str = "=") -> dict[str, str]:
     out = {}
     for item in items:

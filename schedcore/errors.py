@@ -60,6 +60,18 @@ class FailedPrecondition(SchedulerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Unauthenticated(SchedulerError):
+    """The call carries no valid credentials (missing, unknown, revoked or expired token)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SchedulerError, PermissionError):
+    """The caller is known but may not do this (role too low, another namespace)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
 

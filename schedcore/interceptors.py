@@ -7,7 +7,11 @@ For each unary call it:
   of the INTERNAL grpc would answer;
 - maps exceptions to statuses through schedcore.errors.status_for, attaching a google.rpc.BadRequest
   detail for field violations. Servicers only raise;
-- counts the call by method and status code, and times it (schedcore.metrics).
+- counts the call by method and status code, and times it (schedcore.metrics);
+- when the service gives one, awaits its `authenticate(method, metadata)` hook before the request
+  is decoded: the hook raises a domain error to refuse the call (nothing else runs) and may bind
+  the caller to a contextvar of its own (each call runs in its own asyncio task, so the binding
+  ends with the call). The api's hook is services/api/access.py.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -32,6 +36,9 @@ from schedcore.metrics import REDIS_ERRORS, RPC_DURATION, RPCS
 log = logging.getLogger("schedcore.rpc")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+# A service's authentication hook: (full method name, invocation metadata) -> None or a raise.
+Authenticate = Callable[[str, Sequence[tuple[str, str | bytes]]], Awaitable[None]]
 
 
 def _request_id(details: grpc.HandlerCallDetails) -> str:
@@ -63,6 +70,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticate: Authenticate | None = None) -> None:
+        self._authenticate = authenticate
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -76,6 +86,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
         duration = RPC_DURATION.labels(method)
+        authenticate = self._authenticate
+        metadata = handler_call_details.invocation_metadata or ()
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(request_id)
@@ -83,6 +95,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
+                if authenticate is not None:
+                    await authenticate(method, metadata)
                 try:
                     request = deserialize(raw) if deserialize is not None else raw
                 except (DecodeError, RecursionError, ValueError) as exc:

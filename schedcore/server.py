@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from schedcore import logs
 from schedcore.errors import redis_unavailable_errors
-from schedcore.interceptors import ServiceInterceptor
+from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
 from schedcore.settings import Settings, SettingsError
 from schedcore.tls import ServerCertificates, server_certificates
@@ -62,7 +62,8 @@ class GrpcService:
     whether the service can do its work (for the api: Redis answers); `on_start` starts the
     service's background work once the server is up; `drain(grace)` (optional) lets the service
     finish its own work after health turns NOT_SERVING and before the server stops; `close` stops
-    the background work and releases the service's resources after the server has stopped.
+    the background work and releases the service's resources after the server has stopped;
+    `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class GrpcService:
         on_start: Closer | None = None,
         drain: Drainer | None = None,
         limit_connection_age: bool = True,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -93,7 +95,7 @@ class GrpcService:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
-        self.server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=options)
+        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(authenticate)], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))

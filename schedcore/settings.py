@@ -16,6 +16,12 @@ from urllib.parse import urlparse
 
 from schedcore.netpolicy import DEFAULT_DENY, parse_networks
 
+# AUTH_MODE: `token` (every public call needs a bearer token) or `none` (development only).
+AUTH_MODES = ("token", "none")
+# Shortest AUTH_BOOTSTRAP_TOKEN accepted, and longest bearer token the api reads.
+MIN_BOOTSTRAP_TOKEN = 32
+MAX_BEARER = 512
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -128,6 +134,25 @@ def _networks(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _auth_mode(env: Mapping[str, str]) -> str:
+    value = _str(env, "AUTH_MODE", "token").lower()
+    if value not in AUTH_MODES:
+        raise SettingsError(f"AUTH_MODE: must be one of {', '.join(AUTH_MODES)}, got {value!r}")
+    return value
+
+
+def _bootstrap_token(env: Mapping[str, str]) -> str:
+    value = _str(env, "AUTH_BOOTSTRAP_TOKEN", "")
+    usable = MIN_BOOTSTRAP_TOKEN <= len(value) <= MAX_BEARER and value.isprintable() and " " not in value
+    if value and not usable:
+        # Never echo the value: it is a secret.
+        raise SettingsError(
+            f"AUTH_BOOTSTRAP_TOKEN: must be {MIN_BOOTSTRAP_TOKEN}-{MAX_BEARER} printable characters "
+            f"without spaces (got {len(value)} characters)"
+        )
+    return value
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -198,6 +223,15 @@ class Settings:
     # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
     http_deny_networks: str = DEFAULT_DENY
     http_allow_networks: str = ""
+    # Api: `token` requires a bearer token on every public call (docs/security.md); `none` makes
+    # every caller an anonymous admin (local development and tests only).
+    auth_mode: str = "token"
+    # Api: a secret written as the cluster-wide admin token `bootstrap` at start; empty: none.
+    auth_bootstrap_token: str = dataclasses.field(default="", repr=False)
+    # Api: seconds a replica trusts a verified token before reading it again.
+    auth_cache_s: float = 2.0
+    # Api: newest audit events kept (the stream is trimmed approximately).
+    audit_max_events: int = 1_000_000
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
@@ -255,6 +289,10 @@ class Settings:
             missed_tolerance_s=_number(env, "MISSED_TOLERANCE_SECONDS", 10.0, 0.1, 86_400.0),
             http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
+            auth_mode=_auth_mode(env),
+            auth_bootstrap_token=_bootstrap_token(env),
+            auth_cache_s=_number(env, "AUTH_CACHE_SECONDS", 2.0, 0.0, 300.0),
+            audit_max_events=_number(env, "AUDIT_MAX_EVENTS", 1_000_000, 1000, 1_000_000_000),
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first

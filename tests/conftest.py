@@ -41,6 +41,9 @@ def api_settings(redis_url: str, **overrides: object) -> Settings:
         health_interval_s=0.1,
         redis_timeout_s=1.0,
         shutdown_grace_s=1.0,
+        # The dataclass default is "token" (secure by default); the suite runs as in development
+        # unless a test asks for tokens (api_settings(..., auth_mode="token")).
+        auth_mode="none",
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -9,6 +9,11 @@ With METRICS_PORT set, the gRPC services serve /metrics on it and the ports afte
 in start order (api, schedulers, executors); unset, none does.
 gRPC is plaintext (GRPC_PLAINTEXT=true) unless TLS_CERT_FILE and TLS_KEY_FILE are set: then every
 service serves TLS with them (the certificate must name localhost) and TLS_CA_FILE verifies them.
+
+Authentication stays on (AUTH_MODE=token): a development admin token is created once, kept in
+.data/dev-admin-token (git-ignored, readable by you only), given to the api as
+AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
+SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedcore.channels import ChannelSecurity, channel
 
 ROOT = Path(__file__).resolve().parent.parent
+DEV_TOKEN_FILE = ROOT / ".data" / "dev-admin-token"
 _print_lock = threading.Lock()
 _stop = threading.Event()
 _data_lock: list[IO[str]] = []  # held until we exit: two redis-servers must never share one AOF
@@ -58,6 +64,22 @@ def ui_args(port: int) -> list[str]:
 
 def ui_command(python: str, port: int) -> list[str]:
     return [python, *ui_args(port)]
+
+
+def dev_token(path: Path = DEV_TOKEN_FILE) -> str:
+    """The development admin token: read from `path`, or created there (mode 0600) the first time."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    from schedcore.store.tokens import new_secret
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = new_secret()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
 
 
 def services() -> list[Service]:
@@ -247,8 +269,11 @@ def run(redis_url: str, children: list[Child]) -> int:
         wiring["EXECUTOR_ADDRS"] = ",".join(executors)
     if schedulers:
         wiring["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
+    token = dev_token()
     for name, svc, port in planned:
         env = {"REDIS_URL": redis_url, **wiring, **grpc_env(), **svc.env}
+        if svc.name == "api":  # authentication stays on; the development token is its first admin
+            env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=token)
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
             env["METRICS_PORT"] = str(metrics.get(name, 0))
@@ -264,6 +289,11 @@ def run(redis_url: str, children: list[Child]) -> int:
             say("run_local", f"  {label + ':':<12} {redis_url if child.ready == 'redis' else url}")
             if child.name in metrics:
                 say("run_local", f"  {'':<12} http://localhost:{metrics[child.name]}/metrics")
+        shown = DEV_TOKEN_FILE.relative_to(ROOT)
+        say("run_local", f"  {'admin token:':<12} {token}")
+        say("run_local", f"  {'':<12} (kept in {shown}) paste it into the dashboard, or for schedctl:")
+        plaintext = " SCHEDCTL_PLAINTEXT=true" if grpc_security().plaintext else ""
+        say("run_local", f"  {'':<12} export SCHEDCTL_TOKEN=$(cat {shown}){plaintext}")
         say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
     while not _stop.wait(0.2):
         for child in children:

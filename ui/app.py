@@ -12,21 +12,32 @@ if ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from schedcore import pb  # noqa: E402
 from ui import format as fmt  # noqa: E402
+from ui import login  # noqa: E402
 from ui.client import api_addr  # noqa: E402
+from ui.common import base_api, show_unreachable  # noqa: E402
 
 st.set_page_config(page_title="Scheduler", page_icon=":material/schedule:", layout="wide")
+me = login.gate(base_api(), show_unreachable)  # the sign-in form until there is a token
 
 pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
     st.Page("views/tasks.py", title="Tasks", icon=":material/list:"),
     st.Page("views/edit.py", title="Create / edit task", icon=":material/edit:"),
     st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
+    st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
 ]
+if me.role >= pb.Role.ROLE_ADMIN:
+    pages.append(st.Page("views/access.py", title="Access", icon=":material/key:"))
 page = st.navigation(pages)
 
 with st.sidebar:
     st.selectbox("Show times in", fmt.time_zones(), key="display_tz")
     st.caption(f"api: `{api_addr()}`")
+    st.caption(login.describe(me))
+    if me.id and st.button("Sign out", icon=":material/logout:", key="sign_out"):
+        login.sign_out()
+        st.rerun()
 
 page.run()

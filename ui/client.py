@@ -7,6 +7,7 @@ pages can show an error next to the field it names.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class ApiError(Exception):
 
 
 class Api:
+    """Calls to the api over one channel. `as_user(token)` gives a view of the same channel whose
+    calls carry the token; the token lives only in that object (and the caller's session), never
+    in a log line or a URL."""
+
     def __init__(
         self, addr: str, timeout_s: float = TIMEOUT_S, security: ChannelSecurity | None = None
     ) -> None:
@@ -85,12 +90,56 @@ class Api:
         self.timeout_s = timeout_s
         self.channel = channel(addr, security or api_security())
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
+        self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
+        self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+
+    def as_user(self, token: str) -> Api:
+        """This client, with every call carrying `token` as its bearer token ("" for none)."""
+        view = copy.copy(self)
+        view._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return view
+
+    def __repr__(self) -> str:  # never show the metadata (it holds the token)
+        return f"Api({self.addr!r})"
 
     def _call(self, method: Callable[..., R], request: Any) -> R:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ApiError.from_rpc(err) from None
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def whoami(self) -> pb.Token:
+        """The token the calls carry (an anonymous admin when the api runs without authentication);
+        UNAUTHENTICATED when the api wants a token and this one is missing or not valid."""
+        return self._call(self.auth.WhoAmI, pb.WhoAmIRequest()).token
+
+    def create_token(self, name: str, role: int, namespace: str, ttl_s: int | None) -> tuple[pb.Token, str]:
+        """(the token, its secret): the secret is shown once and not kept by the api."""
+        request = pb.CreateTokenRequest(
+            token=pb.Token(name=name, role=role, namespace=namespace)  # type: ignore[arg-type]
+        )
+        if ttl_s:
+            request.ttl.FromSeconds(ttl_s)
+        reply = self._call(self.auth.CreateToken, request)
+        return reply.token, reply.secret
+
+    def list_tokens(self, *, show_revoked: bool, page_size: int, page_token: str) -> pb.ListTokensResponse:
+        request = pb.ListTokensRequest(show_revoked=show_revoked, page_size=page_size, page_token=page_token)
+        return self._call(self.auth.ListTokens, request)
+
+    def revoke_token(self, token_id: str) -> pb.Token:
+        return self._call(self.auth.RevokeToken, pb.RevokeTokenRequest(id=token_id)).token
+
+    def list_audit_events(
+        self, *, task_id: str = "", namespace: str = "", page_size: int = 50, page_token: str = ""
+    ) -> pb.ListAuditEventsResponse:
+        request = pb.ListAuditEventsRequest(
+            task_id=task_id, namespace=namespace, page_size=page_size, page_token=page_token
+        )
+        return self._call(self.audit.ListAuditEvents, request)
 
     # --- tasks ---------------------------------------------------------------------------------
 

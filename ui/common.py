@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import grpc
 import streamlit as st
 
+from ui import login
 from ui.client import Api, ApiError, api_addr
 
 
@@ -15,9 +17,14 @@ def _api(addr: str) -> Api:
     return Api(addr)
 
 
-def api() -> Api:
-    """One client (one gRPC channel) per api address, shared by every session."""
+def base_api() -> Api:
+    """The shared client without a token (for signing in)."""
     return _api(api_addr())
+
+
+def api() -> Api:
+    """One channel per api address, shared by every session; calls carry this session's token."""
+    return _api(api_addr()).as_user(login.token())
 
 
 def zone() -> str:
@@ -42,19 +49,26 @@ def page_guard() -> Iterator[None]:
     except ApiError as err:
         if err.unreachable:
             show_unreachable(err)
+        elif err.code == grpc.StatusCode.UNAUTHENTICATED:
+            login.sign_out("Your token is no longer accepted (revoked or expired): sign in again.")
+            st.rerun()
+        elif err.code == grpc.StatusCode.PERMISSION_DENIED:
+            st.error(f"Your token does not allow this: {err.message}", icon=":material/block:")
         else:
             st.error(f"The api refused the request: {err}", icon=":material/warning:")
         st.stop()
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _task_name(addr: str, task_id: str) -> str:
+def _task_name(addr: str, who: str, task_id: str, _token: str) -> str:
+    # Keyed by the token's digest (`who`): a name one token may read is not cached for another.
+    # Underscored arguments are left out of the key, so the token itself is never hashed or kept.
     try:
-        return _api(addr).get_task(task_id).name
+        return _api(addr).as_user(_token).get_task(task_id).name
     except ApiError as err:
         return "(deleted)" if err.code.name == "NOT_FOUND" else "?"
 
 
 def task_name(task_id: str) -> str:
     """A task's name for display (cached briefly: lists show many rows of few tasks)."""
-    return _task_name(api_addr(), task_id)
+    return _task_name(api_addr(), login.token_digest(), task_id, login.token())

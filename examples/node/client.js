@@ -2,7 +2,9 @@
 // in a second, finds it with ListTasks, then waits for its execution and prints it.
 //
 //   npm ci                                      # at the project's root (package-lock.json)
-//   API_ADDR=localhost:50051 node examples/node/client.js
+//   API_ADDR=localhost:50051 SCHEDCTL_TOKEN=$(cat .data/dev-admin-token) node examples/node/client.js
+//
+// The token (SCHEDCTL_TOKEN, as for schedctl) goes with every call as `authorization: Bearer`.
 //
 // Stubs are built at run time from protos/ by @grpc/proto-loader; the google/protobuf types the
 // protos import (Timestamp, Duration, Struct, FieldMask) are bundled with protobufjs.
@@ -16,6 +18,7 @@ const protoLoader = require("@grpc/proto-loader");
 
 const PROTOS = path.resolve(__dirname, "..", "..", "protos");
 const API_ADDR = process.env.API_ADDR || "localhost:50051";
+const TOKEN = process.env.SCHEDCTL_TOKEN || "";
 const WAIT_SECONDS = Number(process.env.WAIT_SECONDS || 30);
 const TERMINAL = new Set([
   "EXECUTION_STATUS_SUCCEEDED",
@@ -40,7 +43,9 @@ const client = new TaskService(API_ADDR, grpc.credentials.createInsecure());
 function call(method, request, seconds = 10) {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + seconds * 1000);
-    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+    const metadata = new grpc.Metadata();
+    if (TOKEN) metadata.set("authorization", `Bearer ${TOKEN}`);
+    client[method](request, metadata, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 

@@ -6,12 +6,14 @@ import secrets
 
 from redis.asyncio import Redis
 
+from schedcore.store.audit import AuditStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import StatsStore
 from schedcore.store.tasks import TaskStore
+from schedcore.store.tokens import TokenStore
 
 
 class Store:
@@ -25,6 +27,8 @@ class Store:
         self.executions = ExecutionStore(redis, self.keys, scripts)
         self.engine = EngineStore(redis, self.keys, scripts)
         self.stats = StatsStore(redis, self.keys)
+        self.tokens = TokenStore(redis, self.keys, scripts)
+        self.audit = AuditStore(redis, self.keys)
 
     async def now_ms(self) -> int:
         """The one clock: Redis' TIME, in milliseconds (guarantees.md, promise 4)."""
@@ -43,4 +47,4 @@ class Store:
         return value
 
 
-__all__ = ["EngineStore", "ExecutionStore", "Keys", "Store", "TaskStore"]
+__all__ = ["AuditStore", "EngineStore", "ExecutionStore", "Keys", "Store", "TaskStore", "TokenStore"]

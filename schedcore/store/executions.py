@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 
 from schedcore import pb
 from schedcore.errors import NotFound
-from schedcore.store.keys import EXECUTION_ID, Keys, history_member, pad_ms
+from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
+from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Keys, history_member, pad_ms
 from schedcore.store.scripts import Scripts
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
@@ -33,6 +34,8 @@ def decode(status: int, raw: bytes) -> pb.Execution:
     """An execution record; the hash's status field (which scripts set) wins over the record's."""
     execution = pb.Execution.FromString(raw)
     execution.status = status  # type: ignore[assignment]
+    if not execution.namespace:  # recorded before namespaces existed, like its task
+        execution.namespace = DEFAULT_NAMESPACE
     return execution
 
 
@@ -50,9 +53,11 @@ class ExecutionStore:
         self.keys = keys
         self.scripts = scripts
 
-    async def create(self, execution: pb.Execution, ready_at_ms: int) -> bool:
-        """Record a new execution and queue it for dispatch. False if that id already exists;
-        NotFound if its task does not."""
+    async def create(
+        self, execution: pb.Execution, ready_at_ms: int, audit: AuditEntry | None = None
+    ) -> bool:
+        """Record a new execution (and its audit event, when given) and queue it for dispatch.
+        False if that id already exists; NotFound if its task does not."""
         k = self.keys
         result = await self.scripts.execution_create(
             keys=[
@@ -61,6 +66,7 @@ class ExecutionStore:
                 k.task_history(execution.task_id),
                 k.history,
                 k.ready,
+                k.audit,
             ],
             args=[
                 execution.id,
@@ -69,6 +75,7 @@ class ExecutionStore:
                 history_member(execution.id),
                 ready_at_ms,
                 summary(execution).SerializeToString(),
+                *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"missing":

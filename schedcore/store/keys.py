@@ -15,6 +15,11 @@ from dataclasses import dataclass
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
 # "<task id>-<nominal ms, 13 digits>" for an occurrence, plus "-m<4 hex>" for a manual run.
 EXECUTION_ID = re.compile(r"^([0-9a-f]{16})-([0-9]{13})(-m[0-9a-f]{4})?$")
+# Namespaces of tasks and tokens (a DNS label), and the one of a task stored without one.
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DEFAULT_NAMESPACE = "default"
+# Server-assigned token ids: 16 lowercase hex characters.
+TOKEN_ID = TASK_ID
 
 # Width of the zero-padded millisecond timestamps in lexicographic index members.
 MS_WIDTH = 13
@@ -128,6 +133,27 @@ class Keys:
         `l<i>` ended executions whose lag fell in lag bucket i (schedcore/store/stats.py).
         Expires a day after its minute."""
         return f"{self._base}:stats:m:{minute}"
+
+    def token(self, token_id: str) -> str:
+        """Hash of an API token: name, role, ns, hash (SHA-256 hex of the secret), ctime, exp,
+        rtime (ms; exp and rtime absent when unset), by (name of the token that created it)."""
+        return f"{self._base}:tok:{token_id}"
+
+    def token_hash(self, digest: str) -> str:
+        """String: the id of the token whose secret has this SHA-256 (hex). Authentication looks
+        a bearer token up here; the secret itself is never stored."""
+        return f"{self._base}:tokh:{digest}"
+
+    @property
+    def tokens(self) -> str:
+        """Sorted set, scores 0, members "<13-digit create ms>:<token id>": ListTokens."""
+        return f"{self._base}:idx:tok"
+
+    @property
+    def audit(self) -> str:
+        """Stream of audit events, trimmed to about AUDIT_MAX_EVENTS; entry ids carry the
+        store's time (schedcore/store/audit.py lists the fields)."""
+        return f"{self._base}:audit"
 
     @property
     def page_token_secret(self) -> str:

@@ -21,6 +21,8 @@ class Scripts:
         self.task_delete = load("task_delete")
         self.execution_create = load("execution_create")
         self.execution_trim = load("execution_trim")
+        self.token_create = load("token_create")
+        self.token_revoke = load("token_revoke")
         self.peek_due = load("peek_due")
         self.fire_lease = load("fire_lease")
         self.fire_commit = load("fire_commit")

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 
 from schedcore import pb
 from schedcore.errors import Aborted, NotFound
-from schedcore.store.keys import Keys, name_member, next_member, pad_ms
+from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
+from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
@@ -57,9 +58,15 @@ class StoredTask:
     def etag(self) -> str:
         return str(self.rev)
 
+    @property
+    def namespace(self) -> str:
+        """Its namespace; "default" for a task stored before namespaces existed."""
+        return self.spec.namespace or DEFAULT_NAMESPACE
+
     def to_proto(self) -> pb.Task:
         task = pb.Task()
         task.CopyFrom(self.spec)
+        task.namespace = self.namespace
         task.state = self.state  # type: ignore[assignment]
         if self.next_ms is not None:
             task.next_run_time.CopyFrom(ms_to_ts(self.next_ms))
@@ -115,12 +122,21 @@ class TaskStore:
         request_key: str = "",
         fingerprint: str = "",
         request_ttl_s: int = 0,
+        audit: AuditEntry | None = None,
     ) -> str | None:
-        """Store a new task. Returns None when created, or the id of the task an earlier call
-        with the same request key created (checked by the caller against the fingerprint)."""
+        """Store a new task (and its audit event, when given). Returns None when created, or the
+        id of the task an earlier call with the same request key created (checked by the caller
+        against the fingerprint)."""
         k = self.keys
         result = await self.scripts.task_create(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.request_id(request_key or "-"), k.task_counts],
+            keys=[
+                k.task(task_id),
+                k.by_name,
+                k.by_next,
+                k.request_id(request_key or "-"),
+                k.task_counts,
+                k.audit,
+            ],
             args=[
                 task_id,
                 spec.SerializeToString(),
@@ -129,6 +145,7 @@ class TaskStore:
                 name_member(spec.name, task_id),
                 fingerprint if request_key else "",
                 request_ttl_s,
+                *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"dup":
@@ -137,9 +154,12 @@ class TaskStore:
             raise FileExistsError(task_id)
         return None
 
-    async def create_many(self, items: Sequence[NewTask], request_ttl_s: int) -> list[str | None]:
+    async def create_many(
+        self, items: Sequence[NewTask], request_ttl_s: int, audit: AuditEntry | None = None
+    ) -> list[str | None]:
         """Store new tasks, all or none. Per task: None when created, or what an earlier call
-        with the same request key created ("<task id>:<fingerprint>", same contents).
+        with the same request key created ("<task id>:<fingerprint>", same contents). With
+        `audit`, each created task gets an event with those fields plus its id and namespace.
 
         Raises RequestConflict when a request key was used for different contents (nothing is
         written), FileExistsError(index) when a generated id collides (nothing is written)."""
@@ -152,12 +172,18 @@ class TaskStore:
                 pad_ms(item.next_ms) if item.next_ms is not None else "",
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
+                item.spec.namespace or DEFAULT_NAMESPACE,
             ]
             for item in items
         ]
         keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
         keys += [k.request_id(item.request_key) for item in items if item.request_key]
-        args = [request_ttl_s, msgpack.packb(rows, use_bin_type=False)]
+        keys.append(k.audit)
+        args = [
+            request_ttl_s,
+            msgpack.packb(rows, use_bin_type=False),
+            *(audit.args() if audit is not None else NO_AUDIT_ARGS),
+        ]
         result = await self.scripts.task_create_many(keys=keys, args=args)
         if result[0] == b"conflict":
             raise RequestConflict(int(result[1]), bytes(result[2]).decode())
@@ -189,6 +215,7 @@ class TaskStore:
         spec: pb.Task | None = None,
         state: int | None = None,
         next_ms: int | _Keep | None = KEEP,
+        audit: AuditEntry | None = None,
     ) -> int:
         """Compare-and-set: apply the changes if the task's rev is still `expected_rev`.
 
@@ -199,7 +226,7 @@ class TaskStore:
         else:
             next_arg = "-" if next_ms is None else pad_ms(next_ms)
         result = await self.scripts.task_write(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -207,15 +234,20 @@ class TaskStore:
                 "" if state is None else str(state),
                 next_arg,
                 name_member(spec.name, task_id) if spec is not None else "",
+                *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         return self._check(task_id, result)
 
-    async def delete(self, task_id: str, expected_rev: int | None) -> None:
+    async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:
         k = self.keys
         result = await self.scripts.task_delete(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts],
-            args=[task_id, "" if expected_rev is None else str(expected_rev)],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
+            args=[
+                task_id,
+                "" if expected_rev is None else str(expected_rev),
+                *(audit.args() if audit is not None else NO_AUDIT_ARGS),
+            ],
         )
         self._check(task_id, result)
 

@@ -1,4 +1,5 @@
-"""Assembles the api service: Redis store, TaskService, retention sweeper, shared bootstrap."""
+"""Assembles the api service: Redis store, TaskService, AuthService, AuditService, the
+authentication hook, the retention sweeper, shared bootstrap."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from schedcore.redisconn import connect
 from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
+from services.api.access import PUBLIC_SERVICES, Authenticator
+from services.api.audit import AuditService
+from services.api.auth import AuthService, bootstrap
 from services.api.pagetoken import PageTokens
 from services.api.retention import sweep_forever
 from services.api.servicer import TaskService
@@ -21,17 +25,33 @@ async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
     store = Store(redis, settings.redis_key_prefix)
     tokens = PageTokens(settings.page_token_secret.encode(), settings.page_token_ttl_s)
+    authenticator = Authenticator(store.tokens, settings.auth_mode, settings.auth_cache_s)
     servicer = TaskService(store, settings, tokens)
+    auth = AuthService(store, settings, tokens, authenticator)
+    audit = AuditService(store, tokens)
     sweeper: asyncio.Task[None] | None = None
+    bootstrapped = not settings.auth_bootstrap_token
+    if settings.auth_mode == "none":
+        log.warning(
+            "AUTH_MODE=none: authentication is off and every caller is an admin; "
+            "for local development and tests only"
+        )
 
     def register(server: object) -> list[str]:
         pb.task_service_grpc.add_TaskServiceServicer_to_server(servicer, server)
-        return [pb.task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name]
+        pb.auth_service_grpc.add_AuthServiceServicer_to_server(auth, server)
+        pb.audit_service_grpc.add_AuditServiceServicer_to_server(audit, server)
+        return [service.full_name for service in PUBLIC_SERVICES]
 
     async def ready() -> bool:
+        nonlocal bootstrapped
         ok = await store.ping()
         if ok and tokens.unset:  # the shared secret lives in Redis: fetch it once Redis answers
             tokens.set_secret(await store.page_token_secret())
+        if ok and not bootstrapped:  # the first admin token, once Redis answers
+            await bootstrap(store, settings.auth_bootstrap_token)
+            bootstrapped = True
+            log.info("AUTH_BOOTSTRAP_TOKEN is an admin token (named bootstrap)")
         return ok
 
     async def start() -> None:
@@ -43,4 +63,4 @@ async def build(settings: Settings) -> GrpcService:
             await cancel_and_wait(sweeper)
         await redis.aclose()
 
-    return GrpcService("api", settings, register, ready, close, on_start=start)
+    return GrpcService("api", settings, register, ready, close, on_start=start, authenticate=authenticator)

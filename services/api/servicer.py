@@ -1,8 +1,16 @@
 """TaskService: the public API. Validates, reads and writes the store; raises domain errors,
-which the shared interceptor maps to gRPC statuses."""
+which the shared interceptor maps to gRPC statuses.
+
+Roles are checked before a call gets here (services/api/access.py); namespaces here, where it is
+known what a request touches. Every successful change carries its audit event into the same Lua
+script as the change (schedcore/store/audit.py); a refused or no-op change records nothing.
+An execution's namespace is its task's, copied into the record when the execution is created
+(by RunTask here, by the scheduler's plan for scheduled ones): reads need no second lookup.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -24,14 +32,16 @@ from schedcore.errors import (
 from schedcore.netpolicy import AddressPolicy
 from schedcore.settings import Settings
 from schedcore.store import Store
+from schedcore.store.audit import AuditEntry
 from schedcore.store.executions import Bounds, decode
-from schedcore.store.keys import execution_id
+from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
 from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
-from services.api import validation
+from services.api import access, validation
 from services.api.pagetoken import PageTokens
 from services.api.stats import get_stats
 
+ACTION = pb.AuditAction
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 PAUSED = pb.TaskState.TASK_STATE_PAUSED
 COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
@@ -52,6 +62,15 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self.tokens = tokens
         self.addresses = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
 
+    def _audit(self, action: int, **what: object) -> AuditEntry:
+        """The audit event of a change the caller makes."""
+        return AuditEntry.of(
+            self.settings.audit_max_events,
+            action,
+            access.current().actor(),
+            **what,  # type: ignore[arg-type]
+        )
+
     # --- tasks -----------------------------------------------------------------------------
 
     async def CreateTask(
@@ -71,6 +90,9 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     new.request_key,
                     new.fingerprint,
                     self.settings.request_id_ttl_s,
+                    self._audit(
+                        ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
+                    ),
                 )
             except FileExistsError:
                 continue
@@ -116,7 +138,9 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             for new in news:
                 new.spec.id = secrets.token_hex(8)
             try:
-                priors = await self.store.tasks.create_many(news, self.settings.request_id_ttl_s)
+                priors = await self.store.tasks.create_many(
+                    news, self.settings.request_id_ttl_s, self._audit(ACTION.AUDIT_ACTION_CREATE_TASK)
+                )
             except FileExistsError:
                 continue
             except RequestConflict as exc:
@@ -149,6 +173,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         request_id = validation.request_id(request.request_id)
         valid = validation.task(request.task, now, self.settings.max_payload_bytes, addresses=self.addresses)
         spec = valid.spec
+        spec.namespace = spec.namespace or access.current().namespace or DEFAULT_NAMESPACE
+        access.check_namespace(spec.namespace, "task.namespace")
         fingerprint = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
         next_ms = valid.window.next_after_ms(now)
         if next_ms is None:
@@ -171,7 +197,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     async def _prior(self, task_id: str, request_id: str) -> pb.Task:
         """The task an earlier call with the same request id created."""
         try:
-            return (await self.store.tasks.get(task_id)).to_proto()
+            return (await self._get(task_id)).to_proto()
         except NotFound:
             raise AlreadyExists(
                 f"request_id {request_id!r} created task {task_id}, which has since been deleted"
@@ -180,8 +206,14 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     async def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetTaskResponse:
-        stored = await self.store.tasks.get(validation.task_id(request.id))
+        stored = await self._get(validation.task_id(request.id))
         return pb.GetTaskResponse(task=stored.to_proto())
+
+    async def _get(self, task_id: str) -> StoredTask:
+        """A task the caller may see: NotFound, or PermissionDenied for another namespace."""
+        stored = await self.store.tasks.get(task_id)
+        access.check_namespace(stored.namespace, f"task {task_id}")
+        return stored
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
@@ -194,10 +226,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         by_next = request.order_by == pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME
         labels = dict(request.labels)
         needle = request.name_contains.casefold()
-        filters = json.dumps([request.state, sorted(labels.items()), needle, by_next])
+        namespace = access.list_namespace(validation.namespace(request.namespace))
+        filters = json.dumps([request.state, sorted(labels.items()), needle, by_next, namespace])
         cursor = self.tokens.decode(request.page_token, filters)
 
         def matches(task: StoredTask) -> bool:
+            if namespace and task.namespace != namespace:
+                return False
             if request.state and task.state != request.state:
                 return False
             if any(task.spec.labels.get(k) != v for k, v in labels.items()):
@@ -209,7 +244,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             found = await self.store.tasks.get_many([member_task_id(m, by_next) for m in members])
             return list(zip(members, found, strict=True))
 
-        page, last = await _collect(fetch, cursor, size, matches)
+        page, last = await collect(fetch, cursor, size, matches)
         return pb.ListTasksResponse(
             tasks=[t.to_proto() for t in page],
             next_page_token=self.tokens.encode(filters, last) if last is not None else "",
@@ -223,6 +258,10 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         paths = validation.update_paths(request.task, list(request.update_mask.paths))
 
         async def change(stored: StoredTask) -> StoredTask:
+            if request.task.namespace and request.task.namespace != stored.namespace:
+                raise InvalidArgument.field(
+                    "task.namespace", "cannot be changed: a task's namespace is fixed at creation"
+                )
             merged = pb.Task()
             merged.CopyFrom(stored.spec)
             for path in paths:
@@ -250,6 +289,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             if "target" in paths:
                 await self._require_runnable([spec])
             spec.id = task_id
+            spec.namespace = stored.namespace
             spec.create_time.CopyFrom(stored.spec.create_time)
             spec.update_time.CopyFrom(ms_to_ts(now))
             state, next_ms = stored.state, stored.next_ms
@@ -258,12 +298,18 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 if next_ms is None:
                     raise InvalidArgument.field("task.schedule", "has no occurrence after now")
                 state = ACTIVE
+            audit = self._audit(
+                ACTION.AUDIT_ACTION_UPDATE_TASK,
+                namespace=stored.namespace,
+                task_id=task_id,
+                update_mask=paths,
+            )
             if reschedule:
                 rev = await self.store.tasks.write(
-                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms
+                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms, audit=audit
                 )
             else:
-                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec)
+                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec, audit=audit)
             return StoredTask(spec, rev, state, next_ms, stored.last)
 
         updated = await self._mutate(task_id, want_rev, change)
@@ -273,7 +319,10 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteTaskResponse:
         task_id = validation.task_id(request.id)
-        await self.store.tasks.delete(task_id, validation.etag(request.etag))
+        want_rev = validation.etag(request.etag)
+        stored = await self._get(task_id)  # its namespace (fixed at creation) says who may
+        audit = self._audit(ACTION.AUDIT_ACTION_DELETE_TASK, namespace=stored.namespace, task_id=task_id)
+        await self.store.tasks.delete(task_id, want_rev, audit)
         return pb.DeleteTaskResponse()
 
     async def PauseTask(
@@ -286,7 +335,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 raise FailedPrecondition(f"task {task_id} is completed; it cannot be paused")
             if stored.state == PAUSED:
                 return stored
-            rev = await self.store.tasks.write(task_id, stored.rev, state=PAUSED, next_ms=None)
+            audit = self._audit(ACTION.AUDIT_ACTION_PAUSE_TASK, namespace=stored.namespace, task_id=task_id)
+            rev = await self.store.tasks.write(task_id, stored.rev, state=PAUSED, next_ms=None, audit=audit)
             return StoredTask(stored.spec, rev, PAUSED, None, stored.last)
 
         task = await self._mutate(task_id, validation.etag(request.etag), pause)
@@ -312,7 +362,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             else:
                 next_ms = window.next_after_ms(now)
             state = ACTIVE if next_ms is not None else COMPLETED
-            rev = await self.store.tasks.write(task_id, stored.rev, state=state, next_ms=next_ms)
+            audit = self._audit(ACTION.AUDIT_ACTION_RESUME_TASK, namespace=stored.namespace, task_id=task_id)
+            rev = await self.store.tasks.write(task_id, stored.rev, state=state, next_ms=next_ms, audit=audit)
             return StoredTask(stored.spec, rev, state, next_ms, stored.last)
 
         task = await self._mutate(task_id, validation.etag(request.etag), resume)
@@ -322,10 +373,11 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunTaskResponse:
         task_id = validation.task_id(request.id)
-        stored = await self.store.tasks.get(task_id)
+        stored = await self._get(task_id)
         now = await self.store.now_ms()
         execution = pb.Execution(
             task_id=task_id,
+            namespace=stored.namespace,
             attempt=1,
             status=pb.ExecutionStatus.EXECUTION_STATUS_PENDING,
             trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL,
@@ -336,7 +388,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             execution.payload.CopyFrom(stored.spec.payload)
         for _ in range(5):
             execution.id = execution_id(task_id, now, secrets.token_hex(2))
-            if await self.store.executions.create(execution, ready_at_ms=now):
+            audit = self._audit(
+                ACTION.AUDIT_ACTION_RUN_TASK,
+                namespace=stored.namespace,
+                task_id=task_id,
+                execution_id=execution.id,
+            )
+            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit):
                 break
         else:  # pragma: no cover - five 16-bit collisions within one millisecond
             raise Aborted("could not allocate an execution id; retry")
@@ -349,7 +407,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         """Read, check the client's etag, change with compare-and-set; retry lost races when the
         client sent no etag (with one, a lost race is the client's conflict: ABORTED)."""
         for _ in range(CAS_ATTEMPTS):
-            stored = await self.store.tasks.get(task_id)
+            stored = await self._get(task_id)
             if want_rev is not None and stored.rev != want_rev:
                 raise Aborted(
                     f"etag {want_rev} is stale: task {task_id} has changed (etag {stored.etag}); "
@@ -386,6 +444,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListExecutionsResponse:
         task_id = validation.task_id(request.task_id, "task_id") if request.task_id else None
+        namespace = access.list_namespace(validation.namespace(request.namespace))
         size = validation.page_size(request.page_size)
         if request.status not in pb.ExecutionStatus.values():
             raise InvalidArgument.field("status", f"unknown status {request.status}")
@@ -398,8 +457,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         if start is not None and end is not None and end <= start:
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
+        if task_id is not None and access.current().namespace:
+            # A task of another namespace is refused outright; a deleted task's executions are
+            # filtered by their own namespace below.
+            with contextlib.suppress(NotFound):
+                await self._get(task_id)
         bounds = Bounds(start, end)
-        filters = json.dumps([task_id, request.status, start, end])
+        filters = json.dumps([task_id, request.status, start, end, namespace])
         cursor = self.tokens.decode(request.page_token, filters)
         if cursor is not None:
             validation.execution_id(cursor, "page_token")
@@ -408,12 +472,24 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             ids = await self.store.executions.scan(task_id, bounds, after, count)
             return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
 
-        def matches(row: tuple[int, bytes]) -> bool:
-            return not request.status or row[0] == request.status
+        def matches(row: pb.Execution) -> bool:
+            return not namespace or row.namespace == namespace
 
-        page, last = await _collect(fetch, cursor, size, matches)
+        async def fetch_records(after: str | None, count: int) -> list[tuple[str, pb.Execution | None]]:
+            # The status filter reads the hash's status field: only the rows it keeps are decoded.
+            return [
+                (
+                    key,
+                    decode(*row)
+                    if row is not None and (not request.status or row[0] == request.status)
+                    else None,
+                )
+                for key, row in await fetch(after, count)
+            ]
+
+        page, last = await collect(fetch_records, cursor, size, matches)
         return pb.ListExecutionsResponse(
-            executions=[decode(status, raw) for status, raw in page],
+            executions=page,
             next_page_token=self.tokens.encode(filters, last) if last is not None else "",
         )
 
@@ -421,6 +497,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetExecutionResponse:
         execution = await self.store.executions.get(validation.execution_id(request.id))
+        access.check_namespace(execution.namespace, f"execution {execution.id}")
         return pb.GetExecutionResponse(execution=execution)
 
     async def GetStats(
@@ -433,7 +510,7 @@ def _created(new: NewTask) -> pb.Task:
     return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
 
 
-async def _collect(
+async def collect(
     fetch: Callable[[str | None, int], Awaitable[list[tuple[str, T | None]]]],
     cursor: str | None,
     size: int,

@@ -17,7 +17,7 @@ from schedcore import pb
 from schedcore.errors import FieldViolation, InvalidArgument
 from schedcore.netpolicy import AddressPolicy, ip_literal
 from schedcore.schedule import Cron, ScheduleError, Window
-from schedcore.store.keys import EXECUTION_ID, TASK_ID
+from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
 
 MAX_NAME = 200
@@ -89,6 +89,16 @@ def execution_id(value: str, path: str = "id") -> str:
     if not EXECUTION_ID.match(value):
         raise InvalidArgument.field(path, "malformed execution id")
     return value
+
+
+def namespace(value: str, path: str = "namespace") -> str:
+    """A namespace, or "" when none is given."""
+    if value and not NAMESPACE.match(value):
+        raise InvalidArgument.field(path, NAMESPACE_RULE)
+    return value
+
+
+NAMESPACE_RULE = "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
 
 
 def etag(value: str, path: str = "etag") -> int | None:
@@ -355,6 +365,9 @@ def task(
     elif CONTROL.search(name):
         v.add("task.name", "must not contain control characters")
     spec.name = name
+    if task_in.namespace and not NAMESPACE.match(task_in.namespace):
+        v.add("task.namespace", NAMESPACE_RULE)
+    spec.namespace = task_in.namespace
     if len(task_in.description) > MAX_DESCRIPTION:
         v.add("task.description", f"longer than {MAX_DESCRIPTION} characters")
     spec.description = task_in.description
@@ -402,7 +415,9 @@ def update_paths(task_in: pb.Task, mask_paths: list[str]) -> list[str]:
         return list(MUTABLE_FIELDS)
     v = Violations()
     for path in mask_paths:
-        if path not in MUTABLE_FIELDS:
+        if path == "namespace":
+            v.add("update_mask", "'namespace' cannot be updated: a task's namespace is fixed at creation")
+        elif path not in MUTABLE_FIELDS:
             v.add("update_mask", f"{path!r} cannot be updated; updatable: {', '.join(MUTABLE_FIELDS)} or *")
     v.raise_if_any()
     return list(dict.fromkeys(mask_paths))

@@ -15,7 +15,7 @@ from functools import lru_cache
 from schedcore import pb
 from schedcore.schedule import Cron, Window
 from schedcore.store.engine import FireCommit, LeasedTask
-from schedcore.store.keys import execution_id
+from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 
 MAX_SKIPPED_RECORDS = 100
@@ -43,6 +43,8 @@ def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.E
     record = pb.Execution(
         id=execution_id(task.task_id, nominal_ms),
         task_id=task.task_id,
+        # Copied from the task, so reading an execution needs no lookup of its task.
+        namespace=task.spec.namespace or DEFAULT_NAMESPACE,
         attempt=1,
         status=status,  # type: ignore[arg-type]
         trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_SCHEDULE,

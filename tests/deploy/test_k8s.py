@@ -149,6 +149,21 @@ def test_redis_credentials_come_from_the_secret(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_requires_tokens_and_takes_its_first_admin_from_a_secret(overlay: str) -> None:
+    m = render(overlay)
+    for name in ("api", "scheduler", "executor", "ui"):
+        assert m.env(name).get("AUTH_MODE") in (None, "token")  # secure by default: never none
+    (var,) = [v for v in m.container("api")["env"] if v["name"] == "AUTH_BOOTSTRAP_TOKEN"]
+    assert var["valueFrom"]["secretKeyRef"] == {
+        "name": "scheduler-suite-auth",
+        "key": "AUTH_BOOTSTRAP_TOKEN",
+        "optional": True,
+    }
+    # No placeholder admin secret ships with the manifests.
+    assert all(d.get("metadata", {}).get("name") != "scheduler-suite-auth" for d in m.docs)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
     m = render(overlay)
     container = m.container("redis")

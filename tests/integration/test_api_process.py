@@ -52,12 +52,17 @@ SETTINGS_VARIABLES = {
     "TLS_CA_FILE",
     "TLS_CLIENT_CA_FILE",
     "HEALTH_PORT",
+    "AUTH_MODE",
+    "AUTH_BOOTSTRAP_TOKEN",
+    "AUTH_CACHE_SECONDS",
+    "AUDIT_MAX_EVENTS",
 }
 
 
 def process_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
-    env.update({"GRPC_PLAINTEXT": "true", **overrides})  # local development's explicit opt-out of TLS
+    # Local development's explicit opt-outs of TLS and of tokens; tests that want them say so.
+    env.update({"GRPC_PLAINTEXT": "true", "AUTH_MODE": "none", **overrides})
     return env
 
 

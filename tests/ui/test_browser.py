@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from services.api.app import build as build_api
+from tests.conftest import api_settings
 from tests.integration import helpers
 from tests.integration.helpers import list_all_tasks
-from tests.support import ServiceThread, free_port, wait_for
+from tests.support import RedisServer, ServiceThread, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,13 +40,36 @@ def dashboard_command(port: int) -> list[str]:
     return ui_command(sys.executable, port)
 
 
+BOOTSTRAP = "bootstrap-token-for-the-browser-test-0123456789abcdef"
+
+
+@pytest.fixture()
+def secured_api(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:
+    service = ServiceThread(
+        build_api, api_settings(redis_srv.url, auth_mode="token", auth_bootstrap_token=BOOTSTRAP)
+    )
+    yield service
+    service.stop()
+
+
 @pytest.fixture()
 def dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:
+    yield from serve_dashboard(api, tmp_path)
+
+
+@pytest.fixture()
+def secured_dashboard(secured_api: ServiceThread, tmp_path: Path) -> Iterator[str]:
+    yield from serve_dashboard(secured_api, tmp_path)
+
+
+def serve_dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:
+    """`streamlit run` in front of `api`, logging at debug level into tmp_path/streamlit.log."""
     port = free_port()
-    env = dict(os.environ, API_ADDR=api.target, HOME=str(tmp_path))
-    proc = subprocess.Popen(
-        dashboard_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    env = dict(os.environ, API_ADDR=api.target, HOME=str(tmp_path), STREAMLIT_LOGGER_LEVEL="debug")
+    with open(tmp_path / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(
+            dashboard_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -96,3 +121,37 @@ def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> N
     assert dict(task.labels) == {"team": "qa"}
     assert task.schedule.cron.expression == "*/15 * * * *"
     assert (shots / "dashboard-tasks.png").stat().st_size > 10_000
+
+
+def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM is not None, "REQUIRE_BROWSER=1 but chromium is not installed"
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    seen: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
+        page.on("request", lambda request: seen.append(request.url))
+        page.goto(f"{secured_dashboard}/tasks")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.screenshot(path=str(shots / "dashboard-sign-in.png"))
+        page.get_by_label("API token").fill(BOOTSTRAP)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Signed in as")).to_be_visible()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        # Within the session (a page load would start a new one, which asks again).
+        page.get_by_role("link", name="Tasks").click()
+        expect(page.get_by_text("No tasks yet")).to_be_visible()
+        seen.append(page.url)
+        cookies = page.context.cookies()
+        browser.close()
+    assert len(seen) > 1
+    assert not [url for url in seen if BOOTSTRAP in url]
+    assert not [c for c in cookies if BOOTSTRAP in c["value"]]
+    log = (tmp_path / "streamlit.log").read_text(errors="replace")
+    assert "Runtime state:" in log  # a debug-level line: the dashboard logged at its most talkative
+    assert BOOTSTRAP not in log

@@ -36,6 +36,10 @@ def all_keys(k: Keys) -> list[str]:
         k.history,
         k.ready,
         k.page_token_secret,
+        k.token(TID),
+        k.token_hash("ab" * 32),
+        k.tokens,
+        k.audit,
     ]
 
 

@@ -30,6 +30,11 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.page_token_ttl_s == 24 * 3600
     assert s.page_token_secret == ""
     assert s.metrics_port == 0
+    # Secure by default: tokens required, no bootstrap token.
+    assert s.auth_mode == "token"
+    assert s.auth_bootstrap_token == ""
+    assert s.auth_cache_s == 2.0
+    assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
 
 
@@ -89,6 +94,10 @@ FULL_ENV = {
     "TLS_CA_FILE": "/etc/tls/ca.crt",
     "TLS_CLIENT_CA_FILE": "/etc/tls/client-ca.crt",
     "HEALTH_PORT": "8081",
+    "AUTH_MODE": "None",
+    "AUTH_BOOTSTRAP_TOKEN": "b" * 32,
+    "AUTH_CACHE_SECONDS": "0.5",
+    "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
 }
 ENV_NAMES = list(FULL_ENV)
@@ -133,6 +142,10 @@ def test_every_variable_is_parsed() -> None:
         tls_ca_file="/etc/tls/ca.crt",
         tls_client_ca_file="/etc/tls/client-ca.crt",
         health_port=8081,
+        auth_mode="none",
+        auth_bootstrap_token="b" * 32,
+        auth_cache_s=0.5,
+        audit_max_events=5000,
         executor_command_targets=True,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
@@ -176,6 +189,9 @@ def test_accepted_redis_urls(url: str) -> None:
         ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
         ("GRPC_PLAINTEXT", "maybe", "expected true or false, got 'maybe'"),
         ("HEALTH_PORT", "65536", "between 0 and 65535"),
+        ("AUTH_MODE", "off", "must be one of token, none, got 'off'"),
+        ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
+        ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
         ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
     ],
 )
@@ -252,3 +268,13 @@ def test_a_certificate_and_its_key_turn_tls_on() -> None:
 def test_contradicting_tls_settings_are_refused(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env(env)
+
+
+def test_a_short_bootstrap_token_is_refused_without_echoing_it() -> None:
+    for bad in ("x" * 31, "has a space in it and is long enough", "tab\tin-it-" + "y" * 30):
+        with pytest.raises(SettingsError, match=r"^AUTH_BOOTSTRAP_TOKEN: must be 32-512") as info:
+            Settings.from_env({**DEV, "AUTH_BOOTSTRAP_TOKEN": bad})
+        assert bad not in str(info.value)
+    ok = "z" * 32
+    assert Settings.from_env({**DEV, "AUTH_BOOTSTRAP_TOKEN": ok}).auth_bootstrap_token == ok
+    assert ok not in repr(Settings.from_env({**DEV, "AUTH_BOOTSTRAP_TOKEN": ok}))  # nor in a logged repr

@@ -10,6 +10,7 @@ import grpc
 import streamlit as st
 
 from ui import format as fmt
+from ui import login
 from ui import taskform as tf
 from ui.client import ApiError
 from ui.common import api, page_guard, show_unreachable, zone
@@ -83,6 +84,15 @@ def save(editing: Any) -> None:
     st.session_state["edit_id"] = saved.id
     st.session_state["e_loaded"] = None  # reload from what the api stored
 
+
+if not login.can_edit():
+    st.title("Create a task")
+    st.info(
+        "Your token has the viewer role: it can read tasks and executions but not create or change "
+        "them. Ask an admin for an editor token.",
+        icon=":material/visibility:",
+    )
+    st.stop()
 
 edit_id = st.query_params.get("id") or st.session_state.get("edit_id")
 editing = None

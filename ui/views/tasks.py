@@ -8,6 +8,7 @@ from google.protobuf import json_format
 
 from schedcore import pb
 from ui import format as fmt
+from ui import login
 from ui.client import ApiError
 from ui.common import api, page_guard, zone
 from ui.paging import Pager
@@ -100,21 +101,23 @@ def act(label: str, call, done: str) -> None:  # type: ignore[no-untyped-def]
     st.rerun()
 
 
+# A viewer's token reads but does not change tasks: its buttons are shown disabled.
+read_only = not login.can_edit()
 a1, a2, a3, a4, a5 = st.columns(5)
-if a1.button("Edit", icon=":material/edit:", key="t_edit", width="stretch"):
+if a1.button("Edit", icon=":material/edit:", key="t_edit", width="stretch", disabled=read_only):
     st.session_state["edit_id"] = task.id
     st.switch_page("views/edit.py")
 if task.state == pb.TaskState.TASK_STATE_PAUSED:
-    if a2.button("Resume", icon=":material/play_arrow:", key="t_resume", width="stretch"):
+    if a2.button("Resume", icon=":material/play_arrow:", key="t_resume", width="stretch", disabled=read_only):
         act("Resume", lambda: api().resume_task(task.id, task.etag), f"Resumed {task.name}.")
 elif task.state == pb.TaskState.TASK_STATE_ACTIVE:
-    if a2.button("Pause", icon=":material/pause:", key="t_pause", width="stretch"):
+    if a2.button("Pause", icon=":material/pause:", key="t_pause", width="stretch", disabled=read_only):
         act("Pause", lambda: api().pause_task(task.id, task.etag), f"Paused {task.name}.")
 else:
     a2.button("Pause", icon=":material/pause:", key="t_pause", width="stretch", disabled=True)
-if a3.button("Run now", icon=":material/bolt:", key="t_run", width="stretch"):
+if a3.button("Run now", icon=":material/bolt:", key="t_run", width="stretch", disabled=read_only):
     act("Run now", lambda: api().run_task(task.id), f"Started a run of {task.name}; see Executions.")
-if a4.button("Delete", icon=":material/delete:", key="t_delete", width="stretch"):
+if a4.button("Delete", icon=":material/delete:", key="t_delete", width="stretch", disabled=read_only):
     st.session_state["t_confirm"] = task.id
 a5.page_link(
     "views/executions.py", label="Executions", icon=":material/receipt_long:", query_params={"task": task.id}

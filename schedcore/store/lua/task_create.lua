@@ -1,7 +1,10 @@
 -- Create a task with its index entries, and remember the client's request id, atomically.
--- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 request-id key, 5 task counts by state
+-- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 request-id key, 5 task counts by state,
+--       6 audit stream (schedcore/store/audit.py)
 -- ARGV: 1 task id, 2 spec (protobuf), 3 state, 4 next run (padded ms, or "" for none),
---       5 name index member, 6 request fingerprint ("" when no request id), 7 request-id ttl (s)
+--       5 name index member, 6 request fingerprint ("" when no request id), 7 request-id ttl (s),
+--       8 audit stream bound ("" = record nothing), 9... the audit event's fields and values
+-- A repeated request id (the task exists already) changes nothing and records nothing.
 -- Returns {"ok"} | {"dup", "<task id>:<fingerprint>"} | {"collision"}
 if ARGV[6] ~= '' then
   local prior = redis.call('GET', KEYS[4])
@@ -19,5 +22,8 @@ redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZADD', KEYS[3], 0, member)
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[4], ARGV[1] .. ':' .. ARGV[6], 'EX', ARGV[7])
+end
+if ARGV[8] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 9))
 end
 return {'ok'}

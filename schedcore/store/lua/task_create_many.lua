@@ -4,9 +4,11 @@
 -- The tasks' fields come in one MessagePack blob (one argument instead of six per task: packing
 -- arguments is most of the client's cost).
 -- KEYS: 1 name index, 2 next-run index, 3 task counts by state, then every task's hash, then the
---       request-id key of each task that has a request id, in task order
+--       request-id key of each task that has a request id, in task order; last, the audit stream
 -- ARGV: 1 request-id ttl (s), 2 MessagePack array of [id, spec, state, next run (padded ms or
---       ""), name index member, request fingerprint ("" when no request id)]
+--       ""), name index member, request fingerprint ("" when no request id), namespace],
+--       3 audit stream bound ("" = record nothing), 4... the fields and values every created
+--       task's audit event shares (each event adds its task id and namespace)
 -- Returns {"ok", per task: "" (created) or the prior "<task id>:<fingerprint>"}
 --       | {"conflict", index (0-based), prior} | {"collision", index}
 local tasks = cmsgpack.unpack(ARGV[2])
@@ -30,6 +32,8 @@ for i = 1, n do
     out[i + 1] = ''
   end
 end
+-- The stream is trimmed once, after the batch's events, not on each XADD.
+local audit = ARGV[3] ~= '' and KEYS[#KEYS]
 for i = 1, n do
   if out[i + 1] == '' then
     local t, key = tasks[i], KEYS[3 + i]
@@ -46,6 +50,10 @@ for i = 1, n do
     if reqkey[i] then
       redis.call('SET', reqkey[i], id .. ':' .. t[6], 'EX', ARGV[1])
     end
+    if audit then
+      redis.call('XADD', audit, '*', 'task', id, 'ns', t[7], unpack(ARGV, 4))
+    end
   end
 end
+if audit then redis.call('XTRIM', audit, 'MAXLEN', '~', ARGV[3]) end
 return out

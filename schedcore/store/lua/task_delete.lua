@@ -1,6 +1,7 @@
 -- Delete a task and its index entries if its revision is still the expected one.
--- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 task counts by state
--- ARGV: 1 task id, 2 expected rev ("" = any)
+-- KEYS: 1 task hash, 2 name index, 3 next-run index, 4 task counts by state, 5 audit stream
+-- ARGV: 1 task id, 2 expected rev ("" = any), 3 audit stream bound ("" = record nothing),
+--       4... the audit event's fields and values
 -- Returns {"ok"} | {"missing"} | {"conflict", current rev}
 local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return {'missing'} end
@@ -9,4 +10,7 @@ redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'nm'))
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'nx'))
 redis.call('HINCRBY', KEYS[4], redis.call('HGET', KEYS[1], 'state'), -1)
 redis.call('DEL', KEYS[1])
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+end
 return {'ok'}

@@ -1,0 +1,230 @@
+"""Who is calling the api, and what they may do (docs/security.md).
+
+- `Authenticator.__call__` is the shared interceptor's hook (schedcore/interceptors.py): for a
+  method of a public service it reads `authorization: Bearer <token>`, verifies the token (a
+  replica trusts a verified token for AUTH_CACHE_SECONDS), checks the role RULES require and binds
+  the caller (a Principal) to `principal_var`. Methods of other services (health, reflection) are
+  open. Refusals raise Unauthenticated or PermissionDenied before the request is even decoded.
+- RULES is the one table of method -> required role. It must name every method of the public
+  services: a method added to the protos without a rule stops the api at import.
+- Namespaces are checked by the servicers, which know what a request touches:
+  `check_namespace` and `list_namespace`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from schedcore import pb
+from schedcore.errors import PermissionDenied, Unauthenticated
+from schedcore.logs import request_id_var
+from schedcore.settings import MAX_BEARER
+from schedcore.store.audit import Actor
+from schedcore.store.tokens import StoredToken, TokenStore, digest
+
+log = logging.getLogger("api.access")
+
+VIEWER = pb.Role.ROLE_VIEWER
+EDITOR = pb.Role.ROLE_EDITOR
+ADMIN = pb.Role.ROLE_ADMIN
+
+PUBLIC_SERVICES = (
+    pb.task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    pb.auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    pb.audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: int
+    # The call needs a token not limited to a namespace (cluster-wide figures).
+    cluster_wide: bool = False
+
+
+_RULES_BY_NAME: dict[str, Rule] = {
+    "TaskService.CreateTask": Rule(EDITOR),
+    "TaskService.BatchCreateTasks": Rule(EDITOR),
+    "TaskService.GetTask": Rule(VIEWER),
+    "TaskService.ListTasks": Rule(VIEWER),
+    "TaskService.UpdateTask": Rule(EDITOR),
+    "TaskService.DeleteTask": Rule(EDITOR),
+    "TaskService.PauseTask": Rule(EDITOR),
+    "TaskService.ResumeTask": Rule(EDITOR),
+    "TaskService.RunTask": Rule(EDITOR),
+    "TaskService.PreviewSchedule": Rule(VIEWER),
+    "TaskService.ListExecutions": Rule(VIEWER),
+    "TaskService.GetExecution": Rule(VIEWER),
+    "TaskService.GetStats": Rule(VIEWER, cluster_wide=True),
+    "AuthService.CreateToken": Rule(ADMIN),
+    "AuthService.ListTokens": Rule(ADMIN),
+    "AuthService.RevokeToken": Rule(ADMIN),
+    "AuthService.WhoAmI": Rule(VIEWER),
+    "AuditService.ListAuditEvents": Rule(VIEWER),
+}
+
+
+def _rules() -> dict[str, Rule]:
+    """RULES keyed by gRPC's full method name ("/scheduler.v1.TaskService/CreateTask")."""
+    out: dict[str, Rule] = {}
+    for service in PUBLIC_SERVICES:
+        for method in service.methods:
+            short = f"{service.name}.{method.name}"
+            if short not in _RULES_BY_NAME:
+                raise RuntimeError(f"services/api/access.py: no role rule for {short}")
+            if method.client_streaming or method.server_streaming:  # the interceptor checks unary calls
+                raise RuntimeError(f"services/api/access.py: {short} streams; authenticate it first")
+            out[f"/{service.full_name}/{method.name}"] = _RULES_BY_NAME[short]
+    if len(out) != len(_RULES_BY_NAME):
+        raise RuntimeError("services/api/access.py: a rule names a method the protos do not have")
+    return out
+
+
+RULES = _rules()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: its token's id, name, role and namespace ("" = every namespace)."""
+
+    token_id: str
+    name: str
+    role: int
+    namespace: str
+    token: pb.Token  # as WhoAmI shows it
+
+    @property
+    def expire_ms(self) -> int | None:
+        return self.token.expire_time.ToMilliseconds() if self.token.HasField("expire_time") else None
+
+    def actor(self) -> Actor:
+        """Who the audit trail names: nobody (empty) without authentication."""
+        return Actor(self.name if self.token_id else "", self.token_id, request_id_var.get() or "")
+
+
+# AUTH_MODE=none: every caller, and what WhoAmI answers.
+ANONYMOUS = Principal("", "anonymous", ADMIN, "", pb.Token(name="anonymous", role=ADMIN))
+
+# Bound by the hook for the call; unbound (None) means the hook did not run: nobody.
+principal_var: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def current() -> Principal:
+    principal = principal_var.get()
+    if principal is None:  # a servicer reached without the hook: refuse rather than trust
+        raise Unauthenticated(_MISSING)
+    return principal
+
+
+def check_namespace(namespace: str, what: str) -> None:
+    """PermissionDenied when the caller is limited to another namespace than `namespace`."""
+    mine = current().namespace
+    if mine and namespace != mine:
+        raise PermissionDenied(
+            f"{what} is in namespace {namespace!r}; this token is limited to namespace {mine!r}"
+        )
+
+
+def list_namespace(requested: str) -> str:
+    """The namespace a listing is limited to: the one asked for ("" = all the caller may see),
+    forced to the caller's own for a token limited to a namespace."""
+    mine = current().namespace
+    if mine and requested and requested != mine:
+        raise PermissionDenied(
+            f"namespace {requested!r} is not visible to this token (limited to namespace {mine!r})"
+        )
+    return mine or requested
+
+
+_MISSING = "missing credentials: send the metadata `authorization: Bearer <token>`"
+# One message for unknown, revoked and expired tokens: a caller learns nothing about which.
+_INVALID = "invalid token: it is unknown, revoked or expired"
+# Bound of the verified-token cache per replica (entries are a few hundred bytes).
+CACHE_ENTRIES = 10_000
+
+
+def bearer(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The token of `authorization: Bearer <token>`; None when there is none."""
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return ""
+    return None
+
+
+def principal_of(token: StoredToken) -> Principal:
+    return Principal(token.id, token.name, token.role, token.namespace, token.to_proto())
+
+
+class Authenticator:
+    """The api's authentication hook, with its per-replica cache of verified tokens."""
+
+    def __init__(self, tokens: TokenStore, mode: str, cache_s: float) -> None:
+        self.tokens = tokens
+        self.enabled = mode != "none"
+        self.cache_s = cache_s
+        # secret digest -> (monotonic deadline, Principal, or None for a token found invalid)
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def __call__(self, method: str, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        rule = RULES.get(method)
+        if rule is None:  # health, reflection
+            return
+        if not self.enabled:
+            principal_var.set(ANONYMOUS)
+            return
+        secret = bearer(metadata)
+        if secret is None:
+            raise Unauthenticated(_MISSING)
+        if not secret or len(secret) > MAX_BEARER:
+            raise Unauthenticated(_INVALID)
+        principal = await self.verify(secret)
+        if principal is None:
+            raise Unauthenticated(_INVALID)
+        if principal.role < rule.role:
+            raise PermissionDenied(
+                f"{method.rsplit('/', 1)[1]} needs the {_role(rule.role)} role; this token is "
+                f"{_role(principal.role)}"
+            )
+        if rule.cluster_wide and principal.namespace:
+            raise PermissionDenied(
+                f"{method.rsplit('/', 1)[1]} covers every namespace: it needs a token not limited to "
+                f"one (this one is limited to {principal.namespace!r})"
+            )
+        principal_var.set(principal)
+
+    async def verify(self, secret: str) -> Principal | None:
+        """The token's Principal if it is valid now, from the cache or the store."""
+        key = digest(secret)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            principal = cached[1]
+        else:
+            found = await self.tokens.lookup(key)
+            principal = principal_of(found) if found is not None and found.revoke_ms is None else None
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            if self.cache_s > 0:
+                self._cache[key] = (now + self.cache_s, principal)
+        if principal is None:
+            return None
+        expire_ms = principal.expire_ms
+        if expire_ms is not None and time.time() * 1000 >= expire_ms:
+            return None
+        return principal
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token from this replica's cache (it was just revoked here)."""
+        for key in [k for k, (_, p) in self._cache.items() if p is not None and p.token_id == token_id]:
+            del self._cache[key]
+
+
+def _role(role: int) -> str:
+    return pb.Role.Name(role).removeprefix("ROLE_").lower() if role in pb.Role.values() else str(role)

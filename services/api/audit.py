@@ -1,0 +1,66 @@
+"""AuditService: the audit trail, newest first (docs/security.md). Needs the viewer role; a token
+limited to a namespace reads only that namespace's events."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import grpc
+
+from schedcore import pb
+from schedcore.errors import InvalidArgument
+from schedcore.store import Store
+from schedcore.store.audit import decode
+from schedcore.timeutil import ts_to_ms
+from services.api import access, validation
+from services.api.auth import token_id
+from services.api.pagetoken import PageTokens
+from services.api.servicer import collect
+
+_ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+class AuditService(pb.audit_service_grpc.AuditServiceServicer):
+    def __init__(self, store: Store, pages: PageTokens) -> None:
+        self.store = store
+        self.pages = pages
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditEventsResponse:
+        task_id = validation.task_id(request.task_id, "task_id") if request.task_id else ""
+        actor = token_id(request.actor_token_id, "actor_token_id") if request.actor_token_id else ""
+        size = validation.page_size(request.page_size)
+        namespace = access.list_namespace(validation.namespace(request.namespace))
+        v = validation.Violations()
+        start = ts_to_ms(request.start_time) if request.HasField("start_time") else None
+        end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
+        for name, ms in (("start_time", start), ("end_time", end)):
+            if ms is not None and not 0 <= ms <= validation.MAX_MS:
+                v.add(name, "must be between 1970-01-01 and 2286-11-20")
+        if start is not None and end is not None and end <= start:
+            v.add("end_time", "must be after start_time")
+        v.raise_if_any()
+        filters = json.dumps(["audit", task_id, actor, namespace, start, end])
+        cursor = self.pages.decode(request.page_token, filters)
+        if cursor is not None and not _ENTRY_ID.match(cursor):
+            raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
+
+        async def fetch(after: str | None, count: int) -> list[tuple[str, pb.AuditEvent | None]]:
+            if end == 0:
+                return []
+            rows = await self.store.audit.scan(after, start, end, count)
+            return [(entry_id.decode(), decode(entry_id, fields)) for entry_id, fields in rows]
+
+        def matches(event: pb.AuditEvent) -> bool:
+            return (
+                (not task_id or event.task_id == task_id)
+                and (not actor or event.actor_token_id == actor)
+                and (not namespace or event.namespace == namespace)
+            )
+
+        page, last = await collect(fetch, cursor, size, matches)
+        return pb.ListAuditEventsResponse(
+            events=page, next_page_token=self.pages.encode(filters, last) if last is not None else ""
+        )

@@ -1,0 +1,104 @@
+"""Access: the api's tokens (admin only): create one (its secret is shown once), list, revoke."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from schedcore import pb
+from ui import format as fmt
+from ui import login
+from ui.client import ApiError
+from ui.common import api, page_guard, zone
+from ui.paging import Pager
+
+ROLES = {"viewer": pb.Role.ROLE_VIEWER, "editor": pb.Role.ROLE_EDITOR, "admin": pb.Role.ROLE_ADMIN}
+LIFETIMES = {"Never expires": None, "1 day": 86_400, "30 days": 30 * 86_400, "1 year": 365 * 86_400}
+
+st.title("Access")
+me = login.who()
+if me is None or me.role < pb.Role.ROLE_ADMIN:
+    st.info("Managing tokens needs a token with the admin role.", icon=":material/admin_panel_settings:")
+    st.stop()
+if not me.id:
+    st.info(
+        "Authentication is off (the api runs with AUTH_MODE=none): tokens are not checked.",
+        icon=":material/lock_open:",
+    )
+
+created = st.session_state.pop("a_created", None)
+if created:
+    name, secret = created
+    st.success(
+        f"Created token **{name}**. Copy its secret now: it is shown only this once.",
+        icon=":material/key:",
+    )
+    st.code(secret, language=None)
+
+with st.form("a_new", clear_on_submit=True):
+    st.subheader("New token")
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    name = c1.text_input("Name", key="a_name", placeholder="who or what holds it")
+    role = c2.selectbox("Role", list(ROLES), index=1, key="a_role")
+    namespace = c3.text_input(
+        "Namespace",
+        key="a_namespace",
+        value=me.namespace,
+        disabled=bool(me.namespace),
+        help="Empty: every namespace",
+    )
+    lifetime = c4.selectbox("Expires", list(LIFETIMES), key="a_ttl")
+    if st.form_submit_button("Create token", type="primary", icon=":material/add:"):
+        try:
+            token, secret = api().create_token(
+                name.strip(),
+                ROLES[role or "editor"],
+                namespace.strip(),
+                LIFETIMES[lifetime or "Never expires"],
+            )
+        except ApiError as err:
+            st.error(f"Not created: {err.message}", icon=":material/warning:")
+        else:
+            st.session_state["a_created"] = (token.name, secret)
+            st.rerun()
+
+show_revoked = st.toggle("Show revoked and expired tokens", key="a_revoked")
+pager = Pager("tokens", (show_revoked,))
+with page_guard():
+    reply = api().list_tokens(show_revoked=show_revoked, page_size=50, page_token=pager.token)
+pager.controls(reply.next_page_token, len(reply.tokens))
+if not reply.tokens:
+    st.info("No tokens.", icon=":material/inbox:")
+    st.stop()
+tz = zone()
+names = {v: k for k, v in ROLES.items()}
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "Name": t.name,
+                "Role": names.get(t.role, "?"),
+                "Namespace": t.namespace or "(all)",
+                "Created": fmt.ts(t.create_time, tz),
+                "Created by": t.created_by,
+                "Expires": fmt.ts(t.expire_time, tz) if t.HasField("expire_time") else "never",
+                "Revoked": fmt.ts(t.revoke_time, tz) if t.HasField("revoke_time") else "",
+                "ID": t.id,
+            }
+            for t in reply.tokens
+        ]
+    ),
+    hide_index=True,
+)
+live = [t for t in reply.tokens if not t.HasField("revoke_time")]
+if live:
+    r1, r2 = st.columns([4, 1])
+    pick = r1.selectbox("Token to revoke", [t.id for t in live], key="a_pick", format_func=lambda i: f"{i}")
+    if r2.button("Revoke", icon=":material/block:", key="a_revoke", width="stretch"):
+        with page_guard():
+            gone = api().revoke_token(str(pick))
+        st.session_state["a_flash"] = f"Revoked {gone.name}."
+        st.rerun()
+flash = st.session_state.pop("a_flash", None)
+if flash:
+    st.success(flash, icon=":material/check_circle:")

@@ -1,0 +1,55 @@
+"""Audit trail: who changed what through the api, newest first."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from schedcore import pb
+from ui import format as fmt
+from ui.common import api, page_guard, zone
+from ui.paging import Pager
+
+ACTIONS = {
+    pb.AuditAction.AUDIT_ACTION_CREATE_TASK: "created task",
+    pb.AuditAction.AUDIT_ACTION_UPDATE_TASK: "updated task",
+    pb.AuditAction.AUDIT_ACTION_DELETE_TASK: "deleted task",
+    pb.AuditAction.AUDIT_ACTION_PAUSE_TASK: "paused task",
+    pb.AuditAction.AUDIT_ACTION_RESUME_TASK: "resumed task",
+    pb.AuditAction.AUDIT_ACTION_RUN_TASK: "ran task",
+    pb.AuditAction.AUDIT_ACTION_CREATE_TOKEN: "created token",
+    pb.AuditAction.AUDIT_ACTION_REVOKE_TOKEN: "revoked token",
+}
+
+st.title("Audit trail")
+f1, f2, f3 = st.columns([3, 3, 1])
+task_id = f1.text_input("Task id", key="au_task", placeholder="all tasks").strip()
+namespace = f2.text_input("Namespace", key="au_ns", placeholder="every namespace you may see").strip()
+size = f3.selectbox("Per page", [25, 50, 100], index=1, key="au_size")
+pager = Pager("audit", (task_id, namespace, size))
+with page_guard():
+    reply = api().list_audit_events(
+        task_id=task_id, namespace=namespace, page_size=size or 50, page_token=pager.token
+    )
+pager.controls(reply.next_page_token, len(reply.events))
+if not reply.events:
+    st.info("No changes recorded for these filters.", icon=":material/history:")
+    st.stop()
+tz = zone()
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "Time": fmt.ts(e.time, tz),
+                "Who": e.actor or "(anonymous)",
+                "Action": ACTIONS.get(e.action, "?"),
+                "Task": e.task_id,
+                "Namespace": e.namespace,
+                "Detail": ", ".join(e.update_mask.paths) or e.execution_id or e.token_id,
+                "Request id": e.request_id,
+            }
+            for e in reply.events
+        ]
+    ),
+    hide_index=True,
+)
