@@ -37,6 +37,14 @@ class ScriptedExecutor(ipb.executor_grpc.ExecutorServiceServicer):
         out: queue.Queue[ipb.ExecuteResponse | None] = queue.Queue()
 
         def read() -> None:
+            try:
+                answer()
+            except grpc.RpcError:  # the call ended (the scheduler was killed, the server stopped)
+                pass
+            finally:
+                out.put(None)  # ends the response loop, so the server's worker thread ends too
+
+        def answer() -> None:
             outstanding = 0  # credits granted and not used or released
             for request in request_iterator:
                 with self.lock:
@@ -60,10 +68,15 @@ class ScriptedExecutor(ipb.executor_grpc.ExecutorServiceServicer):
                         for item in request.items
                     ]
                     out.put(ipb.ExecuteResponse(results=results, executor_id="scripted"))
-            out.put(None)
 
         threading.Thread(target=read, daemon=True).start()
-        while (response := out.get()) is not None:
+        while context.is_active():
+            try:
+                response = out.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if response is None:
+                return
             yield response
 
 
@@ -101,4 +114,4 @@ def test_demand_stands_after_a_dispatch_then_falls_to_zero_with_a_release(
             ended = [s.wait_terminal(t.id, 1)[0].status for t in tasks]
             assert set(ended) == {pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED}
     finally:
-        server.stop(0)
+        server.stop(0).wait(5)
