@@ -50,6 +50,11 @@ class PageTokens:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
             raw = b""
+        # Only the exact text encode() wrote: base64 decoding forgives ("+" reads as "-", stray
+        # characters are skipped, unused low bits of the last character are ignored), so an
+        # altered token could otherwise decode to the same bytes and pass.
+        if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
+            raw = b""
         mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidArgument.field("page_token", "invalid: not a token this service issued")

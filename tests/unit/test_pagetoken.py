@@ -140,3 +140,25 @@ def test_without_a_secret_tokens_are_unavailable_until_one_is_set() -> None:
     pt.set_secret(SECRET)
     assert not pt.unset
     assert tokens().decode(pt.encode(FILTERS, LAST), FILTERS) == LAST
+
+
+def test_a_token_altered_into_an_equivalent_base64_spelling_is_refused() -> None:
+    tokens = PageTokens(b"secret", 3600)
+    token = tokens.encode("filters", "last-key")
+    # Each decodes to the very same bytes as the token, with a lenient base64 decoder.
+    variants = [token.replace("-", "+").replace("_", "/"), token[:5] + "." + token[5:]]
+    last = token[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for ch in alphabet:  # last characters differing only in the bits the decoder ignores
+        spelled = token[:-1] + ch
+        if ch != last and base64.urlsafe_b64decode(spelled + "=" * (-len(spelled) % 4)) == (
+            base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ):
+            variants.append(spelled)
+    assert any(v != token for v in variants)
+    for variant in variants:
+        if variant == token:
+            continue
+        with pytest.raises(InvalidArgument):
+            tokens.decode(variant, "filters")
+    assert tokens.decode(token, "filters") == "last-key"
