@@ -12,7 +12,6 @@ from schedcore import pb
 from schedcore.errors import InvalidArgument
 from schedcore.store import Store
 from schedcore.store.audit import decode
-from schedcore.timeutil import ts_to_ms
 from services.api import access, validation
 from services.api.auth import token_id
 from services.api.pagetoken import PageTokens
@@ -33,15 +32,7 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):
         actor = token_id(request.actor_token_id, "actor_token_id") if request.actor_token_id else ""
         size = validation.page_size(request.page_size)
         namespace = access.list_namespace(validation.namespace(request.namespace))
-        v = validation.Violations()
-        start = ts_to_ms(request.start_time) if request.HasField("start_time") else None
-        end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
-        for name, ms in (("start_time", start), ("end_time", end)):
-            if ms is not None and not 0 <= ms <= validation.MAX_MS:
-                v.add(name, "must be between 1970-01-01 and 2286-11-20")
-        if start is not None and end is not None and end <= start:
-            v.add("end_time", "must be after start_time")
-        v.raise_if_any()
+        start, end = validation.time_range(request)
         filters = json.dumps(["audit", task_id, actor, namespace, start, end])
         cursor = self.pages.decode(request.page_token, filters)
         if cursor is not None and not _ENTRY_ID.match(cursor):

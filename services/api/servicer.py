@@ -448,15 +448,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         size = validation.page_size(request.page_size)
         if request.status not in pb.ExecutionStatus.values():
             raise InvalidArgument.field("status", f"unknown status {request.status}")
-        v = validation.Violations()
-        start = ts_to_ms(request.start_time) if request.HasField("start_time") else None
-        end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
-        for name, ms in (("start_time", start), ("end_time", end)):
-            if ms is not None and not 0 <= ms <= validation.MAX_MS:
-                v.add(name, "must be between 1970-01-01 and 2286-11-20")
-        if start is not None and end is not None and end <= start:
-            v.add("end_time", "must be after start_time")
-        v.raise_if_any()
+        start, end = validation.time_range(request)
         if task_id is not None and access.current().namespace:
             # A task of another namespace is refused outright; a deleted task's executions are
             # filtered by their own namespace below.

@@ -126,6 +126,22 @@ def page_size(value: int, path: str = "page_size") -> int:
     return value
 
 
+def time_range(
+    request: pb.ListExecutionsRequest | pb.ListAuditEventsRequest,
+) -> tuple[int | None, int | None]:
+    """A list request's [start_time, end_time) in ms (None where unset), checked."""
+    v = Violations()
+    start = ts_to_ms(request.start_time) if request.HasField("start_time") else None
+    end = ts_to_ms(request.end_time) if request.HasField("end_time") else None
+    for name, ms in (("start_time", start), ("end_time", end)):
+        if ms is not None and not 0 <= ms <= MAX_MS:
+            v.add(name, "must be between 1970-01-01 and 2286-11-20")
+    if start is not None and end is not None and end <= start:
+        v.add("end_time", "must be after start_time")
+    v.raise_if_any()
+    return start, end
+
+
 def _timestamp_ms(v: Violations, path: str, ts: Timestamp) -> int | None:
     ms = ts_to_ms(ts)
     if not 0 <= ms <= MAX_MS or not 0 <= ts.nanos < 1_000_000_000:
