@@ -4,7 +4,6 @@ in batches; hand back credits an idle scheduler holds; take back expired leases.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 
@@ -33,16 +32,6 @@ CAPABILITY_TTL_S = 10.0
 
 def is_command(item: DispatchItem) -> bool:
     return item.spec is not None and item.spec.target.HasField("command")
-
-
-# Standing demand: after its backlog is sent, a replica keeps announcing as demand what it
-# dispatched over the last STANDING_WINDOW_S (its share per link, at most BATCH_SIZE). Periodic
-# work (every-second cron tasks) then finds credits waiting when the next occurrences are
-# committed, instead of announcing demand only then and waiting a demand -> grant round trip
-# (docs/benchmarks.md, "Where the time goes"). Credits are still only a permission to send: this
-# changes no lease or record, and credits a replica holds unused go back as before, once the
-# window has no dispatch in it and RELEASE_AFTER_S has passed.
-STANDING_WINDOW_S = 1.5
 
 
 def work_item(item: DispatchItem) -> ipb.WorkItem:
@@ -74,20 +63,6 @@ class Dispatcher:
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
         self.capabilities_seen = asyncio.Event()
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, items)
-        self._recent_total = 0
-
-    def _standing(self, sent: int, links: int) -> int:
-        """Each link's standing demand: its share of what was dispatched in the recent window."""
-        now = time.monotonic()
-        if sent:
-            self._recent.append((now, sent))
-            self._recent_total += sent
-        while self._recent and self._recent[0][0] < now - STANDING_WINDOW_S:
-            self._recent_total -= self._recent.popleft()[1]
-        if not links or self.stopping:
-            return 0
-        return min(-(-self._recent_total // links), self.settings.batch_size)
 
     def poke(self) -> None:
         self.wake.set()
@@ -171,12 +146,10 @@ class Dispatcher:
             batches[link] += take
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
-        # Command executions count only towards the demand of links that run them; the standing
-        # demand (what was dispatched lately) stands for the rest.
+        # Command executions count only towards the demand of links that run them.
         remaining = max(0, len(due) - (len(items) - from_command_queue))
         remaining_command = max(0, len(due_command) - from_command_queue)
-        standing = self._standing(sum(len(b) for b in batches.values()), len(links))
-        share = max(-(-remaining // len(links)) if links else 0, standing)
+        share = -(-remaining // len(links)) if links else 0
         share_command = -(-remaining_command // len(capable)) if capable else 0
         unsent: list[DispatchItem] = []
         for link in sorted(links, key=lambda x: -x.credits):
@@ -192,8 +165,7 @@ class Dispatcher:
                 link.last_demand = demand
                 self.dispatched += len(batch)
                 metrics.DISPATCH_BATCH.observe(len(batch))
-            elif demand > link.last_demand or (demand == 0 and link.last_demand != 0):
-                # A falling standing demand is not worth a message per round; zero is.
+            elif link.last_demand != demand:
                 link.send(ipb.ExecuteRequest(demand=demand))
                 link.last_demand = demand
             self._release_if_idle(link, demand)
