@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.api.app import build as build_api
+from tests.conftest import api_settings
+from tests.support import RedisServer, ServiceThread
+
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
+# The admin token the secured api is started with (AUTH_BOOTSTRAP_TOKEN).
+BOOTSTRAP = "bootstrap-token-for-the-dashboard-tests-0123456789"
+
+
+@pytest.fixture()
+def secured(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:  # type: ignore[no-untyped-def]
+    """An api that requires tokens (AUTH_MODE=token), with BOOTSTRAP as its first admin."""
+    service = ServiceThread(
+        build_api, api_settings(redis_srv.url, auth_mode="token", auth_bootstrap_token=BOOTSTRAP)
+    )
+    yield service
+    service.stop()
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, addr: str, page: str | None = None, **query: str) -> AppTest:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from services.api.app import build as build_api
-from tests.conftest import api_settings
 from tests.integration import helpers
 from tests.integration.helpers import list_all_tasks
-from tests.support import RedisServer, ServiceThread, free_port, wait_for
+from tests.support import ServiceThread, free_port, wait_for
+from tests.ui import dash
+from tests.ui.dash import BOOTSTRAP
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,6 +32,8 @@ stub = helpers.stub
 if CHROMIUM is None and os.environ.get("REQUIRE_BROWSER") != "1":
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
+secured = dash.secured  # a fixture, shared with the other dashboard tests
+
 
 def dashboard_command(port: int) -> list[str]:
     """How the dashboard is served (tools/run_local.py builds the same command)."""
@@ -40,26 +42,14 @@ def dashboard_command(port: int) -> list[str]:
     return ui_command(sys.executable, port)
 
 
-BOOTSTRAP = "bootstrap-token-for-the-browser-test-0123456789abcdef"
-
-
-@pytest.fixture()
-def secured_api(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:
-    service = ServiceThread(
-        build_api, api_settings(redis_srv.url, auth_mode="token", auth_bootstrap_token=BOOTSTRAP)
-    )
-    yield service
-    service.stop()
-
-
 @pytest.fixture()
 def dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:
     yield from serve_dashboard(api, tmp_path)
 
 
 @pytest.fixture()
-def secured_dashboard(secured_api: ServiceThread, tmp_path: Path) -> Iterator[str]:
-    yield from serve_dashboard(secured_api, tmp_path)
+def secured_dashboard(secured: ServiceThread, tmp_path: Path) -> Iterator[str]:
+    yield from serve_dashboard(secured, tmp_path)
 
 
 def serve_dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:

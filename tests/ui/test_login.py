@@ -12,19 +12,12 @@ from services.api.app import build as build_api
 from tests.conftest import api_settings
 from tests.integration.helpers import cron_task
 from tests.support import RedisServer, ServiceThread
-from tests.ui.dash import open_page, rerun_ok, texts
+from tests.ui import dash
+from tests.ui.dash import BOOTSTRAP, open_page, rerun_ok, texts
 
-BOOTSTRAP = "bootstrap-token-for-the-dashboard-tests-0123456789"
 TASKS, EDIT = "views/tasks.py", "views/edit.py"
 
-
-@pytest.fixture()
-def secured(redis_srv: RedisServer, rds) -> Iterator[ServiceThread]:
-    service = ServiceThread(
-        build_api, api_settings(redis_srv.url, auth_mode="token", auth_bootstrap_token=BOOTSTRAP)
-    )
-    yield service
-    service.stop()
+secured = dash.secured  # a fixture, shared with the other dashboard tests
 
 
 def _meta(token: str) -> tuple[tuple[str, str], ...]:
