@@ -248,8 +248,13 @@ def test_list_tokens_hides_revoked_and_expired_unless_asked_and_pages(auth_api: 
     admin.new_token("short", VIEWER, ttl_s=1)
     admin.auth.RevokeToken(pb.RevokeTokenRequest(id=made[0].id))
     time.sleep(1.1)
+    # Newest first: by creation time, then id (tokens made within one millisecond tie on time).
+    full = admin.auth.ListTokens(pb.ListTokensRequest(show_revoked=True)).tokens
+    order = [t.name for t in sorted(full, key=lambda t: (t.create_time.ToMilliseconds(), t.id), reverse=True)]
+    assert sorted(order) == sorted(["short", "t4", "t3", "t2", "t1", "t0", "bootstrap"])
+    assert order[-1] == "bootstrap"
     names = [t.name for t in admin.auth.ListTokens(pb.ListTokensRequest()).tokens]
-    assert names == ["t4", "t3", "t2", "t1", "bootstrap"]
+    assert names == [n for n in order if n not in ("short", "t0")]
     every: list[str] = []
     token = ""
     while True:
@@ -258,7 +263,7 @@ def test_list_tokens_hides_revoked_and_expired_unless_asked_and_pages(auth_api: 
         token = page.next_page_token
         if not token:
             break
-    assert every == ["short", "t4", "t3", "t2", "t1", "t0", "bootstrap"]
+    assert every == order
     revoked = [
         t for t in admin.auth.ListTokens(pb.ListTokensRequest(show_revoked=True)).tokens if t.name == "t0"
     ]
