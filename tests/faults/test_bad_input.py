@@ -298,7 +298,8 @@ def broken_tokens(token: str) -> list[str]:
         chars = list(token)
         chars[rng.randrange(len(chars))] = rng.choice("ABCxyz019-_=+/.")
         out.append("".join(chars))
-    return out
+    # A substitution can put back the character that was there: that is the token, not a broken one.
+    return [broken for broken in out if broken != token]
 
 
 def garbage(port: int, rounds: int) -> None:
