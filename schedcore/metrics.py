@@ -76,6 +76,10 @@ ATTEMPTS_IN_FLIGHT = Gauge(
     "tasksched_executor_attempts_in_flight",
     "Attempts running on this executor now.",
 )
+ATTEMPTS_QUEUED = Gauge(
+    "tasksched_executor_attempts_queued",
+    "Items accepted by this executor and waiting for a free slot (EXECUTOR_PREFETCH).",
+)
 
 # --- every gRPC server ------------------------------------------------------------------------
 

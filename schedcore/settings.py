@@ -213,6 +213,9 @@ class Settings:
     instance_id: str = dataclasses.field(default_factory=_default_instance_id)
     # Executor: attempts one replica runs at once.
     executor_concurrency: int = 100
+    # Executor: items accepted beyond the running ones, queued until a slot frees (their leases
+    # renewed like running ones), so the next window is already here when a slot frees.
+    executor_prefetch: int = 100
     # Executor: bound of an execution's stored output (log record, http response excerpt).
     output_limit_bytes: int = 8192
     # Executor: where to report results when the stream to the dispatching scheduler is gone.
@@ -280,6 +283,7 @@ class Settings:
             page_token_secret=_str(env, "PAGE_TOKEN_SECRET", ""),
             instance_id=_str(env, "INSTANCE_ID", _default_instance_id()),
             executor_concurrency=_number(env, "EXECUTOR_CONCURRENCY", 100, 1, 100_000),
+            executor_prefetch=_number(env, "EXECUTOR_PREFETCH", 100, 0, 100_000),
             output_limit_bytes=_number(env, "OUTPUT_LIMIT_BYTES", 8192, 256, 1024 * 1024),
             scheduler_addr=_str(env, "SCHEDULER_ADDR", "localhost:50052"),
             executor_addrs=_str(env, "EXECUTOR_ADDRS", "localhost:50053"),

@@ -36,7 +36,14 @@ async def build(settings: Settings) -> GrpcService:
         give_up_s=settings.lease_s + REPORT_MARGIN_S,
         security=ChannelSecurity.from_settings(settings),
     )
-    engine = Engine(settings.executor_concurrency, settings.lease_s, settings.instance_id, runner, reporter)
+    engine = Engine(
+        settings.executor_concurrency,
+        settings.lease_s,
+        settings.instance_id,
+        runner,
+        reporter,
+        prefetch=settings.executor_prefetch,
+    )
     servicer = ExecutorServicer(engine, capabilities)
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -5,14 +5,24 @@ A result sent on a stream is kept (its outbox's `unacked`) until the scheduler a
 that stream. When the stream ends, for whatever reason (broken, cancelled, half-closed by the
 scheduler, executor draining), its unacknowledged results go to ReportResults with the unsent
 ones: a result is only forgotten once some scheduler recorded it (fencing makes the duplicates
-that this can produce harmless)."""
+that this can produce harmless).
+
+Prefetch: the executor grants credits for `slots + prefetch` items. At most `slots` attempts run
+at once; the items beyond them wait in a FIFO queue, in `attempts` like running ones, so their
+leases are renewed the same way and a stream's results are not final until they have run. When an
+attempt ends the oldest queued item starts at once: the next window is already on the executor
+instead of one round trip away (lease, send, run, report, record, re-grant). Lag counts the time
+queued (start_time is taken when the attempt starts). Draining hands queued items back unrun
+(PENDING) before it waits for the running ones."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
+from schedcore import metrics
 from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult
 from schedcore.server import cancel_and_wait
 from services.executor.flow import Credits
@@ -52,15 +62,26 @@ class Attempt:
 
 class Engine:
     def __init__(
-        self, slots: int, lease_s: float, executor_id: str, runner: Runner, reporter: Reporter
+        self,
+        slots: int,
+        lease_s: float,
+        executor_id: str,
+        runner: Runner,
+        reporter: Reporter,
+        prefetch: int = 0,
     ) -> None:
         self.lease_s = lease_s
         self.executor_id = executor_id
         self.runner = runner
         self.reporter = reporter
-        self.credits: Credits[Stream] = Credits(slots)
+        self.slots = slots
+        # Credits cover items accepted: running plus queued.
+        self.credits: Credits[Stream] = Credits(slots + prefetch)
         self.streams: list[Stream] = []
+        # Every accepted item, running (its task set) or queued (task None, also in `queued`).
         self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.queued: deque[tuple[tuple[str, int], Attempt]] = deque()
+        self.active = 0
         self.draining = False
         self.max_unacked = max(UNACKED_PER_SLOT * slots, MAX_RESULTS)
         self.max_unacked_age_s = lease_s + UNACKED_MARGIN_S
@@ -148,13 +169,33 @@ class Engine:
         attempt = Attempt(item, stream)
         stream.running += 1
         self.attempts[key] = attempt
-        attempt.task = asyncio.create_task(self._attempt(key, attempt), name=f"attempt {item.execution_id}")
+        if self.active < self.slots:
+            self._launch(key, attempt)
+        else:
+            self.queued.append((key, attempt))
+            metrics.ATTEMPTS_QUEUED.set(len(self.queued))
+
+    def _launch(self, key: tuple[str, int], attempt: Attempt) -> None:
+        self.active += 1
+        attempt.task = asyncio.create_task(
+            self._attempt(key, attempt), name=f"attempt {attempt.item.execution_id}"
+        )
+
+    def _next(self) -> None:
+        """A slot freed: start the oldest queued item still accepted."""
+        while self.queued and self.active < self.slots and not self.draining:
+            key, attempt = self.queued.popleft()
+            if self.attempts.get(key) is attempt:
+                self._launch(key, attempt)
+        metrics.ATTEMPTS_QUEUED.set(len(self.queued))
 
     async def _attempt(self, key: tuple[str, int], attempt: Attempt) -> None:
         try:
             result = await self.runner.run(attempt.item)
         finally:
+            self.active -= 1
             self._forget(key, attempt)
+            self._next()
         self._deliver(attempt.stream, result)
         self._regrant()
 
@@ -200,6 +241,12 @@ class Engine:
         (they are handed back as PENDING), flush and end every stream."""
         self.draining = True
         self.credits.stop()
+        while self.queued:  # never started: back at once, not after the grace
+            key, attempt = self.queued.popleft()
+            if self._forget(key, attempt):
+                why = "executor shutting down: queued item handed back unrun"
+                self._deliver(attempt.stream, self.runner.hand_back(attempt.item, why))
+        metrics.ATTEMPTS_QUEUED.set(0)
         tasks = {a.task for a in self.attempts.values() if a.task is not None}
         if tasks:
             log.info("waiting for running attempts", extra={"count": len(tasks), "grace_s": grace})

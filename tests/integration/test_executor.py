@@ -22,6 +22,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from schedcore import ipb, pb
 from schedcore.settings import Settings
@@ -46,6 +47,7 @@ def executor_settings(**overrides: Any) -> Settings:
         grpc_port=0,
         instance_id=EXECUTOR_ID,
         executor_concurrency=10,
+        executor_prefetch=0,  # the credit tests count slots alone; prefetch has tests of its own
         shutdown_grace_s=1.0,
         health_interval_s=0.1,
         lease_s=10.0,
@@ -402,6 +404,84 @@ def test_half_closed_stream_returns_its_credits_and_still_gets_its_results(http_
         assert a.ended.wait(5)
         assert a.error is None
         b.wait_granted(2)
+
+
+def test_prefetched_items_wait_for_a_slot_in_order_and_are_renewed_while_they_wait(
+    http_server: HttpServer,
+) -> None:
+    def gauge(name: str) -> float:  # the in-process executor's metrics (the http pool would hide a third run)
+        return REGISTRY.get_sample_value(f"tasksched_executor_attempts_{name}") or 0.0
+
+    base = gauge("in_flight")
+    with executor(executor_concurrency=2, executor_prefetch=2, lease_s=0.6) as ex, scheduler_stream(ex) as s:
+        s.send(demand=10)
+        s.wait_granted(4)
+        assert stays(lambda: s.granted == 4, 0.3), "credits cover the slots and the prefetch, no more"
+
+        work = [http_item(http_server.url(f"/block/p{i}"), timeout_s=10) for i in range(4)]
+        s.send(work, demand=6)
+        wait_for(lambda: len(http_server.received) == 2)
+        assert stays(lambda: len(http_server.received) == 2, 0.3), "two slots: two attempts run"
+        assert (gauge("in_flight") - base, gauge("queued")) == (2, 2)
+        assert s.granted == 4, "queued items hold their credits"
+
+        def renewed() -> set[str]:
+            return {x.execution_id for r in list(s.responses) for x in r.renewals}
+
+        wait_for(lambda: renewed() == {w.execution_id for w in work}, timeout=3)  # queued ones too
+
+        http_server.gate("p0").set()
+        first = s.result(work[0].execution_id)
+        assert first.status == SUCCEEDED
+        wait_for(lambda: len(http_server.received) == 3)
+        assert stays(lambda: (gauge("in_flight") - base, gauge("queued")) == (2, 1), 0.2), (
+            "one slot freed: one more"
+        )
+        assert len(http_server.received) == 3
+        assert http_server.received[2]["path"] == "/block/p2", "the oldest queued item starts first"
+        s.wait_granted(5)
+        for i in (1, 2, 3):
+            http_server.gate(f"p{i}").set()
+        results = {r.execution_id: r for r in s.wait_results(4)}
+        assert all(results[w.execution_id].status == SUCCEEDED for w in work)
+        # A queued item's start is when it ran, not when it arrived: lag counts the wait.
+        assert results[work[2].execution_id].start_time.ToNanoseconds() >= first.finish_time.ToNanoseconds()
+
+
+def test_shutdown_hands_back_queued_items_at_once(http_server: HttpServer) -> None:
+    long = http_item(http_server.url("/hang"), timeout_s=30)
+    queued = [log_item(), log_item()]
+    port = free_port()
+    fake = FakeScheduler(port)
+    settings = executor_settings(
+        scheduler_addr=f"127.0.0.1:{port}", executor_concurrency=1, executor_prefetch=2
+    )
+    ex = ServiceThread(build_executor, settings)
+    s = SchedulerStream(ex.target, auto_ack=True)
+    try:
+        s.send(demand=3)
+        s.wait_granted(3)
+        s.send([long, *queued])
+        wait_for(lambda: len(http_server.received) == 1)
+        assert stays(lambda: not s.results, 0.2), "the log items wait behind the running one"
+        ex.stop(grace=1.5)
+        assert s.ended.wait(5)
+    finally:
+        s.close()
+        fake.stop()
+    back = {r.execution_id: r for r in s.results}
+    for work in queued:
+        assert back[work.execution_id].status == PENDING
+        assert "queued item handed back unrun" in back[work.execution_id].status_message
+        assert_complete(back[work.execution_id], work)
+    cut = back[long.execution_id]
+    assert cut.status == PENDING and "shutting down" in cut.status_message
+    # Queued items do not wait for the grace: they were back before the running one was cut.
+    gap_s = (
+        cut.finish_time.ToNanoseconds()
+        - max(back[w.execution_id].finish_time.ToNanoseconds() for w in queued)
+    ) / 1e9
+    assert gap_s >= 1.0
 
 
 def test_no_grant_without_demand() -> None:
