@@ -56,7 +56,7 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
     with Cluster() as cluster:
 
         def fresh() -> None:
-            cluster.client().flushall()
+            cluster.reset()
 
         if "burst" in only:
             say(f"burst of {sizes['burst']:,} one-time tasks")

@@ -4,6 +4,7 @@ and executors, wired the way tools/run_local.py wires them."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,8 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import redis as redis_py
 
+from schedcore import pb
+from schedcore.store.keys import Keys
 from tests.support import RedisServer, free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +25,20 @@ BASE_ENV = {
     "LOG_LEVEL": "WARNING",
     "SHUTDOWN_GRACE_SECONDS": "2",
     "GRPC_PLAINTEXT": "true",
-    "AUTH_MODE": "none",
+    # As deployed: every api call carries a bearer token the api checks (docs/security.md).
+    "AUTH_MODE": "token",
 }
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds the cluster's admin token to every unary call of a synchronous channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        details = details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+        return continuation(details, request)
 
 
 @dataclass
@@ -44,8 +60,20 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
     redis: RedisServer = field(init=False)
     procs: list[Proc] = field(default_factory=list)
+    token: str = field(init=False, default="", repr=False)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the cluster's admin token (AUTH_BOOTSTRAP_TOKEN)."""
+        return (("authorization", f"Bearer {self.token}"),)
+
+    def channel(self, options: list[tuple[str, object]] | None = None) -> grpc.Channel:
+        """A channel to the api whose every call carries the admin token."""
+        plain = grpc.insecure_channel(self.api_addr, options=options or [])
+        return grpc.intercept_channel(plain, BearerToken(self.metadata))
 
     def __enter__(self) -> Cluster:
+        self.token = "tsk_" + secrets.token_urlsafe(32)
         self.redis = RedisServer(appendfsync="everysec")
         self.redis.start()
         self.api_port = free_port()
@@ -58,6 +86,7 @@ class Cluster:
         }
         try:
             self._start("api", self.api_port, wiring)
+            self._wait_for_token()
             for i, port in enumerate(executor_ports):
                 self._start(f"executor-{i + 1}", port, wiring)
             for i, port in enumerate(scheduler_ports):
@@ -69,7 +98,15 @@ class Cluster:
 
     def _start(self, name: str, port: int, wiring: dict[str, str]) -> None:
         module = "services." + name.split("-")[0]
-        env = dict(os.environ, **BASE_ENV, **wiring, **self.env, GRPC_HOST="127.0.0.1", GRPC_PORT=str(port))
+        env = dict(
+            os.environ,
+            **BASE_ENV,
+            AUTH_BOOTSTRAP_TOKEN=self.token,
+            **wiring,
+            **self.env,
+            GRPC_HOST="127.0.0.1",
+            GRPC_PORT=str(port),
+        )
         popen = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
         proc = Proc(name, port, popen)
         self.procs.append(proc)
@@ -78,6 +115,33 @@ class Cluster:
             if popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start (exit status {popen.poll()})")
             time.sleep(0.05)
+
+    def reset(self) -> None:
+        """Empty Redis between workloads, except what the api writes once at start and never
+        again: its tokens (AUTH_BOOTSTRAP_TOKEN) and the page-token secret."""
+        keys = Keys()
+        keep = (keys.token(""), keys.token_hash(""), keys.tokens, keys.page_token_secret)
+        client = self.client()
+        try:
+            doomed = [k for k in client.scan_iter(count=10_000) if not k.decode().startswith(keep)]
+            for i in range(0, len(doomed), 1000):
+                client.delete(*doomed[i : i + 1000])
+        finally:
+            client.close()
+
+    def _wait_for_token(self) -> None:
+        """The api writes AUTH_BOOTSTRAP_TOKEN once Redis answers: wait until it accepts it."""
+        deadline = time.monotonic() + 30
+        with self.channel() as channel:
+            who_am_i = pb.auth_service_grpc.AuthServiceStub(channel).WhoAmI
+            while True:
+                try:
+                    who_am_i(pb.WhoAmIRequest(), timeout=1)
+                    return
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:

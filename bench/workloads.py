@@ -45,7 +45,7 @@ def ms_ts(ms: int) -> Timestamp:
 
 
 def stub_for(cluster: Cluster) -> pb.task_service_grpc.TaskServiceStub:
-    channel = grpc.insecure_channel(cluster.api_addr, options=[("grpc.max_receive_message_length", 64 << 20)])
+    channel = cluster.channel(options=[("grpc.max_receive_message_length", 64 << 20)])
     return pb.task_service_grpc.TaskServiceStub(channel)
 
 
@@ -116,7 +116,7 @@ def warm_up(cluster: Cluster, n: int) -> None:
     due = int(time.time() * 1000) + 1500
     create_all(stub, (once_at(f"warm-{i}", due) for i in range(n)))
     wait_ended(stub, n, timeout=60)
-    cluster.client().flushall()
+    cluster.reset()
 
 
 def burst(cluster: Cluster, n: int, warmup: int = 0) -> dict[str, object]:
@@ -200,12 +200,15 @@ def api_create(cluster: Cluster, calls: int, in_flight: int = 64) -> dict[str, o
     async def run() -> float:
         async with grpc.aio.insecure_channel(cluster.api_addr) as channel:
             stub = pb.task_service_grpc.TaskServiceStub(channel)
+            token = cluster.metadata
             remaining = iter(range(calls))
             far = int(time.time() * 1000) + 86_400_000
 
             async def worker() -> None:
                 for i in remaining:
-                    await stub.CreateTask(pb.CreateTaskRequest(task=once_at(f"api-{i}", far + i)), timeout=30)
+                    await stub.CreateTask(
+                        pb.CreateTaskRequest(task=once_at(f"api-{i}", far + i)), timeout=30, metadata=token
+                    )
 
             began = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(in_flight)))
@@ -227,6 +230,7 @@ def api_batch(cluster: Cluster, tasks: int, in_flight: int = 4) -> dict[str, obj
         options = [("grpc.max_send_message_length", 64 << 20)]
         async with grpc.aio.insecure_channel(cluster.api_addr, options=options) as channel:
             stub = pb.task_service_grpc.TaskServiceStub(channel)
+            token = cluster.metadata
             far = int(time.time() * 1000) + 86_400_000
             calls = iter(range(0, tasks, BATCH))
 
@@ -238,7 +242,7 @@ def api_batch(cluster: Cluster, tasks: int, in_flight: int = 4) -> dict[str, obj
                             for i in range(base, min(base + BATCH, tasks))
                         ]
                     )
-                    await stub.BatchCreateTasks(request, timeout=60)
+                    await stub.BatchCreateTasks(request, timeout=60, metadata=token)
 
             began = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(in_flight)))
