@@ -105,7 +105,10 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
             say(f"storage: {sizes['storage']:,} tasks")
             fresh()
             results["storage"] = workloads.storage(cluster, sizes["storage"])
-            say(f"  {results['storage']['bytes_per_task']} bytes per task")
+            say(
+                f"  {results['storage']['bytes_per_task']} bytes per task, "
+                f"{results['storage']['audit_bytes_per_event']} per audit event"
+            )
     if "scaling" in only:
         results["scaling"] = []
         for replicas in sizes["scaling"]:

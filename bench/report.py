@@ -64,6 +64,8 @@ def table(results: dict[str, Any]) -> str:
         st = r["storage"]
         per_exec = r.get("burst", {}).get("bytes_per_execution")
         extra = f"; {per_exec:,} bytes per execution record (burst)" if per_exec else ""
+        if st.get("audit_bytes_per_event") is not None:
+            extra += f"; the audit stream, apart: {st['audit_bytes_per_event']:,} bytes per event"
         rows.append(
             f"| 5. storage at {st['tasks']:,} tasks | **{st['bytes_per_task']:,} bytes per task**{extra} | |"
         )

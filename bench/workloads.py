@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.cluster import Cluster
 from schedcore import pb
+from schedcore.store.keys import Keys
 
 TERMINAL = pb.TERMINAL_STATUSES
 BATCH = 1000
@@ -257,10 +258,27 @@ def api_batch(cluster: Cluster, tasks: int, in_flight: int = 4) -> dict[str, obj
     }
 
 
+def audit_bytes(cluster: Cluster) -> int:
+    """Memory of the audit stream (every entry counted: SAMPLES 0)."""
+    client = cluster.client()
+    try:
+        return int(client.memory_usage(Keys().audit, samples=0) or 0)
+    finally:
+        client.close()
+
+
 def storage(cluster: Cluster, tasks: int) -> dict[str, object]:
-    """Redis memory per stored task (one-time tasks due tomorrow, log target, short names)."""
+    """Redis memory per stored task (one-time tasks due tomorrow, log target, short names), and
+    apart from it, per audit event: the audit stream is bounded by AUDIT_MAX_EVENTS, not by the
+    number of tasks, and each creation appended one event."""
     stub = stub_for(cluster)
-    before = used_memory(cluster)
+    before, audit_before = used_memory(cluster), audit_bytes(cluster)
     far = int(time.time() * 1000) + 86_400_000
     create_all(stub, (once_at(f"stored-{i}", far + i) for i in range(tasks)))
-    return {"tasks": tasks, "bytes_per_task": round((used_memory(cluster) - before) / tasks)}
+    audit = audit_bytes(cluster) - audit_before
+    total = used_memory(cluster) - before
+    return {
+        "tasks": tasks,
+        "bytes_per_task": round((total - audit) / tasks),
+        "audit_bytes_per_event": round(audit / tasks),
+    }
