@@ -7,25 +7,31 @@ scheduler, executor draining), its unacknowledged results go to ReportResults wi
 ones: a result is only forgotten once some scheduler recorded it (fencing makes the duplicates
 that this can produce harmless).
 
-Prefetch: the executor grants credits for `slots + prefetch` items. At most `slots` attempts run
-at once; the items beyond them wait in a FIFO queue, in `attempts` like running ones, so their
+Prefetch: the executor grants credits for `slots` items plus a prefetch. At most `slots` attempts
+run at once; the items beyond them wait in a FIFO queue, in `attempts` like running ones, so their
 leases are renewed the same way and a stream's results are not final until they have run. When an
 attempt ends the oldest queued item starts at once: the next window is already on the executor
 instead of one round trip away (lease, send, run, report, record, re-grant). Lag counts the time
 queued (start_time is taken when the attempt starts). Draining hands queued items back unrun
-(PENDING) before it waits for the running ones."""
+(PENDING) before it waits for the running ones.
+
+The prefetch follows the executor's pace: at most what it finished over the last second would
+finish in PREFETCH_HORIZON_S (Little's law: the queue then waits about that long), capped by
+EXECUTOR_PREFETCH. An executor whose attempts are slow or stuck prefetches nothing, so work due
+meanwhile waits in Redis for whichever executor frees a slot, not behind a busy one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from schedcore import metrics
 from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult
 from schedcore.server import cancel_and_wait
-from services.executor.flow import Credits
+from services.executor.flow import Credits, RecentRate
 from services.executor.outbox import MAX_RESULTS, Outbox
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
@@ -35,6 +41,8 @@ log = logging.getLogger("executor.engine")
 # Longest wait, at shutdown, for attempts to return once cancelled, and for streams to flush.
 CANCEL_WAIT_S = 5.0
 FLUSH_WAIT_S = 2.0
+# The longest a prefetched item should wait for a slot at the executor's recent pace.
+PREFETCH_HORIZON_S = 0.1
 # Bounds of one stream's results sent and not acknowledged (acks normally come within ms): this
 # many times the slots (at least one full message), and no older than one lease plus the margin.
 UNACKED_PER_SLOT = 10
@@ -75,8 +83,10 @@ class Engine:
         self.runner = runner
         self.reporter = reporter
         self.slots = slots
-        # Credits cover items accepted: running plus queued.
-        self.credits: Credits[Stream] = Credits(slots + prefetch)
+        self.prefetch = prefetch
+        self.finished = RecentRate()
+        # Credits cover items accepted: running plus queued (capacity set by _regrant).
+        self.credits: Credits[Stream] = Credits(slots)
         self.streams: list[Stream] = []
         # Every accepted item, running (its task set) or queued (task None, also in `queued`).
         self.attempts: dict[tuple[str, int], Attempt] = {}
@@ -152,7 +162,15 @@ class Engine:
             self.reporter.add(stream.outbox.take_results())
             self._regrant()
 
+    def prefetch_now(self) -> int:
+        """Items to accept beyond the slots: what the recent pace finishes in the horizon."""
+        if not self.prefetch:
+            return 0
+        pace = self.finished.per_second(time.monotonic())
+        return min(self.prefetch, int(pace * PREFETCH_HORIZON_S))
+
     def _regrant(self) -> None:
+        self.credits.slots = self.slots + self.prefetch_now()
         if self.streams:
             self.streams.append(self.streams.pop(0))
         for stream, count in self.credits.allocate(list(self.streams)).items():
@@ -194,6 +212,7 @@ class Engine:
             result = await self.runner.run(attempt.item)
         finally:
             self.active -= 1
+            self.finished.add(time.monotonic())
             self._forget(key, attempt)
             self._next()
         self._deliver(attempt.stream, result)

@@ -8,6 +8,7 @@ engine calls it and sends what `allocate` hands out.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -102,3 +103,27 @@ class Credits(Generic[K]):
         for key, count in grants.items():
             self._accounts[key].outstanding += count
         return grants
+
+
+class RecentRate:
+    """Events per second over the last `window_s` seconds, counted in ten buckets."""
+
+    BUCKETS = 10
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self._width = window_s / self.BUCKETS
+        self._counts: deque[list[int]] = deque()  # [bucket number, events], oldest first
+
+    def add(self, now: float, count: int = 1) -> None:
+        bucket = int(now / self._width)
+        if self._counts and self._counts[-1][0] == bucket:
+            self._counts[-1][1] += count
+        else:
+            self._counts.append([bucket, count])
+
+    def per_second(self, now: float) -> float:
+        oldest = int(now / self._width) - self.BUCKETS
+        while self._counts and self._counts[0][0] <= oldest:
+            self._counts.popleft()
+        return sum(count for _, count in self._counts) / self.window_s
