@@ -80,11 +80,14 @@ class Keys:
         index the scheduler takes occurrences from (every member <= now is due)."""
         return f"{self._base}:idx:next"
 
-    def request_id(self, request_id: str) -> str:
+    def request_id(self, request_id: str, namespace: str = DEFAULT_NAMESPACE) -> str:
         """String "<task id>:<request fingerprint>", expiring: idempotent CreateTask.
 
-        The client's id is hashed: any string makes a short key of fixed shape."""
-        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
+        The client's id is hashed: any string makes a short key of fixed shape. Request ids are
+        scoped to the task's namespace (a repeat is recognised only within it); the default
+        namespace hashes the id alone, as before namespaces existed."""
+        scoped = request_id if namespace in ("", DEFAULT_NAMESPACE) else f"{namespace}\n{request_id}"
+        digest = hashlib.sha256(scoped.encode()).hexdigest()[:32]
         return f"{self._base}:reqid:{digest}"
 
     def execution(self, execution_id: str) -> str:

@@ -133,7 +133,7 @@ class TaskStore:
                 k.task(task_id),
                 k.by_name,
                 k.by_next,
-                k.request_id(request_key or "-"),
+                k.request_id(request_key or "-", spec.namespace),
                 k.task_counts,
                 k.audit,
             ],
@@ -177,7 +177,7 @@ class TaskStore:
             for item in items
         ]
         keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
-        keys += [k.request_id(item.request_key) for item in items if item.request_key]
+        keys += [k.request_id(item.request_key, item.spec.namespace) for item in items if item.request_key]
         keys.append(k.audit)
         args = [
             request_ttl_s,

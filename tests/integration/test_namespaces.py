@@ -213,3 +213,31 @@ def test_a_namespaced_admin_manages_only_its_namespaces_tokens(teams: Teams, rds
     listed = {t.name for t in a_admin.auth.ListTokens(pb.ListTokensRequest(show_revoked=True)).tokens}
     assert listed == {"team a", "team a viewer", "a admin", "a ci"}
     a_admin.auth.RevokeToken(pb.RevokeTokenRequest(id=made.id))
+
+
+def test_request_ids_are_scoped_to_the_namespace(teams: Teams) -> None:
+    """The same request id in two namespaces makes two tasks: a repeat is recognised only within
+    its namespace, so no team learns of another's task (nor is refused because of it)."""
+
+    def create_with(caller: Caller, name: str, namespace: str = "") -> pb.Task:
+        request = pb.CreateTaskRequest(task=cron_task(name, namespace=namespace), request_id="nightly-import")
+        return caller.tasks.CreateTask(request).task
+
+    mine = create_with(teams.a, "import")
+    theirs = create_with(teams.b, "import")  # same contents but the namespace: a different task
+    assert (mine.namespace, theirs.namespace) == ("team-a", "team-b")
+    assert mine.id != theirs.id
+    assert create_with(teams.b, "import").id == theirs.id, "a repeat within team-b gives team-b's task"
+    assert create_with(teams.a, "import").id == mine.id, "a repeat within team-a gives team-a's task"
+    with pytest.raises(grpc.RpcError) as refused:
+        create_with(teams.b, "something else")
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert theirs.id in refused.value.details() and mine.id not in refused.value.details()
+    batch = pb.BatchCreateTasksRequest(
+        requests=[pb.CreateTaskRequest(task=cron_task("import"), request_id="nightly-import")]
+    )
+    assert [t.id for t in teams.b.tasks.BatchCreateTasks(batch).tasks] == [theirs.id], "batches alike"
+    # The default namespace keeps its keys as before namespaces existed (no duplicate on upgrade).
+    default = create_with(teams.admin, "import")
+    assert default.namespace == "default" and default.id not in (mine.id, theirs.id)
+    assert create_with(teams.admin, "import", namespace="default").id == default.id
