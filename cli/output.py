@@ -107,6 +107,8 @@ def target_text(target: pb.Target) -> str:
     if kind == "http":
         method = target.http.method or pb.HttpMethod.HTTP_METHOD_POST
         return f"http {pb.HttpMethod.Name(method).removeprefix('HTTP_METHOD_')} {target.http.url}"
+    if kind == "command":
+        return f"command {target.command.program}"
     return kind or "-"
 
 

@@ -2,7 +2,11 @@
 
 On update they change only what they name: `--tz` alone changes a cron task's zone, `--header`
 sets one header of an http target, `--label` sets one label. The top-level fields touched become
-the update_mask."""
+the update_mask.
+
+Secret header values never come back from the api (names only, with empty values, which an
+update keeps as stored); `--secret-header 'NAME: @FILE'` reads the value from a file so that it
+stays out of shell history and process listings."""
 
 from __future__ import annotations
 
@@ -30,14 +34,39 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
     when.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
     when.add_argument("--start-time", metavar="TIME", help="cron: no occurrence before")
     when.add_argument("--end-time", metavar="TIME", help="cron: no occurrence after")
-    target = parser.add_argument_group("target (log unless --http-url)")
+    target = parser.add_argument_group("target (log unless --http-url or --command)")
     which = target.add_mutually_exclusive_group()
     which.add_argument("--http-url", metavar="URL", help="call this URL")
+    which.add_argument(
+        "--command",
+        metavar="PROGRAM",
+        help="run this program (no shell) on an executor with EXECUTOR_COMMAND_TARGETS=true",
+    )
     which.add_argument("--log", action="store_true", help="log target: record the payload")
     target.add_argument("--method", choices=METHODS, type=str.upper, help="default POST")
     target.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable")
+    target.add_argument(
+        "--secret-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE|@FILE'",
+        help="repeatable; write-only: never shown, logged or returned",
+    )
+    if update:
+        target.add_argument(
+            "--remove-header", action="append", default=[], metavar="NAME", help="plain or secret; repeatable"
+        )
     target.add_argument("--body", metavar="TEXT|@FILE")
     target.add_argument("--expected-status", type=int, metavar="CODE", help="default: any 2xx")
+    target.add_argument(
+        "--arg",
+        action="append",
+        default=None,
+        metavar="ARG",
+        help="command: one argument, verbatim; repeatable, in order (--arg=-v for one that starts with -)",
+    )
+    target.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="command: repeatable")
+    target.add_argument("--workdir", metavar="DIR", help="command: working directory (absolute)")
     run = parser.add_argument_group("run")
     run.add_argument("--payload", metavar="JSON|@FILE", help="a JSON object handed to the target")
     run.add_argument("--timeout", metavar="DURATION", help="per attempt, e.g. 30s (default 60s)")
@@ -116,20 +145,66 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
             task.target.CopyFrom(pb.Target(http=pb.HttpTarget()))
         task.target.http.url = args.http_url
         changed.add("target")
-    http_flags = (args.method, args.header or None, args.body, args.expected_status)
+    if args.command is not None:
+        if task.target.WhichOneof("kind") != "command":
+            task.target.CopyFrom(pb.Target(command=pb.CommandTarget()))
+        task.target.command.program = args.command
+        changed.add("target")
+    _command(args, task, changed)
+    removed = getattr(args, "remove_header", [])
+    http_flags = (
+        args.method,
+        args.header or None,
+        args.secret_header or None,
+        removed or None,
+        args.body,
+        args.expected_status,
+    )
     if all(flag is None for flag in http_flags):
         return
     if task.target.WhichOneof("kind") != "http":
-        raise UsageError("--method, --header, --body and --expected-status need an http target (--http-url)")
+        raise UsageError(
+            "--method, --header, --secret-header, --remove-header, --body and --expected-status "
+            "need an http target (--http-url)"
+        )
     http = task.target.http
     if args.method is not None:
         http.method = pb.HttpMethod.Value(f"HTTP_METHOD_{args.method}")  # type: ignore[assignment]
+    for name in removed:
+        found = [k for k in (*http.headers, *http.secret_headers) if k.lower() == name.strip().lower()]
+        if not found:
+            raise UsageError(f"--remove-header: the task has no header {name!r}")
+        for key in found:
+            http.headers.pop(key, None)
+            http.secret_headers.pop(key, None)
     if args.header:
         http.headers.update(values.pairs("--header", args.header, sep=":"))
+    if args.secret_header:
+        for name, value in values.pairs("--secret-header", args.secret_header, sep=":").items():
+            secret = values.read_arg("--secret-header", value).strip() if value.startswith("@") else value
+            if not secret:
+                raise UsageError(f"--secret-header: the value of {name!r} is empty")
+            http.secret_headers[name] = secret
     if args.body is not None:
         http.body = values.read_arg("--body", args.body).encode()
     if args.expected_status is not None:
         http.expected_status = args.expected_status
+    changed.add("target")
+
+
+def _command(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    if args.arg is None and not args.env and args.workdir is None:
+        return
+    if task.target.WhichOneof("kind") != "command":
+        raise UsageError("--arg, --env and --workdir need a command target (--command)")
+    command = task.target.command
+    if args.arg is not None:  # the arguments given replace the stored ones, in order
+        del command.args[:]
+        command.args.extend(args.arg)
+    if args.env:
+        command.env.update(values.pairs("--env", args.env))
+    if args.workdir is not None:
+        command.working_dir = args.workdir
     changed.add("target")
 
 

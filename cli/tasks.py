@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -32,10 +33,18 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
     if task.target.WhichOneof("kind") == "http":
         http = task.target.http
         rows += [(f"  header {k}", v) for k, v in sorted(http.headers.items())]
+        rows += [(f"  header {k}", "(secret)") for k in sorted(http.secret_headers)]
         if http.body:
             rows.append(("  body", output.short(http.body.decode(errors="replace"), 100)))
         if http.expected_status:
             rows.append(("  expected status", str(http.expected_status)))
+    if task.target.WhichOneof("kind") == "command":
+        command = task.target.command
+        if command.args:
+            rows.append(("  args", " ".join(shlex.quote(a) for a in command.args)))
+        rows += [(f"  env {k}", v) for k, v in sorted(command.env.items())]
+        if command.working_dir:
+            rows.append(("  working dir", command.working_dir))
     if task.description:
         rows.append(("description", task.description))
     if task.labels:

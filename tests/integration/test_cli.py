@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from schedcore import pb
+from schedcore.store.keys import Keys
 from tests.integration.engine_support import ROOT, Suite, suite
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
 
@@ -361,3 +362,67 @@ def test_stats_counts_what_ran(live: Suite) -> None:
     assert "succeeded 1" in table and "completed 1" in table
     bad = schedctl(addr, "stats", "--window", "90s")
     assert bad.returncode == 13 and "window" in bad.stderr
+
+
+def stored_task(rds, task_id: str) -> pb.Task:
+    raw = rds.hget(Keys().task(task_id), "spec")
+    assert raw is not None
+    return pb.Task.FromString(raw)
+
+
+def test_secret_headers_from_a_file_are_stored_and_never_shown(addr: str, rds, tmp_path: Path) -> None:
+    secret = "Bearer s3cret-cli-7f2a"
+    (tmp_path / "token").write_text(secret + "\n")
+    args = ["create", "--name", "s", "--cron", "@daily", "--http-url", "https://example.com/hook"]
+    args += ["--header", "X-Team: ops", "--secret-header", f"Authorization: @{tmp_path / 'token'}"]
+    shown = ok(addr, *args)
+    assert "header Authorization" in shown and "(secret)" in shown and "X-Team" in shown
+    task_id = next(line.split()[-1] for line in shown.splitlines() if line.startswith("id"))
+    assert dict(stored_task(rds, task_id).target.http.secret_headers) == {"Authorization": secret}
+    for out in (shown, ok(addr, "get", task_id), ok(addr, "get", task_id, "-o", "json")):
+        assert "s3cret" not in out
+
+    # An update that does not name it keeps it; naming it anew replaces it; removing drops it.
+    ok(addr, "update", task_id, "--header", "X-Other: 1")
+    assert dict(stored_task(rds, task_id).target.http.secret_headers) == {"Authorization": secret}
+    ok(addr, "update", task_id, "--secret-header", "X-Api-Key: k-123")
+    assert dict(stored_task(rds, task_id).target.http.secret_headers) == {
+        "Authorization": secret,
+        "X-Api-Key": "k-123",
+    }
+    ok(addr, "update", task_id, "--remove-header", "authorization", "--remove-header", "X-Other")
+    http = stored_task(rds, task_id).target.http
+    assert (dict(http.secret_headers), dict(http.headers)) == ({"X-Api-Key": "k-123"}, {"X-Team": "ops"})
+
+    missing = schedctl(addr, "update", task_id, "--remove-header", "Nope")
+    assert missing.returncode == 2 and "no header 'Nope'" in missing.stderr
+    empty = schedctl(addr, "create", "--name", "e", "--cron", "@daily", "--http-url", "https://example.com/x",
+                     "--secret-header", "Authorization:")  # fmt: skip
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    log = schedctl(addr, "create", "--name", "l", "--cron", "@daily", "--secret-header", "A: b")
+    assert log.returncode == 2 and "need an http target" in log.stderr
+
+
+def test_command_target_flags(addr: str, rds) -> None:
+    refused = schedctl(addr, "create", "--name", "c", "--cron", "@daily", "--command", "/bin/echo")
+    assert refused.returncode == 10 + grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "EXECUTOR_COMMAND_TARGETS" in refused.stderr
+    # As a scheduler linked to a command executor does: vouch for one.
+    rds.hset(Keys().capabilities, "command", int(rds.time()[0]) * 1000 + 60_000)
+    shown = ok(
+        addr, "create", "--name", "c", "--cron", "@daily", "--command", "/bin/echo",
+        "--arg", "hello world", "--arg=-n", "--env", "MODE=nightly", "--workdir", "/tmp",
+    )  # fmt: skip
+    assert "command /bin/echo" in shown and "'hello world' -n" in shown and "MODE" in shown
+    task_id = next(line.split()[-1] for line in shown.splitlines() if line.startswith("id"))
+    command = stored_task(rds, task_id).target.command
+    assert (command.program, list(command.args), dict(command.env), command.working_dir) == (
+        "/bin/echo",
+        ["hello world", "-n"],
+        {"MODE": "nightly"},
+        "/tmp",
+    )
+    ok(addr, "update", task_id, "--arg", "bye")
+    assert list(stored_task(rds, task_id).target.command.args) == ["bye"], "--arg replaces the list"
+    wrong = schedctl(addr, "create", "--name", "w", "--cron", "@daily", "--arg", "x")
+    assert wrong.returncode == 2 and "need a command target" in wrong.stderr
