@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -145,6 +145,8 @@ _MISSING = "missing credentials: send the metadata `authorization: Bearer <token
 _INVALID = "invalid token: it is unknown, revoked or expired"
 # Bound of the verified-token cache per replica (entries are a few hundred bytes).
 CACHE_ENTRIES = 10_000
+# How often a replica re-reads the store's clock to judge token expiry.
+CLOCK_REFRESH_S = 5.0
 
 
 def bearer(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
@@ -165,10 +167,15 @@ def principal_of(token: StoredToken) -> Principal:
 class Authenticator:
     """The api's authentication hook, with its per-replica cache of verified tokens."""
 
-    def __init__(self, tokens: TokenStore, mode: str, cache_s: float) -> None:
+    def __init__(
+        self, tokens: TokenStore, mode: str, cache_s: float, clock: Callable[[], Awaitable[int]]
+    ) -> None:
         self.tokens = tokens
         self.enabled = mode != "none"
         self.cache_s = cache_s
+        self.clock = clock  # the store's (Redis TIME), in ms
+        self._clock_offset_ms = 0.0
+        self._clock_checked = float("-inf")
         # secret digest -> (monotonic deadline, Principal, or None for a token found invalid)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
@@ -216,9 +223,19 @@ class Authenticator:
         if principal is None:
             return None
         expire_ms = principal.expire_ms
-        if expire_ms is not None and time.time() * 1000 >= expire_ms:
+        if expire_ms is not None and await self.now_ms() >= expire_ms:
             return None
         return principal
+
+    async def now_ms(self) -> float:
+        """The store's clock (guarantees.md, one clock), read at most every CLOCK_REFRESH_S and
+        extended with this replica's own clock in between: a replica whose wall clock is off
+        neither refuses tokens early nor accepts expired ones."""
+        local = time.time() * 1000
+        if time.monotonic() >= self._clock_checked + CLOCK_REFRESH_S:
+            self._clock_offset_ms = await self.clock() - local
+            self._clock_checked = time.monotonic()
+        return local + self._clock_offset_ms
 
     def forget(self, token_id: str) -> None:
         """Drop a token from this replica's cache (it was just revoked here)."""

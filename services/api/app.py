@@ -25,7 +25,7 @@ async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
     store = Store(redis, settings.redis_key_prefix)
     tokens = PageTokens(settings.page_token_secret.encode(), settings.page_token_ttl_s)
-    authenticator = Authenticator(store.tokens, settings.auth_mode, settings.auth_cache_s)
+    authenticator = Authenticator(store.tokens, settings.auth_mode, settings.auth_cache_s, store.now_ms)
     servicer = TaskService(store, settings, tokens)
     auth = AuthService(store, settings, tokens, authenticator)
     audit = AuditService(store, tokens)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 
 import grpc
 
@@ -119,7 +118,7 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
         cursor = self.pages.decode(request.page_token, filters)
         if cursor is not None and not _INDEX_MEMBER.match(cursor):
             raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
-        now_ms = int(time.time() * 1000)
+        now_ms = await self.store.now_ms()
 
         async def fetch(after: str | None, count: int) -> list[tuple[str, StoredToken | None]]:
             members = await self.store.tokens.scan(after, count)

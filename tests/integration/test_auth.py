@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from schedcore import pb
 from services.api.access import RULES
 from services.api.app import build as build_api
 from tests.conftest import api_settings
+from tests.faults.cluster import libfaketime
 from tests.integration import auth_support
 from tests.integration.auth_support import (
     ADMIN,
@@ -31,6 +33,7 @@ from tests.integration.auth_support import (
     start_auth_api,
 )
 from tests.integration.helpers import TIMEOUT, create, cron_task, rpc_error, snapshot, stop_service
+from tests.integration.test_api_process import api_process
 from tests.support import RedisServer, ServiceThread, wait_for
 
 auth_api = auth_support.auth_api  # the fixture
@@ -364,3 +367,39 @@ def test_an_api_process_without_authentication_warns_at_start(tmp_path, redis_sr
         assert line["level"] == "WARNING"
     with api_process(tmp_path, redis_srv.url, AUTH_MODE="token") as proc:
         assert proc.log_lines() and not [x for x in proc.log_lines() if "AUTH_MODE" in str(x["msg"])]
+
+
+@pytest.mark.parametrize("skew_s", [7200, -7200])
+def test_token_expiry_follows_the_store_clock_not_the_replicas(
+    skew_s: int, redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path
+) -> None:
+    """guarantees.md, one clock: an api replica whose wall clock is two hours off neither refuses
+    a token that has an hour left nor accepts one that expired."""
+    skewed = {"LD_PRELOAD": libfaketime(), "FAKETIME": f"{skew_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env = {"AUTH_MODE": "token", "AUTH_BOOTSTRAP_TOKEN": BOOTSTRAP, "AUTH_CACHE_SECONDS": "0.2", **skewed}
+    with api_process(tmp_path, redis_srv.url, **env) as api, api.channel() as channel:
+        admin = Caller(channel, BOOTSTRAP)
+        wait_for(lambda: _accepted(admin), timeout=10)
+        hour, hour_secret = admin.new_token("an hour left", VIEWER, ttl_s=3600)
+        second, second_secret = admin.new_token("a second left", VIEWER, ttl_s=1)
+        store_ms = int(rds.time()[0]) * 1000
+        assert abs(hour.expire_time.ToMilliseconds() - (store_ms + 3_600_000)) < 60_000, (
+            "set by the store's clock"
+        )
+        assert admin.as_token(hour_secret).auth.WhoAmI(pb.WhoAmIRequest()).token.id == hour.id
+        listed = {t.id for t in admin.auth.ListTokens(pb.ListTokensRequest()).tokens}
+        assert hour.id in listed
+        time.sleep(1.5)
+        refused = admin.as_token(second_secret).auth.WhoAmI
+        rpc_error(lambda: refused(pb.WhoAmIRequest()), grpc.StatusCode.UNAUTHENTICATED)
+        listed = {t.id for t in admin.auth.ListTokens(pb.ListTokensRequest()).tokens}
+        assert hour.id in listed and second.id not in listed
+        assert admin.as_token(hour_secret).auth.WhoAmI(pb.WhoAmIRequest()).token.id == hour.id
+
+
+def _accepted(caller: Caller) -> bool:
+    try:
+        caller.auth.WhoAmI(pb.WhoAmIRequest())
+        return True
+    except grpc.RpcError:
+        return False
