@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from schedcore import pb
 from schedcore.errors import PermissionDenied, Unauthenticated
 from schedcore.logs import request_id_var
+from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import MAX_BEARER
 from schedcore.store.audit import Actor
 from schedcore.store.tokens import StoredToken, TokenStore, digest
@@ -233,8 +234,11 @@ class Authenticator:
         neither refuses tokens early nor accepts expired ones."""
         local = time.time() * 1000
         if time.monotonic() >= self._clock_checked + CLOCK_REFRESH_S:
-            self._clock_offset_ms = await self.clock() - local
-            self._clock_checked = time.monotonic()
+            try:
+                self._clock_offset_ms = await self.clock() - local
+                self._clock_checked = time.monotonic()
+            except REDIS_UNAVAILABLE:  # keep the last offset: a token cached meanwhile still works
+                pass
         return local + self._clock_offset_ms
 
     def forget(self, token_id: str) -> None:
