@@ -11,6 +11,7 @@ stays out of shell history and process listings."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import MutableMapping
 
 from cli import values
 from cli.errors import UsageError
@@ -178,18 +179,27 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
             http.headers.pop(key, None)
             http.secret_headers.pop(key, None)
     if args.header:
-        http.headers.update(values.pairs("--header", args.header, sep=":"))
+        for name, value in values.pairs("--header", args.header, sep=":").items():
+            _drop(http.secret_headers, name)  # a header is either secret or not: this one is not now
+            http.headers[name] = value
     if args.secret_header:
         for name, value in values.pairs("--secret-header", args.secret_header, sep=":").items():
             secret = values.read_arg("--secret-header", value).strip() if value.startswith("@") else value
             if not secret:
                 raise UsageError(f"--secret-header: the value of {name!r} is empty")
+            _drop(http.headers, name)
             http.secret_headers[name] = secret
     if args.body is not None:
         http.body = values.read_arg("--body", args.body).encode()
     if args.expected_status is not None:
         http.expected_status = args.expected_status
     changed.add("target")
+
+
+def _drop(headers: MutableMapping[str, str], name: str) -> None:
+    """Remove header `name` (names are case-insensitive)."""
+    for key in [k for k in headers if k.lower() == name.lower()]:
+        del headers[key]
 
 
 def _command(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:

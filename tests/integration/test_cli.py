@@ -394,6 +394,14 @@ def test_secret_headers_from_a_file_are_stored_and_never_shown(addr: str, rds, t
     http = stored_task(rds, task_id).target.http
     assert (dict(http.secret_headers), dict(http.headers)) == ({"X-Api-Key": "k-123"}, {"X-Team": "ops"})
 
+    # Making a plain header secret (or a secret one plain) moves it: a header is one or the other.
+    ok(addr, "update", task_id, "--secret-header", "x-team: hidden-now")
+    http = stored_task(rds, task_id).target.http
+    assert (dict(http.headers), http.secret_headers["x-team"]) == ({}, "hidden-now")
+    ok(addr, "update", task_id, "--header", "X-Team: ops")
+    http = stored_task(rds, task_id).target.http
+    assert (dict(http.headers), dict(http.secret_headers)) == ({"X-Team": "ops"}, {"X-Api-Key": "k-123"})
+
     missing = schedctl(addr, "update", task_id, "--remove-header", "Nope")
     assert missing.returncode == 2 and "no header 'Nope'" in missing.stderr
     empty = schedctl(addr, "create", "--name", "e", "--cron", "@daily", "--http-url", "https://example.com/x",
