@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from schedcore.netpolicy import DEFAULT_DENY, parse_networks
+from schedcore.sealing import check_key
 
 # AUTH_MODE: `token` (every public call needs a bearer token) or `none` (development only).
 AUTH_MODES = ("token", "none")
@@ -153,6 +154,20 @@ def _bootstrap_token(env: Mapping[str, str]) -> str:
     return value
 
 
+def _secret_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in _str(env, "SECRET_KEYS", "").split(",") if k.strip())
+    for i, key in enumerate(keys, 1):
+        try:
+            check_key(key)
+        except ValueError:
+            # Never echo the value: it is a secret.
+            raise SettingsError(
+                f"SECRET_KEYS: key {i} of {len(keys)} is not a Fernet key (32 bytes, URL-safe base64; "
+                'make one with: python -c "from schedcore.sealing import new_key; print(new_key())")'
+            ) from None
+    return keys
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -231,6 +246,9 @@ class Settings:
     auth_mode: str = "token"
     # Api: a secret written as the cluster-wide admin token `bootstrap` at start; empty: none.
     auth_bootstrap_token: str = dataclasses.field(default="", repr=False)
+    # Api and executor: keys that seal secret header values at rest (schedcore/sealing.py); the
+    # first seals, all open. Empty: values are stored as they are.
+    secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Api: seconds a replica trusts a verified token before reading it again.
     auth_cache_s: float = 2.0
     # Api: newest audit events kept (the stream is trimmed approximately).
@@ -295,6 +313,7 @@ class Settings:
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
             auth_mode=_auth_mode(env),
             auth_bootstrap_token=_bootstrap_token(env),
+            secret_keys=_secret_keys(env),
             auth_cache_s=_number(env, "AUTH_CACHE_SECONDS", 2.0, 0.0, 300.0),
             audit_max_events=_number(env, "AUDIT_MAX_EVENTS", 1_000_000, 1000, 1_000_000_000),
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),

@@ -13,7 +13,9 @@ service serves TLS with them (the certificate must name localhost) and TLS_CA_FI
 Authentication stays on (AUTH_MODE=token): a development admin token is created once, kept in
 .data/dev-admin-token (git-ignored, readable by you only), given to the api as
 AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
-SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data.
+SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header values are sealed at rest
+with a development key kept the same way in .data/secret-keys (SECRET_KEYS of the api and the
+executors).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NoReturn
@@ -40,6 +43,7 @@ from schedcore.channels import ChannelSecurity, channel
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_TOKEN_FILE = ROOT / ".data" / "dev-admin-token"
+DEV_KEYS_FILE = ROOT / ".data" / "secret-keys"
 _print_lock = threading.Lock()
 _stop = threading.Event()
 _data_lock: list[IO[str]] = []  # held until we exit: two redis-servers must never share one AOF
@@ -66,20 +70,32 @@ def ui_command(python: str, port: int) -> list[str]:
     return [python, *ui_args(port)]
 
 
-def dev_token(path: Path = DEV_TOKEN_FILE) -> str:
-    """The development admin token: read from `path`, or created there (mode 0600) the first time."""
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """A development secret: read from `path`, or made and written there (mode 0600) the first time."""
     if path.exists():
-        token = path.read_text().strip()
-        if token:
-            return token
-    from schedcore.store.tokens import new_secret
-
+        secret = path.read_text().strip()
+        if secret:
+            return secret
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = new_secret()
+    secret = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
-    return token
+        out.write(secret + "\n")
+    return secret
+
+
+def dev_token(path: Path = DEV_TOKEN_FILE) -> str:
+    """The development admin token (AUTH_BOOTSTRAP_TOKEN of the api)."""
+    from schedcore.store.tokens import new_secret
+
+    return kept_secret(path, new_secret)
+
+
+def dev_secret_keys(path: Path = DEV_KEYS_FILE) -> str:
+    """The development key sealing secret header values (SECRET_KEYS of the api and executors)."""
+    from schedcore.sealing import new_key
+
+    return kept_secret(path, new_key)
 
 
 def services() -> list[Service]:
@@ -270,10 +286,13 @@ def run(redis_url: str, children: list[Child]) -> int:
     if schedulers:
         wiring["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
     token = dev_token()
+    sealing = dev_secret_keys()
     for name, svc, port in planned:
         env = {"REDIS_URL": redis_url, **wiring, **grpc_env(), **svc.env}
         if svc.name == "api":  # authentication stays on; the development token is its first admin
             env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=token)
+        if svc.name in ("api", "executor") and not os.environ.get("SECRET_KEYS"):
+            env["SECRET_KEYS"] = sealing
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
             env["METRICS_PORT"] = str(metrics.get(name, 0))

@@ -30,6 +30,7 @@ from schedcore.errors import (
     NotFound,
 )
 from schedcore.netpolicy import AddressPolicy
+from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
@@ -61,6 +62,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self.settings = settings
         self.tokens = tokens
         self.addresses = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
+        self.sealer = Sealer(settings.secret_keys)
 
     def _audit(self, action: int, **what: object) -> AuditEntry:
         """The audit event of a change the caller makes."""
@@ -171,6 +173,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     def _prepare(self, request: pb.CreateTaskRequest, now: int) -> NewTask:
         """Validate one create request: the task to store, not yet with an id."""
         request_id = validation.request_id(request.request_id)
+        validation.unsealed_values(request.task.target)
         valid = validation.task(request.task, now, self.settings.max_payload_bytes, addresses=self.addresses)
         spec = valid.spec
         spec.namespace = spec.namespace or access.current().namespace or DEFAULT_NAMESPACE
@@ -181,6 +184,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             raise InvalidArgument.field("task.schedule", "has no occurrence after now")
         spec.create_time.CopyFrom(ms_to_ts(now))
         spec.update_time.CopyFrom(ms_to_ts(now))
+        self.sealer.seal_all(spec.target.http.secret_headers)  # after the fingerprint: sealing is random
         return NewTask(spec, ACTIVE, next_ms, request_id, fingerprint)
 
     async def _require_runnable(self, specs: list[pb.Task]) -> None:
@@ -193,6 +197,24 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 "task.target.command: no executor runs command targets; start executors with "
                 "EXECUTOR_COMMAND_TARGETS=true (docs/security.md, docs/deploy.md)"
             )
+
+    def _opened(self, new: pb.Target, stored: pb.Target) -> pb.Target:
+        """The stored target with the secret header values an update keeps (sent blank) opened."""
+        out = pb.Target()
+        out.CopyFrom(stored)
+        if not (new.HasField("http") and out.HasField("http")):
+            return out
+        kept = {name for name, value in new.http.secret_headers.items() if not value}
+        secrets = out.http.secret_headers
+        for name in kept & set(secrets):
+            try:
+                secrets[name] = self.sealer.open(secrets[name])
+            except SealError as exc:
+                raise FailedPrecondition(
+                    f"task.target.http.secret_headers[{name}]: the stored value cannot be kept: {exc}; "
+                    "send the value again"
+                ) from None
+        return out
 
     async def _prior(self, task_id: str, request_id: str) -> pb.Task:
         """The task an earlier call with the same request id created."""
@@ -272,8 +294,11 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     setattr(merged, path, getattr(request.task, path))
                 elif request.task.HasField(path):
                     getattr(merged, path).CopyFrom(getattr(request.task, path))
-            if "target" in paths:
-                validation.merge_secret_headers(merged.target, stored.spec.target)
+            if "target" in paths:  # validated in the clear, sealed again below
+                validation.unsealed_values(request.task.target)
+                validation.merge_secret_headers(
+                    merged.target, self._opened(merged.target, stored.spec.target)
+                )
             now = await self.store.now_ms()
             reschedule = "schedule" in paths
             # An unchanged schedule is not re-checked for lying in the future: a completed
@@ -288,6 +313,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             spec = valid.spec
             if "target" in paths:
                 await self._require_runnable([spec])
+                self.sealer.seal_all(spec.target.http.secret_headers)
             spec.id = task_id
             spec.namespace = stored.namespace
             spec.create_time.CopyFrom(stored.spec.create_time)

@@ -17,6 +17,8 @@ from schedcore import pb
 from schedcore.errors import FieldViolation, InvalidArgument
 from schedcore.netpolicy import AddressPolicy, ip_literal
 from schedcore.schedule import Cron, ScheduleError, Window
+from schedcore.sealing import PREFIX as SEALED_PREFIX
+from schedcore.sealing import is_sealed
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
 
@@ -273,7 +275,9 @@ def _secret_headers(v: Violations, http: pb.HttpTarget) -> None:
     seen: set[str] = set()
     size = 0
     for name, value in http.secret_headers.items():
-        size += len(name.encode()) + len(value.encode())
+        # A value sealed at rest (an update that leaves the target as it is) was counted in the
+        # clear when it was sealed.
+        size += len(name.encode()) + (0 if is_sealed(value) else len(value.encode()))
         if not HEADER_NAME.match(name):
             v.add(path, f"{name[:40]!r} is not a valid header name")
         elif CONTROL.search(value.replace("\t", "")):
@@ -314,6 +318,15 @@ def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:
     out = pb.CommandTarget()
     out.CopyFrom(command)
     return out
+
+
+def unsealed_values(target: pb.Target, path: str = "task.target") -> None:
+    """A client's secret header values must not look sealed (only the api seals)."""
+    v = Violations()
+    for name, value in target.http.secret_headers.items():
+        if is_sealed(value):
+            v.add(f"{path}.http.secret_headers[{name}]", f"value must not start with {SEALED_PREFIX!r}")
+    v.raise_if_any()
 
 
 def merge_secret_headers(new: pb.Target, stored: pb.Target) -> None:

@@ -16,11 +16,14 @@ import redis
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
+from schedcore.sealing import PREFIX, Sealer, is_sealed, new_key
 from schedcore.store.keys import Keys
+from services.api.app import build as build_api
+from tests.conftest import api_settings
 from tests.integration.engine_support import ENGINE_ENV, ROOT, TERMINAL, once_in
 from tests.integration.test_api_process import api_process, process_env
-from tests.integration.test_executor import HttpServer, http_server
-from tests.support import RedisServer, free_port, serving, wait_for
+from tests.integration.test_executor import HttpServer, executor, http_item, http_server, scheduler_stream
+from tests.support import RedisServer, ServiceThread, free_port, serving, wait_for
 
 __all__ = ["http_server"]  # the fixture, re-exported for pytest
 
@@ -136,14 +139,16 @@ def service(module: str, port: int, logs: Path, **env: str) -> Iterator[subproce
         proc.wait(10)
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
 def test_secret_headers_reach_the_target_and_nothing_else(
-    redis_srv: RedisServer, rds: redis.Redis, http_server: HttpServer, tmp_path: Path
+    redis_srv: RedisServer, rds: redis.Redis, http_server: HttpServer, tmp_path: Path, sealed: bool
 ) -> None:
     scheduler_port, executor_port = free_port(), free_port()
     engine = {"REDIS_URL": redis_srv.url, "SCHEDULER_ADDR": f"127.0.0.1:{scheduler_port}"}
+    keys = {"SECRET_KEYS": f"{NEW_KEY},{OLD_KEY}"} if sealed else {}  # the api's and executor's only
     with (
-        api_process(tmp_path, redis_srv.url, LOG_LEVEL="DEBUG") as api,
-        service("services.executor", executor_port, tmp_path, **engine),
+        api_process(tmp_path, redis_srv.url, LOG_LEVEL="DEBUG", **keys) as api,
+        service("services.executor", executor_port, tmp_path, **engine, **keys),
         service(
             "services.scheduler",
             scheduler_port,
@@ -172,6 +177,9 @@ def test_secret_headers_reach_the_target_and_nothing_else(
         )
         done = {e.task_id: e for e in executions()}
         tasks = [stub.GetTask(pb.GetTaskRequest(id=i)).task for i in ids]
+        if sealed:  # nothing in Redis holds a secret in the clear: tasks, executions, queues, audit
+            held = redis_values(rds)
+            assert held and not any(SECRET.encode() in v or OTHER_SECRET.encode() in v for v in held)
 
     received = {r["path"]: r["headers"] for r in http_server.received}
     assert received["/echo"]["Authorization"] == SECRET
@@ -195,3 +203,114 @@ def test_secret_headers_reach_the_target_and_nothing_else(
     for name, text in logs.items():
         for value in (SECRET, OTHER_SECRET, REFUSED_SECRET):
             assert value not in text, f"{value} in {name}"
+
+
+def redis_values(rds: redis.Redis) -> list[bytes]:
+    """Every key name, field and value of every key in the database."""
+    out: list[bytes] = []
+    for key in rds.scan_iter(count=1000):
+        kind = rds.type(key)
+        out.append(key)
+        if kind == b"string":
+            out.append(rds.get(key) or b"")
+        elif kind == b"hash":
+            out += [x for pair in rds.hgetall(key).items() for x in pair]
+        elif kind == b"list":
+            out += rds.lrange(key, 0, -1)
+        elif kind == b"set":
+            out += list(rds.smembers(key))
+        elif kind == b"zset":
+            out += rds.zrange(key, 0, -1)
+        elif kind == b"stream":
+            out += [x for _, fields in rds.xrange(key) for pair in fields.items() for x in pair]
+    return out
+
+
+# --- sealed at rest (SECRET_KEYS) -------------------------------------------------------------------
+
+NEW_KEY, OLD_KEY = new_key(), new_key()
+
+
+@pytest.fixture()
+def sealing(redis_srv: RedisServer, rds: redis.Redis) -> Iterator[pb.task_service_grpc.TaskServiceStub]:
+    """An api that seals with NEW_KEY and opens NEW_KEY and OLD_KEY (a rotation under way)."""
+    service = ServiceThread(build_api, api_settings(redis_srv.url, secret_keys=(NEW_KEY, OLD_KEY)))
+    try:
+        with grpc.insecure_channel(service.target) as channel:
+            yield pb.task_service_grpc.TaskServiceStub(channel)
+    finally:
+        service.stop()
+
+
+def test_values_are_sealed_at_rest_and_stay_sealed_through_updates(
+    sealing: pb.task_service_grpc.TaskServiceStub,
+    stub: pb.task_service_grpc.TaskServiceStub,
+    rds: redis.Redis,
+) -> None:
+    request = pb.CreateTaskRequest(task=http_task(Authorization=SECRET), request_id="sealed-once")
+    created = sealing.CreateTask(request).task
+    assert_redacted(created, "Authorization")
+    raw = rds.hget(KEYS.task(created.id), "spec")
+    assert raw is not None and SECRET.encode() not in raw
+    stored = stored_secrets(rds, created.id)["Authorization"]
+    assert is_sealed(stored) and Sealer([NEW_KEY]).open(stored) == SECRET
+    assert sealing.CreateTask(request).task.id == created.id, (
+        "a repeat is still recognised (sealing is random)"
+    )
+
+    # An update that leaves the target alone leaves the sealed value as it is.
+    sealing.UpdateTask(
+        pb.UpdateTaskRequest(
+            task=pb.Task(id=created.id, name="renamed"), update_mask=FieldMask(paths=["name"])
+        )
+    )
+    assert stored_secrets(rds, created.id)["Authorization"] == stored
+    # A value sealed with the old key, kept by an update, comes back sealed with the new one.
+    spec = pb.Task.FromString(rds.hget(KEYS.task(created.id), "spec"))  # type: ignore[arg-type]
+    spec.target.http.secret_headers["Authorization"] = Sealer([OLD_KEY]).seal(OTHER_SECRET)
+    rds.hset(KEYS.task(created.id), "spec", spec.SerializeToString())
+    edited = sealing.GetTask(pb.GetTaskRequest(id=created.id)).task
+    edited.target.http.url = "https://example.com/moved"
+    sealing.UpdateTask(pb.UpdateTaskRequest(task=edited, update_mask=FieldMask(paths=["target"])))
+    resealed = stored_secrets(rds, created.id)["Authorization"]
+    assert Sealer([NEW_KEY]).open(resealed) == OTHER_SECRET
+
+    # An api without the keys cannot keep a sealed value: it says so, and changes nothing.
+    edited = stub.GetTask(pb.GetTaskRequest(id=created.id)).task
+    edited.target.http.url = "https://example.com/elsewhere"
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.UpdateTask(pb.UpdateTaskRequest(task=edited, update_mask=FieldMask(paths=["target"])))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        "secret_headers[Authorization]" in refused.value.details()
+        and "SECRET_KEYS" in refused.value.details()
+    )
+    assert stored_secrets(rds, created.id)["Authorization"] == resealed
+
+    # The marker is reserved: a value that looks sealed is refused.
+    with pytest.raises(grpc.RpcError) as marked:
+        sealing.CreateTask(pb.CreateTaskRequest(task=http_task(Authorization=PREFIX + "x")))
+    assert marked.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("keys", [(NEW_KEY,), (OLD_KEY, NEW_KEY), ()])
+def test_the_executor_opens_sealed_values_only_with_the_key(
+    http_server: HttpServer, keys: tuple[str, ...]
+) -> None:
+    work = http_item(
+        http_server.url("/echo"), secret_headers={"Authorization": Sealer([NEW_KEY]).seal(SECRET)}
+    )
+    with executor(secret_keys=keys) as ex, scheduler_stream(ex, auto_ack=True) as s:
+        s.send(demand=1)
+        s.wait_granted(1)
+        s.send([work])
+        result = s.result(work.execution_id)
+    if keys:
+        assert result.status == pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
+        assert http_server.received[0]["headers"]["Authorization"] == SECRET
+        assert SECRET not in result.result.output
+    else:
+        assert result.status == pb.ExecutionStatus.EXECUTION_STATUS_FAILED and not result.retryable
+        assert "secret header 'Authorization' cannot be used" in result.status_message
+        assert "SECRET_KEYS" in result.status_message
+        assert http_server.received == [], "nothing is sent without the header"

@@ -6,10 +6,12 @@ import dataclasses
 
 import pytest
 
+from schedcore.sealing import new_key
 from schedcore.settings import Settings, SettingsError
 
 # Local development's explicit opt-out of TLS: without it (or a certificate) nothing starts.
 DEV = {"GRPC_PLAINTEXT": "true"}
+KEY_1, KEY_2 = new_key(), new_key()
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -97,6 +99,7 @@ FULL_ENV = {
     "HEALTH_PORT": "8081",
     "AUTH_MODE": "None",
     "AUTH_BOOTSTRAP_TOKEN": "b" * 32,
+    "SECRET_KEYS": f"{KEY_1}, {KEY_2}",
     "AUTH_CACHE_SECONDS": "0.5",
     "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
@@ -146,6 +149,7 @@ def test_every_variable_is_parsed() -> None:
         health_port=8081,
         auth_mode="none",
         auth_bootstrap_token="b" * 32,
+        secret_keys=(KEY_1, KEY_2),
         auth_cache_s=0.5,
         audit_max_events=5000,
         executor_command_targets=True,
@@ -280,3 +284,12 @@ def test_a_short_bootstrap_token_is_refused_without_echoing_it() -> None:
     ok = "z" * 32
     assert Settings.from_env({**DEV, "AUTH_BOOTSTRAP_TOKEN": ok}).auth_bootstrap_token == ok
     assert ok not in repr(Settings.from_env({**DEV, "AUTH_BOOTSTRAP_TOKEN": ok}))  # nor in a logged repr
+
+
+def test_secret_keys_must_be_fernet_keys_and_are_never_echoed() -> None:
+    bad = "not-a-fernet-key-but-a-secret"
+    with pytest.raises(SettingsError, match=r"^SECRET_KEYS: key 2 of 2 is not a Fernet key") as info:
+        Settings.from_env({**DEV, "SECRET_KEYS": f"{KEY_1},{bad}"})
+    assert bad not in str(info.value)
+    assert KEY_1 not in repr(Settings.from_env({**DEV, "SECRET_KEYS": KEY_1}))  # nor in a logged repr
+    assert Settings.from_env(DEV).secret_keys == ()

@@ -20,6 +20,7 @@ import httpx
 from schedcore import pb
 from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
+from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
 from services.executor.targets.guard import AddressRefused, GuardedTransport
@@ -40,6 +41,7 @@ MAX_KEEPALIVE = 100
 
 class HttpTarget(Target):
     def __init__(self, settings: Settings) -> None:
+        self.sealer = Sealer(settings.secret_keys)
         super().__init__(settings)
         limits = httpx.Limits(
             max_connections=settings.executor_concurrency,
@@ -58,13 +60,19 @@ class HttpTarget(Target):
         method = METHODS.get(target.method)
         if method is None:
             return Outcome.failed(f"unknown http method {target.method}", retryable=False)
+        opened: dict[str, str] = {}
+        for name, value in target.secret_headers.items():  # sealed at rest: opened only here
+            try:
+                opened[name] = self.sealer.open(value)
+            except SealError as exc:
+                return Outcome.failed(f"secret header {name!r} cannot be used: {exc}", retryable=False)
         headers = {
             k: v
-            for k, v in [*target.headers.items(), *target.secret_headers.items()]
+            for k, v in [*target.headers.items(), *opened.items()]
             if k.lower() != IDEMPOTENCY_KEY.lower()
         }
         headers[IDEMPOTENCY_KEY] = item.execution_id
-        secrets = [v for v in target.secret_headers.values() if v]
+        secrets = [v for v in opened.values() if v]
         margin = max((len(v.encode()) for v in secrets), default=0)
         outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin)
         if secrets:

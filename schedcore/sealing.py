@@ -1,0 +1,62 @@
+"""Secret header values sealed at rest (docs/security.md, "Safe targets").
+
+With SECRET_KEYS set (Fernet keys: AES-128-CBC with HMAC-SHA256, from `cryptography`), the api
+stores every secret header value as `sealed:v1:<Fernet token>` and only the executor, about to
+send the request, opens it: Redis, its backups and the schedulers hold ciphertext. The first key
+seals; every key opens, so keys rotate by putting a new one first and dropping the old one once
+the tasks have been re-sealed (any update of their target re-seals with the first key).
+Without SECRET_KEYS values are stored as they are (and opened as they are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+PREFIX = "sealed:v1:"
+
+
+class SealError(Exception):
+    """A sealed value that cannot be opened here. The message never quotes the value."""
+
+
+def check_key(key: str) -> None:
+    """ValueError unless `key` is a Fernet key (32 bytes, URL-safe base64)."""
+    Fernet(key.encode())
+
+
+def new_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def is_sealed(value: str) -> bool:
+    return value.startswith(PREFIX)
+
+
+class Sealer:
+    def __init__(self, keys: Sequence[str] = ()) -> None:
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._fernet is not None
+
+    def seal(self, value: str) -> str:
+        if self._fernet is None or not value:
+            return value
+        return PREFIX + self._fernet.encrypt(value.encode()).decode()
+
+    def open(self, value: str) -> str:
+        if not is_sealed(value):
+            return value
+        if self._fernet is None:
+            raise SealError("it is sealed and SECRET_KEYS is not set here")
+        try:
+            return self._fernet.decrypt(value[len(PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise SealError("it was sealed with a key that is not in SECRET_KEYS here") from None
+
+    def seal_all(self, headers: MutableMapping[str, str]) -> None:
+        for name, value in list(headers.items()):
+            headers[name] = self.seal(value)
