@@ -38,10 +38,6 @@ class Sealer:
     def __init__(self, keys: Sequence[str] = ()) -> None:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._fernet is not None
-
     def seal(self, value: str) -> str:
         if self._fernet is None or not value:
             return value

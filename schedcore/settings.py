@@ -228,8 +228,8 @@ class Settings:
     instance_id: str = dataclasses.field(default_factory=_default_instance_id)
     # Executor: attempts one replica runs at once.
     executor_concurrency: int = 100
-    # Executor: items accepted beyond the running ones, queued until a slot frees (their leases
-    # renewed like running ones), so the next window is already here when a slot frees.
+    # Executor: at most this many items accepted beyond the running ones, queued until a slot
+    # frees (leases renewed like running ones); fewer when attempts finish slowly (engine.py).
     executor_prefetch: int = 100
     # Executor: bound of an execution's stored output (log record, http response excerpt).
     output_limit_bytes: int = 8192
