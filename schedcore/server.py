@@ -63,7 +63,9 @@ class GrpcService:
     service's background work once the server is up; `drain(grace)` (optional) lets the service
     finish its own work after health turns NOT_SERVING and before the server stops; `close` stops
     the background work and releases the service's resources after the server has stopped;
-    `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py).
+    `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py);
+    `interceptors` run after that one, closer to the servicers (the executor's client identity
+    check, schedcore/identity.py).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class GrpcService:
         drain: Drainer | None = None,
         limit_connection_age: bool = True,
         authenticate: Authenticate | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.name = name
         self.settings = settings
@@ -95,7 +98,9 @@ class GrpcService:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
-        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(authenticate)], options=options)
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(authenticate), *interceptors], options=options
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))

@@ -168,6 +168,25 @@ def _secret_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     return keys
 
 
+# EXECUTOR_ALLOWED_CLIENTS: the scheduler's name in the manifests (deploy/k8s), and the word
+# that lets any client of the CA in.
+DEFAULT_ALLOWED_CLIENTS = ("scheduler",)
+ANY_CLIENT = "*"
+
+
+def _allowed_clients(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _str(env, "EXECUTOR_ALLOWED_CLIENTS", ",".join(DEFAULT_ALLOWED_CLIENTS))
+    names = tuple(name.strip() for name in raw.split(","))
+    if any(not name or not name.isprintable() for name in names):
+        raise SettingsError(
+            f"EXECUTOR_ALLOWED_CLIENTS: expected name[,name...] (certificate SAN or CN) or {ANY_CLIENT}, "
+            f"got {raw!r}"
+        )
+    if ANY_CLIENT in names and len(names) > 1:
+        raise SettingsError(f"EXECUTOR_ALLOWED_CLIENTS: {ANY_CLIENT} (any client) stands alone, got {raw!r}")
+    return names
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -256,6 +275,9 @@ class Settings:
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
+    # Executor, with mTLS: the client identities (a SAN of the verified client certificate, or
+    # its subject CN when it has no SAN) that may open Execute streams; ("*",): any client.
+    executor_allowed_clients: tuple[str, ...] = DEFAULT_ALLOWED_CLIENTS
     # Scheduler: how long a lease on an occurrence or a running attempt lasts without renewal.
     lease_s: float = 10.0
     # Scheduler: most occurrences or executions one script call takes.
@@ -317,6 +339,7 @@ class Settings:
             auth_cache_s=_number(env, "AUTH_CACHE_SECONDS", 2.0, 0.0, 300.0),
             audit_max_events=_number(env, "AUDIT_MAX_EVENTS", 1_000_000, 1000, 1_000_000_000),
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
+            executor_allowed_clients=_allowed_clients(env),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

@@ -8,9 +8,10 @@ import logging
 import grpc
 
 from schedcore.channels import ChannelSecurity
+from schedcore.identity import AllowedClients
 from schedcore.ipb import executor_grpc, executor_pb2
 from schedcore.server import GrpcService
-from schedcore.settings import Settings
+from schedcore.settings import ANY_CLIENT, Settings, SettingsError
 from services.executor.engine import Engine
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
@@ -24,6 +25,14 @@ SERVICE_NAME = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_
 REPORT_MARGIN_S = 30.0
 # How long, at exit, the reporter may take to deliver what it still holds.
 REPORT_FLUSH_S = 5.0
+
+
+def allowed_clients(settings: Settings) -> list[AllowedClients]:
+    """The check that only schedulers open Execute streams (EXECUTOR_ALLOWED_CLIENTS). It needs
+    mTLS: in plaintext (development) no caller has an identity, and is not checked."""
+    if settings.grpc_plaintext or settings.executor_allowed_clients == (ANY_CLIENT,):
+        return []
+    return [AllowedClients(settings.executor_allowed_clients, [SERVICE_NAME], "EXECUTOR_ALLOWED_CLIENTS")]
 
 
 async def build(settings: Settings) -> GrpcService:
@@ -63,7 +72,8 @@ async def build(settings: Settings) -> GrpcService:
 
     # Execute streams live as long as both sides do: no max connection age, which would cut
     # them (and push every running attempt's result through ReportResults) every few minutes.
-    return GrpcService(
+    gates = allowed_clients(settings)
+    service = GrpcService(
         "executor",
         settings,
         register,
@@ -72,4 +82,13 @@ async def build(settings: Settings) -> GrpcService:
         on_start=start,
         drain=engine.drain,
         limit_connection_age=False,
+        interceptors=gates,
     )
+    # After the certificate files' own checks (GrpcService): TLS without client certificates
+    # cannot tell a scheduler from anyone, so the executor does not start unless the list is `*`.
+    if gates and not settings.tls_client_ca_file:
+        raise SettingsError(
+            "EXECUTOR_ALLOWED_CLIENTS: checking who opens Execute streams needs client certificates: "
+            f"set TLS_CLIENT_CA_FILE (mTLS), or EXECUTOR_ALLOWED_CLIENTS={ANY_CLIENT} to accept any client"
+        )
+    return service

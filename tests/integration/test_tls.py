@@ -305,24 +305,26 @@ def test_a_task_fires_and_succeeds_with_mtls_between_real_processes(
     redis_srv: RedisServer, rds, pki: Pki, tmp_path: Path
 ) -> None:
     ports = {name: free_port() for name in ("api", "scheduler", "executor")}
-    # The executor's certificate names only "localhost": the scheduler dials the address
-    # localhost resolves to and checks the certificate against the name it was given.
-    executor_cert = pki.issue("localhost")
+    # One certificate per service. The executor's names only "executor" and "localhost": the
+    # scheduler dials the address localhost resolves to and checks the certificate against the
+    # name it was given. The scheduler's names "scheduler", the identity the executor admits.
+    executor_cert = pki.issue("executor", "localhost", common_name="executor")
     common = dict(
         REDIS_URL=redis_srv.url,
         EXECUTOR_ADDRS=f"localhost:{ports['executor']}",
         SCHEDULER_ADDR=f"127.0.0.1:{ports['scheduler']}",
     )
+    scheduler_env = pki.server_env(pki.service("scheduler"), mtls=True)
     procs = [
         Proc(tmp_path, "services.api", ports["api"], service_env(
-            GRPC_PORT=str(ports["api"]), **common, **pki.server_env(pki.issue()))),
+            GRPC_PORT=str(ports["api"]), **common, **pki.server_env(pki.service("api")))),
         Proc(tmp_path, "services.executor", ports["executor"], service_env(
             GRPC_PORT=str(ports["executor"]), **common, **pki.server_env(executor_cert, mtls=True)),
             host="localhost"),
         Proc(tmp_path, "services.scheduler", ports["scheduler"], service_env(
-            GRPC_PORT=str(ports["scheduler"]), **common, **pki.server_env(pki.issue(), mtls=True))),
+            GRPC_PORT=str(ports["scheduler"]), **common, **scheduler_env)),
     ]  # fmt: skip
-    client = pki.client(pki.issue())
+    client = pki.client(pki.service("client"))
     try:
         for proc in procs:
             proc.wait_serving(client)
