@@ -9,6 +9,8 @@ With METRICS_PORT set, the gRPC services serve /metrics on it and the ports afte
 in start order (api, schedulers, executors); unset, none does.
 gRPC is plaintext (GRPC_PLAINTEXT=true) unless TLS_CERT_FILE and TLS_KEY_FILE are set: then every
 service serves TLS with them (the certificate must name localhost) and TLS_CA_FILE verifies them.
+One certificate for all means no service can be told from another, so the executors take streams
+from any client (EXECUTOR_ALLOWED_CLIENTS=*) unless EXECUTOR_ALLOWED_CLIENTS is set.
 
 Authentication stays on (AUTH_MODE=token): a development admin token is created once, kept in
 .data/dev-admin-token (git-ignored, readable by you only), given to the api as
@@ -102,12 +104,13 @@ def services() -> list[Service]:
     api = env_int("API_PORT", 50051)
     ui_port = env_int("UI_PORT", 8501)
     ui_env = {"API_ADDR": f"localhost:{api}"}
+    executor_env = {"EXECUTOR_ALLOWED_CLIENTS": os.environ.get("EXECUTOR_ALLOWED_CLIENTS", "").strip() or "*"}
     return [
         Service("api", ["-m", "services.api"], "services/api/__main__.py", api),
         Service("scheduler", ["-m", "services.scheduler"], "services/scheduler/__main__.py", 50052,
                 replicas_env="SCHEDULER_REPLICAS"),
         Service("executor", ["-m", "services.executor"], "services/executor/__main__.py", 50053,
-                replicas_env="EXECUTOR_REPLICAS"),
+                replicas_env="EXECUTOR_REPLICAS", env=executor_env),
         Service("ui", ui_args(ui_port), "ui/app.py", ui_port, ready="http", env=ui_env),
     ]  # fmt: skip
 

@@ -10,18 +10,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from schedcore.server import DRAINED_STOP_S, LIVENESS_SERVICE
 from services.executor.app import REPORT_FLUSH_S
 from services.executor.engine import CANCEL_WAIT_S, FLUSH_WAIT_S
 from tests.deploy.manifests import (
-    K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
     SERVICES,
     WORKLOADS,
-    Rendered,
     render,
     render_text,
 )
@@ -314,69 +311,7 @@ def test_network_policy_evaluator_is_not_vacuous() -> None:
     assert not _allowed(deny_all, (True, m.pod_labels("api")), m.pod_labels("redis"), 6379)
 
 
-# --- TLS ------------------------------------------------------------------------------------------
-
-TLS_DIR = "/etc/scheduler-suite/tls"
-
-
-def _tls_volume(m: Rendered, name: str) -> dict:  # type: ignore[type-arg]
-    (mount,) = [v for v in m.container(name)["volumeMounts"] if v["mountPath"] == TLS_DIR]
-    assert mount["readOnly"] is True and "subPath" not in mount  # subPath mounts never update
-    (volume,) = [v for v in m.pod_spec(name)["volumes"] if v["name"] == mount["name"]]
-    assert volume["secret"]["secretName"] == "scheduler-suite-tls"
-    return volume  # type: ignore[no-any-return]
-
-
-def test_prod_grpc_is_tls_with_mtls_between_scheduler_and_executor() -> None:
-    from schedcore.settings import Settings
-
-    m = render("prod")
-    for name in GRPC_SERVICES:
-        env = m.env(name)
-        assert "GRPC_PLAINTEXT" not in env
-        assert (env["TLS_CERT_FILE"], env["TLS_KEY_FILE"], env["TLS_CA_FILE"]) == (
-            f"{TLS_DIR}/tls.crt",
-            f"{TLS_DIR}/tls.key",
-            f"{TLS_DIR}/ca.crt",
-        )
-        assert "items" not in _tls_volume(m, name)["secret"]  # tls.crt, tls.key and ca.crt
-        # mTLS where both ends are ours; the api's clients (ui, schedctl) carry tokens instead.
-        assert ("TLS_CLIENT_CA_FILE" in env) == (name != "api")
-        Settings.from_env({k: v for k, v in env.items() if v is not None})  # a configuration that starts
-    ui = m.env("ui")
-    assert ui["TLS_CA_FILE"] == f"{TLS_DIR}/ca.crt" and "GRPC_PLAINTEXT" not in ui
-    assert _tls_volume(m, "ui")["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # no key
-
-
-def test_dev_runs_plaintext_without_the_certificate_secret() -> None:
-    from schedcore.settings import Settings
-
-    m = render("dev")
-    for name in (*GRPC_SERVICES, "ui"):
-        env = m.env(name)
-        assert env["GRPC_PLAINTEXT"] == "true"
-        assert not [k for k in env if k.startswith("TLS_")], name
-        assert "scheduler-suite-tls" not in str(m.pod_spec(name))
-        if name != "ui":
-            assert Settings.from_env({k: v for k, v in env.items() if v is not None}).grpc_plaintext
-
-
-def test_cert_manager_certificate_names_what_the_clients_dial() -> None:
-    docs = list(yaml.safe_load_all((K8S / "cert-manager" / "certificate.yaml").read_text()))
-    (cert,) = [
-        d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] == "scheduler-suite-tls"
-    ]
-    assert cert["spec"]["secretName"] == "scheduler-suite-tls"
-    assert {"server auth", "client auth"} <= set(cert["spec"]["usages"])
-    m = render("prod")
-    dialled = {
-        m.env("scheduler")["EXECUTOR_ADDRS"],
-        m.env("executor")["SCHEDULER_ADDR"],
-        m.env("ui")["API_ADDR"],
-    }
-    hosts = {str(addr).removeprefix("dns:///").rsplit(":", 1)[0] for addr in dialled}
-    assert hosts == {"executor-headless", "scheduler", "api"}
-    assert hosts <= set(cert["spec"]["dnsNames"])
+# --- TLS: tests/deploy/test_k8s_tls.py -----------------------------------------------------------
 
 
 # --- environment ------------------------------------------------------------------------------
