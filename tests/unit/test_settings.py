@@ -103,6 +103,7 @@ FULL_ENV = {
     "AUTH_CACHE_SECONDS": "0.5",
     "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
+    "HTTP_DENY_PRIVATE": "true",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -153,6 +154,7 @@ def test_every_variable_is_parsed() -> None:
         auth_cache_s=0.5,
         audit_max_events=5000,
         executor_command_targets=True,
+        http_deny_private=True,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -199,6 +201,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
         ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
         ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
+        ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:

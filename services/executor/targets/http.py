@@ -47,7 +47,7 @@ class HttpTarget(Target):
             max_connections=settings.executor_concurrency,
             max_keepalive_connections=min(settings.executor_concurrency, MAX_KEEPALIVE),
         )
-        policy = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
+        policy = AddressPolicy.from_settings(settings)
         self.client = httpx.AsyncClient(
             follow_redirects=False, timeout=None, transport=GuardedTransport(policy, limits)
         )
