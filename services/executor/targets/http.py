@@ -7,8 +7,9 @@ would turn a POST into a GET on 301-303; a task that wants the final endpoint na
 for which the redirect itself is success sets expected_status to it.
 
 Proxies and CA bundles come from the standard environment variables (HTTP_PROXY, HTTPS_PROXY,
-NO_PROXY, SSL_CERT_FILE). The client has no timeouts of its own: the runner's per-attempt timeout
-bounds connecting, sending and reading alike.
+ALL_PROXY, NO_PROXY, SSL_CERT_FILE), with the address policy kept on each request's own host
+(guard.py). The client has no timeouts of its own: the runner's per-attempt timeout bounds
+connecting, sending and reading alike. Messages quote a URL with its credentials redacted.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
+from schedcore.urlsecrets import redact
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
-from services.executor.targets.guard import AddressRefused, GuardedTransport
+from services.executor.targets.guard import AddressRefused, GuardedTransport, proxy_mounts
 
 METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -49,7 +51,10 @@ class HttpTarget(Target):
         )
         policy = AddressPolicy.from_settings(settings)
         self.client = httpx.AsyncClient(
-            follow_redirects=False, timeout=None, transport=GuardedTransport(policy, limits)
+            follow_redirects=False,
+            timeout=None,
+            transport=GuardedTransport(policy, limits),
+            mounts=proxy_mounts(policy, limits),
         )
 
     async def aclose(self) -> None:
@@ -88,6 +93,7 @@ class HttpTarget(Target):
         """The request and its outcome, with up to `read_limit` bytes of the body as output (the
         caller scrubs secrets, then cuts it to the bound)."""
         target = item.target.http
+        shown = redact(target.url)
         try:
             request = self.client.build_request(
                 method, target.url, headers=headers, content=target.body or None
@@ -103,16 +109,14 @@ class HttpTarget(Target):
             finally:
                 await response.aclose()
         except httpx.UnsupportedProtocol as exc:
-            return Outcome.failed(f"{method} {target.url}: {exc}", retryable=False)
+            return Outcome.failed(f"{method} {shown}: {exc}", retryable=False)
         except httpx.ConnectError as exc:
             refused = isinstance(exc.__cause__, AddressRefused)
             kind = "refused" if refused else "failed: ConnectError"
-            return Outcome.failed(f"{method} {target.url} {kind}: {exc}", retryable=not refused)
+            return Outcome.failed(f"{method} {shown} {kind}: {exc}", retryable=not refused)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            return Outcome.failed(
-                f"{method} {target.url} failed: {type(exc).__name__}: {reason}", retryable=True
-            )
+            return Outcome.failed(f"{method} {shown} failed: {type(exc).__name__}: {reason}", retryable=True)
         output = body.decode("utf-8", "replace")
         truncated = len(body) > read_limit
         code = response.status_code
@@ -121,7 +125,7 @@ class HttpTarget(Target):
         if ok:
             return Outcome(SUCCEEDED, output=output, output_truncated=truncated, http_status=code)
         return Outcome.failed(
-            f"{method} {target.url} answered {code}, expected {expected or 'a 2xx status'}",
+            f"{method} {shown} answered {code}, expected {expected or 'a 2xx status'}",
             retryable=True,
             output=output,
             output_truncated=truncated,
