@@ -26,6 +26,7 @@ from schedcore.settings import Settings
 from schedcore.urlsecrets import redact
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
 from services.executor.targets.guard import AddressRefused, GuardedTransport, proxy_mounts
+from services.executor.targets.scrub import margin, scrub
 
 METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -78,8 +79,7 @@ class HttpTarget(Target):
         }
         headers[IDEMPOTENCY_KEY] = item.execution_id
         secrets = [v for v in opened.values() if v]
-        margin = max((len(v.encode()) for v in secrets), default=0)
-        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin)
+        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin(secrets))
         if secrets:
             outcome = scrub(outcome, secrets)
         output, cut = bound_text(outcome.output, ctx.output_limit)
@@ -104,7 +104,7 @@ class HttpTarget(Target):
             response = await self.client.send(request, stream=True)
             try:
                 # A secret the response echoes is scrubbed before the output is cut, so the
-                # read goes a secret's length beyond the bound: one straddling it stays whole.
+                # read goes the longest form of a secret beyond the bound: one straddling it stays whole.
                 body = await _read_bounded(response, read_limit)
             finally:
                 await response.aclose()
@@ -131,23 +131,6 @@ class HttpTarget(Target):
             output_truncated=truncated,
             http_status=code,
         )
-
-
-REDACTED = "[secret]"
-
-
-def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
-    """The outcome with every secret header value replaced: a target may echo one back in its
-    body, or an error may quote one."""
-
-    def clean(text: str) -> str:
-        for value in sorted(secrets, key=len, reverse=True):
-            text = text.replace(value, REDACTED)
-        return text
-
-    return dataclasses.replace(
-        outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
-    )
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
