@@ -12,6 +12,10 @@ from typing import Any
 # Set by the server interceptor for the duration of one RPC.
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
+# Loggers kept at WARNING whatever LOG_LEVEL says: httpx logs every request's full URL at INFO
+# (credentials in a query or user:password@ included) and httpcore its traffic at DEBUG.
+QUIET = ("httpx", "httpcore")
+
 # Attributes every LogRecord has; anything else passed through `extra=` is emitted as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -42,9 +46,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(service: str, level: str = "INFO") -> None:
-    """Route every logger (ours, grpc's, redis') to stdout as JSON."""
+    """Route every logger (ours, grpc's, redis') to stdout as JSON; QUIET ones only from WARNING."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -260,6 +260,9 @@ class Settings:
     # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
     http_deny_networks: str = DEFAULT_DENY
     http_allow_networks: str = ""
+    # Api and executor: http targets may not reach loopback, private, CGNAT, link-local or unique
+    # local addresses either (schedcore/netpolicy.py lists them). The k8s manifests turn it on.
+    http_deny_private: bool = False
     # Api: `token` requires a bearer token on every public call (docs/security.md); `none` makes
     # every caller an anonymous admin (local development and tests only).
     auth_mode: str = "token"
@@ -333,6 +336,7 @@ class Settings:
             missed_tolerance_s=_number(env, "MISSED_TOLERANCE_SECONDS", 10.0, 0.1, 86_400.0),
             http_deny_networks=_networks(env, "HTTP_DENY_NETWORKS", DEFAULT_DENY),
             http_allow_networks=_networks(env, "HTTP_ALLOW_NETWORKS", ""),
+            http_deny_private=parse_bool(env, "HTTP_DENY_PRIVATE", False),
             auth_mode=_auth_mode(env),
             auth_bootstrap_token=_bootstrap_token(env),
             secret_keys=_secret_keys(env),

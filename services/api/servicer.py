@@ -61,7 +61,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         self.store = store
         self.settings = settings
         self.tokens = tokens
-        self.addresses = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
+        self.addresses = AddressPolicy.from_settings(settings)
         self.sealer = Sealer(settings.secret_keys)
 
     def _audit(self, action: int, **what: object) -> AuditEntry:

@@ -8,25 +8,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schedcore import pb
 from schedcore.errors import FieldViolation, InvalidArgument
-from schedcore.netpolicy import AddressPolicy, ip_literal
+from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import Cron, ScheduleError, Window
 from schedcore.sealing import PREFIX as SEALED_PREFIX
 from schedcore.sealing import is_sealed
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
+from services.api.urlcheck import CONTROL, url_problem
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
-MAX_URL = 2048
 MAX_HEADERS = 64
 # Bound of an http target's secret headers, names and values together (UTF-8 bytes).
 MAX_SECRET_HEADER_BYTES = 16 * 1024
@@ -49,7 +48,6 @@ MAX_PREVIEW = 100
 
 LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.\-/]{0,62}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 REQUEST_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Fields a client may name in UpdateTask's update_mask.
@@ -230,20 +228,8 @@ def _target(
     url = http.url.strip()
     if not url:
         v.add(f"{path}.url", "required")
-    elif len(url) > MAX_URL or CONTROL.search(url) or " " in url:
-        v.add(f"{path}.url", f"must be at most {MAX_URL} characters without spaces or control characters")
-    else:
-        try:
-            parts = urlsplit(url)
-            port_ok = parts.port is None or 0 < parts.port < 65536
-        except ValueError:
-            parts, port_ok = None, False
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-            v.add(f"{path}.url", "must be an absolute http:// or https:// URL with a host")
-        elif addresses is not None and (literal := ip_literal(parts.hostname)) is not None:
-            why = addresses.refusal(literal)
-            if why is not None:
-                v.add(f"{path}.url", f"not a reachable target: {why}")
+    elif (problem := url_problem(url, addresses)) is not None:
+        v.add(f"{path}.url", problem)
     if http.method not in pb.HttpMethod.values():
         v.add(f"{path}.method", f"unknown method {http.method}")
     if len(http.headers) > MAX_HEADERS:

@@ -161,6 +161,14 @@ def test_the_api_requires_tokens_and_takes_its_first_admin_from_a_secret(overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_http_targets_may_not_reach_private_addresses(overlay: str) -> None:
+    """The api checks URLs and the executor connections: both must deny private networks."""
+    m = render(overlay)
+    for name in ("api", "executor"):
+        assert m.env(name).get("HTTP_DENY_PRIVATE") == "true", name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
     m = render(overlay)
     container = m.container("redis")

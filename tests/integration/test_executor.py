@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlencode
 
 import grpc
 import pytest
@@ -189,7 +190,8 @@ def scheduler_stream(service: ServiceThread, auto_ack: bool = False) -> Iterator
 
 
 class Endpoint(BaseHTTPRequestHandler):
-    """/ok, /status/<code>, /echo (the request headers as JSON), /big/<bytes>, /sleep/<seconds>,
+    """/ok, /status/<code>, /echo (the request headers as JSON), /form (the request headers
+    URL-encoded, as a form body), /big/<bytes>, /sleep/<seconds>,
     /hang, /block/<name> (waits until the test opens the gate of that name). Every request is
     recorded."""
 
@@ -211,6 +213,8 @@ class Endpoint(BaseHTTPRequestHandler):
             status, payload = int(parts[1]), f"status {parts[1]} body".encode()
         elif parts[0] == "echo":  # the request's headers, as a careless target might show them
             payload = json.dumps(dict(self.headers)).encode()
+        elif parts[0] == "form":
+            payload = urlencode(dict(self.headers)).encode()
         elif parts[0] == "big":
             payload = b"x" * int(parts[1])
         elif parts[0] == "sleep":

@@ -151,3 +151,40 @@ def _health_or_none(target: str) -> int | None:
         return health(target)
     except grpc.RpcError:
         return None
+
+
+def test_logs_do_not_print_credentials_of_a_url(http_server: HttpServer, tmp_path: Path) -> None:
+    """httpx logs every request's URL at INFO; a URL stored with a token (before the api refused
+    them) must not put it in the executor's logs."""
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), LOG_LEVEL="INFO", INSTANCE_ID="executor-logs")
+    out = tmp_path / "executor.out"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stdout=stdout, stderr=stdout
+        )
+    stream: SchedulerStream | None = None
+    try:
+        wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
+        stream = SchedulerStream(target, auto_ack=True)
+        stream.send(demand=2)
+        stream.wait_granted(2)
+        canary = "canary-b4f1d0"
+        ok = http_item(f"http://u:{canary}-pw@127.0.0.1:{http_server.server_address[1]}/ok?token={canary}")
+        failing = http_item(f"http://127.0.0.1:{free_port()}/x?api_key={canary}")
+        stream.send([ok, failing])
+        assert stream.result(ok.execution_id).status == SUCCEEDED
+        stream.result(failing.execution_id)
+        assert http_server.received[0]["path"] == f"/ok?token={canary}", "the request carried it"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if stream is not None:
+            stream.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    logs = out.read_text()
+    assert "executor stopped" in logs, "INFO logs were written"
+    assert canary not in logs, logs

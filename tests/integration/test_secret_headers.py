@@ -314,3 +314,24 @@ def test_the_executor_opens_sealed_values_only_with_the_key(
         assert "secret header 'Authorization' cannot be used" in result.status_message
         assert "SECRET_KEYS" in result.status_message
         assert http_server.received == [], "nothing is sent without the header"
+
+
+def test_an_echoed_secret_is_scrubbed_json_escaped_and_url_encoded_too(http_server: HttpServer) -> None:
+    """/echo shows the request's headers as JSON (a quote and a backslash escaped), /form
+    URL-encoded: neither form of the value may reach the execution's output."""
+    secret = 's3cret "quoted" \\ back/slash +&=%'
+    items = [
+        http_item(url, secret_headers={"Authorization": secret}, headers={"X-Plain": "seen"})
+        for url in (http_server.url("/echo"), http_server.url("/form"))
+    ]
+    with executor() as ex, scheduler_stream(ex, auto_ack=True) as s:
+        s.send(demand=2)
+        s.wait_granted(2)
+        s.send(items)
+        results = [s.result(work.execution_id) for work in items]
+    assert {r["headers"]["Authorization"] for r in http_server.received} == {secret}
+    echoed, form = (r.result.output for r in results)
+    assert '"Authorization": "[secret]"' in echoed and '"X-Plain": "seen"' in echoed, echoed
+    assert "Authorization=[secret]" in form and "X-Plain=seen" in form, form
+    for output in (echoed, form):
+        assert "s3cret" not in output and "back" not in output, output

@@ -124,3 +124,25 @@ def test_configure_routes_the_root_logger_to_stdout(monkeypatch: pytest.MonkeyPa
         root.setLevel(saved_level)
     (entry,) = [json.loads(line) for line in out.getvalue().splitlines()]
     assert (entry["service"], entry["logger"], entry["msg"]) == ("scheduler", "some.library", "kept")
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_http_client_loggers_stay_at_warning(monkeypatch: pytest.MonkeyPatch, level: str) -> None:
+    """httpx's INFO request log prints every URL whole, credentials included."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    try:
+        logs.configure("executor", level)
+        logging.getLogger("httpx").info("HTTP Request: GET https://h/?token=s3cret")
+        logging.getLogger("httpcore.connection").debug("connect_tcp.started host='h'")
+        logging.getLogger("httpx").warning("kept")
+        logging.getLogger("services.executor").info("ours")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for name, lvl in saved.items():
+            logging.getLogger(name).setLevel(lvl)
+    assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["kept", "ours"]

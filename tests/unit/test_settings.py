@@ -105,6 +105,7 @@ FULL_ENV = {
     "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
     "EXECUTOR_ALLOWED_CLIENTS": "scheduler, scheduler.suite.svc",
+    "HTTP_DENY_PRIVATE": "true",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -156,6 +157,7 @@ def test_every_variable_is_parsed() -> None:
         audit_max_events=5000,
         executor_command_targets=True,
         executor_allowed_clients=("scheduler", "scheduler.suite.svc"),
+        http_deny_private=True,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -209,6 +211,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ),
         ("EXECUTOR_ALLOWED_CLIENTS", "scheduler,", "got 'scheduler,'"),
         ("EXECUTOR_ALLOWED_CLIENTS", "*,scheduler", "* (any client) stands alone"),
+        ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:

@@ -7,8 +7,9 @@ would turn a POST into a GET on 301-303; a task that wants the final endpoint na
 for which the redirect itself is success sets expected_status to it.
 
 Proxies and CA bundles come from the standard environment variables (HTTP_PROXY, HTTPS_PROXY,
-NO_PROXY, SSL_CERT_FILE). The client has no timeouts of its own: the runner's per-attempt timeout
-bounds connecting, sending and reading alike.
+ALL_PROXY, NO_PROXY, SSL_CERT_FILE), with the address policy kept on each request's own host
+(guard.py). The client has no timeouts of its own: the runner's per-attempt timeout bounds
+connecting, sending and reading alike. Messages quote a URL with its credentials redacted.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
+from schedcore.urlsecrets import redact
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
-from services.executor.targets.guard import AddressRefused, GuardedTransport
+from services.executor.targets.guard import AddressRefused, GuardedTransport, proxy_mounts
+from services.executor.targets.scrub import margin, scrub
 
 METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -47,9 +50,12 @@ class HttpTarget(Target):
             max_connections=settings.executor_concurrency,
             max_keepalive_connections=min(settings.executor_concurrency, MAX_KEEPALIVE),
         )
-        policy = AddressPolicy.of(settings.http_deny_networks, settings.http_allow_networks)
+        policy = AddressPolicy.from_settings(settings)
         self.client = httpx.AsyncClient(
-            follow_redirects=False, timeout=None, transport=GuardedTransport(policy, limits)
+            follow_redirects=False,
+            timeout=None,
+            transport=GuardedTransport(policy, limits),
+            mounts=proxy_mounts(policy, limits),
         )
 
     async def aclose(self) -> None:
@@ -73,8 +79,7 @@ class HttpTarget(Target):
         }
         headers[IDEMPOTENCY_KEY] = item.execution_id
         secrets = [v for v in opened.values() if v]
-        margin = max((len(v.encode()) for v in secrets), default=0)
-        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin)
+        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin(secrets))
         if secrets:
             outcome = scrub(outcome, secrets)
         output, cut = bound_text(outcome.output, ctx.output_limit)
@@ -88,6 +93,7 @@ class HttpTarget(Target):
         """The request and its outcome, with up to `read_limit` bytes of the body as output (the
         caller scrubs secrets, then cuts it to the bound)."""
         target = item.target.http
+        shown = redact(target.url)
         try:
             request = self.client.build_request(
                 method, target.url, headers=headers, content=target.body or None
@@ -98,21 +104,19 @@ class HttpTarget(Target):
             response = await self.client.send(request, stream=True)
             try:
                 # A secret the response echoes is scrubbed before the output is cut, so the
-                # read goes a secret's length beyond the bound: one straddling it stays whole.
+                # read goes the longest form of a secret beyond the bound: one straddling it stays whole.
                 body = await _read_bounded(response, read_limit)
             finally:
                 await response.aclose()
         except httpx.UnsupportedProtocol as exc:
-            return Outcome.failed(f"{method} {target.url}: {exc}", retryable=False)
+            return Outcome.failed(f"{method} {shown}: {exc}", retryable=False)
         except httpx.ConnectError as exc:
             refused = isinstance(exc.__cause__, AddressRefused)
             kind = "refused" if refused else "failed: ConnectError"
-            return Outcome.failed(f"{method} {target.url} {kind}: {exc}", retryable=not refused)
+            return Outcome.failed(f"{method} {shown} {kind}: {exc}", retryable=not refused)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            return Outcome.failed(
-                f"{method} {target.url} failed: {type(exc).__name__}: {reason}", retryable=True
-            )
+            return Outcome.failed(f"{method} {shown} failed: {type(exc).__name__}: {reason}", retryable=True)
         output = body.decode("utf-8", "replace")
         truncated = len(body) > read_limit
         code = response.status_code
@@ -121,29 +125,12 @@ class HttpTarget(Target):
         if ok:
             return Outcome(SUCCEEDED, output=output, output_truncated=truncated, http_status=code)
         return Outcome.failed(
-            f"{method} {target.url} answered {code}, expected {expected or 'a 2xx status'}",
+            f"{method} {shown} answered {code}, expected {expected or 'a 2xx status'}",
             retryable=True,
             output=output,
             output_truncated=truncated,
             http_status=code,
         )
-
-
-REDACTED = "[secret]"
-
-
-def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
-    """The outcome with every secret header value replaced: a target may echo one back in its
-    body, or an error may quote one."""
-
-    def clean(text: str) -> str:
-        for value in sorted(secrets, key=len, reverse=True):
-            text = text.replace(value, REDACTED)
-        return text
-
-    return dataclasses.replace(
-        outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
-    )
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:

@@ -1,0 +1,45 @@
+"""The api's checks of an http target's URL: its form, the address policy on a host that is an
+address (or a localhost name), and no credentials in it (schedcore/urlsecrets.py).
+
+The api does not resolve host names: a name that resolves to a refused address is refused by the
+executor, which resolves every host itself before it connects (services/executor/targets/guard.py).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from schedcore.netpolicy import LOOPBACK, AddressPolicy, ip_literal
+from schedcore.urlsecrets import credential_in
+
+MAX_URL = 2048
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def url_problem(url: str, addresses: AddressPolicy | None) -> str | None:
+    """What is wrong with an http target's (stripped, non-empty) URL, or None. Never quotes it."""
+    if len(url) > MAX_URL or CONTROL.search(url) or " " in url:
+        return f"must be at most {MAX_URL} characters without spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        return "must be an absolute http:// or https:// URL with a host"
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        return "must be an absolute http:// or https:// URL with a host"
+    credential = credential_in(parts)
+    if credential is not None:
+        return (
+            f"carries {credential}: send credentials in secret_headers instead "
+            "(an Authorization or API key header), which are sealed at rest and never shown"
+        )
+    if addresses is not None:
+        host = parts.hostname.rstrip(".")
+        # RFC 6761: localhost names are the loopback, whatever a resolver says.
+        local = host == "localhost" or host.endswith(".localhost")
+        literal = str(LOOPBACK[4]) if local else ip_literal(host)
+        why = addresses.refusal(literal) if literal is not None else None
+        if why is not None:
+            return f"not a reachable target: {why}"
+    return None
