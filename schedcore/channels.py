@@ -5,6 +5,9 @@ TLS unless plaintext was asked for: the server is checked against `ca_file` (emp
 default roots) and, when `cert_file` and `key_file` are set, the channel presents that
 certificate (mTLS). The files are read when the channel is made, so a channel made after a
 certificate was renewed presents the new one.
+
+Every channel accepts messages as large as a server may send (GRPC_MAX_MESSAGE_BYTES, not gRPC's
+default of 4 MiB), so a List page that LIST_PAGE_MAX_BYTES lets past 4 MiB still arrives.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from schedcore.settings import Settings, SettingsError
+from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
 from schedcore.tls import check_ca, check_key_pair
 
 Options = Sequence[tuple[str, Any]]
@@ -70,6 +73,14 @@ class ChannelSecurity:
         return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
 
 
+def _options(options: Options) -> list[tuple[str, Any]]:
+    """The caller's options, with the receive limit unless they set one."""
+    out = list(options)
+    if all(name != "grpc.max_receive_message_length" for name, _ in out):
+        out.append(("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES))
+    return out
+
+
 def _tls_options(target: str, options: Options, server_name: str) -> list[tuple[str, Any]]:
     """The name the server's certificate is checked against, where gRPC's own choice is wrong:
     a target given as an address found under a name (the scheduler dials each executor pod by
@@ -78,7 +89,7 @@ def _tls_options(target: str, options: Options, server_name: str) -> list[tuple[
     if not server_name and target.startswith(("ipv4:", "ipv6:")):
         first = target.split(":", 1)[1].split(",")[0]
         server_name = first.rsplit(":", 1)[0].strip("[]")
-    out = list(options)
+    out = _options(options)
     if server_name:
         out.append(("grpc.ssl_target_name_override", server_name))
     return out
@@ -89,12 +100,12 @@ def aio_channel(
 ) -> grpc.aio.Channel:
     creds = security.credentials()
     if creds is None:
-        return grpc.aio.insecure_channel(target, options=list(options))
+        return grpc.aio.insecure_channel(target, options=_options(options))
     return grpc.aio.secure_channel(target, creds, options=_tls_options(target, options, server_name))
 
 
 def channel(target: str, security: ChannelSecurity, options: Options = ()) -> grpc.Channel:
     creds = security.credentials()
     if creds is None:
-        return grpc.insecure_channel(target, options=list(options))
+        return grpc.insecure_channel(target, options=_options(options))
     return grpc.secure_channel(target, creds, options=_tls_options(target, options, ""))

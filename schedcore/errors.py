@@ -1,18 +1,48 @@
 """Domain errors, and their one mapping to gRPC status codes.
 
 Code below the servicers raises these; the server interceptor (schedcore.interceptors) turns them
-into statuses. Servicers never set a status by hand. Redis connection failures map to
-UNAVAILABLE; anything unexpected maps to INTERNAL with a generic message and a logged traceback.
+into statuses (`status_of`). Servicers never set a status by hand. Redis connection failures map
+to UNAVAILABLE; anything unexpected maps to INTERNAL with a generic message and a logged traceback.
+
+A status is bounded whatever the request held (docs/api.md, "Errors"): an error quotes at most
+MAX_QUOTE characters of a bad value (`quote`), lists at most MAX_VIOLATIONS field violations and
+counts the rest ("and N more"), and its message plus details stay within MAX_STATUS_BYTES as sent.
+gRPC clients refuse trailers past 8-16 KiB by default and then report RESOURCE_EXHAUSTED instead
+of the error.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+# Characters of a client's value an error message quotes.
+MAX_QUOTE = 64
+# Field violations one INVALID_ARGUMENT lists (message and BadRequest detail).
+MAX_VIOLATIONS = 10
+# Characters of one violation's field path and of its description.
+MAX_FIELD = 128
+MAX_DESCRIPTION = 256
+# Characters of a status message.
+MAX_MESSAGE = 1024
+# Bytes of grpc-message (percent-encoded) plus grpc-status-details-bin (base64) as sent; with the
+# header names and grpc-status the trailers stay under 4 KiB.
+MAX_STATUS_BYTES = 3584
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters and marked "..." when it was longer."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def quote(value: str, limit: int = MAX_QUOTE) -> str:
+    """How an error message shows a client's value: quoted, at most `limit` characters of it."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
 
 
 @dataclass(frozen=True)
@@ -35,7 +65,7 @@ class InvalidArgument(SchedulerError, ValueError):
 
     def __init__(self, violations: list[FieldViolation] | FieldViolation) -> None:
         self.violations = violations if isinstance(violations, list) else [violations]
-        super().__init__("; ".join(str(v) for v in self.violations))
+        super().__init__(_listing(_clipped(self.violations[:MAX_VIOLATIONS]), len(self.violations)))
 
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:
@@ -101,6 +131,55 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, redis_unavailable_errors()):
         return grpc.StatusCode.UNAVAILABLE, "the task store is unavailable; retry later"
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def status_of(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status a client gets for an exception, within the bounds above; an
+    InvalidArgument carries a BadRequest detail with (the first of) its field violations."""
+    code, message = status_for(exc)
+    violations = exc.violations if isinstance(exc, InvalidArgument) else []
+    listed = _clipped(violations[:MAX_VIOLATIONS])
+    limit = MAX_MESSAGE
+    while True:
+        text = _listing(listed, len(violations), limit) if violations else clip(message, limit)
+        status = status_pb2.Status(code=getattr(code_pb2, code.name), message=text)
+        if listed:
+            status.details.add().Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in listed
+                    ]
+                )
+            )
+        if _wire_bytes(status) <= MAX_STATUS_BYTES:
+            return status
+        # Drop violations from the end, keeping the first (it names a field); then shorten.
+        if len(listed) > 1:
+            listed.pop()
+        else:
+            limit //= 2
+            listed = [FieldViolation(clip(v.field, limit), clip(v.description, limit)) for v in listed]
+
+
+def _clipped(violations: list[FieldViolation]) -> list[FieldViolation]:
+    return [
+        FieldViolation(clip(v.field, MAX_FIELD), clip(v.description, MAX_DESCRIPTION)) for v in violations
+    ]
+
+
+def _listing(listed: list[FieldViolation], total: int, limit: int = MAX_MESSAGE) -> str:
+    """The message of an INVALID_ARGUMENT: its listed violations, and how many are left out."""
+    more = total - len(listed)
+    return clip("; ".join(str(v) for v in listed), limit) + (f"; and {more} more" if more else "")
+
+
+def _wire_bytes(status: status_pb2.Status) -> int:
+    """What grpc-message and grpc-status-details-bin cost in the trailers: the message is
+    percent-encoded (every byte outside printable ASCII, and "%", takes three), the serialized
+    status base64-encoded."""
+    message = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in status.message.encode())
+    return message + len(base64.b64encode(status.SerializeToString()))
 
 
 def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:

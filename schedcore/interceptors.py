@@ -5,8 +5,8 @@ For each unary call it:
   and echoes it in the initial metadata;
 - decodes the request itself, so a body that is not a valid message gets INVALID_ARGUMENT instead
   of the INTERNAL grpc would answer;
-- maps exceptions to statuses through schedcore.errors.status_for, attaching a google.rpc.BadRequest
-  detail for field violations. Servicers only raise;
+- maps exceptions to statuses through schedcore.errors.status_of (bounded in size), attaching a
+  google.rpc.BadRequest detail for field violations. Servicers only raise;
 - counts the call by method and status code, and times it (schedcore.metrics);
 - when the service gives one, awaits its `authenticate(method, metadata)` hook before the request
   is decoded: the hook raises a domain error to refuse the call (nothing else runs) and may bind
@@ -26,10 +26,9 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from schedcore.errors import InvalidArgument, redis_unavailable_errors, status_for
+from schedcore.errors import InvalidArgument, redis_unavailable_errors, status_for, status_of
 from schedcore.logs import request_id_var
 from schedcore.metrics import REDIS_ERRORS, RPC_DURATION, RPCS
 
@@ -56,16 +55,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         log.exception("unhandled error in %s", method, exc_info=exc)
     else:
         log.info("%s -> %s: %s", method, code.name, message)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-    if isinstance(exc, InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
-        )
-        status.details.add().Pack(bad_request)
-    grpc_status = rpc_status.to_status(status)
+    grpc_status = rpc_status.to_status(status_of(exc))
     await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
 

@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
+from schedcore.errors import quote
+
 MAX_EXPRESSION_LENGTH = 256
 _WILDCARD_HOUR_MACROS = {"@hourly"}
 _PINNED_MACROS = {"@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
@@ -46,7 +48,7 @@ def load_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ScheduleError(f"unknown IANA time zone {name!r}") from None
+        raise ScheduleError(f"unknown IANA time zone {quote(name)}") from None
 
 
 def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
@@ -81,7 +83,7 @@ class Cron:
         if expression.startswith("@"):
             macro = expression.lower()
             if macro not in _WILDCARD_HOUR_MACROS | _PINNED_MACROS:
-                raise ScheduleError(f"unknown macro {expression!r}")
+                raise ScheduleError(f"unknown macro {quote(expression)}")
             wildcard = macro in _WILDCARD_HOUR_MACROS
             expression = macro
         else:
@@ -94,13 +96,13 @@ class Cron:
             wildcard = fields[1].startswith("*")
         try:
             if not croniter.is_valid(expression):
-                raise ScheduleError(f"{expression!r} is not a valid cron expression")
+                raise ScheduleError(f"{quote(expression)} is not a valid cron expression")
             # An expression that never matches a date (30 February) fails here.
             croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
         except CroniterBadDateError:
-            raise ScheduleError(f"{expression!r} never matches a date") from None
+            raise ScheduleError(f"{quote(expression)} never matches a date") from None
         except (CroniterBadCronError, CroniterError, ValueError, KeyError) as exc:
-            raise ScheduleError(f"{expression!r} is not a valid cron expression: {exc}") from None
+            raise ScheduleError(f"{quote(expression)} is not a valid cron expression: {exc}") from None
         return cls(expression, zone, wildcard)
 
     def next_after(self, after: datetime) -> datetime | None:

@@ -23,12 +23,10 @@ from schedcore import logs
 from schedcore.errors import redis_unavailable_errors
 from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
-from schedcore.settings import Settings, SettingsError
+from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
 from schedcore.tls import ServerCertificates, server_certificates
 
 log = logging.getLogger("schedcore.server")
-
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 Register = Callable[[grpc.aio.Server], Sequence[str]]
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -89,8 +87,8 @@ class GrpcService:
         self._on_start = on_start
         self._drain = drain
         options: list[tuple[str, int]] = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ]
         if limit_connection_age:
             # Clients re-resolve and spread over new replicas (Kubernetes scale-out).

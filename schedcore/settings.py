@@ -22,6 +22,12 @@ AUTH_MODES = ("token", "none")
 # Shortest AUTH_BOOTSTRAP_TOKEN accepted, and longest bearer token the api reads.
 MIN_BOOTSTRAP_TOKEN = 32
 MAX_BEARER = 512
+# Largest gRPC message a service sends or receives, and that the clients (schedctl, the ui, the
+# services' own channels) accept: schedcore/server.py and schedcore/channels.py.
+GRPC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# LIST_PAGE_MAX_BYTES: its default and its bounds (under the send limit, with room to spare).
+DEFAULT_LIST_PAGE_BYTES = 4 * 1024 * 1024
+LIST_PAGE_BYTES_RANGE = (64 * 1024, GRPC_MAX_MESSAGE_BYTES - 1024 * 1024)
 
 
 class SettingsError(ValueError):
@@ -243,6 +249,9 @@ class Settings:
     page_token_ttl_s: int = 24 * 3600
     # Secret that signs page tokens. Empty: a random one is created once and shared through Redis.
     page_token_secret: str = ""
+    # Api: a List response stops before it would pass this many bytes serialized (it then carries
+    # a next_page_token), whatever its page_size; a single item larger than this is sent alone.
+    list_page_max_bytes: int = DEFAULT_LIST_PAGE_BYTES
     # Name of this replica in logs and execution records. Default: <hostname>-<pid>.
     instance_id: str = dataclasses.field(default_factory=_default_instance_id)
     # Executor: attempts one replica runs at once.
@@ -324,6 +333,9 @@ class Settings:
             request_id_ttl_s=_number(env, "REQUEST_ID_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             page_token_ttl_s=_number(env, "PAGE_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             page_token_secret=_str(env, "PAGE_TOKEN_SECRET", ""),
+            list_page_max_bytes=_number(
+                env, "LIST_PAGE_MAX_BYTES", DEFAULT_LIST_PAGE_BYTES, *LIST_PAGE_BYTES_RANGE
+            ),
             instance_id=_str(env, "INSTANCE_ID", _default_instance_id()),
             executor_concurrency=_number(env, "EXECUTOR_CONCURRENCY", 100, 1, 100_000),
             executor_prefetch=_number(env, "EXECUTOR_PREFETCH", 100, 0, 100_000),

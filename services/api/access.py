@@ -122,12 +122,13 @@ def current() -> Principal:
 
 
 def check_namespace(namespace: str, what: str) -> None:
-    """PermissionDenied when the caller is limited to another namespace than `namespace`."""
+    """PermissionDenied when the caller is limited to another namespace than `namespace`.
+
+    The message never names `namespace`: for a stored task or execution it is another team's, and
+    a caller that may not see the object must not learn where it lives."""
     mine = current().namespace
     if mine and namespace != mine:
-        raise PermissionDenied(
-            f"{what} is in namespace {namespace!r}; this token is limited to namespace {mine!r}"
-        )
+        raise PermissionDenied(f"{what} is not in namespace {mine!r}, the one this token is limited to")
 
 
 def list_namespace(requested: str) -> str:

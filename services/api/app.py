@@ -28,7 +28,7 @@ async def build(settings: Settings) -> GrpcService:
     authenticator = Authenticator(store.tokens, settings.auth_mode, settings.auth_cache_s, store.now_ms)
     servicer = TaskService(store, settings, tokens)
     auth = AuthService(store, settings, tokens, authenticator)
-    audit = AuditService(store, tokens)
+    audit = AuditService(store, tokens, settings.list_page_max_bytes)
     sweeper: asyncio.Task[None] | None = None
     bootstrapped = not settings.auth_bootstrap_token
     if settings.auth_mode == "none":

@@ -15,15 +15,16 @@ from schedcore.store.audit import decode
 from services.api import access, validation
 from services.api.auth import token_id
 from services.api.pagetoken import PageTokens
-from services.api.servicer import collect
+from services.api.paging import collect
 
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class AuditService(pb.audit_service_grpc.AuditServiceServicer):
-    def __init__(self, store: Store, pages: PageTokens) -> None:
+    def __init__(self, store: Store, pages: PageTokens, max_page_bytes: int) -> None:
         self.store = store
         self.pages = pages
+        self.max_page_bytes = max_page_bytes
 
     async def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
@@ -51,7 +52,11 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):
                 and (not namespace or event.namespace == namespace)
             )
 
-        page, last = await collect(fetch, cursor, size, matches)
+        page, last = await collect(fetch, cursor, size, matches, _same, self.max_page_bytes)
         return pb.ListAuditEventsResponse(
             events=page, next_page_token=self.pages.encode(filters, last) if last is not None else ""
         )
+
+
+def _same(event: pb.AuditEvent) -> pb.AuditEvent:
+    return event

@@ -21,7 +21,7 @@ from schedcore.timeutil import duration_to_ms
 from services.api import access, validation
 from services.api.access import Authenticator
 from services.api.pagetoken import PageTokens
-from services.api.servicer import collect
+from services.api.paging import collect
 
 MAX_TOKEN_NAME = 200
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
@@ -130,9 +130,11 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 return False
             return request.show_revoked or token.usable(now_ms)
 
-        page, last = await collect(fetch, cursor, size, matches)
+        page, last = await collect(
+            fetch, cursor, size, matches, StoredToken.to_proto, self.settings.list_page_max_bytes
+        )
         return pb.ListTokensResponse(
-            tokens=[t.to_proto() for t in page],
+            tokens=page,
             next_page_token=self.pages.encode(filters, last) if last is not None else "",
         )
 

@@ -16,7 +16,6 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 
@@ -40,20 +39,17 @@ from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_t
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, validation
 from services.api.pagetoken import PageTokens
+from services.api.paging import collect
 from services.api.stats import get_stats
 
 ACTION = pb.AuditAction
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 PAUSED = pb.TaskState.TASK_STATE_PAUSED
 COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
-# How many index entries one List call may examine before it returns a (possibly short) page.
-SCAN_BUDGET = 5000
 # Attempts of a read-modify-write that lost a race with another writer (no client etag).
 CAS_ATTEMPTS = 5
 # Most tasks one BatchCreateTasks call may create.
 MAX_BATCH = 1000
-
-T = TypeVar("T")
 
 
 class TaskService(pb.task_service_grpc.TaskServiceServicer):
@@ -266,9 +262,11 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             found = await self.store.tasks.get_many([member_task_id(m, by_next) for m in members])
             return list(zip(members, found, strict=True))
 
-        page, last = await collect(fetch, cursor, size, matches)
+        page, last = await collect(
+            fetch, cursor, size, matches, StoredTask.to_proto, self.settings.list_page_max_bytes
+        )
         return pb.ListTasksResponse(
-            tasks=[t.to_proto() for t in page],
+            tasks=page,
             next_page_token=self.tokens.encode(filters, last) if last is not None else "",
         )
 
@@ -505,7 +503,9 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 for key, row in await fetch(after, count)
             ]
 
-        page, last = await collect(fetch_records, cursor, size, matches)
+        page, last = await collect(
+            fetch_records, cursor, size, matches, _same, self.settings.list_page_max_bytes
+        )
         return pb.ListExecutionsResponse(
             executions=page,
             next_page_token=self.tokens.encode(filters, last) if last is not None else "",
@@ -528,27 +528,5 @@ def _created(new: NewTask) -> pb.Task:
     return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
 
 
-async def collect(
-    fetch: Callable[[str | None, int], Awaitable[list[tuple[str, T | None]]]],
-    cursor: str | None,
-    size: int,
-    matches: Callable[[T], bool],
-) -> tuple[list[T], str | None]:
-    """Walk an index from `cursor` collecting up to `size` matching items, examining at most
-    SCAN_BUDGET entries. Returns the items and the key to resume from (None: the end)."""
-    page: list[T] = []
-    last = cursor
-    scanned = 0
-    chunk = min(max(size * 2, 100), 1000)
-    while scanned < SCAN_BUDGET:
-        rows = await fetch(last, chunk)
-        for key, item in rows:
-            last = key
-            scanned += 1
-            if item is not None and matches(item):
-                page.append(item)
-                if len(page) == size:
-                    return page, last
-        if len(rows) < chunk:
-            return page, None
-    return page, last
+def _same(execution: pb.Execution) -> pb.Execution:
+    return execution

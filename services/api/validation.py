@@ -13,7 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schedcore import pb
-from schedcore.errors import FieldViolation, InvalidArgument
+from schedcore.errors import FieldViolation, InvalidArgument, quote
 from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import Cron, ScheduleError, Window
 from schedcore.sealing import PREFIX as SEALED_PREFIX
@@ -236,7 +236,7 @@ def _target(
         v.add(f"{path}.headers", f"at most {MAX_HEADERS} headers")
     for name, value in http.headers.items():
         if not HEADER_NAME.match(name):
-            v.add(f"{path}.headers", f"{name[:40]!r} is not a valid header name")
+            v.add(f"{path}.headers", f"{quote(name)} is not a valid header name")
         elif CONTROL.search(value.replace("\t", "")):
             v.add(f"{path}.headers[{name}]", "value must not contain control characters (CR, LF)")
     _secret_headers(v, http)
@@ -265,7 +265,7 @@ def _secret_headers(v: Violations, http: pb.HttpTarget) -> None:
         # clear when it was sealed.
         size += len(name.encode()) + (0 if is_sealed(value) else len(value.encode()))
         if not HEADER_NAME.match(name):
-            v.add(path, f"{name[:40]!r} is not a valid header name")
+            v.add(path, f"{quote(name)} is not a valid header name")
         elif CONTROL.search(value.replace("\t", "")):
             v.add(f"{path}[{name}]", "value must not contain control characters (CR, LF)")
         elif name.lower() in plain:
@@ -294,7 +294,7 @@ def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:
         v.add(f"{path}.env", f"at most {MAX_ENV} variables")
     for name, value in command.env.items():
         if not ENV_NAME.match(name):
-            v.add(f"{path}.env", f"{name[:40]!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            v.add(f"{path}.env", f"{quote(name)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
         elif len(value.encode()) > MAX_ENV_VALUE_BYTES or "\x00" in value:
             v.add(f"{path}.env[{name}]", f"must be at most {MAX_ENV_VALUE_BYTES} bytes without NUL")
     if command.working_dir and (not command.working_dir.startswith("/") or "\x00" in command.working_dir):
@@ -392,7 +392,7 @@ def task(
         if not LABEL_KEY.match(key):
             v.add(
                 "task.labels",
-                f"key {key[:70]!r} must be 1-63 characters of a-z 0-9 _ . - / starting with a-z or 0-9",
+                f"key {quote(key)} must be 1-63 characters of a-z 0-9 _ . - / starting with a-z or 0-9",
             )
         elif len(value) > MAX_LABEL_VALUE or CONTROL.search(value):
             v.add(
@@ -433,7 +433,9 @@ def update_paths(task_in: pb.Task, mask_paths: list[str]) -> list[str]:
         if path == "namespace":
             v.add("update_mask", "'namespace' cannot be updated: a task's namespace is fixed at creation")
         elif path not in MUTABLE_FIELDS:
-            v.add("update_mask", f"{path!r} cannot be updated; updatable: {', '.join(MUTABLE_FIELDS)} or *")
+            v.add(
+                "update_mask", f"{quote(path)} cannot be updated; updatable: {', '.join(MUTABLE_FIELDS)} or *"
+            )
     v.raise_if_any()
     return list(dict.fromkeys(mask_paths))
 

@@ -241,3 +241,24 @@ def test_request_ids_are_scoped_to_the_namespace(teams: Teams) -> None:
     default = create_with(teams.admin, "import")
     assert default.namespace == "default" and default.id not in (mine.id, theirs.id)
     assert create_with(teams.admin, "import", namespace="default").id == default.id
+
+
+def test_a_refusal_on_another_namespaces_task_does_not_name_that_namespace(teams: Teams) -> None:
+    """A caller learns that it may not touch the task, not where the task lives."""
+    a, b_id, run_b = teams.a, teams.task_b.id, teams.run_b.id
+    calls = {
+        "GetTask": lambda: a.tasks.GetTask(pb.GetTaskRequest(id=b_id)),
+        "UpdateTask": lambda: a.tasks.UpdateTask(pb.UpdateTaskRequest(task=pb.Task(id=b_id, name="mine"))),
+        "DeleteTask": lambda: a.tasks.DeleteTask(pb.DeleteTaskRequest(id=b_id)),
+        "PauseTask": lambda: a.tasks.PauseTask(pb.PauseTaskRequest(id=b_id)),
+        "RunTask": lambda: a.tasks.RunTask(pb.RunTaskRequest(id=b_id)),
+        "GetExecution": lambda: a.tasks.GetExecution(pb.GetExecutionRequest(id=run_b)),
+        "ListExecutions by task": lambda: a.tasks.ListExecutions(pb.ListExecutionsRequest(task_id=b_id)),
+    }
+    for name, call in calls.items():
+        err = rpc_error(call, DENIED)
+        metadata = err.trailing_metadata() or ()
+        trailers = b"".join(v if isinstance(v, bytes) else v.encode() for _, v in metadata)
+        assert "team-b" not in (err.details() or ""), (name, err.details())
+        assert b"team-b" not in trailers, name
+        assert "team-a" in (err.details() or ""), (name, err.details())  # what the caller may see

@@ -31,6 +31,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.request_id_ttl_s == 24 * 3600
     assert s.page_token_ttl_s == 24 * 3600
     assert s.page_token_secret == ""
+    assert s.list_page_max_bytes == 4 * 1024 * 1024
     assert s.metrics_port == 0
     # Secure by default: tokens required, no bootstrap token.
     assert s.auth_mode == "token"
@@ -80,6 +81,7 @@ FULL_ENV = {
     "REQUEST_ID_TTL_SECONDS": "120",
     "PAGE_TOKEN_TTL_SECONDS": "600",
     "PAGE_TOKEN_SECRET": "s3cret",
+    "LIST_PAGE_MAX_BYTES": "1048576",
     "INSTANCE_ID": "exec-7",
     "EXECUTOR_CONCURRENCY": "12",
     "EXECUTOR_PREFETCH": "7",
@@ -132,6 +134,7 @@ def test_every_variable_is_parsed() -> None:
         request_id_ttl_s=120,
         page_token_ttl_s=600,
         page_token_secret="s3cret",
+        list_page_max_bytes=1048576,
         instance_id="exec-7",
         executor_concurrency=12,
         executor_prefetch=7,
@@ -198,6 +201,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
         ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
         ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
+        ("LIST_PAGE_MAX_BYTES", "8388608", "between 65536 and 7340032"),
         ("GRPC_PLAINTEXT", "maybe", "expected true or false, got 'maybe'"),
         ("HEALTH_PORT", "65536", "between 0 and 65535"),
         ("AUTH_MODE", "off", "must be one of token, none, got 'off'"),
