@@ -1,8 +1,10 @@
 """What every target kind shares: the outcome of one attempt, the attempt's context, the base
-class a kind implements, and the one way outputs are bounded."""
+class a kind implements, the one way outputs are bounded, and the one way secrets are scrubbed
+from them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeAlias
@@ -76,3 +78,20 @@ def bound_text(text: str, limit: int) -> tuple[str, bool]:
     if len(data) <= limit:
         return text, False
     return data[:limit].decode("utf-8", "ignore"), True
+
+
+REDACTED = "[secret]"
+
+
+def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
+    """The outcome with every secret value (a secret header's, a secret variable's) replaced: a
+    target may echo one back in its output, or an error may quote one."""
+
+    def clean(text: str) -> str:
+        for value in sorted(secrets, key=len, reverse=True):
+            text = text.replace(value, REDACTED)
+        return text
+
+    return dataclasses.replace(
+        outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
+    )

@@ -22,7 +22,7 @@ from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
-from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
+from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text, scrub
 from services.executor.targets.guard import AddressRefused, GuardedTransport
 
 METHODS: dict[int, str] = {
@@ -127,23 +127,6 @@ class HttpTarget(Target):
             output_truncated=truncated,
             http_status=code,
         )
-
-
-REDACTED = "[secret]"
-
-
-def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
-    """The outcome with every secret header value replaced: a target may echo one back in its
-    body, or an error may quote one."""
-
-    def clean(text: str) -> str:
-        for value in sorted(secrets, key=len, reverse=True):
-            text = text.replace(value, REDACTED)
-        return text
-
-    return dataclasses.replace(
-        outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
-    )
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
