@@ -19,11 +19,13 @@ from schedcore.sealing import PREFIX, Sealer, is_sealed, new_key
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
+from tests.integration.engine_support import TERMINAL, once_in
+from tests.integration.test_api_process import api_process
 from tests.integration.test_command_permission import vouch_for_a_command_executor
 from tests.integration.test_command_target import command_item
 from tests.integration.test_executor import executor, scheduler_stream
-from tests.integration.test_secret_headers import redis_values
-from tests.support import ServiceThread
+from tests.integration.test_secret_headers import redis_values, service
+from tests.support import RedisServer, ServiceThread, free_port, wait_for
 
 KEYS = Keys()
 SECRET = "s3cret-env-5d1e77a0"
@@ -133,7 +135,7 @@ def test_invalid_secret_env_is_refused_naming_the_variable_never_the_value(
 
 
 @pytest.fixture()
-def sealing(redis_srv, rds: redis.Redis) -> Iterator[pb.task_service_grpc.TaskServiceStub]:  # type: ignore[no-untyped-def]
+def sealing(redis_srv: RedisServer, rds: redis.Redis) -> Iterator[pb.task_service_grpc.TaskServiceStub]:
     """An api that seals with KEY, a command executor vouched for."""
     vouch_for_a_command_executor(rds)
     service = ServiceThread(build_api, api_settings(redis_srv.url, secret_keys=(KEY,)))
@@ -214,3 +216,66 @@ def test_a_secret_straddling_the_output_bound_is_not_cut_in_half(tmp_path: Path)
     assert result.result.output_truncated
     assert len(result.result.output.encode()) <= limit
     assert SECRET[:8] not in result.result.output, "the secret's first bytes leaked past the scrub"
+
+
+def test_end_to_end_only_the_program_sees_the_value(
+    redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path
+) -> None:
+    """Real api, scheduler and executor processes with SECRET_KEYS: the program gets the value,
+    while Redis, the execution record, the task as read and every service's log never hold it."""
+    scheduler_port, executor_port = free_port(), free_port()
+    engine = {"REDIS_URL": redis_srv.url, "SCHEDULER_ADDR": f"127.0.0.1:{scheduler_port}"}
+    keys = {"SECRET_KEYS": KEY}  # the api's and executor's only
+    seen = tmp_path / "seen"
+    with (
+        api_process(tmp_path, redis_srv.url, LOG_LEVEL="DEBUG", **keys) as api,
+        service(
+            "services.executor", executor_port, tmp_path, **engine, **keys, EXECUTOR_COMMAND_TARGETS="true"
+        ),
+        service(
+            "services.scheduler",
+            scheduler_port,
+            tmp_path,
+            EXECUTOR_ADDRS=f"127.0.0.1:{executor_port}",
+            **engine,
+        ),
+        api.channel() as channel,
+    ):
+        stub = pb.task_service_grpc.TaskServiceStub(channel)
+        with pytest.raises(grpc.RpcError):  # refused: its value must not be logged either
+            stub.CreateTask(pb.CreateTaskRequest(task=command_task(PLAIN=REFUSED_SECRET)))
+        task = command_task()
+        task.target.command.CopyFrom(echo_item(seen, {"TOKEN": SECRET}).target.command)
+        made: list[str] = []
+
+        def created() -> bool:  # once the scheduler vouches for the command executor
+            task.schedule.CopyFrom(once_in(0.5))
+            try:
+                made.append(stub.CreateTask(pb.CreateTaskRequest(task=task)).task.id)
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err.details()
+                return False
+            return True
+
+        wait_for(created, timeout=20, interval=0.2)
+        [task_id] = made
+
+        def done() -> list[pb.Execution]:
+            found = stub.ListExecutions(pb.ListExecutionsRequest(task_id=task_id)).executions
+            return [e for e in found if e.status in TERMINAL]
+
+        wait_for(lambda: bool(done()), timeout=20)
+        [execution] = done()
+        read = stub.GetTask(pb.GetTaskRequest(id=task_id)).task
+        held = redis_values(rds)
+    assert execution.status == SUCCEEDED, execution.status_message
+    assert seen.read_text() == SECRET
+    assert "token is [secret]" in execution.result.output
+    assert SECRET not in str(execution) and SECRET not in str(read)
+    assert dict(read.target.command.secret_env) == {"TOKEN": ""}
+    assert held and not any(SECRET.encode() in v for v in held)
+    logs = {path.name: path.read_text() for path in tmp_path.iterdir() if path.suffix in (".out", ".err")}
+    assert {"executor.out", "scheduler.out"} <= set(logs)
+    for name, text in logs.items():
+        for value in (SECRET, REFUSED_SECRET):
+            assert value not in text, f"{value} in {name}"
