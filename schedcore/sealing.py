@@ -3,15 +3,16 @@ secret header values and a command target's secret environment values (`secret_m
 
 With SECRET_KEYS set (Fernet keys: AES-128-CBC with HMAC-SHA256, from `cryptography`), the api
 stores every secret value as `sealed:v1:<Fernet token>` and only the executor, about to send the
-request or start the program, opens it: Redis, its backups and the schedulers hold ciphertext. The first key
-seals; every key opens, so keys rotate by putting a new one first and dropping the old one once
-the tasks have been re-sealed (any update of their target re-seals with the first key).
+request or start the program, opens it: Redis, its backups and the schedulers hold ciphertext.
+The first key seals; every key opens, so keys rotate by putting a new one first and dropping the
+old one once the tasks have been re-sealed (any update of their target re-seals with the first
+key).
 Without SECRET_KEYS values are stored as they are (and opened as they are).
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -65,6 +66,16 @@ class Sealer:
             return self._fernet.decrypt(value[len(PREFIX) :].encode()).decode()
         except InvalidToken:
             raise SealError("it was sealed with a key that is not in SECRET_KEYS here") from None
+
+    def open_each(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Every value opened; SealError names the first that cannot be (never its value)."""
+        out: dict[str, str] = {}
+        for name, value in values.items():
+            try:
+                out[name] = self.open(value)
+            except SealError as exc:
+                raise SealError(f"{name!r} cannot be used: {exc}") from None
+        return out
 
     def seal_target(self, target: pb.Target) -> None:
         """Seal every secret value of the target in place."""

@@ -44,3 +44,12 @@ def test_empty_values_stay_empty_and_seal_target_seals_each_secret_of_either_kin
     assert [path for path, _ in secret_maps(command)] == ["command.secret_env"]
     log = pb.Target(log=pb.LogTarget())
     assert secret_maps(log) == [] and log.WhichOneof("kind") == "log"
+
+
+def test_open_each_names_the_value_that_cannot_open_never_the_value() -> None:
+    key = new_key()
+    values = {"A": Sealer([key]).seal("clear-a"), "B": "as-is"}
+    assert Sealer([key]).open_each(values) == {"A": "clear-a", "B": "as-is"}
+    with pytest.raises(SealError, match=r"^'A' cannot be used: .*SECRET_KEYS") as info:
+        Sealer().open_each(values)
+    assert "clear-a" not in str(info.value)

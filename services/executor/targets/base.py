@@ -83,6 +83,19 @@ def bound_text(text: str, limit: int) -> tuple[str, bool]:
 REDACTED = "[secret]"
 
 
+def scrub_margin(secrets: list[str]) -> int:
+    """How far past the output bound to read so that a secret straddling it is scrubbed whole."""
+    return max((len(v.encode()) for v in secrets), default=0)
+
+
+def scrubbed(outcome: Outcome, secrets: list[str], limit: int) -> Outcome:
+    """The outcome (read up to `limit` + scrub_margin) scrubbed, then cut to `limit`."""
+    if secrets:
+        outcome = scrub(outcome, secrets)
+    output, cut = bound_text(outcome.output, limit)
+    return dataclasses.replace(outcome, output=output, output_truncated=True) if cut else outcome
+
+
 def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
     """The outcome with every secret value (a secret header's, a secret variable's) replaced: a
     target may echo one back in its output, or an error may quote one."""

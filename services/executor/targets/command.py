@@ -29,7 +29,15 @@ from schedcore import pb
 from schedcore.ipb import WorkItem
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
-from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text, scrub
+from services.executor.targets.base import (
+    SUCCEEDED,
+    AttemptContext,
+    Outcome,
+    Target,
+    bound_text,
+    scrub_margin,
+    scrubbed,
+)
 
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
 # Between SIGTERM and SIGKILL of the program's process group.
@@ -123,23 +131,13 @@ class CommandTarget(Target):
         self.groups.clear()
 
     async def run(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
-        opened: dict[str, str] = {}
-        for name, value in item.target.command.secret_env.items():  # sealed at rest: opened only here
-            try:
-                opened[name] = self.sealer.open(value)
-            except SealError as exc:
-                return Outcome.failed(f"secret variable {name!r} cannot be used: {exc}", retryable=False)
+        try:
+            opened = self.sealer.open_each(item.target.command.secret_env)  # sealed at rest: opened only here
+        except SealError as exc:
+            return Outcome.failed(f"secret variable {exc}", retryable=False)
         secrets = [v for v in opened.values() if v]
-        if not secrets:
-            return await self._run(item, ctx, opened)
-        # Read a secret's length beyond the bound, so one straddling it is scrubbed whole.
-        margin = max(len(v.encode()) for v in secrets)
-        outcome = scrub(
-            await self._run(item, dataclasses.replace(ctx, output_limit=ctx.output_limit + margin), opened),
-            secrets,
-        )
-        output, cut = bound_text(outcome.output, ctx.output_limit)
-        return dataclasses.replace(outcome, output=output, output_truncated=True) if cut else outcome
+        wider = dataclasses.replace(ctx, output_limit=ctx.output_limit + scrub_margin(secrets))
+        return scrubbed(await self._run(item, wider, opened), secrets, ctx.output_limit)
 
     async def _run(self, item: WorkItem, ctx: AttemptContext, secret_env: dict[str, str]) -> Outcome:
         command = item.target.command

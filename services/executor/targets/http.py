@@ -13,8 +13,6 @@ bounds connecting, sending and reading alike.
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 
 from schedcore import pb
@@ -22,7 +20,7 @@ from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
-from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text, scrub
+from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, scrub_margin, scrubbed
 from services.executor.targets.guard import AddressRefused, GuardedTransport
 
 METHODS: dict[int, str] = {
@@ -60,12 +58,10 @@ class HttpTarget(Target):
         method = METHODS.get(target.method)
         if method is None:
             return Outcome.failed(f"unknown http method {target.method}", retryable=False)
-        opened: dict[str, str] = {}
-        for name, value in target.secret_headers.items():  # sealed at rest: opened only here
-            try:
-                opened[name] = self.sealer.open(value)
-            except SealError as exc:
-                return Outcome.failed(f"secret header {name!r} cannot be used: {exc}", retryable=False)
+        try:
+            opened = self.sealer.open_each(target.secret_headers)  # sealed at rest: opened only here
+        except SealError as exc:
+            return Outcome.failed(f"secret header {exc}", retryable=False)
         headers = {
             k: v
             for k, v in [*target.headers.items(), *opened.items()]
@@ -73,14 +69,8 @@ class HttpTarget(Target):
         }
         headers[IDEMPOTENCY_KEY] = item.execution_id
         secrets = [v for v in opened.values() if v]
-        margin = max((len(v.encode()) for v in secrets), default=0)
-        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin)
-        if secrets:
-            outcome = scrub(outcome, secrets)
-        output, cut = bound_text(outcome.output, ctx.output_limit)
-        if cut:
-            outcome = dataclasses.replace(outcome, output=output, output_truncated=True)
-        return outcome
+        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + scrub_margin(secrets))
+        return scrubbed(outcome, secrets, ctx.output_limit)
 
     async def _call(
         self, item: WorkItem, ctx: AttemptContext, method: str, headers: dict[str, str], read_limit: int
