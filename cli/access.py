@@ -11,7 +11,7 @@ from cli.client import Client
 from schedcore import pb
 
 ROLES = {"viewer": pb.Role.ROLE_VIEWER, "editor": pb.Role.ROLE_EDITOR, "admin": pb.Role.ROLE_ADMIN}
-TOKEN_HEADERS = ("ID", "NAME", "ROLE", "NAMESPACE", "CREATED", "EXPIRES", "REVOKED", "CREATED BY")
+TOKEN_HEADERS = ("ID", "NAME", "ROLE", "NAMESPACE", "CREATED", "EXPIRES", "REVOKED", "CREATED BY", "COMMANDS")
 AUDIT_HEADERS = ("TIME", "ACTION", "ACTOR", "NAMESPACE", "OBJECT", "DETAIL", "REQUEST ID")
 
 
@@ -24,6 +24,13 @@ def action_name(action: int) -> str:
     return name.removeprefix("AUDIT_ACTION_").lower().replace("_", "-")
 
 
+def commands_cell(token: pb.Token) -> str:
+    """Whether the token may create command targets: admins always, others with the flag."""
+    if token.role == pb.Role.ROLE_ADMIN:
+        return "admin"
+    return "yes" if token.allow_command_targets else "no"
+
+
 def show_token(token: pb.Token) -> list[tuple[str, str]]:
     return [
         ("id", token.id),
@@ -34,12 +41,18 @@ def show_token(token: pb.Token) -> list[tuple[str, str]]:
         ("expires", output.when(token.expire_time, token.HasField("expire_time"))),
         ("revoked", output.when(token.revoke_time, token.HasField("revoke_time"))),
         ("created by", token.created_by or "-"),
+        ("command targets", {"admin": "yes (admin)"}.get(commands_cell(token), commands_cell(token))),
     ]
 
 
 def create(client: Client, args: argparse.Namespace) -> None:
     request = pb.CreateTokenRequest(
-        token=pb.Token(name=args.name, role=ROLES[args.role], namespace=args.namespace or "")
+        token=pb.Token(
+            name=args.name,
+            role=ROLES[args.role],
+            namespace=args.namespace or "",
+            allow_command_targets=args.allow_command_targets,
+        )
     )
     if args.ttl:
         request.ttl.CopyFrom(values.duration("--ttl", args.ttl))
@@ -64,6 +77,7 @@ def list_tokens(client: Client, args: argparse.Namespace) -> None:
             output.when(t.expire_time, t.HasField("expire_time")),
             output.when(t.revoke_time, t.HasField("revoke_time")),
             output.short(t.created_by, 30) or "-",
+            commands_cell(t),
         )
         for t in found
     ]
@@ -133,6 +147,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     q.add_argument("--role", required=True, choices=list(ROLES))
     q.add_argument("--namespace", help="limit it to this namespace (default: every namespace)")
     q.add_argument("--ttl", metavar="DURATION", help="lifetime such as 90d or 12h (default: no expiry)")
+    q.add_argument(
+        "--allow-command-targets",
+        action="store_true",
+        help="an editor token may create command targets (admins always may)",
+    )
     q.set_defaults(func=create)
 
     q = subs.add_parser("list", parents=[common], help="list tokens, newest first (never their secrets)")

@@ -4,9 +4,10 @@ On update they change only what they name: `--tz` alone changes a cron task's zo
 sets one header of an http target, `--label` sets one label. The top-level fields touched become
 the update_mask.
 
-Secret header values never come back from the api (names only, with empty values, which an
-update keeps as stored); `--secret-header 'NAME: @FILE'` reads the value from a file so that it
-stays out of shell history and process listings."""
+Secret header and secret environment values never come back from the api (names only, with empty
+values, which an update keeps as stored); `--secret-header 'NAME: @FILE'` and `--secret-env
+NAME=@FILE` read the value from a file so that it stays out of shell history and process
+listings."""
 
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="command: one argument, verbatim; repeatable, in order (--arg=-v for one that starts with -)",
     )
     target.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="command: repeatable")
+    target.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|@FILE",
+        help="command: repeatable; write-only: never shown, logged or returned",
+    )
     target.add_argument("--workdir", metavar="DIR", help="command: working directory (absolute)")
     run = parser.add_argument_group("run")
     run.add_argument("--payload", metavar="JSON|@FILE", help="a JSON object handed to the target")
@@ -203,16 +211,23 @@ def _drop(headers: MutableMapping[str, str], name: str) -> None:
 
 
 def _command(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
-    if args.arg is None and not args.env and args.workdir is None:
+    if args.arg is None and not args.env and not args.secret_env and args.workdir is None:
         return
     if task.target.WhichOneof("kind") != "command":
-        raise UsageError("--arg, --env and --workdir need a command target (--command)")
+        raise UsageError("--arg, --env, --secret-env and --workdir need a command target (--command)")
     command = task.target.command
     if args.arg is not None:  # the arguments given replace the stored ones, in order
         del command.args[:]
         command.args.extend(args.arg)
-    if args.env:
-        command.env.update(values.pairs("--env", args.env))
+    for name, value in values.pairs("--env", args.env).items():
+        command.secret_env.pop(name, None)  # a variable is either secret or not: this one is not now
+        command.env[name] = value
+    for name, value in values.pairs("--secret-env", args.secret_env).items():
+        secret = values.read_arg("--secret-env", value).strip() if value.startswith("@") else value
+        if not secret:
+            raise UsageError(f"--secret-env: the value of {name!r} is empty")
+        command.env.pop(name, None)
+        command.secret_env[name] = secret
     if args.workdir is not None:
         command.working_dir = args.workdir
     changed.add("target")

@@ -43,6 +43,7 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
         if command.args:
             rows.append(("  args", " ".join(shlex.quote(a) for a in command.args)))
         rows += [(f"  env {k}", v) for k, v in sorted(command.env.items())]
+        rows += [(f"  env {k}", "(secret)") for k in sorted(command.secret_env)]
         if command.working_dir:
             rows.append(("  working dir", command.working_dir))
     if task.description:

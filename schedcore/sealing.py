@@ -1,18 +1,22 @@
-"""Secret header values sealed at rest (docs/security.md, "Safe targets").
+"""Secret target values sealed at rest (docs/security.md, "Safe targets"): an http target's
+secret header values and a command target's secret environment values (`secret_maps`).
 
 With SECRET_KEYS set (Fernet keys: AES-128-CBC with HMAC-SHA256, from `cryptography`), the api
-stores every secret header value as `sealed:v1:<Fernet token>` and only the executor, about to
-send the request, opens it: Redis, its backups and the schedulers hold ciphertext. The first key
-seals; every key opens, so keys rotate by putting a new one first and dropping the old one once
-the tasks have been re-sealed (any update of their target re-seals with the first key).
+stores every secret value as `sealed:v1:<Fernet token>` and only the executor, about to send the
+request or start the program, opens it: Redis, its backups and the schedulers hold ciphertext.
+The first key seals; every key opens, so keys rotate by putting a new one first and dropping the
+old one once the tasks have been re-sealed (any update of their target re-seals with the first
+key).
 Without SECRET_KEYS values are stored as they are (and opened as they are).
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from schedcore import pb
 
 PREFIX = "sealed:v1:"
 
@@ -34,6 +38,16 @@ def is_sealed(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
+def secret_maps(target: pb.Target) -> list[tuple[str, MutableMapping[str, str]]]:
+    """The target's maps of secret values, each with its field path under the target: the one
+    list every step (validate, seal, keep on update, redact, open) walks."""
+    if target.HasField("http"):
+        return [("http.secret_headers", target.http.secret_headers)]
+    if target.HasField("command"):
+        return [("command.secret_env", target.command.secret_env)]
+    return []
+
+
 class Sealer:
     def __init__(self, keys: Sequence[str] = ()) -> None:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
@@ -53,6 +67,18 @@ class Sealer:
         except InvalidToken:
             raise SealError("it was sealed with a key that is not in SECRET_KEYS here") from None
 
-    def seal_all(self, headers: MutableMapping[str, str]) -> None:
-        for name, value in list(headers.items()):
-            headers[name] = self.seal(value)
+    def open_each(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Every value opened; SealError names the first that cannot be (never its value)."""
+        out: dict[str, str] = {}
+        for name, value in values.items():
+            try:
+                out[name] = self.open(value)
+            except SealError as exc:
+                raise SealError(f"{name!r} cannot be used: {exc}") from None
+        return out
+
+    def seal_target(self, target: pb.Target) -> None:
+        """Seal every secret value of the target in place."""
+        for _, values in secret_maps(target):
+            for name, value in list(values.items()):
+                values[name] = self.seal(value)

@@ -277,8 +277,8 @@ class Settings:
     auth_mode: str = "token"
     # Api: a secret written as the cluster-wide admin token `bootstrap` at start; empty: none.
     auth_bootstrap_token: str = dataclasses.field(default="", repr=False)
-    # Api and executor: keys that seal secret header values at rest (schedcore/sealing.py); the
-    # first seals, all open. Empty: values are stored as they are.
+    # Api and executor: keys that seal secret target values (header values, command environment
+    # values) at rest (schedcore/sealing.py); the first seals, all open. Empty: stored as they are.
     secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Api: seconds a replica trusts a verified token before reading it again.
     auth_cache_s: float = 2.0

@@ -15,9 +15,9 @@ from any client (EXECUTOR_ALLOWED_CLIENTS=*) unless EXECUTOR_ALLOWED_CLIENTS is 
 Authentication stays on (AUTH_MODE=token): a development admin token is created once, kept in
 .data/dev-admin-token (git-ignored, readable by you only), given to the api as
 AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
-SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header values are sealed at rest
-with a development key kept the same way in .data/secret-keys (SECRET_KEYS of the api and the
-executors).
+SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header and command environment
+values are sealed at rest with a development key kept the same way in .data/secret-keys
+(SECRET_KEYS of the api and the executors).
 """
 
 from __future__ import annotations

@@ -116,10 +116,17 @@ class Api:
         UNAUTHENTICATED when the api wants a token and this one is missing or not valid."""
         return self._call(self.auth.WhoAmI, pb.WhoAmIRequest()).token
 
-    def create_token(self, name: str, role: int, namespace: str, ttl_s: int | None) -> tuple[pb.Token, str]:
+    def create_token(
+        self, name: str, role: int, namespace: str, ttl_s: int | None, *, allow_command_targets: bool = False
+    ) -> tuple[pb.Token, str]:
         """(the token, its secret): the secret is shown once and not kept by the api."""
         request = pb.CreateTokenRequest(
-            token=pb.Token(name=name, role=role, namespace=namespace)  # type: ignore[arg-type]
+            token=pb.Token(
+                name=name,
+                role=role,  # type: ignore[arg-type]
+                namespace=namespace,
+                allow_command_targets=allow_command_targets,
+            )
         )
         if ttl_s:
             request.ttl.FromSeconds(ttl_s)

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from schedcore import pb
 from schedcore.errors import Aborted, NotFound
+from schedcore.sealing import secret_maps
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
 from schedcore.store.scripts import Scripts
@@ -37,12 +38,12 @@ KEEP: Final = _Keep()
 
 
 def redact(task: pb.Task) -> pb.Task:
-    """`task` with its http target's secret header values emptied (names kept): every api
-    response carrying a task is built by StoredTask.to_proto, which calls this."""
-    if task.target.HasField("http"):
-        secrets = task.target.http.secret_headers
-        for name in list(secrets):
-            secrets[name] = ""
+    """`task` with its target's secret values (http secret headers, command secret env) emptied,
+    names kept: every api response carrying a task is built by StoredTask.to_proto, which calls
+    this."""
+    for _, values in secret_maps(task.target):
+        for name in list(values):
+            values[name] = ""
     return task
 
 

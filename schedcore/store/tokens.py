@@ -23,7 +23,7 @@ from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
 SECRET_PREFIX = "tsk_"
-_FIELDS = ("name", "role", "ns", "hash", "ctime", "exp", "rtime", "by")
+_FIELDS = ("name", "role", "ns", "hash", "ctime", "exp", "rtime", "by", "cmd")
 
 
 def new_secret() -> str:
@@ -51,6 +51,8 @@ class StoredToken:
     expire_ms: int | None
     revoke_ms: int | None
     created_by: str
+    # May create command targets (docs/security.md); tokens stored before the flag existed may not.
+    allow_command_targets: bool = False
 
     def usable(self, now_ms: int) -> bool:
         return self.revoke_ms is None and (self.expire_ms is None or now_ms < self.expire_ms)
@@ -62,6 +64,7 @@ class StoredToken:
             role=self.role,  # type: ignore[arg-type]
             namespace=self.namespace,
             created_by=self.created_by,
+            allow_command_targets=self.allow_command_targets,
         )
         token.create_time.CopyFrom(ms_to_ts(self.create_ms))
         if self.expire_ms is not None:
@@ -72,7 +75,7 @@ class StoredToken:
 
     @classmethod
     def decode(cls, token_id: str, values: Sequence[bytes | None]) -> StoredToken | None:
-        name, role, ns, hashed, ctime, exp, rtime, by = values
+        name, role, ns, hashed, ctime, exp, rtime, by, cmd = values
         if name is None or role is None or hashed is None or ctime is None:
             return None
         return cls(
@@ -85,6 +88,7 @@ class StoredToken:
             expire_ms=int(exp) if exp is not None else None,
             revoke_ms=int(rtime) if rtime is not None else None,
             created_by=(by or b"").decode(),
+            allow_command_targets=cmd == b"1",
         )
 
 
@@ -110,6 +114,7 @@ class TokenStore:
                 "" if token.expire_ms is None else token.expire_ms,
                 token.created_by,
                 index_member(token.create_ms, token.id),
+                "1" if token.allow_command_targets else "",
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )

@@ -8,7 +8,8 @@
 - RULES is the one table of method -> required role. It must name every method of the public
   services: a method added to the protos without a rule stops the api at import.
 - Namespaces are checked by the servicers, which know what a request touches:
-  `check_namespace` and `list_namespace`.
+  `check_namespace` and `list_namespace`; so is the command-target permission (an editor may
+  create command targets only with Token.allow_command_targets): `check_command_targets`.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class Principal:
     token: pb.Token  # as WhoAmI shows it
 
     @property
+    def may_create_command_targets(self) -> bool:
+        """Admins may; other roles only with the token's allow_command_targets."""
+        return self.role >= ADMIN or self.token.allow_command_targets
+
+    @property
     def expire_ms(self) -> int | None:
         return self.token.expire_time.ToMilliseconds() if self.token.HasField("expire_time") else None
 
@@ -129,6 +135,17 @@ def check_namespace(namespace: str, what: str) -> None:
     mine = current().namespace
     if mine and namespace != mine:
         raise PermissionDenied(f"{what} is not in namespace {mine!r}, the one this token is limited to")
+
+
+def check_command_targets(what: str) -> None:
+    """PermissionDenied unless the caller may create command targets: a command runs a program
+    on an executor's host, which an editor's http or log target cannot."""
+    principal = current()
+    if not principal.may_create_command_targets:
+        raise PermissionDenied(
+            f"{what} is a command target: that needs an admin token or one created with "
+            f"allow_command_targets; this token ({_role(principal.role)}) has neither"
+        )
 
 
 def list_namespace(requested: str) -> str:

@@ -94,6 +94,7 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 expire_ms=now + ttl_ms if ttl_ms is not None else None,
                 revoke_ms=None,
                 created_by=caller.name,
+                allow_command_targets=request.token.allow_command_targets,
             )
             audit = AuditEntry.of(
                 self.settings.audit_max_events,

@@ -29,7 +29,7 @@ from schedcore.errors import (
     NotFound,
 )
 from schedcore.netpolicy import AddressPolicy
-from schedcore.sealing import Sealer, SealError
+from schedcore.sealing import Sealer
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
@@ -37,7 +37,7 @@ from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
 from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
-from services.api import access, validation
+from services.api import access, sealed, validation
 from services.api.pagetoken import PageTokens
 from services.api.paging import collect
 from services.api.stats import get_stats
@@ -119,7 +119,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         seen: dict[str, int] = {}
         for i, item in enumerate(request.requests):
             try:
-                news.append(self._prepare(item, now))
+                news.append(self._prepare(item, now, f"requests[{i}].task.target"))
             except InvalidArgument as exc:
                 problems += [
                     FieldViolation(f"requests[{i}].{v.field}", v.description) for v in exc.violations
@@ -166,21 +166,23 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             tasks.append(found.to_proto())
         return pb.BatchCreateTasksResponse(tasks=tasks)
 
-    def _prepare(self, request: pb.CreateTaskRequest, now: int) -> NewTask:
+    def _prepare(self, request: pb.CreateTaskRequest, now: int, target_path: str = "task.target") -> NewTask:
         """Validate one create request: the task to store, not yet with an id."""
         request_id = validation.request_id(request.request_id)
-        validation.unsealed_values(request.task.target)
+        sealed.unsealed_values(request.task.target)
         valid = validation.task(request.task, now, self.settings.max_payload_bytes, addresses=self.addresses)
         spec = valid.spec
         spec.namespace = spec.namespace or access.current().namespace or DEFAULT_NAMESPACE
         access.check_namespace(spec.namespace, "task.namespace")
+        if spec.target.HasField("command"):
+            access.check_command_targets(target_path)
         fingerprint = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
         next_ms = valid.window.next_after_ms(now)
         if next_ms is None:
             raise InvalidArgument.field("task.schedule", "has no occurrence after now")
         spec.create_time.CopyFrom(ms_to_ts(now))
         spec.update_time.CopyFrom(ms_to_ts(now))
-        self.sealer.seal_all(spec.target.http.secret_headers)  # after the fingerprint: sealing is random
+        self.sealer.seal_target(spec.target)  # after the fingerprint: sealing is random
         return NewTask(spec, ACTIVE, next_ms, request_id, fingerprint)
 
     async def _require_runnable(self, specs: list[pb.Task]) -> None:
@@ -193,24 +195,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 "task.target.command: no executor runs command targets; start executors with "
                 "EXECUTOR_COMMAND_TARGETS=true (docs/security.md, docs/deploy.md)"
             )
-
-    def _opened(self, new: pb.Target, stored: pb.Target) -> pb.Target:
-        """The stored target with the secret header values an update keeps (sent blank) opened."""
-        out = pb.Target()
-        out.CopyFrom(stored)
-        if not (new.HasField("http") and out.HasField("http")):
-            return out
-        kept = {name for name, value in new.http.secret_headers.items() if not value}
-        secrets = out.http.secret_headers
-        for name in kept & set(secrets):
-            try:
-                secrets[name] = self.sealer.open(secrets[name])
-            except SealError as exc:
-                raise FailedPrecondition(
-                    f"task.target.http.secret_headers[{name}]: the stored value cannot be kept: {exc}; "
-                    "send the value again"
-                ) from None
-        return out
 
     async def _prior(self, task_id: str, request_id: str) -> pb.Task:
         """The task an earlier call with the same request id created."""
@@ -293,10 +277,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 elif request.task.HasField(path):
                     getattr(merged, path).CopyFrom(getattr(request.task, path))
             if "target" in paths:  # validated in the clear, sealed again below
-                validation.unsealed_values(request.task.target)
-                validation.merge_secret_headers(
-                    merged.target, self._opened(merged.target, stored.spec.target)
-                )
+                sealed.unsealed_values(request.task.target)
+                sealed.keep_stored(self.sealer, merged.target, stored.spec.target)
             now = await self.store.now_ms()
             reschedule = "schedule" in paths
             # An unchanged schedule is not re-checked for lying in the future: a completed
@@ -310,8 +292,12 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             )
             spec = valid.spec
             if "target" in paths:
+                if spec.target.HasField("command") and sealed.changes(
+                    self.sealer, spec.target, stored.spec.target
+                ):
+                    access.check_command_targets("task.target")
                 await self._require_runnable([spec])
-                self.sealer.seal_all(spec.target.http.secret_headers)
+                self.sealer.seal_target(spec.target)
             spec.id = task_id
             spec.namespace = stored.namespace
             spec.create_time.CopyFrom(stored.spec.create_time)

@@ -16,7 +16,6 @@ from schedcore import pb
 from schedcore.errors import FieldViolation, InvalidArgument, quote
 from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import Cron, ScheduleError, Window
-from schedcore.sealing import PREFIX as SEALED_PREFIX
 from schedcore.sealing import is_sealed
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
@@ -290,13 +289,24 @@ def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:
             v.add(f"{path}.args[{i}]", f"larger than {MAX_ARG_BYTES} bytes")
         elif "\x00" in arg:
             v.add(f"{path}.args[{i}]", "must not contain NUL")
-    if len(command.env) > MAX_ENV:
-        v.add(f"{path}.env", f"at most {MAX_ENV} variables")
-    for name, value in command.env.items():
-        if not ENV_NAME.match(name):
-            v.add(f"{path}.env", f"{quote(name)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
-        elif len(value.encode()) > MAX_ENV_VALUE_BYTES or "\x00" in value:
-            v.add(f"{path}.env[{name}]", f"must be at most {MAX_ENV_VALUE_BYTES} bytes without NUL")
+    if len(command.env) + len(command.secret_env) > MAX_ENV:
+        v.add(f"{path}.env", f"at most {MAX_ENV} variables (env and secret_env together)")
+    for field_name, variables in (("env", command.env), ("secret_env", command.secret_env)):
+        for name, value in variables.items():
+            # Messages name the variables, never their values. A value sealed at rest (an update
+            # that leaves the target as it is) was checked in the clear when it was sealed.
+            if not ENV_NAME.match(name):
+                v.add(
+                    f"{path}.{field_name}", f"{quote(name)} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                )
+            elif field_name == "secret_env" and name in command.env:
+                v.add(f"{path}.secret_env[{name}]", "also named in env: a variable is either secret or not")
+            elif field_name == "secret_env" and is_sealed(value):
+                continue
+            elif len(value.encode()) > MAX_ENV_VALUE_BYTES or "\x00" in value:
+                v.add(
+                    f"{path}.{field_name}[{name}]", f"must be at most {MAX_ENV_VALUE_BYTES} bytes without NUL"
+                )
     if command.working_dir and (not command.working_dir.startswith("/") or "\x00" in command.working_dir):
         v.add(f"{path}.working_dir", "must be an absolute path")
     elif len(command.working_dir) > MAX_PROGRAM:
@@ -304,26 +314,6 @@ def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:
     out = pb.CommandTarget()
     out.CopyFrom(command)
     return out
-
-
-def unsealed_values(target: pb.Target, path: str = "task.target") -> None:
-    """A client's secret header values must not look sealed (only the api seals)."""
-    v = Violations()
-    for name, value in target.http.secret_headers.items():
-        if is_sealed(value):
-            v.add(f"{path}.http.secret_headers[{name}]", f"value must not start with {SEALED_PREFIX!r}")
-    v.raise_if_any()
-
-
-def merge_secret_headers(new: pb.Target, stored: pb.Target) -> None:
-    """UpdateTask: a secret header sent with an empty value keeps its stored value (clients
-    read names only); one left out is removed; a new value replaces."""
-    if not (new.HasField("http") and stored.HasField("http")):
-        return
-    kept = stored.http.secret_headers
-    for name, value in list(new.http.secret_headers.items()):
-        if not value and name in kept:
-            new.http.secret_headers[name] = kept[name]
 
 
 def _retry(v: Violations, policy: pb.RetryPolicy) -> pb.RetryPolicy:

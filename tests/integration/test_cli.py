@@ -434,3 +434,31 @@ def test_command_target_flags(addr: str, rds) -> None:
     assert list(stored_task(rds, task_id).target.command.args) == ["bye"], "--arg replaces the list"
     wrong = schedctl(addr, "create", "--name", "w", "--cron", "@daily", "--arg", "x")
     assert wrong.returncode == 2 and "need a command target" in wrong.stderr
+
+
+def test_secret_env_from_a_file_is_stored_and_never_shown(addr: str, rds, tmp_path: Path) -> None:
+    secret = "s3cret-cli-env-91c0"
+    (tmp_path / "token").write_text(secret + "\n")
+    rds.hset(Keys().capabilities, "command", int(rds.time()[0]) * 1000 + 60_000)  # a command executor
+    shown = ok(addr, "create", "--name", "c", "--cron", "@daily", "--command", "/bin/true",
+               "--env", "MODE=nightly", "--secret-env", f"TOKEN=@{tmp_path / 'token'}")  # fmt: skip
+    assert "env TOKEN" in shown and "(secret)" in shown and "MODE" in shown and secret not in shown
+    task_id = next(line.split()[-1] for line in shown.splitlines() if line.startswith("id"))
+    assert dict(stored_task(rds, task_id).target.command.secret_env) == {"TOKEN": secret}
+    got = ok(addr, "get", task_id) + json.dumps(ok_json(addr, "get", task_id))
+    assert "TOKEN" in got and secret not in got
+    # An update that names other things keeps the stored value (the api returns names only).
+    ok(addr, "update", task_id, "--secret-env", "API_KEY=k-123", "--arg", "x")
+    command = stored_task(rds, task_id).target.command
+    assert dict(command.secret_env) == {"TOKEN": secret, "API_KEY": "k-123"}
+    # Making a plain variable secret (or a secret one plain) moves it: a variable is one or the other.
+    ok(addr, "update", task_id, "--secret-env", "MODE=hidden-now", "--env", "TOKEN=plain-now")
+    command = stored_task(rds, task_id).target.command
+    assert (dict(command.env), dict(command.secret_env)) == (
+        {"TOKEN": "plain-now"},
+        {"API_KEY": "k-123", "MODE": "hidden-now"},
+    )
+    empty = schedctl(addr, "update", task_id, "--secret-env", "TOKEN=")
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    log = schedctl(addr, "create", "--name", "l", "--cron", "@daily", "--secret-env", "A=b")
+    assert log.returncode == 2 and "need a command target" in log.stderr

@@ -7,6 +7,7 @@ import json
 
 import grpc
 
+from schedcore.store.keys import Keys
 from tests.integration import auth_support
 from tests.integration.auth_support import BOOTSTRAP, AuthApi
 from tests.integration.test_cli import schedctl
@@ -96,3 +97,28 @@ def test_whoami_without_authentication(api) -> None:  # tests/conftest.py's api:
     assert proc.returncode == 0, proc.stderr
     assert "anonymous admin" in proc.stdout
     assert json.loads(schedctl(api.target, "whoami", "-o", "json").stdout)["name"] == "anonymous"
+
+
+def test_tokens_create_allow_command_targets_is_shown_and_grants_the_permission(
+    auth_api: AuthApi, rds
+) -> None:
+    rds.hset(Keys().capabilities, "command", int(rds.time()[0]) * 1000 + 60_000)  # a command executor
+    runner = ok_json(auth_api, BOOTSTRAP, "tokens", "create", "--name", "runner", "--role", "editor",
+                     "--allow-command-targets")  # fmt: skip
+    assert runner["token"]["allowCommandTargets"] is True
+    plain = ok_json(auth_api, BOOTSTRAP, "tokens", "create", "--name", "plain", "--role", "editor")
+    assert "allowCommandTargets" not in plain["token"]
+    code, out, err = run(auth_api, BOOTSTRAP, "tokens", "list")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][-1] == "COMMANDS"
+    assert {row[1]: row[-1] for row in rows[1:]} == {"runner": "yes", "plain": "no", "bootstrap": "admin"}
+    code, out, _ = run(auth_api, runner["secret"], "whoami")
+    assert "command targets: yes" in " ".join(out.split())
+
+    create = ("create", "--name", "c", "--cron", "@daily", "--command", "/bin/true")
+    code, _, err = run(auth_api, plain["secret"], *create)
+    assert code == 10 + grpc.StatusCode.PERMISSION_DENIED.value[0], err
+    assert "allow_command_targets" in err
+    code, _, err = run(auth_api, runner["secret"], *create)
+    assert code == 0, err

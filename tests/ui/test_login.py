@@ -147,6 +147,28 @@ def test_an_admin_creates_and_revokes_a_token_on_the_access_page(secured: Servic
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_the_access_page_creates_a_token_that_may_create_command_targets(
+    secured: ServiceThread, monkeypatch
+) -> None:
+    at = sign_in(open_page(monkeypatch, secured.target), BOOTSTRAP)
+    at.switch_page("views/access.py").run()
+    at.text_input(key="a_name").input("runner")
+    at.checkbox(key="a_commands").check()
+    [create] = [b for b in at.button if b.label == "Create token"]
+    create.click()
+    rerun_ok(at)
+    [secret] = [c.value for c in at.code]
+    with grpc.insecure_channel(secured.target) as channel:
+        auth = pb.auth_service_grpc.AuthServiceStub(channel)
+        me = auth.WhoAmI(pb.WhoAmIRequest(), metadata=_meta(secret), timeout=10).token
+    assert (me.name, me.role, me.allow_command_targets) == ("runner", pb.Role.ROLE_EDITOR, True)
+    make_token(secured, pb.Role.ROLE_EDITOR, "plain")
+    rerun_ok(at)
+    frame = at.dataframe[0].value
+    shown = dict(zip(frame["Name"], frame["Command targets"], strict=True))
+    assert shown == {"runner": "yes", "plain": "no", "bootstrap": "yes"}
+
+
 def test_the_audit_trail_shows_who_did_what(secured: ServiceThread, monkeypatch) -> None:
     secret, _ = make_token(secured, pb.Role.ROLE_EDITOR, "alice")
     with grpc.insecure_channel(secured.target) as channel:

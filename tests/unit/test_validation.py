@@ -9,7 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from schedcore import pb
 from schedcore.errors import InvalidArgument
+from schedcore.sealing import Sealer, new_key
 from schedcore.timeutil import MAX_MS, ms_to_ts
+from services.api import sealed
 from services.api import validation as V
 
 NOW = 1_780_000_000_000  # 2026-05-28
@@ -517,10 +519,22 @@ def test_command_target_limits(command: dict[str, object], field: str) -> None:
     assert fields_of(command_task(**command)) == [field]
 
 
-def test_merge_secret_headers_keeps_blank_values_drops_missing_and_replaces_new() -> None:
+def test_keep_stored_keeps_blank_values_drops_missing_and_replaces_new() -> None:
+    sealer = Sealer([new_key()])
     stored = pb.Target(
         http=pb.HttpTarget(url="https://x", secret_headers={"A": "old-a", "B": "old-b", "C": "old-c"})
     )
+    sealer.seal_target(stored)
     new = pb.Target(http=pb.HttpTarget(url="https://x", secret_headers={"A": "", "C": "new-c", "D": ""}))
-    V.merge_secret_headers(new, stored)
+    sealed.keep_stored(sealer, new, stored)
     assert dict(new.http.secret_headers) == {"A": "old-a", "C": "new-c", "D": ""}
+    stored_env = pb.Target(command=pb.CommandTarget(program="p", secret_env={"K": "old-k", "L": "old-l"}))
+    sealer.seal_target(stored_env)
+    new_env = pb.Target(command=pb.CommandTarget(program="p", secret_env={"K": "", "M": "m"}))
+    sealed.keep_stored(sealer, new_env, stored_env)
+    assert dict(new_env.command.secret_env) == {"K": "old-k", "M": "m"}
+    assert sealed.changes(sealer, new_env, stored_env)  # L dropped, M added
+    same = pb.Target(command=pb.CommandTarget(program="p", secret_env={"K": "", "L": ""}))
+    sealed.keep_stored(sealer, same, stored_env)
+    assert not sealed.changes(sealer, same, stored_env)
+    assert sealed.changes(Sealer([new_key()]), same, stored_env), "a value that cannot open counts as changed"

@@ -48,6 +48,12 @@ with st.form("a_new", clear_on_submit=True):
         help="Empty: every namespace",
     )
     lifetime = c4.selectbox("Expires", list(LIFETIMES), key="a_ttl")
+    commands = st.checkbox(
+        "May create command targets",
+        key="a_commands",
+        help="Command targets run programs on the executors' hosts. Admin tokens always may; "
+        "an editor token only with this.",
+    )
     if st.form_submit_button("Create token", type="primary", icon=":material/add:"):
         try:
             token, secret = api().create_token(
@@ -55,6 +61,7 @@ with st.form("a_new", clear_on_submit=True):
                 ROLES[role or "editor"],
                 namespace.strip(),
                 LIFETIMES[lifetime or "Never expires"],
+                allow_command_targets=commands,
             )
         except ApiError as err:
             st.error(f"Not created: {err.message}", icon=":material/warning:")
@@ -79,6 +86,7 @@ st.dataframe(
                 "Name": t.name,
                 "Role": names.get(t.role, "?"),
                 "Namespace": t.namespace or "(all)",
+                "Command targets": "yes" if t.role >= pb.Role.ROLE_ADMIN or t.allow_command_targets else "no",
                 "Created": fmt.ts(t.create_time, tz),
                 "Created by": t.created_by,
                 "Expires": fmt.ts(t.expire_time, tz) if t.HasField("expire_time") else "never",

@@ -1,5 +1,6 @@
 """What every target kind shares: the outcome of one attempt, the attempt's context, the base
-class a kind implements, and the one way outputs are bounded."""
+class a kind implements and the one way outputs are bounded (secrets are scrubbed from them in
+scrub.py)."""
 
 from __future__ import annotations
 

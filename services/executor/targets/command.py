@@ -1,8 +1,9 @@
 """The command target: runs a program directly, never through a shell.
 
 Only executors started with EXECUTOR_COMMAND_TARGETS=true have it (docs/security.md, "Safe
-targets"). The program gets the task's environment and nothing of the executor's, except PATH
-when the task does not set it, plus TASKSCHED_EXECUTION_ID (its idempotency key); the payload as
+targets"). The program gets the task's environment (its secret variables opened here, and
+scrubbed from the output) and nothing of the executor's, except PATH when the task does not set
+it, plus TASKSCHED_EXECUTION_ID (its idempotency key); the payload as
 JSON on its standard input; its own session, so the timeout and shutdown reach every process it
 started (SIGTERM to the group, SIGKILL after a grace). Standard output and error are read
 concurrently and kept up to OUTPUT_LIMIT_BYTES each; the rest is drained and dropped, so a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -25,8 +27,16 @@ from google.protobuf import json_format
 
 from schedcore import pb
 from schedcore.ipb import WorkItem
+from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
-from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
+from services.executor.targets.base import (
+    SUCCEEDED,
+    AttemptContext,
+    Outcome,
+    Target,
+    bound_text,
+)
+from services.executor.targets.scrub import margin, scrubbed
 
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
 # Between SIGTERM and SIGKILL of the program's process group.
@@ -38,10 +48,13 @@ READ_CHUNK = 64 * 1024
 EXECUTION_ID_VARIABLE = "TASKSCHED_EXECUTION_ID"
 
 
-def environment(command: pb.CommandTarget, execution_id: str) -> dict[str, str]:
-    """The program's environment: the task's variables, PATH (the executor's) when the task
-    sets none, and the execution id. Nothing else of the executor's environment."""
-    env = dict(command.env)
+def environment(
+    command: pb.CommandTarget, execution_id: str, secret_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The program's environment: the task's variables (secret ones opened), PATH (the
+    executor's) when the task sets none, and the execution id. Nothing else of the executor's
+    environment."""
+    env = {**command.env, **(secret_env or {})}
     env.setdefault("PATH", os.environ.get("PATH", os.defpath))
     env[EXECUTION_ID_VARIABLE] = execution_id
     return env
@@ -107,6 +120,7 @@ class CommandTarget(Target):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self.sealer = Sealer(settings.secret_keys)
         # Process groups of running programs, killed at close if any is left.
         self.groups: set[int] = set()
 
@@ -116,6 +130,15 @@ class CommandTarget(Target):
         self.groups.clear()
 
     async def run(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
+        try:
+            opened = self.sealer.open_each(item.target.command.secret_env)  # sealed at rest: opened only here
+        except SealError as exc:
+            return Outcome.failed(f"secret variable {exc}", retryable=False)
+        secrets = [v for v in opened.values() if v]
+        wider = dataclasses.replace(ctx, output_limit=ctx.output_limit + margin(secrets))
+        return scrubbed(await self._run(item, wider, opened), secrets, ctx.output_limit)
+
+    async def _run(self, item: WorkItem, ctx: AttemptContext, secret_env: dict[str, str]) -> Outcome:
         command = item.target.command
         payload = json.dumps(
             json_format.MessageToDict(item.payload), ensure_ascii=False, separators=(",", ":")
@@ -127,7 +150,7 @@ class CommandTarget(Target):
                 stdin=PIPE,
                 stdout=PIPE,
                 stderr=PIPE,
-                env=environment(command, item.execution_id),
+                env=environment(command, item.execution_id, secret_env),
                 cwd=command.working_dir or None,
                 start_new_session=True,  # its own process group: the timeout reaches its children
                 close_fds=True,

@@ -14,8 +14,6 @@ connecting, sending and reading alike. Messages quote a URL with its credentials
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 
 from schedcore import pb
@@ -24,9 +22,9 @@ from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
 from schedcore.urlsecrets import redact
-from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
+from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target
 from services.executor.targets.guard import AddressRefused, GuardedTransport, proxy_mounts
-from services.executor.targets.scrub import margin, scrub
+from services.executor.targets.scrub import margin, scrubbed
 
 METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -66,12 +64,10 @@ class HttpTarget(Target):
         method = METHODS.get(target.method)
         if method is None:
             return Outcome.failed(f"unknown http method {target.method}", retryable=False)
-        opened: dict[str, str] = {}
-        for name, value in target.secret_headers.items():  # sealed at rest: opened only here
-            try:
-                opened[name] = self.sealer.open(value)
-            except SealError as exc:
-                return Outcome.failed(f"secret header {name!r} cannot be used: {exc}", retryable=False)
+        try:
+            opened = self.sealer.open_each(target.secret_headers)  # sealed at rest: opened only here
+        except SealError as exc:
+            return Outcome.failed(f"secret header {exc}", retryable=False)
         headers = {
             k: v
             for k, v in [*target.headers.items(), *opened.items()]
@@ -80,12 +76,7 @@ class HttpTarget(Target):
         headers[IDEMPOTENCY_KEY] = item.execution_id
         secrets = [v for v in opened.values() if v]
         outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin(secrets))
-        if secrets:
-            outcome = scrub(outcome, secrets)
-        output, cut = bound_text(outcome.output, ctx.output_limit)
-        if cut:
-            outcome = dataclasses.replace(outcome, output=output, output_truncated=True)
-        return outcome
+        return scrubbed(outcome, secrets, ctx.output_limit)
 
     async def _call(
         self, item: WorkItem, ctx: AttemptContext, method: str, headers: dict[str, str], read_limit: int

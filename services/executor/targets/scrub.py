@@ -8,7 +8,7 @@ import json
 import re
 from urllib.parse import quote, quote_plus
 
-from services.executor.targets.base import Outcome
+from services.executor.targets.base import Outcome, bound_text
 
 REDACTED = "[secret]"
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
@@ -43,3 +43,12 @@ def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
     return dataclasses.replace(
         outcome, output=clean(outcome.output), status_message=clean(outcome.status_message)
     )
+
+
+def scrubbed(outcome: Outcome, secrets: list[str], limit: int) -> Outcome:
+    """The outcome (read up to `limit` + margin(secrets)) scrubbed, then cut to `limit`: the one
+    way a target that holds secrets (http headers, command variables) bounds its output."""
+    if secrets:
+        outcome = scrub(outcome, secrets)
+    output, cut = bound_text(outcome.output, limit)
+    return dataclasses.replace(outcome, output=output, output_truncated=True) if cut else outcome
