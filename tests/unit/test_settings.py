@@ -38,6 +38,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.auth_cache_s == 2.0
     assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
+    assert s.executor_command_user == ""
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -103,6 +104,7 @@ FULL_ENV = {
     "AUTH_CACHE_SECONDS": "0.5",
     "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
+    "EXECUTOR_COMMAND_USER": "65534:65534",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -153,6 +155,7 @@ def test_every_variable_is_parsed() -> None:
         auth_cache_s=0.5,
         audit_max_events=5000,
         executor_command_targets=True,
+        executor_command_user="65534:65534",
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -199,6 +202,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
         ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
         ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
+        ("EXECUTOR_COMMAND_USER", "nobody:nogroup", "or uid[:gid], got 'nobody:nogroup'"),
+        ("EXECUTOR_COMMAND_USER", "a b", "expected a user name or uid[:gid]"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:

@@ -1,12 +1,13 @@
 """The command target: runs a program directly, never through a shell.
 
 Only executors started with EXECUTOR_COMMAND_TARGETS=true have it (docs/security.md, "Safe
-targets"). The program gets the task's environment and nothing of the executor's, except PATH
-when the task does not set it, plus TASKSCHED_EXECUTION_ID (its idempotency key); the payload as
-JSON on its standard input; its own session, so the timeout and shutdown reach every process it
-started (SIGTERM to the group, SIGKILL after a grace). Standard output and error are read
-concurrently and kept up to OUTPUT_LIMIT_BYTES each; the rest is drained and dropped, so a
-chatty program never blocks on a full pipe.
+targets"). It runs as EXECUTOR_COMMAND_USER when set (services/executor/isolation.py). The program
+gets the task's environment and nothing of the executor's, except defaults for what the task does
+not set (PATH; as another user a minimal PATH, its HOME and LANG), plus TASKSCHED_EXECUTION_ID (its
+idempotency key); the payload as JSON on its standard input; its own session, so the timeout and
+shutdown reach every process it started (SIGTERM to the group, SIGKILL after a grace). Standard
+output and error are read concurrently and kept up to OUTPUT_LIMIT_BYTES each; the rest is drained
+and dropped, so a chatty program never blocks on a full pipe.
 
 The target enforces the task's timeout itself (the runner's own timeout stays as a backstop), so
 a program killed for running too long still reports its exit status and the output it wrote.
@@ -20,12 +21,16 @@ import json
 import os
 import signal
 from asyncio.subprocess import PIPE, Process
+from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf import json_format
 
 from schedcore import pb
 from schedcore.ipb import WorkItem
 from schedcore.settings import Settings
+from services.executor.isolation import command_user
+from services.executor.launch import spawn_as
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
 
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
@@ -38,11 +43,15 @@ READ_CHUNK = 64 * 1024
 EXECUTION_ID_VARIABLE = "TASKSCHED_EXECUTION_ID"
 
 
-def environment(command: pb.CommandTarget, execution_id: str) -> dict[str, str]:
-    """The program's environment: the task's variables, PATH (the executor's) when the task
-    sets none, and the execution id. Nothing else of the executor's environment."""
+def environment(
+    command: pb.CommandTarget, execution_id: str, defaults: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The program's environment: the task's variables, `defaults` (the executor's PATH unless
+    given) for those the task does not set, and the execution id. Nothing else of the
+    executor's environment."""
     env = dict(command.env)
-    env.setdefault("PATH", os.environ.get("PATH", os.defpath))
+    for name, value in (defaults or {"PATH": os.environ.get("PATH", os.defpath)}).items():
+        env.setdefault(name, value)
     env[EXECUTION_ID_VARIABLE] = execution_id
     return env
 
@@ -107,6 +116,8 @@ class CommandTarget(Target):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        # Who programs run as (None: the executor's own user); refuses unsafe set-ups.
+        self.user = command_user(settings)
         # Process groups of running programs, killed at close if any is left.
         self.groups: set[int] = set()
 
@@ -120,18 +131,23 @@ class CommandTarget(Target):
         payload = json.dumps(
             json_format.MessageToDict(item.payload), ensure_ascii=False, separators=(",", ":")
         ).encode()
+        user = self.user
+        env = environment(command, item.execution_id, user.environment() if user else None)
+        # Its own session and process group: the timeout reaches every process it starts.
+        streams: dict[str, Any] = dict(stdin=PIPE, stdout=PIPE, stderr=PIPE, start_new_session=True)
         try:
-            process = await asyncio.create_subprocess_exec(
-                command.program,
-                *command.args,
-                stdin=PIPE,
-                stdout=PIPE,
-                stderr=PIPE,
-                env=environment(command, item.execution_id),
-                cwd=command.working_dir or None,
-                start_new_session=True,  # its own process group: the timeout reaches its children
-                close_fds=True,
-            )
+            if user is not None:
+                cwd = command.working_dir or user.home
+                process = await spawn_as(user, command.program, command.args, env, cwd, **streams)
+            else:
+                process = await asyncio.create_subprocess_exec(
+                    command.program,
+                    *command.args,
+                    env=env,
+                    cwd=command.working_dir or None,
+                    close_fds=True,
+                    **streams,
+                )
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" in {command.working_dir}" if command.working_dir else ""
