@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import pwd
 import re
@@ -27,6 +28,8 @@ import sys
 from dataclasses import dataclass
 
 from schedcore.settings import Settings, SettingsError
+
+log = logging.getLogger("executor")
 
 VARIABLE = "EXECUTOR_COMMAND_USER"
 # Files the executor reads that a program must not: variable -> the setting holding its path.
@@ -130,6 +133,12 @@ def command_user(settings: Settings) -> CommandUser | None:
                 f"{VARIABLE} is not set and the executor runs as root with "
                 "EXECUTOR_COMMAND_TARGETS=true: programs would run as root and could read every "
                 f"secret of the executor; set {VARIABLE} to an unprivileged user (e.g. nobody)"
+            )
+        if settings.tls_key_file:
+            log.warning(
+                "command targets run as the executor's own user (%s unset): they can read "
+                "TLS_KEY_FILE; docs/security.md, 'Safe targets'",
+                VARIABLE,
             )
         return None
     user = resolve_user(settings.executor_command_user)

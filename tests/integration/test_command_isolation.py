@@ -270,11 +270,13 @@ def test_an_unprivileged_executor_is_not_dumpable_even_to_its_own_uid(open_dir: 
     assert "FOUND" not in out["mem"]
 
 
-def refusal(folder: Path, **env: str) -> str:
-    """Starts an executor that must refuse to start: exit status 2, its stderr returned."""
+def refusal(folder: Path, python: str = sys.executable, **env: str) -> str:
+    """Starts an executor that must refuse to start: exit status 2, its stderr returned. With
+    another `python` (nobody_executor_python), it runs as uid 65534."""
     full = clean_env(GRPC_PORT=str(free_port()), EXECUTOR_COMMAND_TARGETS="true", **env)
-    argv = [sys.executable, "-m", "services.executor"]
-    done = subprocess.run(argv, cwd=ROOT, env=full, capture_output=True, text=True, timeout=20)
+    argv = [python, "-m", "services.executor"]
+    popen: dict[str, Any] = {} if python == sys.executable else {"preexec_fn": as_nobody}
+    done = subprocess.run(argv, cwd=ROOT, env=full, capture_output=True, text=True, timeout=20, **popen)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     return done.stderr
 
@@ -316,3 +318,10 @@ def test_a_key_file_the_command_user_can_read_refuses_to_start(
     err = refusal(open_dir, EXECUTOR_COMMAND_USER="nobody", **pki.server_env(issued))
     expected = f"configuration error: TLS_KEY_FILE: '{issued.key}' is readable by EXECUTOR_COMMAND_USER"
     assert expected in err, err
+
+
+def test_an_executor_that_cannot_switch_users_refuses_to_start(open_dir: Path) -> None:
+    python, extra = nobody_executor_python()
+    err = refusal(open_dir, python, EXECUTOR_COMMAND_USER=str(NOBODY), **extra)
+    assert "error: EXECUTOR_COMMAND_USER: running programs as another user needs root" in err, err
+    assert "this executor runs as uid 65534" in err

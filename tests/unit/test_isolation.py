@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -73,3 +74,14 @@ def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match=r"^TLS_KEY_FILE: cannot stat '.*absent.key': No such file"):
         command_user(settings)
+
+
+def test_a_non_root_executor_without_a_user_warns_that_programs_can_read_its_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    settings = Settings(grpc_plaintext=True, executor_command_targets=True)
+    assert command_user(settings) is None
+    assert not caplog.records
+    assert command_user(dataclasses.replace(settings, tls_key_file="/etc/tls/tls.key")) is None
+    assert "they can read TLS_KEY_FILE" in caplog.text
