@@ -6,6 +6,7 @@ announcement schedulers route by."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,14 @@ def test_shutdown_hands_back_a_running_program_and_kills_its_group(open_dir: Pat
     assert back.status == PENDING
     assert "shutting down" in back.status_message
     wait_for(lambda: not alive(int(pidfile.read_text())), timeout=5)
+
+
+def test_programs_get_default_sigpipe_and_sigxfsz() -> None:
+    # Python (the executor, and the launcher that switches users) ignores both; a program that
+    # inherited that would not die writing to a closed pipe (`yes | head -1` would never end).
+    work = command_item("grep", "^SigIgn:", "/proc/self/status")
+    result = run_items([work])[work.execution_id]
+    assert result.status == SUCCEEDED, result.status_message
+    ignored = int(result.result.output.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} is ignored: {result.result.output}"
