@@ -48,8 +48,10 @@ try:
     if spec["cwd"]:
         os.chdir(spec["cwd"])
     os.execvpe(spec["program"], [spec["program"], *spec["args"]], spec["env"])
-except OSError as exc:
-    os.write(err_fd, json.dumps([exc.errno or 0, exc.strerror or str(exc)]).encode())
+except (OSError, ValueError) as exc:  # ValueError: say, a NUL byte in an argument
+    errno = exc.errno or 0 if isinstance(exc, OSError) else 0
+    message = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+    os.write(err_fd, json.dumps([errno, message]).encode())
     os._exit(127)
 """
 

@@ -175,8 +175,9 @@ def test_a_program_that_cannot_start_fails_without_retry(open_dir: Path) -> None
     not_executable = open_dir / "plain.txt"
     not_executable.write_text("hello")
     denied = command_item(str(not_executable))
-    results = run_items([missing, not_found, bad_dir, denied])
-    for work in (missing, not_found, bad_dir, denied):
+    nul = command_item("/bin/echo", "a\x00b")  # the api refuses it; the executor must too
+    results = run_items([missing, not_found, bad_dir, denied, nul])
+    for work in (missing, not_found, bad_dir, denied, nul):
         result = results[work.execution_id]
         assert result.status == FAILED
         assert not result.retryable
@@ -184,6 +185,7 @@ def test_a_program_that_cannot_start_fails_without_retry(open_dir: Path) -> None
         assert not result.result.HasField("command")
     assert "No such file or directory" in results[missing.execution_id].status_message
     assert "Permission denied" in results[denied.execution_id].status_message
+    assert "null byte" in results[nul.execution_id].status_message
 
 
 def test_capabilities_are_announced_first_only_when_enabled() -> None:
