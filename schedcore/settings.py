@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,6 +194,14 @@ def _allowed_clients(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _command_user(env: Mapping[str, str]) -> str:
+    """A user name or uid[:gid]; whether it exists is checked by the executor that uses it."""
+    value = _str(env, "EXECUTOR_COMMAND_USER", "")
+    if value and not re.fullmatch(r"\d+(:\d+)?|[A-Za-z_][A-Za-z0-9_.-]*\$?", value):
+        raise SettingsError(f"EXECUTOR_COMMAND_USER: expected a user name or uid[:gid], got {value!r}")
+    return value
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -290,6 +299,9 @@ class Settings:
     # Executor, with mTLS: the client identities (a SAN of the verified client certificate, or
     # its subject CN when it has no SAN) that may open Execute streams; ("*",): any client.
     executor_allowed_clients: tuple[str, ...] = DEFAULT_ALLOWED_CLIENTS
+    # Executor: the user command targets run as (a user name, or uid[:gid]); "": the executor's
+    # own, which an executor running as root refuses (services/executor/isolation.py).
+    executor_command_user: str = ""
     # Scheduler: how long a lease on an occurrence or a running attempt lasts without renewal.
     lease_s: float = 10.0
     # Scheduler: most occurrences or executions one script call takes.
@@ -356,6 +368,7 @@ class Settings:
             audit_max_events=_number(env, "AUDIT_MAX_EVENTS", 1_000_000, 1000, 1_000_000_000),
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
             executor_allowed_clients=_allowed_clients(env),
+            executor_command_user=_command_user(env),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

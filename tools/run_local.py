@@ -17,7 +17,8 @@ Authentication stays on (AUTH_MODE=token): a development admin token is created 
 AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
 SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header and command environment
 values are sealed at rest with a development key kept the same way in .data/secret-keys
-(SECRET_KEYS of the api and the executors).
+(SECRET_KEYS of the api and the executors). Started as root with EXECUTOR_COMMAND_TARGETS=true,
+executors run programs as `nobody` unless EXECUTOR_COMMAND_USER says otherwise.
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ def dev_secret_keys(path: Path = DEV_KEYS_FILE) -> str:
     from schedcore.sealing import new_key
 
     return kept_secret(path, new_key)
+
+
+def command_user_env() -> dict[str, str]:
+    """Run as root with EXECUTOR_COMMAND_TARGETS=true, executors would refuse to start without a
+    user to run programs as (docs/security.md, "Safe targets"): they get `nobody` unless you
+    chose EXECUTOR_COMMAND_USER."""
+    targets = os.environ.get("EXECUTOR_COMMAND_TARGETS", "").strip().lower() in ("true", "1", "yes", "on")
+    if targets and os.geteuid() == 0 and not os.environ.get("EXECUTOR_COMMAND_USER", "").strip():
+        return {"EXECUTOR_COMMAND_USER": "nobody"}
+    return {}
 
 
 def services() -> list[Service]:
@@ -296,6 +307,8 @@ def run(redis_url: str, children: list[Child]) -> int:
             env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=token)
         if svc.name in ("api", "executor") and not os.environ.get("SECRET_KEYS"):
             env["SECRET_KEYS"] = sealing
+        if svc.name == "executor":
+            env.update(command_user_env())
         if svc.ready == "grpc":
             env["GRPC_PORT"] = str(port)
             env["METRICS_PORT"] = str(metrics.get(name, 0))

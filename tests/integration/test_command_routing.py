@@ -5,7 +5,6 @@ scheduler vouches for such an executor."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from schedcore import pb
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
+from tests.integration.command_support import COMMAND_USER_ENV, command_python, open_dir
 from tests.integration.engine_support import TERMINAL, Suite, every_second, once_in
 from tests.integration.test_command_target import alive
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
@@ -25,13 +25,16 @@ from tests.support import RedisServer, ServiceThread, free_port, wait_for
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 KEYS = Keys()
+__all__ = ["open_dir"]  # the fixture, re-exported for pytest
+# Programs run as EXECUTOR_COMMAND_USER when the tests run as root: a Python that user can run.
+PY = command_python()
 # Visible to the program only if the executor leaked its own environment.
 MARKER = "EXECUTOR_ONLY_MARKER"
 PRINT_MARKER = f"import os; print(os.environ.get('{MARKER}', 'absent'))"
 
 
 def command(*args: str) -> pb.Target:
-    return pb.Target(command=pb.CommandTarget(program=sys.executable, args=list(args)))
+    return pb.Target(command=pb.CommandTarget(program=PY, args=list(args)))
 
 
 def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
@@ -75,7 +78,7 @@ def test_command_tasks_are_refused_until_an_executor_runs_them(bare_suite: Suite
     refused(lambda: s.stub.UpdateTask(pb.UpdateTaskRequest(task=change)))
     assert snapshot(rds) == before, "a refused call wrote to Redis"
 
-    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true")
+    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true", **COMMAND_USER_ENV)
     created: list[pb.Task] = []
 
     def accepted() -> bool:
@@ -87,7 +90,7 @@ def test_command_tasks_are_refused_until_an_executor_runs_them(bare_suite: Suite
         return True
 
     wait_for(accepted, timeout=15, interval=0.2)
-    assert created[0].target.command.program == sys.executable
+    assert created[0].target.command.program == PY
     updated = s.stub.UpdateTask(pb.UpdateTaskRequest(task=change)).task
     assert updated.target.HasField("command")
 
@@ -101,6 +104,7 @@ def test_command_work_runs_only_on_the_executor_that_enables_it(bare_suite: Suit
         INSTANCE_ID="capable",
         EXECUTOR_CONCURRENCY="3",
         EXECUTOR_COMMAND_TARGETS="true",
+        **COMMAND_USER_ENV,
         **{MARKER: "leak"},
     )
     s.start_scheduler()
@@ -157,7 +161,7 @@ def test_command_executions_wait_without_blocking_other_work_and_run_when_an_exe
     time.sleep(3)
     assert {e.status for e in s.executions(task.id)} == {PENDING}
 
-    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true")
+    s.start_executor(capable, INSTANCE_ID="capable", EXECUTOR_COMMAND_TARGETS="true", **COMMAND_USER_ENV)
     wait_for(lambda: all(e.status in TERMINAL for e in s.executions(task.id)), timeout=20)
     done = s.executions(task.id)
     assert {e.status for e in done} == {SUCCEEDED}
@@ -165,14 +169,16 @@ def test_command_executions_wait_without_blocking_other_work_and_run_when_an_exe
     assert rds.zcard(KEYS.ready_command) == 0
 
 
-def test_command_executions_end_to_end(bare_suite: Suite, tmp_path: Path) -> None:
+def test_command_executions_end_to_end(bare_suite: Suite, open_dir: Path) -> None:
     """What the execution records say about programs run through the whole suite: output, exit
     codes, failure, timeout (the whole process group killed), bounded output, no shell."""
     s = bare_suite
-    s.start_executor(s.executor_ports[0], EXECUTOR_COMMAND_TARGETS="true", OUTPUT_LIMIT_BYTES="512")
+    s.start_executor(
+        s.executor_ports[0], EXECUTOR_COMMAND_TARGETS="true", **COMMAND_USER_ENV, OUTPUT_LIMIT_BYTES="512"
+    )
     s.start_scheduler()
     wait_for(lambda: bool(rds_capability(s)), timeout=15)
-    pidfile, marker = tmp_path / "grandchild.pid", tmp_path / "touched"
+    pidfile, marker = open_dir / "grandchild.pid", open_dir / "touched"
     verbatim = [f"$(touch {marker})", "; rm -rf /", "*", f"`touch {marker}`"]
     targets = {
         "ok": command("-c", "import sys, json; print('payload', json.load(sys.stdin)['n'])"),

@@ -6,7 +6,7 @@ announcement schedulers route by."""
 from __future__ import annotations
 
 import os
-import sys
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from google.protobuf.struct_pb2 import Struct
 
 from schedcore import ipb, pb
 from services.executor.app import build as build_executor
+from services.executor.isolation import COMMAND_LANG, COMMAND_PATH
+from tests.integration.command_support import COMMAND_USER, ROOT_TESTS, command_python, open_dir
 from tests.integration.test_executor import (
     FAILED,
     PENDING,
@@ -31,7 +33,9 @@ from tests.integration.test_executor import (
 )
 from tests.support import ServiceThread, free_port, wait_for
 
-PY = sys.executable
+__all__ = ["open_dir"]  # the fixture, re-exported for pytest
+# Programs run as EXECUTOR_COMMAND_USER when the tests run as root: a Python that user can run.
+PY = command_python()
 
 
 def command_item(program: str, *args: str, timeout_s: float = 10.0, **command: Any) -> ipb.WorkItem:
@@ -42,6 +46,8 @@ def command_item(program: str, *args: str, timeout_s: float = 10.0, **command: A
 
 def run_items(items: list[ipb.WorkItem], **settings: Any) -> dict[str, ipb.WorkResult]:
     settings.setdefault("executor_command_targets", True)
+    for name, value in COMMAND_USER.items():
+        settings.setdefault(name, value)
     with executor(**settings) as ex, scheduler_stream(ex) as s:
         s.send(demand=len(items))
         s.wait_granted(len(items))
@@ -83,12 +89,12 @@ def test_output_exit_code_and_payload_on_stdin() -> None:
     assert bad.result.output == "out\n[stderr]\nbad\n"
 
 
-def test_arguments_reach_the_program_verbatim_no_shell(tmp_path: Path) -> None:
-    marker = tmp_path / "touched"
-    victim = tmp_path / "keep"
+def test_arguments_reach_the_program_verbatim_no_shell(open_dir: Path) -> None:
+    marker = open_dir / "touched"
+    victim = open_dir / "keep"
     victim.write_text("still here")
     args = [f"$(touch {marker})", f"; rm -f {victim}", "*", f"`touch {marker}`", "$HOME", "a b", "&& id"]
-    work = command_item("printf", "%s\\n", *args, working_dir=str(tmp_path))
+    work = command_item("printf", "%s\\n", *args, working_dir=str(open_dir))
     result = run_items([work])[work.execution_id]
     assert result.status == SUCCEEDED, result.status_message
     assert result.result.output.splitlines() == args
@@ -106,9 +112,13 @@ def test_environment_is_the_tasks_own_plus_path_and_execution_id(monkeypatch: py
 
     env = json.loads(results[default_path.execution_id].result.output)
     env.pop("LC_CTYPE", None)  # Python itself may set it at start-up (PEP 538)
+    # As another user (the tests run as root): a minimal PATH, its HOME and LANG; else the
+    # executor's PATH.
+    defaults = {"PATH": COMMAND_PATH, "HOME": "/", "LANG": COMMAND_LANG} if ROOT_TESTS else {}
     assert env == {
         "TASK_VAR": "one",
         "PATH": os.environ["PATH"],
+        **defaults,
         "TASKSCHED_EXECUTION_ID": default_path.execution_id,
     }
     env = json.loads(results[own_path.execution_id].result.output)
@@ -116,8 +126,8 @@ def test_environment_is_the_tasks_own_plus_path_and_execution_id(monkeypatch: py
     assert "EXECUTOR_ONLY_MARKER" not in results[own_path.execution_id].result.output
 
 
-def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
-    pidfile = tmp_path / "grandchild.pid"
+def test_timeout_kills_the_whole_process_group(open_dir: Path) -> None:
+    pidfile = open_dir / "grandchild.pid"
     # sh is the program here (the test's choice); its background sleep is a grandchild of the
     # executor that ignores nothing: the group kill must reach it.
     work = command_item(
@@ -136,8 +146,8 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     wait_for(lambda: not alive(grandchild), timeout=5)
 
 
-def test_leftover_background_processes_are_killed_when_the_program_exits(tmp_path: Path) -> None:
-    pidfile = tmp_path / "left.pid"
+def test_leftover_background_processes_are_killed_when_the_program_exits(open_dir: Path) -> None:
+    pidfile = open_dir / "left.pid"
     work = command_item("/bin/sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo done")
     started = time.monotonic()
     result = run_items([work])[work.execution_id]
@@ -158,15 +168,16 @@ def test_output_is_bounded_and_the_rest_drained() -> None:
     assert result.result.output.startswith("o" * 1000)
 
 
-def test_a_program_that_cannot_start_fails_without_retry(tmp_path: Path) -> None:
+def test_a_program_that_cannot_start_fails_without_retry(open_dir: Path) -> None:
     missing = command_item("/nonexistent/program")
     not_found = command_item("no-such-program-on-path-xyz")
-    bad_dir = command_item("/bin/true", working_dir=str(tmp_path / "absent"))
-    not_executable = tmp_path / "plain.txt"
+    bad_dir = command_item("/bin/true", working_dir=str(open_dir / "absent"))
+    not_executable = open_dir / "plain.txt"
     not_executable.write_text("hello")
     denied = command_item(str(not_executable))
-    results = run_items([missing, not_found, bad_dir, denied])
-    for work in (missing, not_found, bad_dir, denied):
+    nul = command_item("/bin/echo", "a\x00b")  # the api refuses it; the executor must too
+    results = run_items([missing, not_found, bad_dir, denied, nul])
+    for work in (missing, not_found, bad_dir, denied, nul):
         result = results[work.execution_id]
         assert result.status == FAILED
         assert not result.retryable
@@ -174,11 +185,12 @@ def test_a_program_that_cannot_start_fails_without_retry(tmp_path: Path) -> None
         assert not result.result.HasField("command")
     assert "No such file or directory" in results[missing.execution_id].status_message
     assert "Permission denied" in results[denied.execution_id].status_message
+    assert "null byte" in results[nul.execution_id].status_message
 
 
 def test_capabilities_are_announced_first_only_when_enabled() -> None:
     work = command_item("/bin/true")
-    with executor(executor_command_targets=True) as ex, scheduler_stream(ex) as s:
+    with executor(executor_command_targets=True, **COMMAND_USER) as ex, scheduler_stream(ex) as s:
         wait_for(lambda: bool(s.responses))
         first = s.responses[0]
         assert list(first.capabilities) == ["command"]
@@ -194,13 +206,14 @@ def test_capabilities_are_announced_first_only_when_enabled() -> None:
     assert "EXECUTOR_COMMAND_TARGETS" in result.status_message
 
 
-def test_shutdown_hands_back_a_running_program_and_kills_its_group(tmp_path: Path) -> None:
-    pidfile = tmp_path / "child.pid"
+def test_shutdown_hands_back_a_running_program_and_kills_its_group(open_dir: Path) -> None:
+    pidfile = open_dir / "child.pid"
     work = command_item("/bin/sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait", timeout_s=60)
     port = free_port()
     fake = FakeScheduler(port)
     ex = ServiceThread(
-        build_executor, executor_settings(scheduler_addr=f"127.0.0.1:{port}", executor_command_targets=True)
+        build_executor,
+        executor_settings(scheduler_addr=f"127.0.0.1:{port}", executor_command_targets=True, **COMMAND_USER),
     )
     s = SchedulerStream(ex.target, auto_ack=True)
     try:
@@ -217,3 +230,14 @@ def test_shutdown_hands_back_a_running_program_and_kills_its_group(tmp_path: Pat
     assert back.status == PENDING
     assert "shutting down" in back.status_message
     wait_for(lambda: not alive(int(pidfile.read_text())), timeout=5)
+
+
+def test_programs_get_default_sigpipe_and_sigxfsz() -> None:
+    # Python (the executor, and the launcher that switches users) ignores both; a program that
+    # inherited that would not die writing to a closed pipe (`yes | head -1` would never end).
+    work = command_item("grep", "^SigIgn:", "/proc/self/status")
+    result = run_items([work])[work.execution_id]
+    assert result.status == SUCCEEDED, result.status_message
+    ignored = int(result.result.output.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} is ignored: {result.result.output}"

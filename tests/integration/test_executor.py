@@ -110,9 +110,9 @@ class SchedulerStream:
     scheduler does once it recorded them); results it did not ack reach ReportResults when the
     call ends."""
 
-    def __init__(self, target: str, auto_ack: bool = False) -> None:
+    def __init__(self, target: str, auto_ack: bool = False, channel: grpc.Channel | None = None) -> None:
         self.auto_ack = auto_ack
-        self.channel = grpc.insecure_channel(target)
+        self.channel = channel if channel is not None else grpc.insecure_channel(target)
         self._requests: queue.Queue[ipb.ExecuteRequest | None] = queue.Queue()
         stub = ipb.executor_grpc.ExecutorServiceStub(self.channel)
         self.call = stub.Execute(iter(self._requests.get, None), timeout=60)

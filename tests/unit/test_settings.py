@@ -40,6 +40,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
     assert s.executor_allowed_clients == ("scheduler",)
+    assert s.executor_command_user == ""
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -108,6 +109,7 @@ FULL_ENV = {
     "EXECUTOR_COMMAND_TARGETS": "true",
     "EXECUTOR_ALLOWED_CLIENTS": "scheduler, scheduler.suite.svc",
     "HTTP_DENY_PRIVATE": "true",
+    "EXECUTOR_COMMAND_USER": "65534:65534",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -161,6 +163,7 @@ def test_every_variable_is_parsed() -> None:
         executor_command_targets=True,
         executor_allowed_clients=("scheduler", "scheduler.suite.svc"),
         http_deny_private=True,
+        executor_command_user="65534:65534",
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -216,6 +219,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("EXECUTOR_ALLOWED_CLIENTS", "scheduler,", "got 'scheduler,'"),
         ("EXECUTOR_ALLOWED_CLIENTS", "*,scheduler", "* (any client) stands alone"),
         ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
+        ("EXECUTOR_COMMAND_USER", "nobody:nogroup", "or uid[:gid], got 'nobody:nogroup'"),
+        ("EXECUTOR_COMMAND_USER", "a b", "expected a user name or uid[:gid]"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:

@@ -1,13 +1,14 @@
 """The command target: runs a program directly, never through a shell.
 
 Only executors started with EXECUTOR_COMMAND_TARGETS=true have it (docs/security.md, "Safe
-targets"). The program gets the task's environment (its secret variables opened here, and
-scrubbed from the output) and nothing of the executor's, except PATH when the task does not set
-it, plus TASKSCHED_EXECUTION_ID (its idempotency key); the payload as
-JSON on its standard input; its own session, so the timeout and shutdown reach every process it
-started (SIGTERM to the group, SIGKILL after a grace). Standard output and error are read
-concurrently and kept up to OUTPUT_LIMIT_BYTES each; the rest is drained and dropped, so a
-chatty program never blocks on a full pipe.
+targets"). It runs as EXECUTOR_COMMAND_USER when set (services/executor/isolation.py). The program
+gets the task's environment (its secret variables opened here, and scrubbed from the output)
+and nothing of the executor's, except defaults for what the task does
+not set (PATH; as another user a minimal PATH, its HOME and LANG), plus TASKSCHED_EXECUTION_ID (its
+idempotency key); the payload as JSON on its standard input; its own session, so the timeout and
+shutdown reach every process it started (SIGTERM to the group, SIGKILL after a grace). Standard
+output and error are read concurrently and kept up to OUTPUT_LIMIT_BYTES each; the rest is drained
+and dropped, so a chatty program never blocks on a full pipe.
 
 The target enforces the task's timeout itself (the runner's own timeout stays as a backstop), so
 a program killed for running too long still reports its exit status and the output it wrote.
@@ -22,6 +23,8 @@ import json
 import os
 import signal
 from asyncio.subprocess import PIPE, Process
+from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -29,13 +32,9 @@ from schedcore import pb
 from schedcore.ipb import WorkItem
 from schedcore.sealing import Sealer, SealError
 from schedcore.settings import Settings
-from services.executor.targets.base import (
-    SUCCEEDED,
-    AttemptContext,
-    Outcome,
-    Target,
-    bound_text,
-)
+from services.executor.isolation import command_user
+from services.executor.launch import spawn_as
+from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target, bound_text
 from services.executor.targets.scrub import margin, scrubbed
 
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
@@ -49,13 +48,17 @@ EXECUTION_ID_VARIABLE = "TASKSCHED_EXECUTION_ID"
 
 
 def environment(
-    command: pb.CommandTarget, execution_id: str, secret_env: dict[str, str] | None = None
+    command: pb.CommandTarget,
+    execution_id: str,
+    secret_env: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The program's environment: the task's variables (secret ones opened), PATH (the
-    executor's) when the task sets none, and the execution id. Nothing else of the executor's
-    environment."""
+    """The program's environment: the task's variables (secret ones opened), `defaults` (the
+    executor's PATH unless given) for those the task does not set, and the execution id. Nothing
+    else of the executor's environment."""
     env = {**command.env, **(secret_env or {})}
-    env.setdefault("PATH", os.environ.get("PATH", os.defpath))
+    for name, value in (defaults or {"PATH": os.environ.get("PATH", os.defpath)}).items():
+        env.setdefault(name, value)
     env[EXECUTION_ID_VARIABLE] = execution_id
     return env
 
@@ -121,6 +124,8 @@ class CommandTarget(Target):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.sealer = Sealer(settings.secret_keys)
+        # Who programs run as (None: the executor's own user); refuses unsafe set-ups.
+        self.user = command_user(settings)
         # Process groups of running programs, killed at close if any is left.
         self.groups: set[int] = set()
 
@@ -143,18 +148,23 @@ class CommandTarget(Target):
         payload = json.dumps(
             json_format.MessageToDict(item.payload), ensure_ascii=False, separators=(",", ":")
         ).encode()
+        user = self.user
+        env = environment(command, item.execution_id, secret_env, user.environment() if user else None)
+        # Its own session and process group: the timeout reaches every process it starts.
+        streams: dict[str, Any] = dict(stdin=PIPE, stdout=PIPE, stderr=PIPE, start_new_session=True)
         try:
-            process = await asyncio.create_subprocess_exec(
-                command.program,
-                *command.args,
-                stdin=PIPE,
-                stdout=PIPE,
-                stderr=PIPE,
-                env=environment(command, item.execution_id, secret_env),
-                cwd=command.working_dir or None,
-                start_new_session=True,  # its own process group: the timeout reaches its children
-                close_fds=True,
-            )
+            if user is not None:
+                cwd = command.working_dir or user.home
+                process = await spawn_as(user, command.program, command.args, env, cwd, **streams)
+            else:
+                process = await asyncio.create_subprocess_exec(
+                    command.program,
+                    *command.args,
+                    env=env,
+                    cwd=command.working_dir or None,
+                    close_fds=True,
+                    **streams,
+                )
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" in {command.working_dir}" if command.working_dir else ""
