@@ -19,6 +19,7 @@ from schedcore.sealing import PREFIX, Sealer, is_sealed, new_key
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
+from tests.integration.command_support import COMMAND_USER, COMMAND_USER_ENV, command_python, open_dir
 from tests.integration.engine_support import TERMINAL, once_in
 from tests.integration.test_api_process import api_process
 from tests.integration.test_command_permission import vouch_for_a_command_executor
@@ -26,6 +27,8 @@ from tests.integration.test_command_target import command_item
 from tests.integration.test_executor import executor, scheduler_stream
 from tests.integration.test_secret_headers import redis_values, service
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
+
+__all__ = ["open_dir"]  # the fixture, re-exported for pytest
 
 KEYS = Keys()
 SECRET = "s3cret-env-5d1e77a0"
@@ -174,11 +177,14 @@ def echo_item(seen: Path, secret_env: dict[str, str], **kw: object) -> ipb.WorkI
         f"pathlib.Path({str(seen)!r}).write_text(t); "
         "print('token is', t, 'plain is', os.environ['PLAIN']); print('err', t, file=sys.stderr)"
     )
-    return command_item(sys.executable, "-c", code, env={"PLAIN": "visible"}, secret_env=secret_env, **kw)
+    return command_item(command_python(), "-c", code, env={"PLAIN": "visible"}, secret_env=secret_env, **kw)
 
 
 def run_one(work: ipb.WorkItem, **settings: object) -> ipb.WorkResult:
-    with executor(executor_command_targets=True, **settings) as ex, scheduler_stream(ex, auto_ack=True) as s:
+    with (
+        executor(executor_command_targets=True, **COMMAND_USER, **settings) as ex,
+        scheduler_stream(ex, auto_ack=True) as s,
+    ):
         s.send(demand=1)
         s.wait_granted(1)
         s.send([work])
@@ -187,9 +193,9 @@ def run_one(work: ipb.WorkItem, **settings: object) -> ipb.WorkResult:
 
 @pytest.mark.parametrize("keys", [(KEY,), (new_key(), KEY)], ids=["key", "rotating"])
 def test_the_executor_opens_the_value_for_the_program_and_scrubs_it_from_the_output(
-    tmp_path: Path, keys: tuple[str, ...]
+    open_dir: Path, keys: tuple[str, ...]
 ) -> None:
-    seen = tmp_path / "seen"
+    seen = open_dir / "seen"
     result = run_one(echo_item(seen, {"TOKEN": Sealer([KEY]).seal(SECRET)}), secret_keys=keys)
     assert result.status == SUCCEEDED, result.status_message
     assert seen.read_text() == SECRET, "the program got the value in the clear"
@@ -198,8 +204,8 @@ def test_the_executor_opens_the_value_for_the_program_and_scrubs_it_from_the_out
     assert SECRET not in str(result)
 
 
-def test_without_the_key_the_program_does_not_start(tmp_path: Path) -> None:
-    seen = tmp_path / "seen"
+def test_without_the_key_the_program_does_not_start(open_dir: Path) -> None:
+    seen = open_dir / "seen"
     result = run_one(echo_item(seen, {"TOKEN": Sealer([KEY]).seal(SECRET)}))
     assert result.status == FAILED and not result.retryable
     assert "secret variable 'TOKEN' cannot be used" in result.status_message
@@ -207,10 +213,10 @@ def test_without_the_key_the_program_does_not_start(tmp_path: Path) -> None:
     assert not seen.exists(), "the program did not run"
 
 
-def test_a_secret_straddling_the_output_bound_is_not_cut_in_half(tmp_path: Path) -> None:
+def test_a_secret_straddling_the_output_bound_is_not_cut_in_half() -> None:
     limit = 1024
     code = f"import os; print('x' * {limit - 8} + os.environ['TOKEN'])"
-    work = command_item(sys.executable, "-c", code, secret_env={"TOKEN": SECRET})
+    work = command_item(command_python(), "-c", code, secret_env={"TOKEN": SECRET})
     result = run_one(work, output_limit_bytes=limit)
     assert result.status == SUCCEEDED, result.status_message
     assert result.result.output_truncated
@@ -219,18 +225,24 @@ def test_a_secret_straddling_the_output_bound_is_not_cut_in_half(tmp_path: Path)
 
 
 def test_end_to_end_only_the_program_sees_the_value(
-    redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path
+    redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path, open_dir: Path
 ) -> None:
     """Real api, scheduler and executor processes with SECRET_KEYS: the program gets the value,
     while Redis, the execution record, the task as read and every service's log never hold it."""
     scheduler_port, executor_port = free_port(), free_port()
     engine = {"REDIS_URL": redis_srv.url, "SCHEDULER_ADDR": f"127.0.0.1:{scheduler_port}"}
     keys = {"SECRET_KEYS": KEY}  # the api's and executor's only
-    seen = tmp_path / "seen"
+    seen = open_dir / "seen"
     with (
         api_process(tmp_path, redis_srv.url, LOG_LEVEL="DEBUG", **keys) as api,
         service(
-            "services.executor", executor_port, tmp_path, **engine, **keys, EXECUTOR_COMMAND_TARGETS="true"
+            "services.executor",
+            executor_port,
+            tmp_path,
+            **engine,
+            **keys,
+            **COMMAND_USER_ENV,
+            EXECUTOR_COMMAND_TARGETS="true",
         ),
         service(
             "services.scheduler",
