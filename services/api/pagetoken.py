@@ -17,6 +17,9 @@ import time
 from schedcore.errors import InvalidArgument, Unavailable
 
 _MAC_BYTES = 16
+# Every token starts with this letter: base64url text may start with "-", which a command line
+# (schedctl list --page-token TOKEN) would read as an option.
+_PREFIX = "p"
 
 
 class PageTokens:
@@ -40,12 +43,13 @@ class PageTokens:
         body = json.dumps(
             {"f": _digest(filters), "k": last, "t": int(time.time())}, separators=(",", ":")
         ).encode()
-        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+        return _PREFIX + base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
 
     def decode(self, token: str, filters: str) -> str | None:
         """The last key of the previous page; None for an empty token (the first page)."""
         if not token:
             return None
+        token = token.removeprefix(_PREFIX) if token.startswith(_PREFIX) else "!"
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):

@@ -28,11 +28,29 @@ def assert_page_token_error(token: str, filters: str = FILTERS, pt: PageTokens |
 
 
 def raw(token: str) -> bytes:
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert token.startswith("p")
+    body = token[1:]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
 
 
 def encode_raw(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    return "p" + base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_no_token_starts_with_a_dash() -> None:
+    """base64url text starts with "-" for one MAC in 64: `schedctl list --page-token -Xy...`
+    would read it as an option."""
+    pt = tokens()
+    for i in range(2000):
+        token = pt.encode(FILTERS, f"key-{i}")
+        assert not token.startswith("-")
+        assert pt.decode(token, FILTERS) == f"key-{i}"
+
+
+def test_a_token_without_its_prefix_is_refused() -> None:
+    token = tokens().encode(FILTERS, LAST)
+    assert_page_token_error(token[1:])
+    assert_page_token_error("q" + token[1:])
 
 
 def test_round_trip() -> None:
@@ -135,7 +153,7 @@ def test_without_a_secret_tokens_are_unavailable_until_one_is_set() -> None:
     with pytest.raises(Unavailable):
         pt.encode(FILTERS, LAST)
     with pytest.raises(Unavailable):
-        pt.decode("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", FILTERS)
+        pt.decode("pAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", FILTERS)
     assert pt.decode("", FILTERS) is None  # the first page needs no secret
     pt.set_secret(SECRET)
     assert not pt.unset
@@ -144,7 +162,8 @@ def test_without_a_secret_tokens_are_unavailable_until_one_is_set() -> None:
 
 def test_a_token_altered_into_an_equivalent_base64_spelling_is_refused() -> None:
     tokens = PageTokens(b"secret", 3600)
-    token = tokens.encode("filters", "last-key")
+    whole = tokens.encode("filters", "last-key")
+    token = whole[1:]  # the base64 text after the prefix
     # Each decodes to the very same bytes as the token, with a lenient base64 decoder.
     variants = [token.replace("-", "+").replace("_", "/"), token[:5] + "." + token[5:]]
     last = token[-1]
@@ -160,5 +179,5 @@ def test_a_token_altered_into_an_equivalent_base64_spelling_is_refused() -> None
         if variant == token:
             continue
         with pytest.raises(InvalidArgument):
-            tokens.decode(variant, "filters")
-    assert tokens.decode(token, "filters") == "last-key"
+            tokens.decode("p" + variant, "filters")
+    assert tokens.decode(whole, "filters") == "last-key"
