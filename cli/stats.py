@@ -27,6 +27,7 @@ def stats(client: Client, args: argparse.Namespace) -> None:
             ),
             ("pending now", str(reply.pending_executions)),
             ("running now", str(reply.running_executions)),
+            ("task quotas", ", ".join(_usage(u) for u in reply.namespaces) or "-"),
             (
                 "lag",
                 f"{lag.count} measured, p50 {output.span(lag.p50)}, p95 {output.span(lag.p95)}, "
@@ -36,6 +37,10 @@ def stats(client: Client, args: argparse.Namespace) -> None:
             ),
         ]
     )
+
+
+def _usage(usage: pb.NamespaceUsage) -> str:
+    return f"{usage.namespace} {usage.tasks}/{usage.max_tasks or 'unlimited'}"
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

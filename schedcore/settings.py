@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ AUTH_MODES = ("token", "none")
 # Shortest AUTH_BOOTSTRAP_TOKEN accepted, and longest bearer token the api reads.
 MIN_BOOTSTRAP_TOKEN = 32
 MAX_BEARER = 512
+# A namespace (a DNS label): schedcore.store.keys.NAMESPACE, which this module cannot import
+# (schedcore.store loads redis, which the executor never does); tests/unit/test_settings.py
+# checks the two agree.
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Largest value of a quota setting.
+MAX_QUOTA = 1_000_000_000
 
 
 class SettingsError(ValueError):
@@ -168,6 +175,21 @@ def _secret_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     return keys
 
 
+def _overrides(env: Mapping[str, str], name: str, high: int) -> tuple[tuple[str, int], ...]:
+    """`namespace=N[,namespace=N...]`: per-namespace values of a limit."""
+    raw = _str(env, name, "")
+    found: dict[str, int] = {}
+    for entry in (e.strip() for e in raw.split(",") if e.strip()):
+        namespace, _, value = entry.partition("=")
+        namespace, value = namespace.strip(), value.strip()
+        if not NAMESPACE.match(namespace) or not value.isdigit() or int(value) > high:
+            raise SettingsError(
+                f"{name}: expected namespace=N[,namespace=N...] with N from 0 to {high}, got {entry!r}"
+            )
+        found[namespace] = int(value)
+    return tuple(sorted(found.items()))
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -253,6 +275,9 @@ class Settings:
     auth_cache_s: float = 2.0
     # Api: newest audit events kept (the stream is trimmed approximately).
     audit_max_events: int = 1_000_000
+    # Api: most tasks one namespace may hold (0: no limit), and per-namespace exceptions.
+    namespace_max_tasks: int = 100_000
+    namespace_max_tasks_overrides: tuple[tuple[str, int], ...] = ()
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
@@ -264,6 +289,10 @@ class Settings:
     poll_interval_s: float = 0.05
     # Scheduler: an occurrence later than this is "missed" and handled by the missed-time policy.
     missed_tolerance_s: float = 10.0
+
+    def max_tasks(self, namespace: str) -> int:
+        """The task quota of `namespace` (0: no limit)."""
+        return dict(self.namespace_max_tasks_overrides).get(namespace, self.namespace_max_tasks)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
@@ -317,6 +346,8 @@ class Settings:
             auth_cache_s=_number(env, "AUTH_CACHE_SECONDS", 2.0, 0.0, 300.0),
             audit_max_events=_number(env, "AUDIT_MAX_EVENTS", 1_000_000, 1000, 1_000_000_000),
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
+            namespace_max_tasks=_number(env, "NAMESPACE_MAX_TASKS", 100_000, 0, MAX_QUOTA),
+            namespace_max_tasks_overrides=_overrides(env, "NAMESPACE_MAX_TASKS_OVERRIDES", MAX_QUOTA),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

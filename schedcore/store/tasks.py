@@ -12,7 +12,7 @@ Every write is one Lua script: a task and its index entries never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,7 +20,7 @@ import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import Aborted, NotFound
+from schedcore.errors import Aborted, NotFound, ResourceExhausted
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
 from schedcore.store.scripts import Scripts
@@ -98,6 +98,21 @@ class NewTask:
     fingerprint: str = ""
 
 
+class OverQuota(ResourceExhausted):
+    """Creating would take a namespace past its task quota; nothing was written."""
+
+    def __init__(self, namespace: str, limit: int, used: int, adding: int) -> None:
+        what = "a task" if adding == 1 else f"{adding} tasks"
+        super().__init__(
+            f"task quota exceeded: namespace {namespace!r} holds {used} tasks and may hold at most "
+            f"{limit} (NAMESPACE_MAX_TASKS); {what} more would pass it, nothing was created"
+        )
+        self.namespace = namespace
+        self.limit = limit
+        self.used = used
+        self.adding = adding
+
+
 class RequestConflict(Exception):
     """A request key was already used to create a task with different contents."""
 
@@ -123,11 +138,14 @@ class TaskStore:
         fingerprint: str = "",
         request_ttl_s: int = 0,
         audit: AuditEntry | None = None,
+        max_tasks: int = 0,
     ) -> str | None:
         """Store a new task (and its audit event, when given). Returns None when created, or the
         id of the task an earlier call with the same request key created (checked by the caller
-        against the fingerprint)."""
+        against the fingerprint). Raises OverQuota when its namespace already holds `max_tasks`
+        (0: no limit)."""
         k = self.keys
+        namespace = spec.namespace or DEFAULT_NAMESPACE
         result = await self.scripts.task_create(
             keys=[
                 k.task(task_id),
@@ -136,6 +154,7 @@ class TaskStore:
                 k.request_id(request_key or "-", spec.namespace),
                 k.task_counts,
                 k.audit,
+                k.quota_tasks,
             ],
             args=[
                 task_id,
@@ -145,9 +164,13 @@ class TaskStore:
                 name_member(spec.name, task_id),
                 fingerprint if request_key else "",
                 request_ttl_s,
+                namespace,
+                max_tasks,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
+        if result[0] == b"quota":
+            raise OverQuota(namespace, max_tasks, int(result[1]), 1)
         if result[0] == b"dup":
             return bytes(result[1]).decode()
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
@@ -155,14 +178,19 @@ class TaskStore:
         return None
 
     async def create_many(
-        self, items: Sequence[NewTask], request_ttl_s: int, audit: AuditEntry | None = None
+        self,
+        items: Sequence[NewTask],
+        request_ttl_s: int,
+        audit: AuditEntry | None = None,
+        max_tasks: Callable[[str], int] = lambda namespace: 0,
     ) -> list[str | None]:
         """Store new tasks, all or none. Per task: None when created, or what an earlier call
         with the same request key created ("<task id>:<fingerprint>", same contents). With
         `audit`, each created task gets an event with those fields plus its id and namespace.
 
-        Raises RequestConflict when a request key was used for different contents (nothing is
-        written), FileExistsError(index) when a generated id collides (nothing is written)."""
+        Raises RequestConflict when a request key was used for different contents,
+        FileExistsError(index) when a generated id collides, OverQuota when the new tasks would
+        take a namespace past `max_tasks(namespace)` (0: no limit); nothing is written then."""
         k = self.keys
         rows = [
             [
@@ -173,12 +201,13 @@ class TaskStore:
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
                 item.spec.namespace or DEFAULT_NAMESPACE,
+                max_tasks(item.spec.namespace or DEFAULT_NAMESPACE),
             ]
             for item in items
         ]
         keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
         keys += [k.request_id(item.request_key, item.spec.namespace) for item in items if item.request_key]
-        keys.append(k.audit)
+        keys += [k.quota_tasks, k.audit]
         args = [
             request_ttl_s,
             msgpack.packb(rows, use_bin_type=False),
@@ -189,6 +218,9 @@ class TaskStore:
             raise RequestConflict(int(result[1]), bytes(result[2]).decode())
         if result[0] == b"collision":
             raise FileExistsError(int(result[1]))
+        if result[0] == b"quota":
+            namespace = bytes(result[1]).decode()
+            raise OverQuota(namespace, max_tasks(namespace), int(result[2]), int(result[3]))
         return [bytes(r).decode() or None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
@@ -242,7 +274,7 @@ class TaskStore:
     async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:
         k = self.keys
         result = await self.scripts.task_delete(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit, k.quota_tasks],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -269,10 +301,24 @@ class TaskStore:
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.by_name))
 
+    async def quota_usage(self) -> dict[str, int]:
+        """Namespace -> tasks counted against its quota (namespaces with none are absent)."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.quota_tasks)  # type: ignore[assignment]
+        return {ns.decode(): int(n) for ns, n in raw.items() if int(n) > 0}
+
 
 def member_task_id(member: str, by_next: bool) -> str:
     """The task id at the end of an index member."""
     return member.rsplit(":", 1)[1] if by_next else member.rsplit("\x00", 1)[1]
 
 
-__all__ = ["KEEP", "NewTask", "RequestConflict", "StoredTask", "TaskStore", "member_task_id", "next_member"]
+__all__ = [
+    "KEEP",
+    "NewTask",
+    "OverQuota",
+    "RequestConflict",
+    "StoredTask",
+    "TaskStore",
+    "member_task_id",
+    "next_member",
+]

@@ -95,6 +95,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     self._audit(
                         ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
                     ),
+                    self.settings.max_tasks(new.spec.namespace),
                 )
             except FileExistsError:
                 continue
@@ -141,7 +142,10 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 new.spec.id = secrets.token_hex(8)
             try:
                 priors = await self.store.tasks.create_many(
-                    news, self.settings.request_id_ttl_s, self._audit(ACTION.AUDIT_ACTION_CREATE_TASK)
+                    news,
+                    self.settings.request_id_ttl_s,
+                    self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
+                    self.settings.max_tasks,
                 )
             except FileExistsError:
                 continue
@@ -521,7 +525,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatsResponse:
-        return await get_stats(self.store, request)
+        return await get_stats(self.store, request, self.settings)
 
 
 def _created(new: NewTask) -> pb.Task:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schedcore import pb
+from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.stats import MAX_MINUTES, MINUTE_MS, MinuteStats, minute_of, percentile_ms
 from schedcore.timeutil import ms_to_duration, ms_to_ts
@@ -17,7 +18,7 @@ def _counts(statuses: dict[int, int]) -> list[pb.ExecutionStatusCount]:
     ]
 
 
-async def get_stats(store: Store, request: pb.GetStatsRequest) -> pb.GetStatsResponse:
+async def get_stats(store: Store, request: pb.GetStatsRequest, settings: Settings) -> pb.GetStatsResponse:
     minutes, width = validation.stats_window(request, MAX_MINUTES)
     now = await store.now_ms()
     first = minute_of(now) - minutes + 1
@@ -39,6 +40,11 @@ async def get_stats(store: Store, request: pb.GetStatsRequest) -> pb.GetStatsRes
         total.add(bucket)
         out.buckets.add(start_time=ms_to_ts((first + start) * MINUTE_MS), counts=_counts(bucket.statuses))
     out.executions.extend(_counts(total.statuses))
+    usage = await store.tasks.quota_usage()
+    for namespace in sorted(usage.keys() | dict(settings.namespace_max_tasks_overrides).keys()):
+        out.namespaces.add(
+            namespace=namespace, tasks=usage.get(namespace, 0), max_tasks=settings.max_tasks(namespace)
+        )
     out.lag.count = sum(total.lag)
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         ms = percentile_ms(total.lag, q)

@@ -38,6 +38,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.auth_cache_s == 2.0
     assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
+    assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -103,6 +104,8 @@ FULL_ENV = {
     "AUTH_CACHE_SECONDS": "0.5",
     "AUDIT_MAX_EVENTS": "5000",
     "EXECUTOR_COMMAND_TARGETS": "true",
+    "NAMESPACE_MAX_TASKS": "500",
+    "NAMESPACE_MAX_TASKS_OVERRIDES": "team-b=0, team-a=20",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -153,6 +156,8 @@ def test_every_variable_is_parsed() -> None:
         auth_cache_s=0.5,
         audit_max_events=5000,
         executor_command_targets=True,
+        namespace_max_tasks=500,
+        namespace_max_tasks_overrides=(("team-a", 20), ("team-b", 0)),
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -199,6 +204,10 @@ def test_accepted_redis_urls(url: str) -> None:
         ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
         ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
         ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
+        ("NAMESPACE_MAX_TASKS", "-1", "between 0 and"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
@@ -293,3 +302,18 @@ def test_secret_keys_must_be_fernet_keys_and_are_never_echoed() -> None:
     assert bad not in str(info.value)
     assert KEY_1 not in repr(Settings.from_env({**DEV, "SECRET_KEYS": KEY_1}))  # nor in a logged repr
     assert Settings.from_env(DEV).secret_keys == ()
+
+
+def test_a_namespace_override_wins_over_the_default_quota() -> None:
+    s = Settings.from_env(
+        {**DEV, "NAMESPACE_MAX_TASKS": "10", "NAMESPACE_MAX_TASKS_OVERRIDES": "big=0,small=2"}
+    )
+    assert (s.max_tasks("big"), s.max_tasks("small"), s.max_tasks("other")) == (0, 2, 10)
+
+
+def test_the_namespace_pattern_is_the_key_modules() -> None:
+    # settings.py keeps a copy (it must not import schedcore.store, which loads redis).
+    from schedcore import settings
+    from schedcore.store import keys
+
+    assert settings.NAMESPACE.pattern == keys.NAMESPACE.pattern
