@@ -63,7 +63,8 @@ class GrpcService:
     service's background work once the server is up; `drain(grace)` (optional) lets the service
     finish its own work after health turns NOT_SERVING and before the server stops; `close` stops
     the background work and releases the service's resources after the server has stopped;
-    `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py).
+    `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py);
+    `max_concurrent_rpcs` (0: none) bounds the unary calls it runs at once, health exempt.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class GrpcService:
         drain: Drainer | None = None,
         limit_connection_age: bool = True,
         authenticate: Authenticate | None = None,
+        max_concurrent_rpcs: int = 0,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -95,7 +97,8 @@ class GrpcService:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
-        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(authenticate)], options=options)
+        self.interceptor = ServiceInterceptor(authenticate, max_concurrent_rpcs)
+        self.server = grpc.aio.server(interceptors=[self.interceptor], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))

@@ -278,6 +278,12 @@ class Settings:
     # Api: most tasks one namespace may hold (0: no limit), and per-namespace exceptions.
     namespace_max_tasks: int = 100_000
     namespace_max_tasks_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: unary calls one replica runs at once; past it, RESOURCE_EXHAUSTED at once (0: no bound).
+    api_max_concurrent_rpcs: int = 200
+    # Api: requests per second each token may make on one replica, and the burst it may save up
+    # (a token bucket per replica and token; 0: no limit).
+    api_rate_limit: float = 500.0
+    api_rate_burst: int = 1000
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
@@ -348,6 +354,9 @@ class Settings:
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
             namespace_max_tasks=_number(env, "NAMESPACE_MAX_TASKS", 100_000, 0, MAX_QUOTA),
             namespace_max_tasks_overrides=_overrides(env, "NAMESPACE_MAX_TASKS_OVERRIDES", MAX_QUOTA),
+            api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 200, 0, 100_000),
+            api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),
+            api_rate_burst=_number(env, "API_RATE_BURST", 1000, 1, 10_000_000),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

@@ -39,6 +39,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
     assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
+    assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (200, 500.0, 1000)
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -106,6 +107,9 @@ FULL_ENV = {
     "EXECUTOR_COMMAND_TARGETS": "true",
     "NAMESPACE_MAX_TASKS": "500",
     "NAMESPACE_MAX_TASKS_OVERRIDES": "team-b=0, team-a=20",
+    "API_MAX_CONCURRENT_RPCS": "50",
+    "API_RATE_LIMIT": "2.5",
+    "API_RATE_BURST": "10",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -158,6 +162,9 @@ def test_every_variable_is_parsed() -> None:
         executor_command_targets=True,
         namespace_max_tasks=500,
         namespace_max_tasks_overrides=(("team-a", 20), ("team-b", 0)),
+        api_max_concurrent_rpcs=50,
+        api_rate_limit=2.5,
+        api_rate_burst=10,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -208,6 +215,9 @@ def test_accepted_redis_urls(url: str) -> None:
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
+        ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
+        ("API_RATE_LIMIT", "fast", "expected a number"),
+        ("API_RATE_BURST", "0", "between 1 and"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
