@@ -40,7 +40,11 @@ def stats(client: Client, args: argparse.Namespace) -> None:
 
 
 def _usage(usage: pb.NamespaceUsage) -> str:
-    return f"{usage.namespace} {usage.tasks}/{usage.max_tasks or 'unlimited'}"
+    """`ns 2/100000 tasks 1234/268435456 bytes`: usage against each limit."""
+    return (
+        f"{usage.namespace} {usage.tasks}/{usage.max_tasks or 'unlimited'} tasks "
+        f"{usage.task_bytes}/{usage.max_task_bytes or 'unlimited'} bytes"
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

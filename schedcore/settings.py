@@ -27,8 +27,9 @@ MAX_BEARER = 512
 # (schedcore.store loads redis, which the executor never does); tests/unit/test_settings.py
 # checks the two agree.
 NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# Largest value of a quota setting.
+# Largest value of a quota setting: of a count, of bytes (1 TiB).
 MAX_QUOTA = 1_000_000_000
+MAX_BYTES_QUOTA = 1 << 40
 
 
 class SettingsError(ValueError):
@@ -190,6 +191,14 @@ def _overrides(env: Mapping[str, str], name: str, high: int) -> tuple[tuple[str,
     return tuple(sorted(found.items()))
 
 
+@dataclass(frozen=True)
+class NamespaceQuota:
+    """One namespace's limits on what its tasks hold in Redis (0: no limit)."""
+
+    max_tasks: int
+    max_task_bytes: int
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -278,6 +287,10 @@ class Settings:
     # Api: most tasks one namespace may hold (0: no limit), and per-namespace exceptions.
     namespace_max_tasks: int = 100_000
     namespace_max_tasks_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: most bytes one namespace's stored task specs (payloads, targets and all) may take
+    # (0: no limit), and per-namespace exceptions.
+    namespace_max_task_bytes: int = 256 * 1024 * 1024
+    namespace_max_task_bytes_overrides: tuple[tuple[str, int], ...] = ()
     # Api: unary calls one replica runs at once; past it, RESOURCE_EXHAUSTED at once (0: no bound).
     api_max_concurrent_rpcs: int = 200
     # Api: requests per second each token may make on one replica, and the burst it may save up
@@ -296,9 +309,18 @@ class Settings:
     # Scheduler: an occurrence later than this is "missed" and handled by the missed-time policy.
     missed_tolerance_s: float = 10.0
 
-    def max_tasks(self, namespace: str) -> int:
-        """The task quota of `namespace` (0: no limit)."""
-        return dict(self.namespace_max_tasks_overrides).get(namespace, self.namespace_max_tasks)
+    def quota(self, namespace: str) -> NamespaceQuota:
+        """The quotas of `namespace`: its overrides, else the defaults."""
+        return NamespaceQuota(
+            dict(self.namespace_max_tasks_overrides).get(namespace, self.namespace_max_tasks),
+            dict(self.namespace_max_task_bytes_overrides).get(namespace, self.namespace_max_task_bytes),
+        )
+
+    def quota_namespaces(self) -> set[str]:
+        """The namespaces with a quota of their own."""
+        return {
+            ns for ns, _ in (*self.namespace_max_tasks_overrides, *self.namespace_max_task_bytes_overrides)
+        }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
@@ -354,6 +376,12 @@ class Settings:
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
             namespace_max_tasks=_number(env, "NAMESPACE_MAX_TASKS", 100_000, 0, MAX_QUOTA),
             namespace_max_tasks_overrides=_overrides(env, "NAMESPACE_MAX_TASKS_OVERRIDES", MAX_QUOTA),
+            namespace_max_task_bytes=_number(
+                env, "NAMESPACE_MAX_TASK_BYTES", 256 * 1024 * 1024, 0, MAX_BYTES_QUOTA
+            ),
+            namespace_max_task_bytes_overrides=_overrides(
+                env, "NAMESPACE_MAX_TASK_BYTES_OVERRIDES", MAX_BYTES_QUOTA
+            ),
             api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 200, 0, 100_000),
             api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),
             api_rate_burst=_number(env, "API_RATE_BURST", 1000, 1, 10_000_000),

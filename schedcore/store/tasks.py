@@ -20,9 +20,11 @@ import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import Aborted, NotFound, ResourceExhausted
+from schedcore.errors import Aborted, NotFound
+from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
+from schedcore.store.quotas import NO_QUOTA, OverQuota
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
@@ -98,21 +100,6 @@ class NewTask:
     fingerprint: str = ""
 
 
-class OverQuota(ResourceExhausted):
-    """Creating would take a namespace past its task quota; nothing was written."""
-
-    def __init__(self, namespace: str, limit: int, used: int, adding: int) -> None:
-        what = "a task" if adding == 1 else f"{adding} tasks"
-        super().__init__(
-            f"task quota exceeded: namespace {namespace!r} holds {used} tasks and may hold at most "
-            f"{limit} (NAMESPACE_MAX_TASKS); {what} more would pass it, nothing was created"
-        )
-        self.namespace = namespace
-        self.limit = limit
-        self.used = used
-        self.adding = adding
-
-
 class RequestConflict(Exception):
     """A request key was already used to create a task with different contents."""
 
@@ -138,14 +125,15 @@ class TaskStore:
         fingerprint: str = "",
         request_ttl_s: int = 0,
         audit: AuditEntry | None = None,
-        max_tasks: int = 0,
+        quota: NamespaceQuota = NO_QUOTA,
     ) -> str | None:
         """Store a new task (and its audit event, when given). Returns None when created, or the
         id of the task an earlier call with the same request key created (checked by the caller
-        against the fingerprint). Raises OverQuota when its namespace already holds `max_tasks`
-        (0: no limit)."""
+        against the fingerprint). Raises OverQuota when it would take its namespace past `quota`
+        (nothing is written)."""
         k = self.keys
         namespace = spec.namespace or DEFAULT_NAMESPACE
+        raw = spec.SerializeToString()
         result = await self.scripts.task_create(
             keys=[
                 k.task(task_id),
@@ -155,22 +143,26 @@ class TaskStore:
                 k.task_counts,
                 k.audit,
                 k.quota_tasks,
+                k.quota_bytes,
             ],
             args=[
                 task_id,
-                spec.SerializeToString(),
+                raw,
                 state,
                 pad_ms(next_ms) if next_ms is not None else "",
                 name_member(spec.name, task_id),
                 fingerprint if request_key else "",
                 request_ttl_s,
                 namespace,
-                max_tasks,
+                quota.max_tasks,
+                quota.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"quota":
-            raise OverQuota(namespace, max_tasks, int(result[1]), 1)
+            which = bytes(result[1]).decode()
+            limit, adding = (quota.max_tasks, 1) if which == "tasks" else (quota.max_task_bytes, len(raw))
+            raise OverQuota(which, namespace, limit, int(result[2]), adding, "created")
         if result[0] == b"dup":
             return bytes(result[1]).decode()
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
@@ -182,7 +174,7 @@ class TaskStore:
         items: Sequence[NewTask],
         request_ttl_s: int,
         audit: AuditEntry | None = None,
-        max_tasks: Callable[[str], int] = lambda namespace: 0,
+        quota: Callable[[str], NamespaceQuota] = lambda namespace: NO_QUOTA,
     ) -> list[str | None]:
         """Store new tasks, all or none. Per task: None when created, or what an earlier call
         with the same request key created ("<task id>:<fingerprint>", same contents). With
@@ -190,7 +182,7 @@ class TaskStore:
 
         Raises RequestConflict when a request key was used for different contents,
         FileExistsError(index) when a generated id collides, OverQuota when the new tasks would
-        take a namespace past `max_tasks(namespace)` (0: no limit); nothing is written then."""
+        take a namespace past `quota(namespace)`; nothing is written then."""
         k = self.keys
         rows = [
             [
@@ -201,13 +193,13 @@ class TaskStore:
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
                 item.spec.namespace or DEFAULT_NAMESPACE,
-                max_tasks(item.spec.namespace or DEFAULT_NAMESPACE),
+                *_limits(quota(item.spec.namespace or DEFAULT_NAMESPACE)),
             ]
             for item in items
         ]
         keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
         keys += [k.request_id(item.request_key, item.spec.namespace) for item in items if item.request_key]
-        keys += [k.quota_tasks, k.audit]
+        keys += [k.quota_tasks, k.quota_bytes, k.audit]
         args = [
             request_ttl_s,
             msgpack.packb(rows, use_bin_type=False),
@@ -219,8 +211,10 @@ class TaskStore:
         if result[0] == b"collision":
             raise FileExistsError(int(result[1]))
         if result[0] == b"quota":
-            namespace = bytes(result[1]).decode()
-            raise OverQuota(namespace, max_tasks(namespace), int(result[2]), int(result[3]))
+            which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
+            limits = quota(namespace)
+            limit = limits.max_tasks if which == "tasks" else limits.max_task_bytes
+            raise OverQuota(which, namespace, limit, int(result[3]), int(result[4]), "created")
         return [bytes(r).decode() or None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
@@ -248,17 +242,19 @@ class TaskStore:
         state: int | None = None,
         next_ms: int | _Keep | None = KEEP,
         audit: AuditEntry | None = None,
+        quota: NamespaceQuota = NO_QUOTA,
     ) -> int:
         """Compare-and-set: apply the changes if the task's rev is still `expected_rev`.
 
-        Returns the new rev. Raises NotFound, or Aborted when the rev moved on."""
+        Returns the new rev. Raises NotFound, Aborted when the rev moved on, or OverQuota when a
+        larger spec would take the task's namespace past `quota` (nothing is written then)."""
         k = self.keys
         if isinstance(next_ms, _Keep):
             next_arg = ""
         else:
             next_arg = "-" if next_ms is None else pad_ms(next_ms)
         result = await self.scripts.task_write(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit, k.quota_bytes],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -266,15 +262,29 @@ class TaskStore:
                 "" if state is None else str(state),
                 next_arg,
                 name_member(spec.name, task_id) if spec is not None else "",
+                quota.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
+        if result[0] == b"quota":
+            assert spec is not None
+            namespace = spec.namespace or DEFAULT_NAMESPACE
+            used, grows = int(result[2]), int(result[3])
+            raise OverQuota("bytes", namespace, quota.max_task_bytes, used, grows, "changed")
         return self._check(task_id, result)
 
     async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:
         k = self.keys
         result = await self.scripts.task_delete(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit, k.quota_tasks],
+            keys=[
+                k.task(task_id),
+                k.by_name,
+                k.by_next,
+                k.task_counts,
+                k.audit,
+                k.quota_tasks,
+                k.quota_bytes,
+            ],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -301,10 +311,9 @@ class TaskStore:
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.by_name))
 
-    async def quota_usage(self) -> dict[str, int]:
-        """Namespace -> tasks counted against its quota (namespaces with none are absent)."""
-        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.quota_tasks)  # type: ignore[assignment]
-        return {ns.decode(): int(n) for ns, n in raw.items() if int(n) > 0}
+
+def _limits(quota: NamespaceQuota) -> tuple[int, int]:
+    return quota.max_tasks, quota.max_task_bytes
 
 
 def member_task_id(member: str, by_next: bool) -> str:

@@ -95,7 +95,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     self._audit(
                         ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
                     ),
-                    self.settings.max_tasks(new.spec.namespace),
+                    self.settings.quota(new.spec.namespace),
                 )
             except FileExistsError:
                 continue
@@ -145,7 +145,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     news,
                     self.settings.request_id_ttl_s,
                     self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
-                    self.settings.max_tasks,
+                    self.settings.quota,
                 )
             except FileExistsError:
                 continue
@@ -334,12 +334,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 task_id=task_id,
                 update_mask=paths,
             )
+            quota = self.settings.quota(stored.namespace)
             if reschedule:
                 rev = await self.store.tasks.write(
-                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms, audit=audit
+                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms, audit=audit, quota=quota
                 )
             else:
-                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec, audit=audit)
+                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec, audit=audit, quota=quota)
             return StoredTask(spec, rev, state, next_ms, stored.last)
 
         updated = await self._mutate(task_id, want_rev, change)

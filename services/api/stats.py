@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from schedcore import pb
 from schedcore.settings import Settings
-from schedcore.store import Store
+from schedcore.store import Store, quotas
 from schedcore.store.stats import MAX_MINUTES, MINUTE_MS, MinuteStats, minute_of, percentile_ms
 from schedcore.timeutil import ms_to_duration, ms_to_ts
 from services.api import validation
+
+NOTHING = quotas.Usage(0, 0)
 
 
 def _counts(statuses: dict[int, int]) -> list[pb.ExecutionStatusCount]:
@@ -40,10 +42,16 @@ async def get_stats(store: Store, request: pb.GetStatsRequest, settings: Setting
         total.add(bucket)
         out.buckets.add(start_time=ms_to_ts((first + start) * MINUTE_MS), counts=_counts(bucket.statuses))
     out.executions.extend(_counts(total.statuses))
-    usage = await store.tasks.quota_usage()
-    for namespace in sorted(usage.keys() | dict(settings.namespace_max_tasks_overrides).keys()):
+    counted = await quotas.usage(store.redis, store.keys)
+    for namespace in sorted(counted.keys() | settings.quota_namespaces()):
+        used = counted.get(namespace, NOTHING)
+        limits = settings.quota(namespace)
         out.namespaces.add(
-            namespace=namespace, tasks=usage.get(namespace, 0), max_tasks=settings.max_tasks(namespace)
+            namespace=namespace,
+            tasks=used.tasks,
+            max_tasks=limits.max_tasks,
+            task_bytes=used.task_bytes,
+            max_task_bytes=limits.max_task_bytes,
         )
     out.lag.count = sum(total.lag)
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):

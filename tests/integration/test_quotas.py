@@ -1,6 +1,7 @@
-"""Per-namespace task quotas: counted and enforced in the scripts that create and delete tasks, so
-concurrent creates through several api replicas never pass the limit; RESOURCE_EXHAUSTED names
-the quota and its limit; GetStats shows each namespace's usage."""
+"""Per-namespace quotas on tasks and on the bytes their specs take: counted and enforced in the
+scripts that create, update and delete tasks, so concurrent creates through several api replicas
+never pass a limit; RESOURCE_EXHAUSTED names the quota and its limit; GetStats shows each
+namespace's usage."""
 
 from __future__ import annotations
 
@@ -18,14 +19,19 @@ from tests.integration.helpers import KEYS, TIMEOUT, create, cron_task, rpc_erro
 from tests.support import RedisServer, ServiceThread
 
 LIMIT = 12
-SMALL = 3  # team-b's own quota
+SMALL = 3  # team-b's own task quota
+TIGHT = 2000  # namespace tight's own task bytes quota
 
 
 @pytest.fixture(scope="module")
 def replicas(redis_srv: RedisServer) -> Iterator[list[ServiceThread]]:
-    """Two api replicas sharing one Redis, with a task quota of LIMIT (team-b: SMALL)."""
+    """Two api replicas sharing one Redis, with a task quota of LIMIT (team-b: SMALL) and a task
+    bytes quota of TIGHT for namespace tight."""
     settings = api_settings(
-        redis_srv.url, namespace_max_tasks=LIMIT, namespace_max_tasks_overrides=(("team-b", SMALL),)
+        redis_srv.url,
+        namespace_max_tasks=LIMIT,
+        namespace_max_tasks_overrides=(("team-b", SMALL),),
+        namespace_max_task_bytes_overrides=(("tight", TIGHT),),
     )
     services = [ServiceThread(build_api, settings) for _ in range(2)]
     yield services
@@ -45,6 +51,26 @@ def stubs(
 
 def counted(rds: redis.Redis, namespace: str) -> int:
     return int(rds.hget(KEYS.quota_tasks, namespace) or 0)
+
+
+def stored_bytes(rds: redis.Redis, namespace: str) -> int:
+    return int(rds.hget(KEYS.quota_bytes, namespace) or 0)
+
+
+def spec_bytes(rds: redis.Redis, namespace: str) -> int:
+    """What the specs of the namespace's tasks take in Redis, read from the tasks themselves."""
+    total = 0
+    for key in rds.scan_iter(KEYS.task("*")):
+        spec = rds.hget(key, "spec")
+        if spec is not None and pb.Task.FromString(spec).namespace == namespace:
+            total += len(spec)
+    return total
+
+
+def fat(name: str, size: int, **fields: object) -> pb.Task:
+    task = cron_task(name, **fields)
+    task.payload.update({"blob": "x" * size})
+    return task
 
 
 def test_concurrent_creates_through_two_replicas_never_pass_the_quota(stubs, rds: redis.Redis) -> None:
@@ -141,6 +167,51 @@ def test_get_stats_shows_usage_against_each_limit(stubs, rds: redis.Redis) -> No
     create(stub, cron_task("a2", namespace="team-a"))
     create(stub, cron_task("d"))
     stats = stub.GetStats(pb.GetStatsRequest(), timeout=TIMEOUT)
-    usage = {u.namespace: (u.tasks, u.max_tasks) for u in stats.namespaces}
-    # team-b holds nothing but has a quota of its own, so it is listed.
-    assert usage == {"default": (1, LIMIT), "team-a": (2, LIMIT), "team-b": (0, SMALL)}
+    usage = {u.namespace: (u.tasks, u.max_tasks, u.task_bytes, u.max_task_bytes) for u in stats.namespaces}
+    default_bytes = 256 * 1024 * 1024
+    # team-b and tight hold nothing but have quotas of their own, so they are listed.
+    assert usage == {
+        "default": (1, LIMIT, spec_bytes(rds, "default"), default_bytes),
+        "team-a": (2, LIMIT, spec_bytes(rds, "team-a"), default_bytes),
+        "team-b": (0, SMALL, 0, default_bytes),
+        "tight": (0, LIMIT, 0, TIGHT),
+    }
+    assert usage["team-a"][2] > 0
+
+
+def test_task_bytes_quota_bounds_creates_updates_and_batches(stubs, rds: redis.Redis) -> None:
+    stub = stubs[0]
+    small = create(stub, fat("small", 100, namespace="tight"))
+    assert stored_bytes(rds, "tight") == spec_bytes(rds, "tight") > 100
+    before = snapshot(rds)
+    err = rpc_error(
+        lambda: create(stub, fat("big", TIGHT, namespace="tight")), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    message = err.details() or ""
+    assert "task bytes quota" in message and "NAMESPACE_MAX_TASK_BYTES" in message, message
+    assert f"at most {TIGHT}" in message and "nothing was created" in message, message
+    assert snapshot(rds) == before
+    # An update that grows the payload past the quota changes nothing.
+    grown = fat("small", TIGHT, id=small.id)
+    update = pb.UpdateTaskRequest(task=grown)
+    update.update_mask.paths.append("payload")
+    err = rpc_error(lambda: stub.UpdateTask(update, timeout=TIMEOUT), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert "nothing was changed" in (err.details() or "")
+    assert snapshot(rds) == before
+    # One that shrinks it frees bytes, and the counter follows the stored spec.
+    shrunk = pb.UpdateTaskRequest(task=fat("small", 10, id=small.id))
+    shrunk.update_mask.paths.append("payload")
+    stub.UpdateTask(shrunk, timeout=TIMEOUT)
+    assert stored_bytes(rds, "tight") == spec_bytes(rds, "tight")
+    # A batch whose tasks together would pass it creates none of them.
+    request = batch(*(fat(f"b{i}", TIGHT // 3, namespace="tight") for i in range(3)))
+    err = rpc_error(
+        lambda: stub.BatchCreateTasks(request, timeout=TIMEOUT), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert "task bytes quota" in (err.details() or "")
+    assert stored_bytes(rds, "tight") == spec_bytes(rds, "tight")
+    assert rds.zcard(KEYS.by_name) == 1
+    # Deleting gives the bytes back.
+    stub.DeleteTask(pb.DeleteTaskRequest(id=small.id), timeout=TIMEOUT)
+    assert rds.hget(KEYS.quota_bytes, "tight") is None
+    create(stub, fat("fits now", TIGHT // 2, namespace="tight"))

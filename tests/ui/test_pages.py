@@ -154,9 +154,16 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
     assert metrics["Lag p99"] != "—"
     assert len(overview.get("vega_lite_chart")) == 1, "the chart of executions over time"
     [quotas] = overview.dataframe
-    assert quotas.value.to_dict("records") == [
-        {"Namespace": "default", "Tasks": 2, "Limit": "100000", "Used": "0.0 %"}
-    ], "each namespace's tasks against its quota"
+    [row] = quotas.value.to_dict("records")
+    assert row["Bytes"] > 0
+    assert row == {
+        "Namespace": "default",
+        "Tasks": 2,
+        "Limit": "100000",
+        "Used": "0.0 %",
+        "Bytes": row["Bytes"],
+        "Bytes limit": str(256 * 1024 * 1024),
+    }, "each namespace's usage against its quotas"
     recent = texts(overview)
     assert "broken hook" in recent and "say hello" not in recent, "each failure names its task"
     links = [p for p in overview.get("page_link")]

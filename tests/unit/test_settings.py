@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from schedcore.sealing import new_key
-from schedcore.settings import Settings, SettingsError
+from schedcore.settings import NamespaceQuota, Settings, SettingsError
 
 # Local development's explicit opt-out of TLS: without it (or a certificate) nothing starts.
 DEV = {"GRPC_PLAINTEXT": "true"}
@@ -39,6 +39,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.audit_max_events == 1_000_000
     assert s.executor_command_targets is False
     assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
+    assert (s.namespace_max_task_bytes, s.namespace_max_task_bytes_overrides) == (256 * 1024 * 1024, ())
     assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (200, 500.0, 1000)
 
 
@@ -107,6 +108,8 @@ FULL_ENV = {
     "EXECUTOR_COMMAND_TARGETS": "true",
     "NAMESPACE_MAX_TASKS": "500",
     "NAMESPACE_MAX_TASKS_OVERRIDES": "team-b=0, team-a=20",
+    "NAMESPACE_MAX_TASK_BYTES": "1000000",
+    "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "team-a=5000",
     "API_MAX_CONCURRENT_RPCS": "50",
     "API_RATE_LIMIT": "2.5",
     "API_RATE_BURST": "10",
@@ -162,6 +165,8 @@ def test_every_variable_is_parsed() -> None:
         executor_command_targets=True,
         namespace_max_tasks=500,
         namespace_max_tasks_overrides=(("team-a", 20), ("team-b", 0)),
+        namespace_max_task_bytes=1_000_000,
+        namespace_max_task_bytes_overrides=(("team-a", 5000),),
         api_max_concurrent_rpcs=50,
         api_rate_limit=2.5,
         api_rate_burst=10,
@@ -215,6 +220,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
+        ("NAMESPACE_MAX_TASK_BYTES", "2000000000000", "between 0 and"),
+        ("NAMESPACE_MAX_TASK_BYTES_OVERRIDES", "a=1,b", "got 'b'"),
         ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
         ("API_RATE_LIMIT", "fast", "expected a number"),
         ("API_RATE_BURST", "0", "between 1 and"),
@@ -316,9 +323,17 @@ def test_secret_keys_must_be_fernet_keys_and_are_never_echoed() -> None:
 
 def test_a_namespace_override_wins_over_the_default_quota() -> None:
     s = Settings.from_env(
-        {**DEV, "NAMESPACE_MAX_TASKS": "10", "NAMESPACE_MAX_TASKS_OVERRIDES": "big=0,small=2"}
+        {
+            **DEV,
+            "NAMESPACE_MAX_TASKS": "10",
+            "NAMESPACE_MAX_TASKS_OVERRIDES": "big=0,small=2",
+            "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "small=500",
+        }
     )
-    assert (s.max_tasks("big"), s.max_tasks("small"), s.max_tasks("other")) == (0, 2, 10)
+    assert s.quota("big") == NamespaceQuota(0, 256 * 1024 * 1024)
+    assert s.quota("small") == NamespaceQuota(2, 500)
+    assert s.quota("other") == NamespaceQuota(10, 256 * 1024 * 1024)
+    assert s.quota_namespaces() == {"big", "small"}
 
 
 def test_the_namespace_pattern_is_the_key_modules() -> None:

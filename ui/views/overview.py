@@ -57,13 +57,15 @@ row[3].metric("Lag p95", fmt.dur(stats.lag.p95, has_lag), help=lag_help)
 row[4].metric("Lag p99", fmt.dur(stats.lag.p99, has_lag), help=lag_help)
 
 if stats.namespaces:
-    st.subheader("Task quotas")
+    st.subheader("Quotas", help="Each namespace's tasks, and the bytes their specs take, against its limits")
     quotas = [
         {
             "Namespace": u.namespace,
             "Tasks": u.tasks,
             "Limit": str(u.max_tasks) if u.max_tasks else "none",
             "Used": f"{100 * u.tasks / u.max_tasks:.1f} %" if u.max_tasks else "—",
+            "Bytes": u.task_bytes,
+            "Bytes limit": str(u.max_task_bytes) if u.max_task_bytes else "none",
         }
         for u in stats.namespaces
     ]
