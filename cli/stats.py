@@ -40,10 +40,12 @@ def stats(client: Client, args: argparse.Namespace) -> None:
 
 
 def _usage(usage: pb.NamespaceUsage) -> str:
-    """`ns 2/100000 tasks 1234/268435456 bytes`: usage against each limit."""
+    """`ns 2/100000 tasks 1234/268435456 bytes 0/600 runs`: usage against each limit (runs: this
+    minute's RunTask calls)."""
     return (
         f"{usage.namespace} {usage.tasks}/{usage.max_tasks or 'unlimited'} tasks "
-        f"{usage.task_bytes}/{usage.max_task_bytes or 'unlimited'} bytes"
+        f"{usage.task_bytes}/{usage.max_task_bytes or 'unlimited'} bytes "
+        f"{usage.runs_this_minute}/{usage.max_runs_per_minute or 'unlimited'} runs"
     )
 
 

@@ -197,6 +197,7 @@ class NamespaceQuota:
 
     max_tasks: int
     max_task_bytes: int
+    max_runs_per_minute: int = 0
 
 
 def _default_instance_id() -> str:
@@ -291,6 +292,10 @@ class Settings:
     # (0: no limit), and per-namespace exceptions.
     namespace_max_task_bytes: int = 256 * 1024 * 1024
     namespace_max_task_bytes_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: most RunTask calls one namespace may make in a minute of the Redis clock (0: no
+    # limit), and per-namespace exceptions.
+    namespace_max_runs_per_minute: int = 600
+    namespace_max_runs_per_minute_overrides: tuple[tuple[str, int], ...] = ()
     # Api: unary calls one replica runs at once; past it, RESOURCE_EXHAUSTED at once (0: no bound).
     api_max_concurrent_rpcs: int = 200
     # Api: requests per second each token may make on one replica, and the burst it may save up
@@ -314,13 +319,19 @@ class Settings:
         return NamespaceQuota(
             dict(self.namespace_max_tasks_overrides).get(namespace, self.namespace_max_tasks),
             dict(self.namespace_max_task_bytes_overrides).get(namespace, self.namespace_max_task_bytes),
+            dict(self.namespace_max_runs_per_minute_overrides).get(
+                namespace, self.namespace_max_runs_per_minute
+            ),
         )
 
     def quota_namespaces(self) -> set[str]:
         """The namespaces with a quota of their own."""
-        return {
-            ns for ns, _ in (*self.namespace_max_tasks_overrides, *self.namespace_max_task_bytes_overrides)
-        }
+        overrides = (
+            *self.namespace_max_tasks_overrides,
+            *self.namespace_max_task_bytes_overrides,
+            *self.namespace_max_runs_per_minute_overrides,
+        )
+        return {namespace for namespace, _ in overrides}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
@@ -381,6 +392,10 @@ class Settings:
             ),
             namespace_max_task_bytes_overrides=_overrides(
                 env, "NAMESPACE_MAX_TASK_BYTES_OVERRIDES", MAX_BYTES_QUOTA
+            ),
+            namespace_max_runs_per_minute=_number(env, "NAMESPACE_MAX_RUNS_PER_MINUTE", 600, 0, MAX_QUOTA),
+            namespace_max_runs_per_minute_overrides=_overrides(
+                env, "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", MAX_QUOTA
             ),
             api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 200, 0, 100_000),
             api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),

@@ -145,6 +145,11 @@ class Keys:
         quota (the task scripts keep it in step with each task's `sz`)."""
         return f"{self._base}:quota:bytes"
 
+    def quota_runs(self, minute: int) -> str:
+        """Hash for one minute (ms // 60000, Redis clock): namespace -> RunTask calls it made in
+        that minute, against its runs-per-minute quota. Expires two minutes after it is made."""
+        return f"{self._base}:quota:runs:{minute}"
+
     def minute_stats(self, minute: int) -> str:
         """Hash for one minute (ms // 60000): `s<status>` executions that ended with that status,
         `l<i>` ended executions whose lag fell in lag bucket i (schedcore/store/stats.py).

@@ -1,7 +1,8 @@
-"""Per-namespace quotas on what tasks hold in Redis: how many tasks, and how many bytes their
-stored specs take (payload, target and all). The counters live in two hashes (Keys.quota_tasks,
-Keys.quota_bytes) that the task scripts check and move in the same call as the write they bound
-(lua/prelude.lua), so concurrent writes through any number of api replicas cannot pass a limit.
+"""Per-namespace quotas: how many tasks, how many bytes their stored specs take (payload, target
+and all), and how many manual runs (RunTask) a minute. The counters live in hashes
+(Keys.quota_tasks, Keys.quota_bytes, Keys.quota_runs) that the scripts check and move in the same
+call as the write they bound (lua/prelude.lua), so concurrent writes through any number of api
+replicas cannot pass a limit together.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from schedcore.store.keys import Keys
 _NAMES = {
     "tasks": ("task quota", "NAMESPACE_MAX_TASKS"),
     "bytes": ("task bytes quota", "NAMESPACE_MAX_TASK_BYTES"),
+    "runs": ("run quota", "NAMESPACE_MAX_RUNS_PER_MINUTE"),
 }
-NO_QUOTA = NamespaceQuota(0, 0)
+NO_QUOTA = NamespaceQuota(0, 0, 0)
 
 
 class OverQuota(ResourceExhausted):
@@ -30,9 +32,12 @@ class OverQuota(ResourceExhausted):
         if which == "tasks":
             held = f"holds {used} tasks and may hold at most {limit}"
             more = "a task" if adding == 1 else f"{adding} tasks"
-        else:
+        elif which == "bytes":
             held = f"stores {used} bytes of tasks and may store at most {limit}"
             more = f"{adding} bytes"
+        else:
+            held = f"ran tasks {used} times this minute (RunTask) and may run them {limit} times a minute"
+            more = "a run"
         super().__init__(
             f"{name} exceeded: namespace {namespace!r} {held} ({setting}); {more} more would pass "
             f"it, nothing was {verb}"
@@ -46,18 +51,19 @@ class OverQuota(ResourceExhausted):
 class Usage:
     tasks: int
     task_bytes: int
+    runs_this_minute: int
 
 
-async def usage(redis: Redis, keys: Keys) -> dict[str, Usage]:
-    """Namespace -> what counts against its quotas (namespaces with nothing counted are absent)."""
+async def usage(redis: Redis, keys: Keys, now_ms: int) -> dict[str, Usage]:
+    """Namespace -> what counts against its quotas now (namespaces with nothing counted are
+    absent); runs are those of the minute of `now_ms` (the store's clock)."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.quota_tasks)
-        pipe.hgetall(keys.quota_bytes)
-        tasks, sizes = await pipe.execute()
-    counts = {ns.decode(): int(n) for ns, n in tasks.items()}
-    stored = {ns.decode(): int(n) for ns, n in sizes.items()}
+        for key in (keys.quota_tasks, keys.quota_bytes, keys.quota_runs(now_ms // 60_000)):
+            pipe.hgetall(key)
+        raw = await pipe.execute()
+    tasks, sizes, runs = ({ns.decode(): max(0, int(n)) for ns, n in h.items()} for h in raw)
     return {
-        ns: Usage(max(0, counts.get(ns, 0)), max(0, stored.get(ns, 0)))
-        for ns in counts.keys() | stored.keys()
-        if counts.get(ns, 0) > 0 or stored.get(ns, 0) > 0
+        ns: Usage(tasks.get(ns, 0), sizes.get(ns, 0), runs.get(ns, 0))
+        for ns in tasks.keys() | sizes.keys() | runs.keys()
+        if tasks.get(ns, 0) or sizes.get(ns, 0) or runs.get(ns, 0)
     }

@@ -425,7 +425,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 task_id=task_id,
                 execution_id=execution.id,
             )
-            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit):
+            quota = self.settings.quota(stored.namespace)
+            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
                 break
         else:  # pragma: no cover - five 16-bit collisions within one millisecond
             raise Aborted("could not allocate an execution id; retry")

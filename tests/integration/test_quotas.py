@@ -6,6 +6,7 @@ namespace's usage."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -21,17 +22,19 @@ from tests.support import RedisServer, ServiceThread
 LIMIT = 12
 SMALL = 3  # team-b's own task quota
 TIGHT = 2000  # namespace tight's own task bytes quota
+RUNS = 4  # namespace runner's own runs-per-minute quota
 
 
 @pytest.fixture(scope="module")
 def replicas(redis_srv: RedisServer) -> Iterator[list[ServiceThread]]:
-    """Two api replicas sharing one Redis, with a task quota of LIMIT (team-b: SMALL) and a task
-    bytes quota of TIGHT for namespace tight."""
+    """Two api replicas sharing one Redis, with a task quota of LIMIT (team-b: SMALL), a task
+    bytes quota of TIGHT for namespace tight and RUNS runs a minute for namespace runner."""
     settings = api_settings(
         redis_srv.url,
         namespace_max_tasks=LIMIT,
         namespace_max_tasks_overrides=(("team-b", SMALL),),
         namespace_max_task_bytes_overrides=(("tight", TIGHT),),
+        namespace_max_runs_per_minute_overrides=(("runner", RUNS),),
     )
     services = [ServiceThread(build_api, settings) for _ in range(2)]
     yield services
@@ -168,6 +171,7 @@ def test_get_stats_shows_usage_against_each_limit(stubs, rds: redis.Redis) -> No
     create(stub, cron_task("d"))
     stats = stub.GetStats(pb.GetStatsRequest(), timeout=TIMEOUT)
     usage = {u.namespace: (u.tasks, u.max_tasks, u.task_bytes, u.max_task_bytes) for u in stats.namespaces}
+    assert {u.namespace: u.max_runs_per_minute for u in stats.namespaces}["runner"] == RUNS
     default_bytes = 256 * 1024 * 1024
     # team-b and tight hold nothing but have quotas of their own, so they are listed.
     assert usage == {
@@ -175,6 +179,7 @@ def test_get_stats_shows_usage_against_each_limit(stubs, rds: redis.Redis) -> No
         "team-a": (2, LIMIT, spec_bytes(rds, "team-a"), default_bytes),
         "team-b": (0, SMALL, 0, default_bytes),
         "tight": (0, LIMIT, 0, TIGHT),
+        "runner": (0, LIMIT, 0, default_bytes),
     }
     assert usage["team-a"][2] > 0
 
@@ -215,3 +220,54 @@ def test_task_bytes_quota_bounds_creates_updates_and_batches(stubs, rds: redis.R
     stub.DeleteTask(pb.DeleteTaskRequest(id=small.id), timeout=TIMEOUT)
     assert rds.hget(KEYS.quota_bytes, "tight") is None
     create(stub, fat("fits now", TIGHT // 2, namespace="tight"))
+
+
+def clear_of_a_minute_boundary(rds: redis.Redis, needed_s: float = 10.0) -> None:
+    """Wait, if need be, until the store's clock has `needed_s` left in its current minute: the
+    runs quota counts per minute of that clock."""
+    seconds, micros = rds.time()
+    into = (seconds % 60) + micros / 1e6
+    if into > 60 - needed_s:
+        time.sleep(60 - into + 0.1)
+
+
+def test_manual_runs_per_minute_are_bounded_across_replicas(stubs, rds: redis.Redis) -> None:
+    task = create(stubs[0], cron_task("run me", namespace="runner"))
+    clear_of_a_minute_boundary(rds)
+    outcomes: list[grpc.StatusCode] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def client(i: int) -> None:
+        start.wait()
+        for _ in range(2):
+            try:
+                stubs[i % 2].RunTask(pb.RunTaskRequest(id=task.id), timeout=TIMEOUT)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as err:
+                code = err.code()
+            with lock:
+                outcomes.append(code)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count(grpc.StatusCode.OK) == RUNS
+    assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 12 - RUNS
+    assert rds.zcard(KEYS.task_history(task.id)) == RUNS, "exactly the quota's executions exist"
+    before = snapshot(rds)
+    err = rpc_error(
+        lambda: stubs[0].RunTask(pb.RunTaskRequest(id=task.id), timeout=TIMEOUT),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+    message = err.details() or ""
+    assert "run quota" in message and "NAMESPACE_MAX_RUNS_PER_MINUTE" in message, message
+    assert f"{RUNS} times a minute" in message and "retry in" in message, message
+    assert snapshot(rds) == before, "a refused run writes nothing"
+    usage = {u.namespace: u for u in stubs[1].GetStats(pb.GetStatsRequest(), timeout=TIMEOUT).namespaces}
+    assert (usage["runner"].runs_this_minute, usage["runner"].max_runs_per_minute) == (RUNS, RUNS)
+    # Another namespace runs on its own (default) quota.
+    other = create(stubs[0], cron_task("other"))
+    stubs[0].RunTask(pb.RunTaskRequest(id=other.id), timeout=TIMEOUT)

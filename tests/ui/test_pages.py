@@ -163,6 +163,8 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
         "Used": "0.0 %",
         "Bytes": row["Bytes"],
         "Bytes limit": str(256 * 1024 * 1024),
+        "Runs this minute": 0,
+        "Runs limit": "600 / min",
     }, "each namespace's usage against its quotas"
     recent = texts(overview)
     assert "broken hook" in recent and "say hello" not in recent, "each failure names its task"

@@ -40,6 +40,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.executor_command_targets is False
     assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
     assert (s.namespace_max_task_bytes, s.namespace_max_task_bytes_overrides) == (256 * 1024 * 1024, ())
+    assert (s.namespace_max_runs_per_minute, s.namespace_max_runs_per_minute_overrides) == (600, ())
     assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (200, 500.0, 1000)
 
 
@@ -110,6 +111,8 @@ FULL_ENV = {
     "NAMESPACE_MAX_TASKS_OVERRIDES": "team-b=0, team-a=20",
     "NAMESPACE_MAX_TASK_BYTES": "1000000",
     "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "team-a=5000",
+    "NAMESPACE_MAX_RUNS_PER_MINUTE": "60",
+    "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES": "ops=0",
     "API_MAX_CONCURRENT_RPCS": "50",
     "API_RATE_LIMIT": "2.5",
     "API_RATE_BURST": "10",
@@ -167,6 +170,8 @@ def test_every_variable_is_parsed() -> None:
         namespace_max_tasks_overrides=(("team-a", 20), ("team-b", 0)),
         namespace_max_task_bytes=1_000_000,
         namespace_max_task_bytes_overrides=(("team-a", 5000),),
+        namespace_max_runs_per_minute=60,
+        namespace_max_runs_per_minute_overrides=(("ops", 0),),
         api_max_concurrent_rpcs=50,
         api_rate_limit=2.5,
         api_rate_burst=10,
@@ -222,6 +227,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
         ("NAMESPACE_MAX_TASK_BYTES", "2000000000000", "between 0 and"),
         ("NAMESPACE_MAX_TASK_BYTES_OVERRIDES", "a=1,b", "got 'b'"),
+        ("NAMESPACE_MAX_RUNS_PER_MINUTE", "many", "expected an integer"),
+        ("NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", "=5", "expected namespace=N"),
         ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
         ("API_RATE_LIMIT", "fast", "expected a number"),
         ("API_RATE_BURST", "0", "between 1 and"),
@@ -328,12 +335,14 @@ def test_a_namespace_override_wins_over_the_default_quota() -> None:
             "NAMESPACE_MAX_TASKS": "10",
             "NAMESPACE_MAX_TASKS_OVERRIDES": "big=0,small=2",
             "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "small=500",
+            "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES": "ops=5",
         }
     )
-    assert s.quota("big") == NamespaceQuota(0, 256 * 1024 * 1024)
-    assert s.quota("small") == NamespaceQuota(2, 500)
-    assert s.quota("other") == NamespaceQuota(10, 256 * 1024 * 1024)
-    assert s.quota_namespaces() == {"big", "small"}
+    assert s.quota("big") == NamespaceQuota(0, 256 * 1024 * 1024, 600)
+    assert s.quota("small") == NamespaceQuota(2, 500, 600)
+    assert s.quota("ops") == NamespaceQuota(10, 256 * 1024 * 1024, 5)
+    assert s.quota("other") == NamespaceQuota(10, 256 * 1024 * 1024, 600)
+    assert s.quota_namespaces() == {"big", "small", "ops"}
 
 
 def test_the_namespace_pattern_is_the_key_modules() -> None:

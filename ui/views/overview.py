@@ -57,7 +57,11 @@ row[3].metric("Lag p95", fmt.dur(stats.lag.p95, has_lag), help=lag_help)
 row[4].metric("Lag p99", fmt.dur(stats.lag.p99, has_lag), help=lag_help)
 
 if stats.namespaces:
-    st.subheader("Quotas", help="Each namespace's tasks, and the bytes their specs take, against its limits")
+    st.subheader(
+        "Quotas",
+        help="Each namespace's tasks, the bytes their specs take and its manual runs this minute, "
+        "against its limits",
+    )
     quotas = [
         {
             "Namespace": u.namespace,
@@ -66,6 +70,8 @@ if stats.namespaces:
             "Used": f"{100 * u.tasks / u.max_tasks:.1f} %" if u.max_tasks else "—",
             "Bytes": u.task_bytes,
             "Bytes limit": str(u.max_task_bytes) if u.max_task_bytes else "none",
+            "Runs this minute": u.runs_this_minute,
+            "Runs limit": f"{u.max_runs_per_minute} / min" if u.max_runs_per_minute else "none",
         }
         for u in stats.namespaces
     ]
