@@ -28,9 +28,11 @@ BASE_ENV = {
     # As deployed: every api call carries a bearer token the api checks (docs/security.md).
     "AUTH_MODE": "token",
     # The benchmarks measure what one token and one namespace can push through (more calls per
-    # second and more tasks than the default quota and rate limit allow): those limits are off.
+    # second, more tasks and more calls in flight than the default quotas and limits allow):
+    # those limits are off.
     "NAMESPACE_MAX_TASKS": "0",
     "API_RATE_LIMIT": "0",
+    "API_MAX_CONCURRENT_RPCS": "0",
 }
 
 

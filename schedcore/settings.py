@@ -297,7 +297,9 @@ class Settings:
     namespace_max_runs_per_minute: int = 600
     namespace_max_runs_per_minute_overrides: tuple[tuple[str, int], ...] = ()
     # Api: unary calls one replica runs at once; past it, RESOURCE_EXHAUSTED at once (0: no bound).
-    api_max_concurrent_rpcs: int = 200
+    # Small on purpose: a replica is one event loop, which takes up new calls only between the
+    # steps of those it runs (docs/security.md, "Load shedding").
+    api_max_concurrent_rpcs: int = 32
     # Api: requests per second each token may make on one replica, and the burst it may save up
     # (a token bucket per replica and token; 0: no limit).
     api_rate_limit: float = 500.0
@@ -397,7 +399,7 @@ class Settings:
             namespace_max_runs_per_minute_overrides=_overrides(
                 env, "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", MAX_QUOTA
             ),
-            api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 200, 0, 100_000),
+            api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 32, 0, 100_000),
             api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),
             api_rate_burst=_number(env, "API_RATE_BURST", 1000, 1, 10_000_000),
         )

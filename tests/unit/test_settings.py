@@ -41,7 +41,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
     assert (s.namespace_max_task_bytes, s.namespace_max_task_bytes_overrides) == (256 * 1024 * 1024, ())
     assert (s.namespace_max_runs_per_minute, s.namespace_max_runs_per_minute_overrides) == (600, ())
-    assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (200, 500.0, 1000)
+    assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (32, 500.0, 1000)
 
 
 def test_default_port_is_the_services_own() -> None:
