@@ -97,8 +97,8 @@ class GrpcService:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
-        self.interceptor = ServiceInterceptor(authenticate, max_concurrent_rpcs)
-        self.server = grpc.aio.server(interceptors=[self.interceptor], options=options)
+        interceptor = ServiceInterceptor(authenticate, max_concurrent_rpcs)
+        self.server = grpc.aio.server(interceptors=[interceptor], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))

@@ -96,9 +96,8 @@ class ExecutionStore:
         if result[0] == b"quota":
             assert quota is not None
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
-            raise OverQuota(
-                "runs", namespace, quota.max_runs_per_minute, int(result[2]), 1, f"run; retry in {wait_s} s"
-            )
+            used = int(result[2])
+            raise OverQuota("runs", namespace, quota.max_runs_per_minute, used, 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
 
     async def get(self, execution_id: str) -> pb.Execution:

@@ -27,7 +27,9 @@ NO_QUOTA = NamespaceQuota(0, 0, 0)
 class OverQuota(ResourceExhausted):
     """A write would take a namespace past one of its quotas; nothing was written."""
 
-    def __init__(self, which: str, namespace: str, limit: int, used: int, adding: int, verb: str) -> None:
+    def __init__(
+        self, which: str, namespace: str, limit: int, used: int, adding: int, verb: str, retry_s: int = 0
+    ) -> None:
         name, setting = _NAMES[which]
         if which == "tasks":
             held = f"holds {used} tasks and may hold at most {limit}"
@@ -40,7 +42,7 @@ class OverQuota(ResourceExhausted):
             more = "a run"
         super().__init__(
             f"{name} exceeded: namespace {namespace!r} {held} ({setting}); {more} more would pass "
-            f"it, nothing was {verb}"
+            f"it, nothing was {verb}" + (f"; retry in {retry_s} s" if retry_s else "")
         )
         self.which = which
         self.namespace = namespace
