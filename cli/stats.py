@@ -27,6 +27,7 @@ def stats(client: Client, args: argparse.Namespace) -> None:
             ),
             ("pending now", str(reply.pending_executions)),
             ("running now", str(reply.running_executions)),
+            ("task quotas", ", ".join(_usage(u) for u in reply.namespaces) or "-"),
             (
                 "lag",
                 f"{lag.count} measured, p50 {output.span(lag.p50)}, p95 {output.span(lag.p95)}, "
@@ -35,6 +36,16 @@ def stats(client: Client, args: argparse.Namespace) -> None:
                 else "-",
             ),
         ]
+    )
+
+
+def _usage(usage: pb.NamespaceUsage) -> str:
+    """`ns 2/100000 tasks 1234/268435456 bytes 0/600 runs`: usage against each limit (runs: this
+    minute's RunTask calls)."""
+    return (
+        f"{usage.namespace} {usage.tasks}/{usage.max_tasks or 'unlimited'} tasks "
+        f"{usage.task_bytes}/{usage.max_task_bytes or 'unlimited'} bytes "
+        f"{usage.runs_this_minute}/{usage.max_runs_per_minute or 'unlimited'} runs"
     )
 
 

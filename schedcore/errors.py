@@ -102,6 +102,13 @@ class PermissionDenied(SchedulerError, PermissionError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class ResourceExhausted(SchedulerError):
+    """A quota or limit is used up (a namespace's tasks, a token's request rate, this replica's
+    concurrent calls); the message names which and its limit."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
 

@@ -8,6 +8,10 @@ For each unary call it:
 - maps exceptions to statuses through schedcore.errors.status_of (bounded in size), attaching a
   google.rpc.BadRequest detail for field violations. Servicers only raise;
 - counts the call by method and status code, and times it (schedcore.metrics);
+- with a bound on concurrent calls (the api's API_MAX_CONCURRENT_RPCS), refuses a call past it with
+  RESOURCE_EXHAUSTED at once, before anything else runs, instead of letting calls queue until
+  their deadlines. Health and reflection are exempt: probes must keep their answer under client
+  load (grpc.aio.server's own maximum_concurrent_rpcs counts health checks too, so it is not used);
 - when the service gives one, awaits its `authenticate(method, metadata)` hook before the request
   is decoded: the hook raises a domain error to refuse the call (nothing else runs) and may bind
   the caller to a contextvar of its own (each call runs in its own asyncio task, so the binding
@@ -28,7 +32,13 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from schedcore.errors import InvalidArgument, redis_unavailable_errors, status_for, status_of
+from schedcore.errors import (
+    InvalidArgument,
+    ResourceExhausted,
+    redis_unavailable_errors,
+    status_for,
+    status_of,
+)
 from schedcore.logs import request_id_var
 from schedcore.metrics import REDIS_ERRORS, RPC_DURATION, RPCS
 
@@ -59,9 +69,15 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
 
+# Services whose calls the concurrency bound never refuses.
+UNBOUNDED_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticate: Authenticate | None = None) -> None:
+    def __init__(self, authenticate: Authenticate | None = None, max_concurrent: int = 0) -> None:
         self._authenticate = authenticate
+        self._max_concurrent = max_concurrent  # 0: no bound
+        self.in_flight = 0  # bounded calls running now (one event loop: a plain counter)
 
     async def intercept_service(
         self,
@@ -78,12 +94,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         duration = RPC_DURATION.labels(method)
         authenticate = self._authenticate
         metadata = handler_call_details.invocation_metadata or ()
+        bound = 0 if method.startswith(UNBOUNDED_SERVICES) else self._max_concurrent
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(request_id)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            counted = False
             try:
+                if bound:
+                    if self.in_flight >= bound:
+                        raise ResourceExhausted(
+                            f"this replica is serving its limit of {bound} concurrent calls "
+                            f"(API_MAX_CONCURRENT_RPCS); retry with backoff"
+                        )
+                    self.in_flight += 1
+                    counted = True
                 await context.send_initial_metadata((("x-request-id", request_id),))
                 if authenticate is not None:
                     await authenticate(method, metadata)
@@ -103,6 +129,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = status_for(exc)[0]
                 await _abort(context, exc, method)
             finally:
+                if counted:
+                    self.in_flight -= 1
                 request_id_var.reset(token)
                 RPCS.labels(method, code.name).inc()
                 duration.observe(time.perf_counter() - started)

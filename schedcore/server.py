@@ -63,7 +63,8 @@ class GrpcService:
     the background work and releases the service's resources after the server has stopped;
     `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py);
     `interceptors` run after that one, closer to the servicers (the executor's client identity
-    check, schedcore/identity.py).
+    check, schedcore/identity.py);
+    `max_concurrent_rpcs` (0: none) bounds the unary calls it runs at once, health exempt.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class GrpcService:
         limit_connection_age: bool = True,
         authenticate: Authenticate | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        max_concurrent_rpcs: int = 0,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -96,9 +98,8 @@ class GrpcService:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ]
-        self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(authenticate), *interceptors], options=options
-        )
+        interceptor = ServiceInterceptor(authenticate, max_concurrent_rpcs)
+        self.server = grpc.aio.server(interceptors=[interceptor, *interceptors], options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))

@@ -29,6 +29,13 @@ GRPC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # LIST_PAGE_MAX_BYTES: its default and its bounds (under the send limit, with room to spare).
 DEFAULT_LIST_PAGE_BYTES = 4 * 1024 * 1024
 LIST_PAGE_BYTES_RANGE = (64 * 1024, GRPC_MAX_MESSAGE_BYTES - 1024 * 1024)
+# A namespace (a DNS label): schedcore.store.keys.NAMESPACE, which this module cannot import
+# (schedcore.store loads redis, which the executor never does); tests/unit/test_settings.py
+# checks the two agree.
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Largest value of a quota setting: of a count, of bytes (1 TiB).
+MAX_QUOTA = 1_000_000_000
+MAX_BYTES_QUOTA = 1 << 40
 
 
 class SettingsError(ValueError):
@@ -202,6 +209,30 @@ def _command_user(env: Mapping[str, str]) -> str:
     return value
 
 
+def _overrides(env: Mapping[str, str], name: str, high: int) -> tuple[tuple[str, int], ...]:
+    """`namespace=N[,namespace=N...]`: per-namespace values of a limit."""
+    raw = _str(env, name, "")
+    found: dict[str, int] = {}
+    for entry in (e.strip() for e in raw.split(",") if e.strip()):
+        namespace, _, value = entry.partition("=")
+        namespace, value = namespace.strip(), value.strip()
+        if not NAMESPACE.match(namespace) or not value.isdigit() or int(value) > high:
+            raise SettingsError(
+                f"{name}: expected namespace=N[,namespace=N...] with N from 0 to {high}, got {entry!r}"
+            )
+        found[namespace] = int(value)
+    return tuple(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class NamespaceQuota:
+    """One namespace's limits on what its tasks hold in Redis (0: no limit)."""
+
+    max_tasks: int
+    max_task_bytes: int
+    max_runs_per_minute: int = 0
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -293,6 +324,25 @@ class Settings:
     auth_cache_s: float = 2.0
     # Api: newest audit events kept (the stream is trimmed approximately).
     audit_max_events: int = 1_000_000
+    # Api: most tasks one namespace may hold (0: no limit), and per-namespace exceptions.
+    namespace_max_tasks: int = 100_000
+    namespace_max_tasks_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: most bytes one namespace's stored task specs (payloads, targets and all) may take
+    # (0: no limit), and per-namespace exceptions.
+    namespace_max_task_bytes: int = 256 * 1024 * 1024
+    namespace_max_task_bytes_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: most RunTask calls one namespace may make in a minute of the Redis clock (0: no
+    # limit), and per-namespace exceptions.
+    namespace_max_runs_per_minute: int = 600
+    namespace_max_runs_per_minute_overrides: tuple[tuple[str, int], ...] = ()
+    # Api: unary calls one replica runs at once; past it, RESOURCE_EXHAUSTED at once (0: no bound).
+    # Small on purpose: a replica is one event loop, which takes up new calls only between the
+    # steps of those it runs (docs/security.md, "Load shedding").
+    api_max_concurrent_rpcs: int = 32
+    # Api: requests per second each token may make on one replica, and the burst it may save up
+    # (a token bucket per replica and token; 0: no limit).
+    api_rate_limit: float = 500.0
+    api_rate_burst: int = 1000
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
@@ -310,6 +360,25 @@ class Settings:
     poll_interval_s: float = 0.05
     # Scheduler: an occurrence later than this is "missed" and handled by the missed-time policy.
     missed_tolerance_s: float = 10.0
+
+    def quota(self, namespace: str) -> NamespaceQuota:
+        """The quotas of `namespace`: its overrides, else the defaults."""
+        return NamespaceQuota(
+            dict(self.namespace_max_tasks_overrides).get(namespace, self.namespace_max_tasks),
+            dict(self.namespace_max_task_bytes_overrides).get(namespace, self.namespace_max_task_bytes),
+            dict(self.namespace_max_runs_per_minute_overrides).get(
+                namespace, self.namespace_max_runs_per_minute
+            ),
+        )
+
+    def quota_namespaces(self) -> set[str]:
+        """The namespaces with a quota of their own."""
+        overrides = (
+            *self.namespace_max_tasks_overrides,
+            *self.namespace_max_task_bytes_overrides,
+            *self.namespace_max_runs_per_minute_overrides,
+        )
+        return {namespace for namespace, _ in overrides}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
@@ -369,6 +438,21 @@ class Settings:
             executor_command_targets=parse_bool(env, "EXECUTOR_COMMAND_TARGETS", False),
             executor_allowed_clients=_allowed_clients(env),
             executor_command_user=_command_user(env),
+            namespace_max_tasks=_number(env, "NAMESPACE_MAX_TASKS", 100_000, 0, MAX_QUOTA),
+            namespace_max_tasks_overrides=_overrides(env, "NAMESPACE_MAX_TASKS_OVERRIDES", MAX_QUOTA),
+            namespace_max_task_bytes=_number(
+                env, "NAMESPACE_MAX_TASK_BYTES", 256 * 1024 * 1024, 0, MAX_BYTES_QUOTA
+            ),
+            namespace_max_task_bytes_overrides=_overrides(
+                env, "NAMESPACE_MAX_TASK_BYTES_OVERRIDES", MAX_BYTES_QUOTA
+            ),
+            namespace_max_runs_per_minute=_number(env, "NAMESPACE_MAX_RUNS_PER_MINUTE", 600, 0, MAX_QUOTA),
+            namespace_max_runs_per_minute_overrides=_overrides(
+                env, "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", MAX_QUOTA
+            ),
+            api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 32, 0, 100_000),
+            api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),
+            api_rate_burst=_number(env, "API_RATE_BURST", 1000, 1, 10_000_000),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

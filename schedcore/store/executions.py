@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 
 from schedcore import pb
 from schedcore.errors import NotFound
+from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Keys, history_member, pad_ms
+from schedcore.store.quotas import OverQuota
 from schedcore.store.scripts import Scripts
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
@@ -54,11 +56,19 @@ class ExecutionStore:
         self.scripts = scripts
 
     async def create(
-        self, execution: pb.Execution, ready_at_ms: int, audit: AuditEntry | None = None
+        self,
+        execution: pb.Execution,
+        ready_at_ms: int,
+        audit: AuditEntry | None = None,
+        quota: NamespaceQuota | None = None,
     ) -> bool:
         """Record a new execution (and its audit event, when given) and queue it for dispatch.
-        False if that id already exists; NotFound if its task does not."""
+        False if that id already exists; NotFound if its task does not. With `quota` (a manual
+        run), it counts against its namespace's runs in the minute of `ready_at_ms` (the store's
+        clock): OverQuota past the limit, and nothing is written."""
         k = self.keys
+        minute = ready_at_ms // 60_000
+        namespace = execution.namespace or DEFAULT_NAMESPACE
         result = await self.scripts.execution_create(
             keys=[
                 k.execution(execution.id),
@@ -67,6 +77,7 @@ class ExecutionStore:
                 k.history,
                 k.ready,
                 k.audit,
+                k.quota_runs(minute),
             ],
             args=[
                 execution.id,
@@ -75,11 +86,18 @@ class ExecutionStore:
                 history_member(execution.id),
                 ready_at_ms,
                 summary(execution).SerializeToString(),
+                namespace if quota is not None else "",
+                quota.max_runs_per_minute if quota is not None else 0,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"missing":
             raise NotFound(f"task {execution.task_id!r} not found")
+        if result[0] == b"quota":
+            assert quota is not None
+            wait_s = 60 - (ready_at_ms % 60_000) // 1000
+            used = int(result[2])
+            raise OverQuota("runs", namespace, quota.max_runs_per_minute, used, 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
 
     async def get(self, execution_id: str) -> pb.Execution:

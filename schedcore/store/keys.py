@@ -65,8 +65,10 @@ class Keys:
         return f"{self.prefix}:{{{self.partition}}}"
 
     def task(self, task_id: str) -> str:
-        """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, nx, last, and the
-        firing lease (lease: expiry ms, ltok: token)."""
+        """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, nx, last, the
+        firing lease (lease: expiry ms, ltok: token), and ns, sz: the namespace whose quotas count
+        the task and the bytes of its spec they count (absent for a task stored before quotas
+        existed: it is not counted)."""
         return f"{self._base}:task:{task_id}"
 
     @property
@@ -130,6 +132,23 @@ class Keys:
         """Hash: TaskState number -> how many tasks are in that state (the scripts that change
         a task's state keep it in step)."""
         return f"{self._base}:stats:tasks"
+
+    @property
+    def quota_tasks(self) -> str:
+        """Hash: namespace -> how many of its tasks count against its task quota (the scripts
+        that create and delete tasks keep it in step and refuse a create past the limit)."""
+        return f"{self._base}:quota:tasks"
+
+    @property
+    def quota_bytes(self) -> str:
+        """Hash: namespace -> bytes of its tasks' stored specs that count against its task bytes
+        quota (the task scripts keep it in step with each task's `sz`)."""
+        return f"{self._base}:quota:bytes"
+
+    def quota_runs(self, minute: int) -> str:
+        """Hash for one minute (ms // 60000, Redis clock): namespace -> RunTask calls it made in
+        that minute, against its runs-per-minute quota. Expires two minutes after it is made."""
+        return f"{self._base}:quota:runs:{minute}"
 
     def minute_stats(self, minute: int) -> str:
         """Hash for one minute (ms // 60000): `s<status>` executions that ended with that status,

@@ -1,4 +1,7 @@
-"""The Lua scripts in lua/, registered once per client (EVALSHA, loaded on first use)."""
+"""The Lua scripts in lua/, registered once per client (EVALSHA, loaded on first use).
+
+Each script is sent with lua/prelude.lua in front of it: the helpers several scripts share
+(quotas) are written once."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 _DIR = Path(__file__).parent / "lua"
+PRELUDE = (_DIR / "prelude.lua").read_text()
 
 
 class Scripts:
     def __init__(self, redis: Redis) -> None:
         def load(name: str) -> AsyncScript:
-            return redis.register_script((_DIR / f"{name}.lua").read_text())
+            return redis.register_script(PRELUDE + (_DIR / f"{name}.lua").read_text())
 
         self.task_create = load("task_create")
         self.task_create_many = load("task_create_many")

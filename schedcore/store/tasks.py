@@ -12,7 +12,7 @@ Every write is one Lua script: a task and its index entries never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,8 +22,10 @@ from redis.asyncio import Redis
 from schedcore import pb
 from schedcore.errors import Aborted, NotFound
 from schedcore.sealing import secret_maps
+from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
+from schedcore.store.quotas import NO_QUOTA, OverQuota
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
@@ -124,11 +126,15 @@ class TaskStore:
         fingerprint: str = "",
         request_ttl_s: int = 0,
         audit: AuditEntry | None = None,
+        quota: NamespaceQuota = NO_QUOTA,
     ) -> str | None:
         """Store a new task (and its audit event, when given). Returns None when created, or the
         id of the task an earlier call with the same request key created (checked by the caller
-        against the fingerprint)."""
+        against the fingerprint). Raises OverQuota when it would take its namespace past `quota`
+        (nothing is written)."""
         k = self.keys
+        namespace = spec.namespace or DEFAULT_NAMESPACE
+        raw = spec.SerializeToString()
         result = await self.scripts.task_create(
             keys=[
                 k.task(task_id),
@@ -137,18 +143,27 @@ class TaskStore:
                 k.request_id(request_key or "-", spec.namespace),
                 k.task_counts,
                 k.audit,
+                k.quota_tasks,
+                k.quota_bytes,
             ],
             args=[
                 task_id,
-                spec.SerializeToString(),
+                raw,
                 state,
                 pad_ms(next_ms) if next_ms is not None else "",
                 name_member(spec.name, task_id),
                 fingerprint if request_key else "",
                 request_ttl_s,
+                namespace,
+                quota.max_tasks,
+                quota.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
+        if result[0] == b"quota":
+            which = bytes(result[1]).decode()
+            limit, adding = (quota.max_tasks, 1) if which == "tasks" else (quota.max_task_bytes, len(raw))
+            raise OverQuota(which, namespace, limit, int(result[2]), adding, "created")
         if result[0] == b"dup":
             return bytes(result[1]).decode()
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
@@ -156,14 +171,19 @@ class TaskStore:
         return None
 
     async def create_many(
-        self, items: Sequence[NewTask], request_ttl_s: int, audit: AuditEntry | None = None
+        self,
+        items: Sequence[NewTask],
+        request_ttl_s: int,
+        audit: AuditEntry | None = None,
+        quota: Callable[[str], NamespaceQuota] = lambda namespace: NO_QUOTA,
     ) -> list[str | None]:
         """Store new tasks, all or none. Per task: None when created, or what an earlier call
         with the same request key created ("<task id>:<fingerprint>", same contents). With
         `audit`, each created task gets an event with those fields plus its id and namespace.
 
-        Raises RequestConflict when a request key was used for different contents (nothing is
-        written), FileExistsError(index) when a generated id collides (nothing is written)."""
+        Raises RequestConflict when a request key was used for different contents,
+        FileExistsError(index) when a generated id collides, OverQuota when the new tasks would
+        take a namespace past `quota(namespace)`; nothing is written then."""
         k = self.keys
         rows = [
             [
@@ -174,12 +194,13 @@ class TaskStore:
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
                 item.spec.namespace or DEFAULT_NAMESPACE,
+                *_limits(quota(item.spec.namespace or DEFAULT_NAMESPACE)),
             ]
             for item in items
         ]
         keys = [k.by_name, k.by_next, k.task_counts, *(k.task(item.spec.id) for item in items)]
         keys += [k.request_id(item.request_key, item.spec.namespace) for item in items if item.request_key]
-        keys.append(k.audit)
+        keys += [k.quota_tasks, k.quota_bytes, k.audit]
         args = [
             request_ttl_s,
             msgpack.packb(rows, use_bin_type=False),
@@ -190,6 +211,11 @@ class TaskStore:
             raise RequestConflict(int(result[1]), bytes(result[2]).decode())
         if result[0] == b"collision":
             raise FileExistsError(int(result[1]))
+        if result[0] == b"quota":
+            which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
+            limits = quota(namespace)
+            limit = limits.max_tasks if which == "tasks" else limits.max_task_bytes
+            raise OverQuota(which, namespace, limit, int(result[3]), int(result[4]), "created")
         return [bytes(r).decode() or None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
@@ -217,17 +243,19 @@ class TaskStore:
         state: int | None = None,
         next_ms: int | _Keep | None = KEEP,
         audit: AuditEntry | None = None,
+        quota: NamespaceQuota = NO_QUOTA,
     ) -> int:
         """Compare-and-set: apply the changes if the task's rev is still `expected_rev`.
 
-        Returns the new rev. Raises NotFound, or Aborted when the rev moved on."""
+        Returns the new rev. Raises NotFound, Aborted when the rev moved on, or OverQuota when a
+        larger spec would take the task's namespace past `quota` (nothing is written then)."""
         k = self.keys
         if isinstance(next_ms, _Keep):
             next_arg = ""
         else:
             next_arg = "-" if next_ms is None else pad_ms(next_ms)
         result = await self.scripts.task_write(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
+            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit, k.quota_bytes],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -235,15 +263,29 @@ class TaskStore:
                 "" if state is None else str(state),
                 next_arg,
                 name_member(spec.name, task_id) if spec is not None else "",
+                quota.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
+        if result[0] == b"quota":
+            assert spec is not None
+            namespace = spec.namespace or DEFAULT_NAMESPACE
+            used, grows = int(result[2]), int(result[3])
+            raise OverQuota("bytes", namespace, quota.max_task_bytes, used, grows, "changed")
         return self._check(task_id, result)
 
     async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:
         k = self.keys
         result = await self.scripts.task_delete(
-            keys=[k.task(task_id), k.by_name, k.by_next, k.task_counts, k.audit],
+            keys=[
+                k.task(task_id),
+                k.by_name,
+                k.by_next,
+                k.task_counts,
+                k.audit,
+                k.quota_tasks,
+                k.quota_bytes,
+            ],
             args=[
                 task_id,
                 "" if expected_rev is None else str(expected_rev),
@@ -271,9 +313,22 @@ class TaskStore:
         return int(await self.redis.zcard(self.keys.by_name))
 
 
+def _limits(quota: NamespaceQuota) -> tuple[int, int]:
+    return quota.max_tasks, quota.max_task_bytes
+
+
 def member_task_id(member: str, by_next: bool) -> str:
     """The task id at the end of an index member."""
     return member.rsplit(":", 1)[1] if by_next else member.rsplit("\x00", 1)[1]
 
 
-__all__ = ["KEEP", "NewTask", "RequestConflict", "StoredTask", "TaskStore", "member_task_id", "next_member"]
+__all__ = [
+    "KEEP",
+    "NewTask",
+    "OverQuota",
+    "RequestConflict",
+    "StoredTask",
+    "TaskStore",
+    "member_task_id",
+    "next_member",
+]

@@ -3,8 +3,10 @@
 - `Authenticator.__call__` is the shared interceptor's hook (schedcore/interceptors.py): for a
   method of a public service it reads `authorization: Bearer <token>`, verifies the token (a
   replica trusts a verified token for AUTH_CACHE_SECONDS), checks the role RULES require and binds
-  the caller (a Principal) to `principal_var`. Methods of other services (health, reflection) are
-  open. Refusals raise Unauthenticated or PermissionDenied before the request is even decoded.
+  the caller (a Principal) to `principal_var`. A verified token's call is also counted against
+  its rate limit (services/api/ratelimit.py). Methods of other services (health, reflection) are
+  open. Refusals raise Unauthenticated, PermissionDenied or ResourceExhausted (rate) before the
+  request is even decoded.
 - RULES is the one table of method -> required role. It must name every method of the public
   services: a method added to the protos without a rule stops the api at import.
 - Namespaces are checked by the servicers, which know what a request touches:
@@ -27,6 +29,7 @@ from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import MAX_BEARER
 from schedcore.store.audit import Actor
 from schedcore.store.tokens import StoredToken, TokenStore, digest
+from services.api.ratelimit import RateLimiter
 
 log = logging.getLogger("api.access")
 
@@ -187,9 +190,15 @@ class Authenticator:
     """The api's authentication hook, with its per-replica cache of verified tokens."""
 
     def __init__(
-        self, tokens: TokenStore, mode: str, cache_s: float, clock: Callable[[], Awaitable[int]]
+        self,
+        tokens: TokenStore,
+        mode: str,
+        cache_s: float,
+        clock: Callable[[], Awaitable[int]],
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.tokens = tokens
+        self.limiter = limiter or RateLimiter(0, 1)
         self.enabled = mode != "none"
         self.cache_s = cache_s
         self.clock = clock  # the store's (Redis TIME), in ms
@@ -213,6 +222,7 @@ class Authenticator:
         principal = await self.verify(secret)
         if principal is None:
             raise Unauthenticated(_INVALID)
+        self.limiter.take(principal.token_id, principal.name)
         if principal.role < rule.role:
             raise PermissionDenied(
                 f"{method.rsplit('/', 1)[1]} needs the {_role(rule.role)} role; this token is "

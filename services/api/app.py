@@ -15,6 +15,7 @@ from services.api.access import PUBLIC_SERVICES, Authenticator
 from services.api.audit import AuditService
 from services.api.auth import AuthService, bootstrap
 from services.api.pagetoken import PageTokens
+from services.api.ratelimit import RateLimiter
 from services.api.retention import sweep_forever
 from services.api.servicer import TaskService
 
@@ -25,7 +26,13 @@ async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
     store = Store(redis, settings.redis_key_prefix)
     tokens = PageTokens(settings.page_token_secret.encode(), settings.page_token_ttl_s)
-    authenticator = Authenticator(store.tokens, settings.auth_mode, settings.auth_cache_s, store.now_ms)
+    authenticator = Authenticator(
+        store.tokens,
+        settings.auth_mode,
+        settings.auth_cache_s,
+        store.now_ms,
+        RateLimiter(settings.api_rate_limit, settings.api_rate_burst),
+    )
     servicer = TaskService(store, settings, tokens)
     auth = AuthService(store, settings, tokens, authenticator)
     audit = AuditService(store, tokens, settings.list_page_max_bytes)
@@ -63,4 +70,13 @@ async def build(settings: Settings) -> GrpcService:
             await cancel_and_wait(sweeper)
         await redis.aclose()
 
-    return GrpcService("api", settings, register, ready, close, on_start=start, authenticate=authenticator)
+    return GrpcService(
+        "api",
+        settings,
+        register,
+        ready,
+        close,
+        on_start=start,
+        authenticate=authenticator,
+        max_concurrent_rpcs=settings.api_max_concurrent_rpcs,
+    )

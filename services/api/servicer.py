@@ -91,6 +91,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                     self._audit(
                         ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
                     ),
+                    self.settings.quota(new.spec.namespace),
                 )
             except FileExistsError:
                 continue
@@ -137,7 +138,10 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 new.spec.id = secrets.token_hex(8)
             try:
                 priors = await self.store.tasks.create_many(
-                    news, self.settings.request_id_ttl_s, self._audit(ACTION.AUDIT_ACTION_CREATE_TASK)
+                    news,
+                    self.settings.request_id_ttl_s,
+                    self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
+                    self.settings.quota,
                 )
             except FileExistsError:
                 continue
@@ -314,12 +318,13 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 task_id=task_id,
                 update_mask=paths,
             )
+            quota = self.settings.quota(stored.namespace)
             if reschedule:
                 rev = await self.store.tasks.write(
-                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms, audit=audit
+                    task_id, stored.rev, spec=spec, state=state, next_ms=next_ms, audit=audit, quota=quota
                 )
             else:
-                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec, audit=audit)
+                rev = await self.store.tasks.write(task_id, stored.rev, spec=spec, audit=audit, quota=quota)
             return StoredTask(spec, rev, state, next_ms, stored.last)
 
         updated = await self._mutate(task_id, want_rev, change)
@@ -404,7 +409,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 task_id=task_id,
                 execution_id=execution.id,
             )
-            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit):
+            quota = self.settings.quota(stored.namespace)
+            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
                 break
         else:  # pragma: no cover - five 16-bit collisions within one millisecond
             raise Aborted("could not allocate an execution id; retry")
@@ -507,7 +513,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatsResponse:
-        return await get_stats(self.store, request)
+        return await get_stats(self.store, request, self.settings)
 
 
 def _created(new: NewTask) -> pb.Task:

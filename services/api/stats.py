@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from schedcore import pb
-from schedcore.store import Store
+from schedcore.settings import Settings
+from schedcore.store import Store, quotas
 from schedcore.store.stats import MAX_MINUTES, MINUTE_MS, MinuteStats, minute_of, percentile_ms
 from schedcore.timeutil import ms_to_duration, ms_to_ts
 from services.api import validation
+
+NOTHING = quotas.Usage(0, 0, 0)
 
 
 def _counts(statuses: dict[int, int]) -> list[pb.ExecutionStatusCount]:
@@ -17,7 +20,7 @@ def _counts(statuses: dict[int, int]) -> list[pb.ExecutionStatusCount]:
     ]
 
 
-async def get_stats(store: Store, request: pb.GetStatsRequest) -> pb.GetStatsResponse:
+async def get_stats(store: Store, request: pb.GetStatsRequest, settings: Settings) -> pb.GetStatsResponse:
     minutes, width = validation.stats_window(request, MAX_MINUTES)
     now = await store.now_ms()
     first = minute_of(now) - minutes + 1
@@ -39,6 +42,19 @@ async def get_stats(store: Store, request: pb.GetStatsRequest) -> pb.GetStatsRes
         total.add(bucket)
         out.buckets.add(start_time=ms_to_ts((first + start) * MINUTE_MS), counts=_counts(bucket.statuses))
     out.executions.extend(_counts(total.statuses))
+    counted = await quotas.usage(store.redis, store.keys, now)
+    for namespace in sorted(counted.keys() | settings.quota_namespaces()):
+        used = counted.get(namespace, NOTHING)
+        limits = settings.quota(namespace)
+        out.namespaces.add(
+            namespace=namespace,
+            tasks=used.tasks,
+            max_tasks=limits.max_tasks,
+            task_bytes=used.task_bytes,
+            max_task_bytes=limits.max_task_bytes,
+            runs_this_minute=used.runs_this_minute,
+            max_runs_per_minute=limits.max_runs_per_minute,
+        )
     out.lag.count = sum(total.lag)
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         ms = percentile_ms(total.lag, q)

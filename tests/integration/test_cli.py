@@ -358,8 +358,22 @@ def test_stats_counts_what_ran(live: Suite) -> None:
     assert tasks["TASK_STATE_COMPLETED"] == 1 and tasks["TASK_STATE_ACTIVE"] == 1
     assert doc["executions"] == [{"status": "EXECUTION_STATUS_SUCCEEDED", "count": "1"}]
     assert int(doc["lag"]["count"]) == 1
+    [usage] = doc["namespaces"]
+    assert int(usage.pop("taskBytes")) > 0
+    assert usage == {
+        "namespace": "default",
+        "tasks": "2",
+        "maxTasks": "100000",
+        "maxTaskBytes": str(256 << 20),
+        "maxRunsPerMinute": "600",
+    }
     table = ok(addr, "stats")
     assert "succeeded 1" in table and "completed 1" in table
+    assert (
+        "task quotas" in table
+        and "default 2/100000 tasks" in table
+        and f"/{256 << 20} bytes 0/600 runs" in table
+    )
     bad = schedctl(addr, "stats", "--window", "90s")
     assert bad.returncode == 13 and "window" in bad.stderr
 

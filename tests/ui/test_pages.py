@@ -153,6 +153,19 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
     assert metrics["Success rate"] == "50.0 %"
     assert metrics["Lag p99"] != "—"
     assert len(overview.get("vega_lite_chart")) == 1, "the chart of executions over time"
+    [quotas] = overview.dataframe
+    [row] = quotas.value.to_dict("records")
+    assert row["Bytes"] > 0
+    assert row == {
+        "Namespace": "default",
+        "Tasks": 2,
+        "Limit": "100000",
+        "Used": "0.0 %",
+        "Bytes": row["Bytes"],
+        "Bytes limit": str(256 * 1024 * 1024),
+        "Runs this minute": 0,
+        "Runs limit": "600 / min",
+    }, "each namespace's usage against its quotas"
     recent = texts(overview)
     assert "broken hook" in recent and "say hello" not in recent, "each failure names its task"
     links = [p for p in overview.get("page_link")]

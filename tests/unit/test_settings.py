@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from schedcore.sealing import new_key
-from schedcore.settings import Settings, SettingsError
+from schedcore.settings import NamespaceQuota, Settings, SettingsError
 
 # Local development's explicit opt-out of TLS: without it (or a certificate) nothing starts.
 DEV = {"GRPC_PLAINTEXT": "true"}
@@ -41,6 +41,10 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.executor_command_targets is False
     assert s.executor_allowed_clients == ("scheduler",)
     assert s.executor_command_user == ""
+    assert (s.namespace_max_tasks, s.namespace_max_tasks_overrides) == (100_000, ())
+    assert (s.namespace_max_task_bytes, s.namespace_max_task_bytes_overrides) == (256 * 1024 * 1024, ())
+    assert (s.namespace_max_runs_per_minute, s.namespace_max_runs_per_minute_overrides) == (600, ())
+    assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (32, 500.0, 1000)
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -110,6 +114,15 @@ FULL_ENV = {
     "EXECUTOR_ALLOWED_CLIENTS": "scheduler, scheduler.suite.svc",
     "HTTP_DENY_PRIVATE": "true",
     "EXECUTOR_COMMAND_USER": "65534:65534",
+    "NAMESPACE_MAX_TASKS": "500",
+    "NAMESPACE_MAX_TASKS_OVERRIDES": "team-b=0, team-a=20",
+    "NAMESPACE_MAX_TASK_BYTES": "1000000",
+    "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "team-a=5000",
+    "NAMESPACE_MAX_RUNS_PER_MINUTE": "60",
+    "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES": "ops=0",
+    "API_MAX_CONCURRENT_RPCS": "50",
+    "API_RATE_LIMIT": "2.5",
+    "API_RATE_BURST": "10",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -164,6 +177,15 @@ def test_every_variable_is_parsed() -> None:
         executor_allowed_clients=("scheduler", "scheduler.suite.svc"),
         http_deny_private=True,
         executor_command_user="65534:65534",
+        namespace_max_tasks=500,
+        namespace_max_tasks_overrides=(("team-a", 20), ("team-b", 0)),
+        namespace_max_task_bytes=1_000_000,
+        namespace_max_task_bytes_overrides=(("team-a", 5000),),
+        namespace_max_runs_per_minute=60,
+        namespace_max_runs_per_minute_overrides=(("ops", 0),),
+        api_max_concurrent_rpcs=50,
+        api_rate_limit=2.5,
+        api_rate_burst=10,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -221,6 +243,17 @@ def test_accepted_redis_urls(url: str) -> None:
         ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
         ("EXECUTOR_COMMAND_USER", "nobody:nogroup", "or uid[:gid], got 'nobody:nogroup'"),
         ("EXECUTOR_COMMAND_USER", "a b", "expected a user name or uid[:gid]"),
+        ("NAMESPACE_MAX_TASKS", "-1", "between 0 and"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
+        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
+        ("NAMESPACE_MAX_TASK_BYTES", "2000000000000", "between 0 and"),
+        ("NAMESPACE_MAX_TASK_BYTES_OVERRIDES", "a=1,b", "got 'b'"),
+        ("NAMESPACE_MAX_RUNS_PER_MINUTE", "many", "expected an integer"),
+        ("NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", "=5", "expected namespace=N"),
+        ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
+        ("API_RATE_LIMIT", "fast", "expected a number"),
+        ("API_RATE_BURST", "0", "between 1 and"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
@@ -315,3 +348,28 @@ def test_secret_keys_must_be_fernet_keys_and_are_never_echoed() -> None:
     assert bad not in str(info.value)
     assert KEY_1 not in repr(Settings.from_env({**DEV, "SECRET_KEYS": KEY_1}))  # nor in a logged repr
     assert Settings.from_env(DEV).secret_keys == ()
+
+
+def test_a_namespace_override_wins_over_the_default_quota() -> None:
+    s = Settings.from_env(
+        {
+            **DEV,
+            "NAMESPACE_MAX_TASKS": "10",
+            "NAMESPACE_MAX_TASKS_OVERRIDES": "big=0,small=2",
+            "NAMESPACE_MAX_TASK_BYTES_OVERRIDES": "small=500",
+            "NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES": "ops=5",
+        }
+    )
+    assert s.quota("big") == NamespaceQuota(0, 256 * 1024 * 1024, 600)
+    assert s.quota("small") == NamespaceQuota(2, 500, 600)
+    assert s.quota("ops") == NamespaceQuota(10, 256 * 1024 * 1024, 5)
+    assert s.quota("other") == NamespaceQuota(10, 256 * 1024 * 1024, 600)
+    assert s.quota_namespaces() == {"big", "small", "ops"}
+
+
+def test_the_namespace_pattern_is_the_key_modules() -> None:
+    # settings.py keeps a copy (it must not import schedcore.store, which loads redis).
+    from schedcore import settings
+    from schedcore.store import keys
+
+    assert settings.NAMESPACE.pattern == keys.NAMESPACE.pattern

@@ -56,6 +56,27 @@ row[2].metric("Lag p50", fmt.dur(stats.lag.p50, has_lag), help=lag_help)
 row[3].metric("Lag p95", fmt.dur(stats.lag.p95, has_lag), help=lag_help)
 row[4].metric("Lag p99", fmt.dur(stats.lag.p99, has_lag), help=lag_help)
 
+if stats.namespaces:
+    st.subheader(
+        "Quotas",
+        help="Each namespace's tasks, the bytes their specs take and its manual runs this minute, "
+        "against its limits",
+    )
+    quotas = [
+        {
+            "Namespace": u.namespace,
+            "Tasks": u.tasks,
+            "Limit": str(u.max_tasks) if u.max_tasks else "none",
+            "Used": f"{100 * u.tasks / u.max_tasks:.1f} %" if u.max_tasks else "—",
+            "Bytes": u.task_bytes,
+            "Bytes limit": str(u.max_task_bytes) if u.max_task_bytes else "none",
+            "Runs this minute": u.runs_this_minute,
+            "Runs limit": f"{u.max_runs_per_minute} / min" if u.max_runs_per_minute else "none",
+        }
+        for u in stats.namespaces
+    ]
+    st.dataframe(pd.DataFrame(quotas), hide_index=True, key="ov_quotas")
+
 st.subheader(f"Executions that ended, {window_name.lower() if window_name else ''}")
 rows = [
     {
