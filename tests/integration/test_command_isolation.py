@@ -13,12 +13,16 @@ user can execute (command_python).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,24 +53,64 @@ def as_nobody() -> None:
     os.setuid(NOBODY)
 
 
-def _runs_as_nobody(python: str, env: dict[str, str]) -> bool:
+def _runs_as_nobody(python: str, env: dict[str, str], cwd: Path = ROOT) -> bool:
     probe = [python, "-c", "import grpc, cryptography, services.executor.app"]
     try:
-        done = subprocess.run(probe, cwd=ROOT, env=env, preexec_fn=as_nobody, capture_output=True, timeout=60)
+        done = subprocess.run(probe, cwd=cwd, env=env, preexec_fn=as_nobody, capture_output=True, timeout=60)
     except PermissionError:  # the interpreter itself is out of its reach
         return False
     return done.returncode == 0
 
 
+# The executor's imports, listed by a fresh interpreter: the top-level entries of site-packages
+# that a copy for uid 65534 needs.
+_IMPORTS_PROBE = (
+    "import os, sys, sysconfig, services.executor.__main__, services.executor.app; "
+    "sp = sysconfig.get_paths()['purelib']; "
+    "print('\\n'.join(sorted({os.path.relpath(m.__file__, sp).split(os.sep)[0] "
+    "for m in list(sys.modules.values()) "
+    "if (getattr(m, '__file__', None) or '').startswith(sp + os.sep)})))"
+)
+
+
+@functools.cache
+def _readable_copy() -> Path:
+    """The executor's code and the packages it imports, copied where uid 65534 may read them: a
+    checkout (or its virtualenv) under a directory only root may enter (CI clones into a mktemp
+    folder, mode 0700) is out of that user's reach."""
+    top = Path(tempfile.mkdtemp(prefix="nobody-executor-"))
+    top.chmod(0o755)
+    atexit.register(shutil.rmtree, top, True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("schedcore", "services"):
+        shutil.copytree(ROOT / package, top / package, ignore=skip)
+    listed = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_PROBE], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    site = top / "site"
+    site.mkdir()
+    for name in listed:
+        source = Path(SITE_PACKAGES) / name
+        if source.is_dir():
+            shutil.copytree(source, site / name, ignore=skip)
+        elif not name.startswith("__editable__"):
+            shutil.copy2(source, site / name)
+    for path in (top, *top.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644 | (path.stat().st_mode & 0o111))
+    return top
+
+
 def nobody_executor_python() -> tuple[str, dict[str, str]]:
     """An interpreter and PYTHONPATH with which uid 65534 can run the executor: this one, or
-    (when it lives under a directory only root may enter) the system's with our packages."""
-    for python, extra in (
-        (sys.executable, {}),
-        (command_python(), {"PYTHONPATH": os.pathsep.join([str(ROOT), SITE_PACKAGES])}),
-    ):
-        if _runs_as_nobody(python, {**clean_env(), **extra}):
-            return python, extra
+    (when it lives under a directory only root may enter) the system's with a readable copy of
+    our code and packages."""
+    if _runs_as_nobody(sys.executable, clean_env()):
+        return sys.executable, {}
+    copy = _readable_copy()
+    extra = {"PYTHONPATH": os.pathsep.join([str(copy), str(copy / "site")])}
+    python = command_python()
+    if _runs_as_nobody(python, {**clean_env(), **extra}, cwd=copy):
+        return python, extra
     raise AssertionError(f"no Python can run the executor as uid {NOBODY}")
 
 
