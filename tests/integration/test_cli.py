@@ -313,6 +313,9 @@ def test_run_and_executions_list_get_follow(live: Suite) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it: a suite run in a background job (`.ci/run &`) ignores
+        # SIGINT, and a child would inherit that and never see the test's SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     events: list[dict] = []
     reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in follow.stdout))  # type: ignore[union-attr]
