@@ -20,7 +20,7 @@ import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import Aborted, NotFound
+from schedcore.errors import Aborted, IdTaken, NotFound
 from schedcore.sealing import secret_maps
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
@@ -167,7 +167,7 @@ class TaskStore:
         if result[0] == b"dup":
             return bytes(result[1]).decode()
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
-            raise FileExistsError(task_id)
+            raise IdTaken(task_id)
         return None
 
     async def create_many(
@@ -182,7 +182,7 @@ class TaskStore:
         `audit`, each created task gets an event with those fields plus its id and namespace.
 
         Raises RequestConflict when a request key was used for different contents,
-        FileExistsError(index) when a generated id collides, OverQuota when the new tasks would
+        IdTaken(index) when a generated id collides, OverQuota when the new tasks would
         take a namespace past `quota(namespace)`; nothing is written then."""
         k = self.keys
         rows = [
@@ -210,7 +210,7 @@ class TaskStore:
         if result[0] == b"conflict":
             raise RequestConflict(int(result[1]), bytes(result[2]).decode())
         if result[0] == b"collision":
-            raise FileExistsError(int(result[1]))
+            raise IdTaken(int(result[1]))
         if result[0] == b"quota":
             which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
             limits = quota(namespace)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 
 import grpc
 
 from schedcore import pb
-from schedcore.errors import Aborted, InvalidArgument, PermissionDenied
+from schedcore.errors import InvalidArgument, PermissionDenied
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
@@ -20,6 +19,7 @@ from schedcore.store.tokens import StoredToken, digest, new_secret
 from schedcore.timeutil import duration_to_ms
 from services.api import access, validation
 from services.api.access import Authenticator
+from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import collect
 
@@ -83,9 +83,10 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
         access.check_namespace(namespace, "the new token")
         now = await self.store.now_ms()
         secret = new_secret()
-        for _ in range(3):
+
+        async def attempt() -> StoredToken:
             token = StoredToken(
-                id=secrets.token_hex(8),
+                id=new_id(),
                 name=name,
                 role=role,
                 namespace=namespace,
@@ -103,12 +104,11 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 namespace=namespace,
                 token_id=token.id,
             )
-            try:
-                await self.store.tokens.create(token, audit)
-            except FileExistsError:
-                continue
-            return pb.CreateTokenResponse(token=token.to_proto(), secret=secret)
-        raise Aborted("could not allocate a token id; retry")  # pragma: no cover - 3 collisions
+            await self.store.tokens.create(token, audit)
+            return token
+
+        token = await with_fresh_id("a token id", attempt)
+        return pb.CreateTokenResponse(token=token.to_proto(), secret=secret)
 
     async def ListTokens(
         self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext
@@ -168,9 +168,10 @@ async def bootstrap(store: Store, secret: str) -> None:
     """Write AUTH_BOOTSTRAP_TOKEN as the cluster-wide admin token `bootstrap`, unless a token with
     that secret exists already (another replica wrote it, or it was revoked: it stays revoked)."""
     now = await store.now_ms()
-    for _ in range(3):
+
+    async def attempt() -> str | None:
         token = StoredToken(
-            id=secrets.token_hex(8),
+            id=new_id(),
             name=BOOTSTRAP_NAME,
             role=pb.Role.ROLE_ADMIN,
             namespace="",
@@ -180,16 +181,14 @@ async def bootstrap(store: Store, secret: str) -> None:
             revoke_ms=None,
             created_by=BOOTSTRAP_NAME,
         )
-        try:
-            prior = await store.tokens.create(token)
-        except FileExistsError:
-            continue
-        if prior is not None:
-            existing = await store.tokens.get(prior)
-            if existing.revoke_ms is not None:
-                access.log.warning(
-                    "AUTH_BOOTSTRAP_TOKEN was revoked (token %s) and stays revoked: remove it from "
-                    "the environment",
-                    prior,
-                )
-        return
+        return await store.tokens.create(token)
+
+    prior = await with_fresh_id("the bootstrap token's id", attempt)
+    if prior is not None:
+        existing = await store.tokens.get(prior)
+        if existing.revoke_ms is not None:
+            access.log.warning(
+                "AUTH_BOOTSTRAP_TOKEN was revoked (token %s) and stays revoked: remove it from "
+                "the environment",
+                prior,
+            )

@@ -25,6 +25,7 @@ from schedcore.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
+    IdTaken,
     InvalidArgument,
     NotFound,
 )
@@ -38,6 +39,7 @@ from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
 from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
+from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import collect
 from services.api.stats import get_stats
@@ -77,27 +79,24 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         now = await self.store.now_ms()
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
-        for _ in range(3):
-            new.spec.id = secrets.token_hex(8)
-            try:
-                prior = await self.store.tasks.create(
-                    new.spec.id,
-                    new.spec,
-                    new.state,
-                    new.next_ms,
-                    new.request_key,
-                    new.fingerprint,
-                    self.settings.request_id_ttl_s,
-                    self._audit(
-                        ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
-                    ),
-                    self.settings.quota(new.spec.namespace),
-                )
-            except FileExistsError:
-                continue
-            break
-        else:  # pragma: no cover - three 64-bit collisions in a row
-            raise Aborted("could not allocate a task id; retry")
+
+        async def attempt() -> str | None:
+            new.spec.id = new_id()
+            return await self.store.tasks.create(
+                new.spec.id,
+                new.spec,
+                new.state,
+                new.next_ms,
+                new.request_key,
+                new.fingerprint,
+                self.settings.request_id_ttl_s,
+                self._audit(
+                    ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
+                ),
+                self.settings.quota(new.spec.namespace),
+            )
+
+        prior = await with_fresh_id("a task id", attempt)
         if prior is None:
             return pb.CreateTaskResponse(task=_created(new))
         prior_id, prior_fingerprint = prior.split(":")
@@ -133,26 +132,24 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         await self._require_runnable([new.spec for new in news])
-        for _ in range(3):
+
+        async def attempt() -> list[str | None]:
             for new in news:
-                new.spec.id = secrets.token_hex(8)
-            try:
-                priors = await self.store.tasks.create_many(
-                    news,
-                    self.settings.request_id_ttl_s,
-                    self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
-                    self.settings.quota,
-                )
-            except FileExistsError:
-                continue
-            except RequestConflict as exc:
-                raise AlreadyExists(
-                    f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
-                    f"to create task {exc.prior.split(':')[0]} with different contents; nothing was created"
-                ) from None
-            break
-        else:  # pragma: no cover - three 64-bit collisions in a row
-            raise Aborted("could not allocate task ids; retry")
+                new.spec.id = new_id()
+            return await self.store.tasks.create_many(
+                news,
+                self.settings.request_id_ttl_s,
+                self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
+                self.settings.quota,
+            )
+
+        try:
+            priors = await with_fresh_id("task ids", attempt)
+        except RequestConflict as exc:
+            raise AlreadyExists(
+                f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
+                f"to create task {exc.prior.split(':')[0]} with different contents; nothing was created"
+            ) from None
         # Requests repeated from an earlier call: their tasks, read in one round trip.
         prior_ids = [p.split(":")[0] for p in priors if p is not None]
         stored = dict(zip(prior_ids, await self.store.tasks.get_many(prior_ids), strict=True))
@@ -401,7 +398,8 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         execution.fire_time.CopyFrom(ms_to_ts(now))
         if stored.spec.HasField("payload"):
             execution.payload.CopyFrom(stored.spec.payload)
-        for _ in range(5):
+
+        async def attempt() -> None:
             execution.id = execution_id(task_id, now, secrets.token_hex(2))
             audit = self._audit(
                 ACTION.AUDIT_ACTION_RUN_TASK,
@@ -410,10 +408,11 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 execution_id=execution.id,
             )
             quota = self.settings.quota(stored.namespace)
-            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
-                break
-        else:  # pragma: no cover - five 16-bit collisions within one millisecond
-            raise Aborted("could not allocate an execution id; retry")
+            if not await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
+                raise IdTaken(execution.id)
+
+        # Five tries: 16 random bits within one millisecond may collide.
+        await with_fresh_id("an execution id", attempt, tries=5)
         await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
         return pb.RunTaskResponse(execution=execution)
 
