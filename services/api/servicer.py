@@ -36,7 +36,7 @@ from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
 from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
+from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
 from services.api.ids import new_id, with_fresh_id
@@ -80,7 +80,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
 
-        async def attempt() -> str | None:
+        async def attempt() -> PriorTask | None:
             new.spec.id = new_id()
             return await self.store.tasks.create(
                 new.spec.id,
@@ -99,13 +99,12 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         prior = await with_fresh_id("a task id", attempt)
         if prior is None:
             return pb.CreateTaskResponse(task=_created(new))
-        prior_id, prior_fingerprint = prior.split(":")
-        if prior_fingerprint != new.fingerprint:
+        if prior.fingerprint != new.fingerprint:
             raise AlreadyExists(
-                f"request_id {new.request_key!r} was already used to create task {prior_id} with "
+                f"request_id {new.request_key!r} was already used to create task {prior.task_id} with "
                 f"different contents"
             )
-        return pb.CreateTaskResponse(task=await self._prior(prior_id, new.request_key))
+        return pb.CreateTaskResponse(task=await self._prior(prior.task_id, new.request_key))
 
     async def BatchCreateTasks(
         self, request: pb.BatchCreateTasksRequest, context: grpc.aio.ServicerContext
@@ -133,7 +132,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             raise InvalidArgument(problems)
         await self._require_runnable([new.spec for new in news])
 
-        async def attempt() -> list[str | None]:
+        async def attempt() -> list[PriorTask | None]:
             for new in news:
                 new.spec.id = new_id()
             return await self.store.tasks.create_many(
@@ -148,20 +147,20 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         except RequestConflict as exc:
             raise AlreadyExists(
                 f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
-                f"to create task {exc.prior.split(':')[0]} with different contents; nothing was created"
+                f"to create task {exc.prior.task_id} with different contents; nothing was created"
             ) from None
         # Requests repeated from an earlier call: their tasks, read in one round trip.
-        prior_ids = [p.split(":")[0] for p in priors if p is not None]
+        prior_ids = [p.task_id for p in priors if p is not None]
         stored = dict(zip(prior_ids, await self.store.tasks.get_many(prior_ids), strict=True))
         tasks = []
         for new, prior in zip(news, priors, strict=True):
             if prior is None:
                 tasks.append(_created(new))
                 continue
-            found = stored[prior.split(":")[0]]
+            found = stored[prior.task_id]
             if found is None:
                 raise AlreadyExists(
-                    f"request_id {new.request_key!r} created task {prior.split(':')[0]}, which has "
+                    f"request_id {new.request_key!r} created task {prior.task_id}, which has "
                     f"since been deleted"
                 )
             tasks.append(found.to_proto())
