@@ -4,7 +4,6 @@ namespace and cannot create cluster-wide ones. WhoAmI describes the caller's tok
 
 from __future__ import annotations
 
-import json
 import re
 
 import grpc
@@ -21,7 +20,7 @@ from services.api import access, validation
 from services.api.access import Authenticator
 from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
-from services.api.paging import collect
+from services.api.paging import page
 
 MAX_TOKEN_NAME = 200
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
@@ -115,10 +114,6 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
     ) -> pb.ListTokensResponse:
         size = validation.page_size(request.page_size)
         namespace = access.current().namespace
-        filters = json.dumps(["tokens", request.show_revoked, namespace])
-        cursor = self.pages.decode(request.page_token, filters)
-        if cursor is not None and not _INDEX_MEMBER.match(cursor):
-            raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
         now_ms = await self.store.now_ms()
 
         async def fetch(after: str | None, count: int) -> list[tuple[str, StoredToken | None]]:
@@ -131,13 +126,19 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 return False
             return request.show_revoked or token.usable(now_ms)
 
-        page, last = await collect(
-            fetch, cursor, size, matches, StoredToken.to_proto, self.settings.list_page_max_bytes
+        filters: list[object] = ["tokens", request.show_revoked, namespace]
+        tokens, next_token = await page(
+            self.pages,
+            request.page_token,
+            filters,
+            fetch,
+            size,
+            matches,
+            StoredToken.to_proto,
+            self.settings.list_page_max_bytes,
+            _INDEX_MEMBER.match,
         )
-        return pb.ListTokensResponse(
-            tokens=page,
-            next_page_token=self.pages.encode(filters, last) if last is not None else "",
-        )
+        return pb.ListTokensResponse(tokens=tokens, next_page_token=next_token)
 
     async def RevokeToken(
         self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -42,7 +41,7 @@ from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
 from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
-from services.api.paging import collect
+from services.api.paging import page
 from services.api.stats import get_stats
 
 ACTION = pb.AuditAction
@@ -230,8 +229,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         labels = dict(request.labels)
         needle = request.name_contains.casefold()
         namespace = access.list_namespace(validation.namespace(request.namespace))
-        filters = json.dumps([request.state, sorted(labels.items()), needle, by_next, namespace])
-        cursor = self.tokens.decode(request.page_token, filters)
+        filters: list[object] = [request.state, sorted(labels.items()), needle, by_next, namespace]
 
         def matches(task: StoredTask) -> bool:
             if namespace and task.namespace != namespace:
@@ -247,13 +245,17 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             found = await self.store.tasks.get_many([member_task_id(m, by_next) for m in members])
             return list(zip(members, found, strict=True))
 
-        page, last = await collect(
-            fetch, cursor, size, matches, StoredTask.to_proto, self.settings.list_page_max_bytes
+        tasks, next_token = await page(
+            self.tokens,
+            request.page_token,
+            filters,
+            fetch,
+            size,
+            matches,
+            StoredTask.to_proto,
+            self.settings.list_page_max_bytes,
         )
-        return pb.ListTasksResponse(
-            tasks=page,
-            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
-        )
+        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token)
 
     async def UpdateTask(
         self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
@@ -467,10 +469,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             with contextlib.suppress(NotFound):
                 await self._get(task_id)
         bounds = Bounds(start, end)
-        filters = json.dumps([task_id, request.status, start, end, namespace])
-        cursor = self.tokens.decode(request.page_token, filters)
-        if cursor is not None:
-            validation.execution_id(cursor, "page_token")
+        filters: list[object] = [task_id, request.status, start, end, namespace]
 
         async def fetch(after: str | None, count: int) -> list[tuple[str, tuple[int, bytes] | None]]:
             ids = await self.store.executions.scan(task_id, bounds, after, count)
@@ -491,13 +490,18 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
                 for key, row in await fetch(after, count)
             ]
 
-        page, last = await collect(
-            fetch_records, cursor, size, matches, _same, self.settings.list_page_max_bytes
+        executions, next_token = await page(
+            self.tokens,
+            request.page_token,
+            filters,
+            fetch_records,
+            size,
+            matches,
+            _same,
+            self.settings.list_page_max_bytes,
+            lambda cursor: validation.execution_id(cursor, "page_token"),
         )
-        return pb.ListExecutionsResponse(
-            executions=page,
-            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
-        )
+        return pb.ListExecutionsResponse(executions=executions, next_page_token=next_token)
 
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
