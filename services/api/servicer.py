@@ -1,18 +1,15 @@
-"""TaskService: the public API. Validates, reads and writes the store; raises domain errors,
+"""TaskService: the public API (the task RPCs here, the execution RPCs in
+services/api/executions.py). Validates, reads and writes the store; raises domain errors,
 which the shared interceptor maps to gRPC statuses.
 
 Roles are checked before a call gets here (services/api/access.py); namespaces here, where it is
 known what a request touches. Every successful change carries its audit event into the same Lua
 script as the change (schedcore/store/audit.py); a refused or no-op change records nothing.
-An execution's namespace is its task's, copied into the record when the execution is created
-(by RunTask here, by the scheduler's plan for scheduled ones): reads need no second lookup.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +21,6 @@ from schedcore.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
-    IdTaken,
     InvalidArgument,
     NotFound,
 )
@@ -33,16 +29,14 @@ from schedcore.schedule import Window
 from schedcore.sealing import Sealer
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.audit import AuditEntry
-from schedcore.store.executions import Bounds, decode
-from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
+from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
+from services.api.executions import ExecutionService
 from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
-from services.api.stats import get_stats
 
 ACTION = pb.AuditAction
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -54,22 +48,13 @@ CAS_ATTEMPTS = 5
 MAX_BATCH = 1000
 
 
-class TaskService(pb.task_service_grpc.TaskServiceServicer):
+class TaskService(ExecutionService):
+    """The task RPCs; the execution RPCs and shared helpers come from ExecutionService."""
+
     def __init__(self, store: Store, settings: Settings, tokens: PageTokens) -> None:
-        self.store = store
-        self.settings = settings
-        self.tokens = tokens
+        super().__init__(store, settings, tokens)
         self.addresses = AddressPolicy.from_settings(settings)
         self.sealer = Sealer(settings.secret_keys)
-
-    def _audit(self, action: int, **what: object) -> AuditEntry:
-        """The audit event of a change the caller makes."""
-        return AuditEntry.of(
-            self.settings.audit_max_events,
-            action,
-            access.current().actor(),
-            **what,  # type: ignore[arg-type]
-        )
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -210,12 +195,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
     ) -> pb.GetTaskResponse:
         stored = await self._get(validation.task_id(request.id))
         return pb.GetTaskResponse(task=stored.to_proto())
-
-    async def _get(self, task_id: str) -> StoredTask:
-        """A task the caller may see: NotFound, or PermissionDenied for another namespace."""
-        stored = await self.store.tasks.get(task_id)
-        access.check_namespace(stored.namespace, f"task {task_id}")
-        return stored
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
@@ -380,41 +359,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         task = await self._mutate(task_id, validation.etag(request.etag), resume)
         return pb.ResumeTaskResponse(task=task.to_proto())
 
-    async def RunTask(
-        self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RunTaskResponse:
-        task_id = validation.task_id(request.id)
-        stored = await self._get(task_id)
-        now = await self.store.now_ms()
-        execution = pb.Execution(
-            task_id=task_id,
-            namespace=stored.namespace,
-            attempt=1,
-            status=pb.ExecutionStatus.EXECUTION_STATUS_PENDING,
-            trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL,
-        )
-        execution.nominal_time.CopyFrom(ms_to_ts(now))
-        execution.fire_time.CopyFrom(ms_to_ts(now))
-        if stored.spec.HasField("payload"):
-            execution.payload.CopyFrom(stored.spec.payload)
-
-        async def attempt() -> None:
-            execution.id = execution_id(task_id, now, secrets.token_hex(2))
-            audit = self._audit(
-                ACTION.AUDIT_ACTION_RUN_TASK,
-                namespace=stored.namespace,
-                task_id=task_id,
-                execution_id=execution.id,
-            )
-            quota = self.settings.quota(stored.namespace)
-            if not await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
-                raise IdTaken(execution.id)
-
-        # Five tries: 16 random bits within one millisecond may collide.
-        await with_fresh_id("an execution id", attempt, tries=5)
-        await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
-        return pb.RunTaskResponse(execution=execution)
-
     async def _mutate(
         self, task_id: str, want_rev: int | None, change: Callable[[StoredTask], Awaitable[StoredTask]]
     ) -> StoredTask:
@@ -452,73 +396,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         assert window is not None
         return pb.PreviewScheduleResponse(fire_times=[ms_to_ts(ms) for ms in window.preview_ms(after, count)])
 
-    # --- executions ------------------------------------------------------------------------
-
-    async def ListExecutions(
-        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListExecutionsResponse:
-        task_id = validation.task_id(request.task_id, "task_id") if request.task_id else None
-        namespace = access.list_namespace(validation.namespace(request.namespace))
-        size = validation.page_size(request.page_size)
-        if request.status not in pb.ExecutionStatus.values():
-            raise InvalidArgument.field("status", f"unknown status {request.status}")
-        start, end = validation.time_range(request)
-        if task_id is not None and access.current().namespace:
-            # A task of another namespace is refused outright; a deleted task's executions are
-            # filtered by their own namespace below.
-            with contextlib.suppress(NotFound):
-                await self._get(task_id)
-        bounds = Bounds(start, end)
-        filters: list[object] = [task_id, request.status, start, end, namespace]
-
-        async def fetch(after: str | None, count: int) -> list[tuple[str, tuple[int, bytes] | None]]:
-            ids = await self.store.executions.scan(task_id, bounds, after, count)
-            return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
-
-        def matches(row: pb.Execution) -> bool:
-            return not namespace or row.namespace == namespace
-
-        async def fetch_records(after: str | None, count: int) -> list[tuple[str, pb.Execution | None]]:
-            # The status filter reads the hash's status field: only the rows it keeps are decoded.
-            return [
-                (
-                    key,
-                    decode(*row)
-                    if row is not None and (not request.status or row[0] == request.status)
-                    else None,
-                )
-                for key, row in await fetch(after, count)
-            ]
-
-        executions, next_token = await page(
-            self.tokens,
-            request.page_token,
-            filters,
-            fetch_records,
-            size,
-            matches,
-            _same,
-            self.settings.list_page_max_bytes,
-            lambda cursor: validation.execution_id(cursor, "page_token"),
-        )
-        return pb.ListExecutionsResponse(executions=executions, next_page_token=next_token)
-
-    async def GetExecution(
-        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetExecutionResponse:
-        execution = await self.store.executions.get(validation.execution_id(request.id))
-        access.check_namespace(execution.namespace, f"execution {execution.id}")
-        return pb.GetExecutionResponse(execution=execution)
-
-    async def GetStats(
-        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetStatsResponse:
-        return await get_stats(self.store, request, self.settings)
-
 
 def _created(new: NewTask) -> pb.Task:
     return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
-
-
-def _same(execution: pb.Execution) -> pb.Execution:
-    return execution
