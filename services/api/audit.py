@@ -46,17 +46,9 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):
                 and (not namespace or event.namespace == namespace)
             )
 
-        filters: list[object] = ["audit", task_id, actor, namespace, start, end]
+        token, filters = request.page_token, ["audit", task_id, actor, namespace, start, end]
         events, next_token = await page(
-            self.pages,
-            request.page_token,
-            filters,
-            fetch,
-            size,
-            matches,
-            _same,
-            self.max_page_bytes,
-            _ENTRY_ID.match,
+            self.pages, token, filters, fetch, size, matches, _same, self.max_page_bytes, _ENTRY_ID.match
         )
         return pb.ListAuditEventsResponse(events=events, next_page_token=next_token)
 

@@ -16,7 +16,7 @@ A short page says nothing about the end: only an empty next_page_token does.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -81,7 +81,7 @@ async def collect(
 async def page(
     tokens: PageTokens,
     page_token: str,
-    filters: list[object],
+    filters: Sequence[object],
     fetch: Callable[[str | None, int], Awaitable[list[tuple[str, T | None]]]],
     size: int,
     matches: Callable[[T], bool],

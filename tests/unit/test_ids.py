@@ -12,28 +12,28 @@ from schedcore.errors import Aborted, IdTaken, status_of
 from services.api.ids import with_fresh_id
 
 
-def test_retries_until_an_id_is_free() -> None:
-    calls: list[int] = []
+def taken_times(n: int, calls: list[int]):  # type: ignore[no-untyped-def]
+    """An attempt whose first `n` ids are taken, counting its calls."""
 
     async def attempt() -> str:
         calls.append(1)
-        if len(calls) < 3:
+        if len(calls) <= n:
             raise IdTaken("abc")
         return "stored"
 
-    assert asyncio.run(with_fresh_id("a task id", attempt, tries=3)) == "stored"
+    return attempt
+
+
+def test_retries_until_an_id_is_free() -> None:
+    calls: list[int] = []
+    assert asyncio.run(with_fresh_id("a task id", taken_times(2, calls), tries=3)) == "stored"
     assert len(calls) == 3
 
 
 def test_gives_up_with_aborted_naming_the_id() -> None:
     calls: list[int] = []
-
-    async def attempt() -> str:
-        calls.append(1)
-        raise IdTaken("abc")
-
     with pytest.raises(Aborted, match="could not allocate a token id; retry"):
-        asyncio.run(with_fresh_id("a token id", attempt, tries=5))
+        asyncio.run(with_fresh_id("a token id", taken_times(99, calls), tries=5))
     assert len(calls) == 5
 
 
