@@ -86,6 +86,13 @@ class Aborted(SchedulerError):
     code = grpc.StatusCode.ABORTED
 
 
+class IdTaken(SchedulerError, FileExistsError):
+    """A generated id (its args[0], or the index of a batch's item) is in use already: the caller
+    picks another (services.api.ids.with_fresh_id); one that escapes asks the client to retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class FailedPrecondition(SchedulerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

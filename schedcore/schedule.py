@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
+from schedcore import pb
 from schedcore.errors import quote
+from schedcore.timeutil import ts_to_ms
 
 MAX_EXPRESSION_LENGTH = 256
 _WILDCARD_HOUR_MACROS = {"@hourly"}
@@ -192,6 +194,19 @@ class Window:
     once_ms: int | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+
+    @classmethod
+    def of(cls, schedule: pb.Schedule) -> Window:
+        """The Window of a valid schedule (stored, or normalized by the api's validation): the
+        one conversion, its cron parsed through Cron.parse's cache. No zone reads as UTC."""
+        if schedule.WhichOneof("kind") == "once":
+            return cls(once_ms=ts_to_ms(schedule.once.run_time))
+        cron = schedule.cron
+        return cls(
+            cron=Cron.parse(cron.expression, cron.time_zone or "UTC"),
+            start_ms=ts_to_ms(cron.start_time) if cron.HasField("start_time") else None,
+            end_ms=ts_to_ms(cron.end_time) if cron.HasField("end_time") else None,
+        )
 
     def next_after_ms(self, after_ms: int) -> int | None:
         """First fire time strictly after `after_ms`, or None when the schedule has no more."""

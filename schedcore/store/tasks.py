@@ -20,7 +20,7 @@ import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import Aborted, NotFound
+from schedcore.errors import Aborted, IdTaken, NotFound
 from schedcore.sealing import secret_maps
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
@@ -101,11 +101,27 @@ class NewTask:
     fingerprint: str = ""
 
 
+@dataclass(frozen=True)
+class PriorTask:
+    """The task an earlier create with the same request key made: the scripts reply
+    "<task id>:<fingerprint>", parsed here only."""
+
+    task_id: str
+    fingerprint: str
+
+    @classmethod
+    def parse(cls, reply: bytes) -> PriorTask:
+        task_id, sep, fingerprint = bytes(reply).decode().partition(":")
+        if not sep:
+            raise ValueError(f"a request key's reply {task_id!r} has no fingerprint")
+        return cls(task_id, fingerprint)
+
+
 class RequestConflict(Exception):
     """A request key was already used to create a task with different contents."""
 
-    def __init__(self, index: int, prior: str) -> None:
-        super().__init__(f"request {index}: key already used for {prior}")
+    def __init__(self, index: int, prior: PriorTask) -> None:
+        super().__init__(f"request {index}: key already used for task {prior.task_id}")
         self.index = index
         self.prior = prior
 
@@ -127,10 +143,10 @@ class TaskStore:
         request_ttl_s: int = 0,
         audit: AuditEntry | None = None,
         quota: NamespaceQuota = NO_QUOTA,
-    ) -> str | None:
+    ) -> PriorTask | None:
         """Store a new task (and its audit event, when given). Returns None when created, or the
-        id of the task an earlier call with the same request key created (checked by the caller
-        against the fingerprint). Raises OverQuota when it would take its namespace past `quota`
+        task an earlier call with the same request key created (the caller checks its
+        fingerprint). Raises OverQuota when it would take its namespace past `quota`
         (nothing is written)."""
         k = self.keys
         namespace = spec.namespace or DEFAULT_NAMESPACE
@@ -165,9 +181,9 @@ class TaskStore:
             limit, adding = (quota.max_tasks, 1) if which == "tasks" else (quota.max_task_bytes, len(raw))
             raise OverQuota(which, namespace, limit, int(result[2]), adding, "created")
         if result[0] == b"dup":
-            return bytes(result[1]).decode()
+            return PriorTask.parse(result[1])
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
-            raise FileExistsError(task_id)
+            raise IdTaken(task_id)
         return None
 
     async def create_many(
@@ -176,13 +192,13 @@ class TaskStore:
         request_ttl_s: int,
         audit: AuditEntry | None = None,
         quota: Callable[[str], NamespaceQuota] = lambda namespace: NO_QUOTA,
-    ) -> list[str | None]:
-        """Store new tasks, all or none. Per task: None when created, or what an earlier call
-        with the same request key created ("<task id>:<fingerprint>", same contents). With
+    ) -> list[PriorTask | None]:
+        """Store new tasks, all or none. Per task: None when created, or the task an earlier call
+        with the same request key created (same contents). With
         `audit`, each created task gets an event with those fields plus its id and namespace.
 
         Raises RequestConflict when a request key was used for different contents,
-        FileExistsError(index) when a generated id collides, OverQuota when the new tasks would
+        IdTaken(index) when a generated id collides, OverQuota when the new tasks would
         take a namespace past `quota(namespace)`; nothing is written then."""
         k = self.keys
         rows = [
@@ -208,15 +224,15 @@ class TaskStore:
         ]
         result = await self.scripts.task_create_many(keys=keys, args=args)
         if result[0] == b"conflict":
-            raise RequestConflict(int(result[1]), bytes(result[2]).decode())
+            raise RequestConflict(int(result[1]), PriorTask.parse(result[2]))
         if result[0] == b"collision":
-            raise FileExistsError(int(result[1]))
+            raise IdTaken(int(result[1]))
         if result[0] == b"quota":
             which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
             limits = quota(namespace)
             limit = limits.max_tasks if which == "tasks" else limits.max_task_bytes
             raise OverQuota(which, namespace, limit, int(result[3]), int(result[4]), "created")
-        return [bytes(r).decode() or None for r in result[1:]]
+        return [PriorTask.parse(r) if r else None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
         row: list[bytes | None] = await self.redis.hmget(self.keys.task(task_id), _FIELDS)  # type: ignore[assignment]
@@ -326,6 +342,7 @@ __all__ = [
     "KEEP",
     "NewTask",
     "OverQuota",
+    "PriorTask",
     "RequestConflict",
     "StoredTask",
     "TaskStore",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import NotFound
+from schedcore.errors import IdTaken, NotFound
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import Keys, pad_ms
 from schedcore.store.scripts import Scripts
@@ -100,7 +100,7 @@ class TokenStore:
 
     async def create(self, token: StoredToken, audit: AuditEntry | None = None) -> str | None:
         """Store a token. None when created; the id of the token that already has this secret
-        otherwise (nothing is written). FileExistsError when the id is taken (pick another)."""
+        otherwise (nothing is written). IdTaken when the id is taken (pick another)."""
         k = self.keys
         result = await self.scripts.token_create(
             keys=[k.token(token.id), k.token_hash(token.digest), k.tokens, k.audit],
@@ -121,7 +121,7 @@ class TokenStore:
         if result[0] == b"exists":
             return bytes(result[1]).decode()
         if result[0] == b"collision":
-            raise FileExistsError(token.id)
+            raise IdTaken(token.id)
         return None
 
     async def lookup(self, secret_digest: str) -> StoredToken | None:

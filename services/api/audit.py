@@ -3,19 +3,17 @@ limited to a namespace reads only that namespace's events."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import grpc
 
 from schedcore import pb
-from schedcore.errors import InvalidArgument
 from schedcore.store import Store
 from schedcore.store.audit import decode
 from services.api import access, validation
 from services.api.auth import token_id
 from services.api.pagetoken import PageTokens
-from services.api.paging import collect
+from services.api.paging import page
 
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
@@ -34,10 +32,6 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):
         size = validation.page_size(request.page_size)
         namespace = access.list_namespace(validation.namespace(request.namespace))
         start, end = validation.time_range(request)
-        filters = json.dumps(["audit", task_id, actor, namespace, start, end])
-        cursor = self.pages.decode(request.page_token, filters)
-        if cursor is not None and not _ENTRY_ID.match(cursor):
-            raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
 
         async def fetch(after: str | None, count: int) -> list[tuple[str, pb.AuditEvent | None]]:
             if end == 0:
@@ -52,10 +46,11 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):
                 and (not namespace or event.namespace == namespace)
             )
 
-        page, last = await collect(fetch, cursor, size, matches, _same, self.max_page_bytes)
-        return pb.ListAuditEventsResponse(
-            events=page, next_page_token=self.pages.encode(filters, last) if last is not None else ""
+        token, filters = request.page_token, ["audit", task_id, actor, namespace, start, end]
+        events, next_token = await page(
+            self.pages, token, filters, fetch, size, matches, _same, self.max_page_bytes, _ENTRY_ID.match
         )
+        return pb.ListAuditEventsResponse(events=events, next_page_token=next_token)
 
 
 def _same(event: pb.AuditEvent) -> pb.AuditEvent:

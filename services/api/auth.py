@@ -4,14 +4,12 @@ namespace and cannot create cluster-wide ones. WhoAmI describes the caller's tok
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
 
 import grpc
 
 from schedcore import pb
-from schedcore.errors import Aborted, InvalidArgument, PermissionDenied
+from schedcore.errors import InvalidArgument, PermissionDenied
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
@@ -20,8 +18,9 @@ from schedcore.store.tokens import StoredToken, digest, new_secret
 from schedcore.timeutil import duration_to_ms
 from services.api import access, validation
 from services.api.access import Authenticator
+from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
-from services.api.paging import collect
+from services.api.paging import page
 
 MAX_TOKEN_NAME = 200
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
@@ -83,9 +82,10 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
         access.check_namespace(namespace, "the new token")
         now = await self.store.now_ms()
         secret = new_secret()
-        for _ in range(3):
+
+        async def attempt() -> StoredToken:
             token = StoredToken(
-                id=secrets.token_hex(8),
+                id=new_id(),
                 name=name,
                 role=role,
                 namespace=namespace,
@@ -103,22 +103,17 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 namespace=namespace,
                 token_id=token.id,
             )
-            try:
-                await self.store.tokens.create(token, audit)
-            except FileExistsError:
-                continue
-            return pb.CreateTokenResponse(token=token.to_proto(), secret=secret)
-        raise Aborted("could not allocate a token id; retry")  # pragma: no cover - 3 collisions
+            await self.store.tokens.create(token, audit)
+            return token
+
+        token = await with_fresh_id("a token id", attempt)
+        return pb.CreateTokenResponse(token=token.to_proto(), secret=secret)
 
     async def ListTokens(
         self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTokensResponse:
         size = validation.page_size(request.page_size)
         namespace = access.current().namespace
-        filters = json.dumps(["tokens", request.show_revoked, namespace])
-        cursor = self.pages.decode(request.page_token, filters)
-        if cursor is not None and not _INDEX_MEMBER.match(cursor):
-            raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
         now_ms = await self.store.now_ms()
 
         async def fetch(after: str | None, count: int) -> list[tuple[str, StoredToken | None]]:
@@ -131,13 +126,19 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
                 return False
             return request.show_revoked or token.usable(now_ms)
 
-        page, last = await collect(
-            fetch, cursor, size, matches, StoredToken.to_proto, self.settings.list_page_max_bytes
+        filters: list[object] = ["tokens", request.show_revoked, namespace]
+        tokens, next_token = await page(
+            self.pages,
+            request.page_token,
+            filters,
+            fetch,
+            size,
+            matches,
+            StoredToken.to_proto,
+            self.settings.list_page_max_bytes,
+            _INDEX_MEMBER.match,
         )
-        return pb.ListTokensResponse(
-            tokens=page,
-            next_page_token=self.pages.encode(filters, last) if last is not None else "",
-        )
+        return pb.ListTokensResponse(tokens=tokens, next_page_token=next_token)
 
     async def RevokeToken(
         self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext
@@ -168,9 +169,10 @@ async def bootstrap(store: Store, secret: str) -> None:
     """Write AUTH_BOOTSTRAP_TOKEN as the cluster-wide admin token `bootstrap`, unless a token with
     that secret exists already (another replica wrote it, or it was revoked: it stays revoked)."""
     now = await store.now_ms()
-    for _ in range(3):
+
+    async def attempt() -> str | None:
         token = StoredToken(
-            id=secrets.token_hex(8),
+            id=new_id(),
             name=BOOTSTRAP_NAME,
             role=pb.Role.ROLE_ADMIN,
             namespace="",
@@ -180,16 +182,14 @@ async def bootstrap(store: Store, secret: str) -> None:
             revoke_ms=None,
             created_by=BOOTSTRAP_NAME,
         )
-        try:
-            prior = await store.tokens.create(token)
-        except FileExistsError:
-            continue
-        if prior is not None:
-            existing = await store.tokens.get(prior)
-            if existing.revoke_ms is not None:
-                access.log.warning(
-                    "AUTH_BOOTSTRAP_TOKEN was revoked (token %s) and stays revoked: remove it from "
-                    "the environment",
-                    prior,
-                )
-        return
+        return await store.tokens.create(token)
+
+    prior = await with_fresh_id("the bootstrap token's id", attempt)
+    if prior is not None:
+        existing = await store.tokens.get(prior)
+        if existing.revoke_ms is not None:
+            access.log.warning(
+                "AUTH_BOOTSTRAP_TOKEN was revoked (token %s) and stays revoked: remove it from "
+                "the environment",
+                prior,
+            )

@@ -1,5 +1,8 @@
-"""The one paging helper of every List RPC (ListTasks, ListExecutions, ListAuditEvents,
-ListTokens): a keyset walk over an index, bounded three ways.
+"""The one paging module of every List RPC (ListTasks, ListExecutions, ListAuditEvents,
+ListTokens). `page` is the whole sequence: the request's filters bind its page token (a token
+issued for other filters is refused), the token's cursor is checked, `collect` walks the index,
+and the key it stopped at becomes next_page_token. `collect` is a keyset walk over an index,
+bounded three ways.
 
 - items: the request's page_size;
 - index entries examined: SCAN_BUDGET (a selective filter returns a short page, not a slow one);
@@ -12,10 +15,14 @@ A short page says nothing about the end: only an empty next_page_token does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
+
+from schedcore.errors import InvalidArgument
+from services.api.pagetoken import PageTokens
 
 # How many index entries one List call may examine before it returns a (possibly short) page.
 SCAN_BUDGET = 5000
@@ -69,3 +76,25 @@ async def collect(
         if len(rows) < chunk:
             return page, None
     return page, last
+
+
+async def page(
+    tokens: PageTokens,
+    page_token: str,
+    filters: Sequence[object],
+    fetch: Callable[[str | None, int], Awaitable[list[tuple[str, T | None]]]],
+    size: int,
+    matches: Callable[[T], bool],
+    render: Callable[[T], M],
+    max_bytes: int,
+    valid: Callable[[str], object] | None = None,
+) -> tuple[list[M], str]:
+    """One page of a List RPC and its next_page_token ("" at the end). `filters` are what the
+    request selects by (a JSON list); `valid` checks a decoded cursor's shape (falsy: refused
+    as a token this service did not issue; it may raise its own InvalidArgument)."""
+    bound = json.dumps(filters)
+    cursor = tokens.decode(page_token, bound)
+    if cursor is not None and valid is not None and not valid(cursor):
+        raise InvalidArgument.field("page_token", "invalid: not a token this service issued")
+    items, last = await collect(fetch, cursor, size, matches, render, max_bytes)
+    return items, tokens.encode(bound, last) if last is not None else ""

@@ -1,19 +1,15 @@
-"""TaskService: the public API. Validates, reads and writes the store; raises domain errors,
+"""TaskService: the public API (the task RPCs here, the execution RPCs in
+services/api/executions.py). Validates, reads and writes the store; raises domain errors,
 which the shared interceptor maps to gRPC statuses.
 
 Roles are checked before a call gets here (services/api/access.py); namespaces here, where it is
 known what a request touches. Every successful change carries its audit event into the same Lua
 script as the change (schedcore/store/audit.py); a refused or no-op change records nothing.
-An execution's namespace is its task's, copied into the record when the execution is created
-(by RunTask here, by the scheduler's plan for scheduled ones): reads need no second lookup.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,18 +25,18 @@ from schedcore.errors import (
     NotFound,
 )
 from schedcore.netpolicy import AddressPolicy
+from schedcore.schedule import Window
 from schedcore.sealing import Sealer
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.audit import AuditEntry
-from schedcore.store.executions import Bounds, decode
-from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.store.tasks import NewTask, RequestConflict, StoredTask, member_task_id
+from schedcore.store.keys import DEFAULT_NAMESPACE
+from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
+from services.api.executions import ExecutionService
+from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
-from services.api.paging import collect
-from services.api.stats import get_stats
+from services.api.paging import page
 
 ACTION = pb.AuditAction
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -52,22 +48,13 @@ CAS_ATTEMPTS = 5
 MAX_BATCH = 1000
 
 
-class TaskService(pb.task_service_grpc.TaskServiceServicer):
+class TaskService(ExecutionService):
+    """The task RPCs; the execution RPCs and shared helpers come from ExecutionService."""
+
     def __init__(self, store: Store, settings: Settings, tokens: PageTokens) -> None:
-        self.store = store
-        self.settings = settings
-        self.tokens = tokens
+        super().__init__(store, settings, tokens)
         self.addresses = AddressPolicy.from_settings(settings)
         self.sealer = Sealer(settings.secret_keys)
-
-    def _audit(self, action: int, **what: object) -> AuditEntry:
-        """The audit event of a change the caller makes."""
-        return AuditEntry.of(
-            self.settings.audit_max_events,
-            action,
-            access.current().actor(),
-            **what,  # type: ignore[arg-type]
-        )
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -77,36 +64,32 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         now = await self.store.now_ms()
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
-        for _ in range(3):
-            new.spec.id = secrets.token_hex(8)
-            try:
-                prior = await self.store.tasks.create(
-                    new.spec.id,
-                    new.spec,
-                    new.state,
-                    new.next_ms,
-                    new.request_key,
-                    new.fingerprint,
-                    self.settings.request_id_ttl_s,
-                    self._audit(
-                        ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
-                    ),
-                    self.settings.quota(new.spec.namespace),
-                )
-            except FileExistsError:
-                continue
-            break
-        else:  # pragma: no cover - three 64-bit collisions in a row
-            raise Aborted("could not allocate a task id; retry")
+
+        async def attempt() -> PriorTask | None:
+            new.spec.id = new_id()
+            return await self.store.tasks.create(
+                new.spec.id,
+                new.spec,
+                new.state,
+                new.next_ms,
+                new.request_key,
+                new.fingerprint,
+                self.settings.request_id_ttl_s,
+                self._audit(
+                    ACTION.AUDIT_ACTION_CREATE_TASK, namespace=new.spec.namespace, task_id=new.spec.id
+                ),
+                self.settings.quota(new.spec.namespace),
+            )
+
+        prior = await with_fresh_id("a task id", attempt)
         if prior is None:
             return pb.CreateTaskResponse(task=_created(new))
-        prior_id, prior_fingerprint = prior.split(":")
-        if prior_fingerprint != new.fingerprint:
+        if prior.fingerprint != new.fingerprint:
             raise AlreadyExists(
-                f"request_id {new.request_key!r} was already used to create task {prior_id} with "
+                f"request_id {new.request_key!r} was already used to create task {prior.task_id} with "
                 f"different contents"
             )
-        return pb.CreateTaskResponse(task=await self._prior(prior_id, new.request_key))
+        return pb.CreateTaskResponse(task=await self._prior(prior.task_id, new.request_key))
 
     async def BatchCreateTasks(
         self, request: pb.BatchCreateTasksRequest, context: grpc.aio.ServicerContext
@@ -133,38 +116,36 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         await self._require_runnable([new.spec for new in news])
-        for _ in range(3):
+
+        async def attempt() -> list[PriorTask | None]:
             for new in news:
-                new.spec.id = secrets.token_hex(8)
-            try:
-                priors = await self.store.tasks.create_many(
-                    news,
-                    self.settings.request_id_ttl_s,
-                    self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
-                    self.settings.quota,
-                )
-            except FileExistsError:
-                continue
-            except RequestConflict as exc:
-                raise AlreadyExists(
-                    f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
-                    f"to create task {exc.prior.split(':')[0]} with different contents; nothing was created"
-                ) from None
-            break
-        else:  # pragma: no cover - three 64-bit collisions in a row
-            raise Aborted("could not allocate task ids; retry")
+                new.spec.id = new_id()
+            return await self.store.tasks.create_many(
+                news,
+                self.settings.request_id_ttl_s,
+                self._audit(ACTION.AUDIT_ACTION_CREATE_TASK),
+                self.settings.quota,
+            )
+
+        try:
+            priors = await with_fresh_id("task ids", attempt)
+        except RequestConflict as exc:
+            raise AlreadyExists(
+                f"requests[{exc.index}].request_id {news[exc.index].request_key!r} was already used "
+                f"to create task {exc.prior.task_id} with different contents; nothing was created"
+            ) from None
         # Requests repeated from an earlier call: their tasks, read in one round trip.
-        prior_ids = [p.split(":")[0] for p in priors if p is not None]
+        prior_ids = [p.task_id for p in priors if p is not None]
         stored = dict(zip(prior_ids, await self.store.tasks.get_many(prior_ids), strict=True))
         tasks = []
         for new, prior in zip(news, priors, strict=True):
             if prior is None:
                 tasks.append(_created(new))
                 continue
-            found = stored[prior.split(":")[0]]
+            found = stored[prior.task_id]
             if found is None:
                 raise AlreadyExists(
-                    f"request_id {new.request_key!r} created task {prior.split(':')[0]}, which has "
+                    f"request_id {new.request_key!r} created task {prior.task_id}, which has "
                     f"since been deleted"
                 )
             tasks.append(found.to_proto())
@@ -215,12 +196,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         stored = await self._get(validation.task_id(request.id))
         return pb.GetTaskResponse(task=stored.to_proto())
 
-    async def _get(self, task_id: str) -> StoredTask:
-        """A task the caller may see: NotFound, or PermissionDenied for another namespace."""
-        stored = await self.store.tasks.get(task_id)
-        access.check_namespace(stored.namespace, f"task {task_id}")
-        return stored
-
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTasksResponse:
@@ -233,8 +208,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         labels = dict(request.labels)
         needle = request.name_contains.casefold()
         namespace = access.list_namespace(validation.namespace(request.namespace))
-        filters = json.dumps([request.state, sorted(labels.items()), needle, by_next, namespace])
-        cursor = self.tokens.decode(request.page_token, filters)
+        filters: list[object] = [request.state, sorted(labels.items()), needle, by_next, namespace]
 
         def matches(task: StoredTask) -> bool:
             if namespace and task.namespace != namespace:
@@ -250,13 +224,17 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             found = await self.store.tasks.get_many([member_task_id(m, by_next) for m in members])
             return list(zip(members, found, strict=True))
 
-        page, last = await collect(
-            fetch, cursor, size, matches, StoredTask.to_proto, self.settings.list_page_max_bytes
+        tasks, next_token = await page(
+            self.tokens,
+            request.page_token,
+            filters,
+            fetch,
+            size,
+            matches,
+            StoredTask.to_proto,
+            self.settings.list_page_max_bytes,
         )
-        return pb.ListTasksResponse(
-            tasks=page,
-            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
-        )
+        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token)
 
     async def UpdateTask(
         self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
@@ -368,10 +346,7 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
             if stored.state == ACTIVE:
                 return stored
             now = await self.store.now_ms()
-            _, window = validation.schedule(
-                validation.Violations(), "task.schedule", stored.spec.schedule, now, require_future=False
-            )
-            assert window is not None  # it was valid when stored
+            window = Window.of(stored.spec.schedule)  # it was valid when stored
             if window.once_ms is not None:
                 next_ms: int | None = window.once_ms  # its time may have passed: it runs at once
             else:
@@ -383,39 +358,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
 
         task = await self._mutate(task_id, validation.etag(request.etag), resume)
         return pb.ResumeTaskResponse(task=task.to_proto())
-
-    async def RunTask(
-        self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RunTaskResponse:
-        task_id = validation.task_id(request.id)
-        stored = await self._get(task_id)
-        now = await self.store.now_ms()
-        execution = pb.Execution(
-            task_id=task_id,
-            namespace=stored.namespace,
-            attempt=1,
-            status=pb.ExecutionStatus.EXECUTION_STATUS_PENDING,
-            trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL,
-        )
-        execution.nominal_time.CopyFrom(ms_to_ts(now))
-        execution.fire_time.CopyFrom(ms_to_ts(now))
-        if stored.spec.HasField("payload"):
-            execution.payload.CopyFrom(stored.spec.payload)
-        for _ in range(5):
-            execution.id = execution_id(task_id, now, secrets.token_hex(2))
-            audit = self._audit(
-                ACTION.AUDIT_ACTION_RUN_TASK,
-                namespace=stored.namespace,
-                task_id=task_id,
-                execution_id=execution.id,
-            )
-            quota = self.settings.quota(stored.namespace)
-            if await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
-                break
-        else:  # pragma: no cover - five 16-bit collisions within one millisecond
-            raise Aborted("could not allocate an execution id; retry")
-        await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
-        return pb.RunTaskResponse(execution=execution)
 
     async def _mutate(
         self, task_id: str, want_rev: int | None, change: Callable[[StoredTask], Awaitable[StoredTask]]
@@ -454,71 +396,6 @@ class TaskService(pb.task_service_grpc.TaskServiceServicer):
         assert window is not None
         return pb.PreviewScheduleResponse(fire_times=[ms_to_ts(ms) for ms in window.preview_ms(after, count)])
 
-    # --- executions ------------------------------------------------------------------------
-
-    async def ListExecutions(
-        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListExecutionsResponse:
-        task_id = validation.task_id(request.task_id, "task_id") if request.task_id else None
-        namespace = access.list_namespace(validation.namespace(request.namespace))
-        size = validation.page_size(request.page_size)
-        if request.status not in pb.ExecutionStatus.values():
-            raise InvalidArgument.field("status", f"unknown status {request.status}")
-        start, end = validation.time_range(request)
-        if task_id is not None and access.current().namespace:
-            # A task of another namespace is refused outright; a deleted task's executions are
-            # filtered by their own namespace below.
-            with contextlib.suppress(NotFound):
-                await self._get(task_id)
-        bounds = Bounds(start, end)
-        filters = json.dumps([task_id, request.status, start, end, namespace])
-        cursor = self.tokens.decode(request.page_token, filters)
-        if cursor is not None:
-            validation.execution_id(cursor, "page_token")
-
-        async def fetch(after: str | None, count: int) -> list[tuple[str, tuple[int, bytes] | None]]:
-            ids = await self.store.executions.scan(task_id, bounds, after, count)
-            return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
-
-        def matches(row: pb.Execution) -> bool:
-            return not namespace or row.namespace == namespace
-
-        async def fetch_records(after: str | None, count: int) -> list[tuple[str, pb.Execution | None]]:
-            # The status filter reads the hash's status field: only the rows it keeps are decoded.
-            return [
-                (
-                    key,
-                    decode(*row)
-                    if row is not None and (not request.status or row[0] == request.status)
-                    else None,
-                )
-                for key, row in await fetch(after, count)
-            ]
-
-        page, last = await collect(
-            fetch_records, cursor, size, matches, _same, self.settings.list_page_max_bytes
-        )
-        return pb.ListExecutionsResponse(
-            executions=page,
-            next_page_token=self.tokens.encode(filters, last) if last is not None else "",
-        )
-
-    async def GetExecution(
-        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetExecutionResponse:
-        execution = await self.store.executions.get(validation.execution_id(request.id))
-        access.check_namespace(execution.namespace, f"execution {execution.id}")
-        return pb.GetExecutionResponse(execution=execution)
-
-    async def GetStats(
-        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetStatsResponse:
-        return await get_stats(self.store, request, self.settings)
-
 
 def _created(new: NewTask) -> pb.Task:
     return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
-
-
-def _same(execution: pb.Execution) -> pb.Execution:
-    return execution

@@ -177,7 +177,7 @@ def schedule(
             v.add(f"{path}.once.run_time", "is in the past")
             return out, None
         out.once.run_time.CopyFrom(sched.once.run_time)
-        return out, Window(once_ms=ms)
+        return out, Window.of(out)
     cron = sched.cron
     time_zone = cron.time_zone.strip() or "UTC"
     try:
@@ -205,7 +205,7 @@ def schedule(
         out.cron.start_time.CopyFrom(cron.start_time)
     if end_ms is not None:
         out.cron.end_time.CopyFrom(cron.end_time)
-    return out, Window(cron=parsed, start_ms=start_ms, end_ms=end_ms)
+    return out, Window.of(out)
 
 
 def _target(

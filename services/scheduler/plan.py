@@ -10,33 +10,15 @@ after now. Never a silent gap, never a flood.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from schedcore import pb
-from schedcore.schedule import Cron, Window
+from schedcore.schedule import Window
 from schedcore.store.engine import FireCommit, LeasedTask
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.timeutil import ms_to_ts, ts_to_ms
+from schedcore.timeutil import ms_to_ts
 
 MAX_SKIPPED_RECORDS = 100
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
-
-
-@lru_cache(maxsize=4096)
-def _cron(expression: str, time_zone: str) -> Cron:
-    return Cron.parse(expression, time_zone or "UTC")
-
-
-def window(schedule: pb.Schedule) -> Window:
-    if schedule.WhichOneof("kind") == "once":
-        return Window(once_ms=ts_to_ms(schedule.once.run_time))
-    cron = schedule.cron
-    return Window(
-        cron=_cron(cron.expression, cron.time_zone),
-        start_ms=ts_to_ms(cron.start_time) if cron.HasField("start_time") else None,
-        end_ms=ts_to_ms(cron.end_time) if cron.HasField("end_time") else None,
-    )
 
 
 def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
@@ -58,7 +40,7 @@ def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.E
 
 def plan(task: LeasedTask, now_ms: int, tolerance_ms: int) -> FireCommit:
     nominal = task.nominal_ms
-    w = window(task.spec.schedule)
+    w = Window.of(task.spec.schedule)
     run = _record(task, nominal, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_PENDING)
     records = [run]
     if now_ms - nominal <= tolerance_ms:

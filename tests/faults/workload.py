@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from schedcore import pb
+from schedcore.schedule import Window
 from schedcore.store.keys import execution_id
 from schedcore.timeutil import ms_to_ts
-from services.scheduler.plan import window
 from tests.faults.cluster import Cluster
 from tests.faults.scale import Scale
 
@@ -30,7 +30,7 @@ class Workload:
         """Every occurrence due up to `until_ms` (default: all): execution id -> (task id, ms)."""
         out: dict[str, tuple[str, int]] = {}
         for task in self.tasks:
-            w = window(task.schedule)
+            w = Window.of(task.schedule)
             current = (self.start_ms if task.schedule.HasField("cron") else w.once_ms or 0) - 1
             while True:
                 nxt = w.next_after_ms(current)

@@ -52,3 +52,41 @@ def test_an_item_larger_than_the_budget_comes_alone() -> None:
     rows = [(f"{i}", StringValue(value="y" * (BUDGET if i == 1 else 10))) for i in range(3)]
     pages = walk(rows, 50, lambda v: True)
     assert [len(p) for p in pages] == [1, 1, 1]
+
+
+# --- page: the whole List sequence (filters -> page token -> collect -> next_page_token) ---
+
+
+def test_page_walks_with_signed_tokens_bound_to_the_filters() -> None:
+    import pytest
+
+    from schedcore.errors import InvalidArgument
+    from services.api.pagetoken import PageTokens
+    from services.api.paging import page
+
+    rows = [(f"{i:06d}", StringValue(value=str(i))) for i in range(25)]
+
+    async def fetch(after: str | None, count: int) -> list[tuple[str, StringValue | None]]:
+        return [r for r in rows if after is None or r[0] > after][:count]
+
+    tokens = PageTokens(b"k" * 32, 3600)
+
+    def one(token: str, filters: list[object]) -> tuple[list[StringValue], str]:
+        return asyncio.run(
+            page(tokens, token, filters, fetch, 10, lambda v: True, lambda v: v, BUDGET, valid=str.isdigit)
+        )
+
+    seen: list[str] = []
+    token = ""
+    while True:
+        items, token = one(token, ["demo", 1])
+        seen += [v.value for v in items]
+        if not token:
+            break
+    assert seen == [str(i) for i in range(25)]
+    _, token = one("", ["demo", 1])
+    with pytest.raises(InvalidArgument, match="page_token: does not match this request's filters"):
+        one(token, ["demo", 2])
+    forged = tokens.encode('["demo", 1]', "not-a-key")
+    with pytest.raises(InvalidArgument, match="page_token: invalid: not a token this service issued"):
+        one(forged, ["demo", 1])

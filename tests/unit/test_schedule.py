@@ -552,3 +552,34 @@ def test_property_next_after_any_instant_between_two_fires_is_the_later_fire(
     # hour may run there (docs/scheduling.md).
     assume(cron.wildcard_hour or between.astimezone(cron.zone).fold == 0)
     assert cron.next_after(between) == second
+
+
+# --- Window.of: a stored schedule's one conversion (scheduler plan, api validation, resume) ---
+
+
+def test_window_of_a_once_schedule() -> None:
+    from schedcore import pb
+    from schedcore.timeutil import ms_to_ts
+
+    sched = pb.Schedule(once=pb.OneTimeSchedule(run_time=ms_to_ts(1_800_000_000_123)))
+    assert Window.of(sched) == Window(once_ms=1_800_000_000_123)
+
+
+def test_window_of_a_cron_schedule_shares_the_one_parse_cache() -> None:
+    from schedcore import pb
+    from schedcore.timeutil import ms_to_ts
+
+    sched = pb.Schedule(
+        cron=pb.CronSchedule(
+            expression="*/5 * * * *",
+            time_zone=BERLIN,
+            start_time=ms_to_ts(1_800_000_000_000),
+            end_time=ms_to_ts(1_900_000_000_000),
+        )
+    )
+    w = Window.of(sched)
+    assert w.cron is Cron.parse("*/5 * * * *", BERLIN)
+    assert (w.start_ms, w.end_ms, w.once_ms) == (1_800_000_000_000, 1_900_000_000_000, None)
+    # No zone stored reads as UTC; no bounds read as unbounded.
+    bare = Window.of(pb.Schedule(cron=pb.CronSchedule(expression="0 * * * *")))
+    assert bare == Window(cron=Cron.parse("0 * * * *", "UTC"))

@@ -1,0 +1,154 @@
+"""The executions half of TaskService: the shared state and helpers of the service, running a
+task now (RunTask), reading executions (ListExecutions, GetExecution) and GetStats.
+
+TaskService (services/api/servicer.py) adds the task RPCs on top; both halves are the one gRPC
+service that services/api/app.py registers. An execution's namespace is its task's, copied into
+the record when the execution is created (by RunTask here, by the scheduler's plan for
+scheduled ones): reads need no second lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+
+import grpc
+
+from schedcore import pb
+from schedcore.errors import IdTaken, InvalidArgument, NotFound
+from schedcore.settings import Settings
+from schedcore.store import Store
+from schedcore.store.audit import AuditEntry
+from schedcore.store.executions import Bounds, decode
+from schedcore.store.keys import execution_id
+from schedcore.store.tasks import StoredTask
+from schedcore.timeutil import ms_to_ts
+from services.api import access, validation
+from services.api.ids import with_fresh_id
+from services.api.pagetoken import PageTokens
+from services.api.paging import page
+from services.api.stats import get_stats
+
+ACTION = pb.AuditAction
+
+
+class ExecutionService(pb.task_service_grpc.TaskServiceServicer):
+    def __init__(self, store: Store, settings: Settings, tokens: PageTokens) -> None:
+        self.store = store
+        self.settings = settings
+        self.tokens = tokens
+
+    def _audit(self, action: int, **what: object) -> AuditEntry:
+        """The audit event of a change the caller makes."""
+        return AuditEntry.of(
+            self.settings.audit_max_events,
+            action,
+            access.current().actor(),
+            **what,  # type: ignore[arg-type]
+        )
+
+    async def _get(self, task_id: str) -> StoredTask:
+        """A task the caller may see: NotFound, or PermissionDenied for another namespace."""
+        stored = await self.store.tasks.get(task_id)
+        access.check_namespace(stored.namespace, f"task {task_id}")
+        return stored
+
+    async def RunTask(
+        self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunTaskResponse:
+        task_id = validation.task_id(request.id)
+        stored = await self._get(task_id)
+        now = await self.store.now_ms()
+        execution = pb.Execution(
+            task_id=task_id,
+            namespace=stored.namespace,
+            attempt=1,
+            status=pb.ExecutionStatus.EXECUTION_STATUS_PENDING,
+            trigger=pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL,
+        )
+        execution.nominal_time.CopyFrom(ms_to_ts(now))
+        execution.fire_time.CopyFrom(ms_to_ts(now))
+        if stored.spec.HasField("payload"):
+            execution.payload.CopyFrom(stored.spec.payload)
+
+        async def attempt() -> None:
+            execution.id = execution_id(task_id, now, secrets.token_hex(2))
+            audit = self._audit(
+                ACTION.AUDIT_ACTION_RUN_TASK,
+                namespace=stored.namespace,
+                task_id=task_id,
+                execution_id=execution.id,
+            )
+            quota = self.settings.quota(stored.namespace)
+            if not await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
+                raise IdTaken(execution.id)
+
+        # Five tries: 16 random bits within one millisecond may collide.
+        await with_fresh_id("an execution id", attempt, tries=5)
+        await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
+        return pb.RunTaskResponse(execution=execution)
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        task_id = validation.task_id(request.task_id, "task_id") if request.task_id else None
+        namespace = access.list_namespace(validation.namespace(request.namespace))
+        size = validation.page_size(request.page_size)
+        if request.status not in pb.ExecutionStatus.values():
+            raise InvalidArgument.field("status", f"unknown status {request.status}")
+        start, end = validation.time_range(request)
+        if task_id is not None and access.current().namespace:
+            # A task of another namespace is refused outright; a deleted task's executions are
+            # filtered by their own namespace below.
+            with contextlib.suppress(NotFound):
+                await self._get(task_id)
+        bounds = Bounds(start, end)
+        filters: list[object] = [task_id, request.status, start, end, namespace]
+
+        async def fetch(after: str | None, count: int) -> list[tuple[str, tuple[int, bytes] | None]]:
+            ids = await self.store.executions.scan(task_id, bounds, after, count)
+            return list(zip(ids, await self.store.executions.get_many(ids), strict=True))
+
+        def matches(row: pb.Execution) -> bool:
+            return not namespace or row.namespace == namespace
+
+        async def fetch_records(after: str | None, count: int) -> list[tuple[str, pb.Execution | None]]:
+            # The status filter reads the hash's status field: only the rows it keeps are decoded.
+            return [
+                (
+                    key,
+                    decode(*row)
+                    if row is not None and (not request.status or row[0] == request.status)
+                    else None,
+                )
+                for key, row in await fetch(after, count)
+            ]
+
+        executions, next_token = await page(
+            self.tokens,
+            request.page_token,
+            filters,
+            fetch_records,
+            size,
+            matches,
+            _same,
+            self.settings.list_page_max_bytes,
+            lambda cursor: validation.execution_id(cursor, "page_token"),
+        )
+        return pb.ListExecutionsResponse(executions=executions, next_page_token=next_token)
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExecutionResponse:
+        execution = await self.store.executions.get(validation.execution_id(request.id))
+        access.check_namespace(execution.namespace, f"execution {execution.id}")
+        return pb.GetExecutionResponse(execution=execution)
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatsResponse:
+        return await get_stats(self.store, request, self.settings)
+
+
+def _same(execution: pb.Execution) -> pb.Execution:
+    return execution
