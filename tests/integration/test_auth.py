@@ -373,8 +373,8 @@ def test_an_api_process_without_authentication_warns_at_start(tmp_path, redis_sr
 def test_token_expiry_follows_the_store_clock_not_the_replicas(
     skew_s: int, redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path
 ) -> None:
-    """guarantees.md, one clock: an api replica whose wall clock is two hours off neither refuses
-    a token that has an hour left nor accepts one that expired."""
+    """docs/guarantees.md, promise 4 (one clock): an api replica whose wall clock is two hours
+    off neither refuses a token that has an hour left nor accepts one that expired."""
     skewed = {"LD_PRELOAD": libfaketime(), "FAKETIME": f"{skew_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     env = {"AUTH_MODE": "token", "AUTH_BOOTSTRAP_TOKEN": BOOTSTRAP, "AUTH_CACHE_SECONDS": "0.2", **skewed}
     with api_process(tmp_path, redis_srv.url, **env) as api, api.channel() as channel:
