@@ -17,7 +17,6 @@ from services.api.access import RULES
 from services.api.app import build as build_api
 from tests.conftest import api_settings
 from tests.faults.cluster import libfaketime
-from tests.integration import auth_support
 from tests.integration.auth_support import (
     ADMIN,
     BOOTSTRAP,
@@ -35,8 +34,6 @@ from tests.integration.auth_support import (
 from tests.integration.helpers import TIMEOUT, create, cron_task, rpc_error, snapshot, stop_service
 from tests.integration.test_api_process import api_process
 from tests.support import RedisServer, ServiceThread, wait_for
-
-auth_api = auth_support.auth_api  # the fixture
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
