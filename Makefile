@@ -18,8 +18,7 @@ PROTO_STAMP := schedcore/gen/.stamp
 NPM_STAMP := node_modules/.npm-stamp
 KUBECTL := .tools/kubectl
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
-# ui/ may not exist yet (git keeps no empty folders).
-LINT_PATHS := $(wildcard schedcore services cli tests tools ui bench)
+LINT_PATHS := schedcore services cli tests tools ui bench
 PYTEST_ARGS ?=
 BUF_AGAINST ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)

@@ -31,7 +31,7 @@ class Store:
         self.audit = AuditStore(redis, self.keys)
 
     async def now_ms(self) -> int:
-        """The one clock: Redis' TIME, in milliseconds (guarantees.md, promise 4)."""
+        """The one clock: Redis' TIME, in milliseconds (docs/guarantees.md, promise 4)."""
         seconds, micros = await self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 

@@ -257,7 +257,7 @@ class Authenticator:
         return principal
 
     async def now_ms(self) -> float:
-        """The store's clock (guarantees.md, one clock), read at most every CLOCK_REFRESH_S and
+        """The store's clock (docs/guarantees.md, promise 4), read at most every CLOCK_REFRESH_S and
         extended with this replica's own clock in between: a replica whose wall clock is off
         neither refuses tokens early nor accepts expired ones."""
         local = time.time() * 1000

@@ -12,7 +12,7 @@ from schedcore.identity import AllowedClients
 from schedcore.ipb import executor_grpc, executor_pb2
 from schedcore.server import GrpcService
 from schedcore.settings import ANY_CLIENT, Settings, SettingsError
-from services.executor.engine import Engine
+from services.executor.core import Engine
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
 from services.executor.servicer import ExecutorServicer

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from schedcore.ipb import ExecuteRequest, ExecuteResponse, executor_grpc
-from services.executor.engine import Engine, Stream
+from services.executor.core import Engine, Stream
 
 log = logging.getLogger("executor.stream")
 

@@ -1,6 +1,6 @@
 """What firing a leased occurrence means: which records to write and where the task goes next.
 
-Missed-time policy (guarantees.md, promise 6): when an occurrence is found more than
+Missed-time policy (docs/guarantees.md, promise 6): when an occurrence is found more than
 MISSED_TOLERANCE_SECONDS after its nominal time, the suite was not running across it. The task
 then runs once, for that first missed occurrence; the occurrences after it up to now are
 recorded as SKIPPED with the reason (at most MAX_SKIPPED_RECORDS of them, so a long outage of a

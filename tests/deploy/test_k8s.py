@@ -13,7 +13,7 @@ import pytest
 
 from schedcore.server import DRAINED_STOP_S, LIVENESS_SERVICE
 from services.executor.app import REPORT_FLUSH_S
-from services.executor.engine import CANCEL_WAIT_S, FLUSH_WAIT_S
+from services.executor.core import CANCEL_WAIT_S, FLUSH_WAIT_S
 from tests.deploy.manifests import (
     KUBERNETES_VERSION,
     OVERLAYS,

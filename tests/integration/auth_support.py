@@ -4,12 +4,10 @@ AUTH_MODE=token and a bootstrap token, clients that carry a token, and calls by 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-import pytest
-import redis
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
@@ -18,7 +16,7 @@ from schedcore import pb
 from services.api.access import PUBLIC_SERVICES
 from services.api.app import build as build_api
 from tests.conftest import api_settings
-from tests.integration.helpers import TIMEOUT, stop_service
+from tests.integration.helpers import TIMEOUT
 from tests.support import RedisServer, ServiceThread
 
 BOOTSTRAP = "boot-" + secrets.token_urlsafe(32)
@@ -121,12 +119,3 @@ class AuthApi:
 def start_auth_api(redis_srv: RedisServer, **overrides: object) -> ServiceThread:
     settings = api_settings(redis_srv.url, auth_mode="token", auth_bootstrap_token=BOOTSTRAP, **overrides)
     return ServiceThread(build_api, settings)
-
-
-@pytest.fixture()
-def auth_api(redis_srv: RedisServer, rds: redis.Redis) -> Iterator[AuthApi]:
-    """An api requiring tokens, on a flushed Redis, with BOOTSTRAP as its admin token."""
-    service = start_auth_api(redis_srv)
-    with grpc.insecure_channel(service.target) as channel:
-        yield AuthApi(service, channel)
-    stop_service(service)

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from services.executor.isolation import COMMAND_PATH
 
@@ -27,14 +22,3 @@ def command_python() -> str:
     found = shutil.which("python3", path=COMMAND_PATH)
     assert found, f"the command target tests need a python3 on {COMMAND_PATH}"
     return found
-
-
-@pytest.fixture()
-def open_dir() -> Iterator[Path]:
-    """A directory every user may enter and write (pytest's tmp_path is its runner's only)."""
-    path = Path(tempfile.mkdtemp(prefix="cmd-test-"))
-    path.chmod(0o1777)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

@@ -11,7 +11,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
 from schedcore.store.keys import Keys
-from tests.integration import auth_support
 from tests.integration.auth_support import (
     ADMIN,
     EDITOR,
@@ -22,8 +21,6 @@ from tests.integration.auth_support import (
 )
 from tests.integration.helpers import cron_task, invalid, rpc_error, stop_service, ts_ms
 from tests.support import RedisServer
-
-auth_api = auth_support.auth_api  # the fixture
 
 A = pb.AuditAction
 AUDIT = Keys().audit

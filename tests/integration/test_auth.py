@@ -17,7 +17,6 @@ from services.api.access import RULES
 from services.api.app import build as build_api
 from tests.conftest import api_settings
 from tests.faults.cluster import libfaketime
-from tests.integration import auth_support
 from tests.integration.auth_support import (
     ADMIN,
     BOOTSTRAP,
@@ -35,8 +34,6 @@ from tests.integration.auth_support import (
 from tests.integration.helpers import TIMEOUT, create, cron_task, rpc_error, snapshot, stop_service
 from tests.integration.test_api_process import api_process
 from tests.support import RedisServer, ServiceThread, wait_for
-
-auth_api = auth_support.auth_api  # the fixture
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -373,8 +370,8 @@ def test_an_api_process_without_authentication_warns_at_start(tmp_path, redis_sr
 def test_token_expiry_follows_the_store_clock_not_the_replicas(
     skew_s: int, redis_srv: RedisServer, rds: redis.Redis, tmp_path: Path
 ) -> None:
-    """guarantees.md, one clock: an api replica whose wall clock is two hours off neither refuses
-    a token that has an hour left nor accepts one that expired."""
+    """docs/guarantees.md, promise 4 (one clock): an api replica whose wall clock is two hours
+    off neither refuses a token that has an hour left nor accepts one that expired."""
     skewed = {"LD_PRELOAD": libfaketime(), "FAKETIME": f"{skew_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     env = {"AUTH_MODE": "token", "AUTH_BOOTSTRAP_TOKEN": BOOTSTRAP, "AUTH_CACHE_SECONDS": "0.2", **skewed}
     with api_process(tmp_path, redis_srv.url, **env) as api, api.channel() as channel:

@@ -8,11 +8,8 @@ import json
 import grpc
 
 from schedcore.store.keys import Keys
-from tests.integration import auth_support
 from tests.integration.auth_support import BOOTSTRAP, AuthApi
 from tests.integration.test_cli import schedctl
-
-auth_api = auth_support.auth_api  # the fixture
 
 
 def run(api: AuthApi, token: str | None, *args: str) -> tuple[int, str, str]:

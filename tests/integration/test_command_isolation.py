@@ -35,7 +35,7 @@ from schedcore import ipb, pb
 from schedcore.channels import ChannelSecurity, channel
 from schedcore.sealing import new_key
 from services.executor.isolation import COMMAND_LANG, COMMAND_PATH
-from tests.integration.command_support import NOBODY, command_python, open_dir
+from tests.integration.command_support import NOBODY, command_python
 from tests.integration.test_executor import SUCCEEDED, SchedulerStream, item
 from tests.integration.test_executor_process import clean_env
 from tests.support import free_port, wait_for
@@ -43,7 +43,6 @@ from tests.tls_support import Issued, Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY_VARIABLE = "ISOLATION_CANARY"
-__all__ = ["open_dir"]  # the fixture, re-exported for pytest
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
 
 

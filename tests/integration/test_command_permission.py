@@ -12,11 +12,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
 from schedcore.store.keys import Keys
-from tests.integration import auth_support
 from tests.integration.auth_support import ADMIN, EDITOR, VIEWER, AuthApi, Caller
 from tests.integration.helpers import cron_task, rpc_error, snapshot
-
-auth_api = auth_support.auth_api  # the fixture
 
 KEYS = Keys()
 DENIED = grpc.StatusCode.PERMISSION_DENIED

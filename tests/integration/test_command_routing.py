@@ -17,7 +17,7 @@ from schedcore import pb
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
-from tests.integration.command_support import COMMAND_USER_ENV, command_python, open_dir
+from tests.integration.command_support import COMMAND_USER_ENV, command_python
 from tests.integration.engine_support import TERMINAL, Suite, every_second, once_in
 from tests.integration.test_command_target import alive
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
@@ -25,7 +25,6 @@ from tests.support import RedisServer, ServiceThread, free_port, wait_for
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 KEYS = Keys()
-__all__ = ["open_dir"]  # the fixture, re-exported for pytest
 # Programs run as EXECUTOR_COMMAND_USER when the tests run as root: a Python that user can run.
 PY = command_python()
 # Visible to the program only if the executor leaked its own environment.

@@ -17,7 +17,7 @@ from google.protobuf.struct_pb2 import Struct
 from schedcore import ipb, pb
 from services.executor.app import build as build_executor
 from services.executor.isolation import COMMAND_LANG, COMMAND_PATH
-from tests.integration.command_support import COMMAND_USER, ROOT_TESTS, command_python, open_dir
+from tests.integration.command_support import COMMAND_USER, ROOT_TESTS, command_python
 from tests.integration.test_executor import (
     FAILED,
     PENDING,
@@ -33,7 +33,6 @@ from tests.integration.test_executor import (
 )
 from tests.support import ServiceThread, free_port, wait_for
 
-__all__ = ["open_dir"]  # the fixture, re-exported for pytest
 # Programs run as EXECUTOR_COMMAND_USER when the tests run as root: a Python that user can run.
 PY = command_python()
 

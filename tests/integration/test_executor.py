@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import grpc
-import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -253,19 +252,6 @@ class HttpServer(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-
-@pytest.fixture()
-def http_server() -> Iterator[HttpServer]:
-    server = HttpServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.stopping.set()
-    for name in list(server._gates):
-        server.gate(name).set()
-    server.shutdown()
-    server.server_close()
 
 
 class FakeScheduler:

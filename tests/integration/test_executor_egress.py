@@ -8,12 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_executor import FAILED, SUCCEEDED, HttpServer, http_item, http_server
+from tests.integration.test_executor import FAILED, SUCCEEDED, HttpServer, http_item
 from tests.integration.test_executor_http import run_items
 from tests.proxy_support import Proxy, running_proxy
 from tests.support import free_port
-
-__all__ = ["http_server"]  # the fixture, re-exported for pytest
 
 # REQUEST_METHOD too: with it set (CGI), Python ignores HTTP_PROXY.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")

@@ -14,12 +14,9 @@ from tests.integration.test_executor import (
     assert_complete,
     executor,
     http_item,
-    http_server,
     scheduler_stream,
 )
 from tests.support import free_port
-
-__all__ = ["http_server"]  # the fixture, re-exported for pytest
 
 
 def run_items(items: list[ipb.WorkItem], **settings: object) -> dict[str, ipb.WorkResult]:

@@ -20,12 +20,9 @@ from tests.integration.test_executor import (
     SchedulerStream,
     assert_complete,
     http_item,
-    http_server,
     log_item,
 )
 from tests.support import free_port, wait_for
-
-__all__ = ["http_server"]  # the fixture, re-exported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -14,7 +14,6 @@ from schedcore import pb
 from schedcore.store.engine import LeasedTask
 from schedcore.store.keys import Keys
 from services.scheduler.plan import plan
-from tests.integration import auth_support
 from tests.integration.auth_support import (
     ADMIN,
     EDITOR,
@@ -33,8 +32,6 @@ from tests.integration.helpers import (
     rpc_error,
     snapshot,
 )
-
-auth_api = auth_support.auth_api  # the fixture
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 

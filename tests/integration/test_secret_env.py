@@ -19,7 +19,7 @@ from schedcore.sealing import PREFIX, Sealer, is_sealed, new_key
 from schedcore.store.keys import Keys
 from services.api.app import build as build_api
 from tests.conftest import api_settings
-from tests.integration.command_support import COMMAND_USER, COMMAND_USER_ENV, command_python, open_dir
+from tests.integration.command_support import COMMAND_USER, COMMAND_USER_ENV, command_python
 from tests.integration.engine_support import TERMINAL, once_in
 from tests.integration.test_api_process import api_process
 from tests.integration.test_command_permission import vouch_for_a_command_executor
@@ -27,8 +27,6 @@ from tests.integration.test_command_target import command_item
 from tests.integration.test_executor import executor, scheduler_stream
 from tests.integration.test_secret_headers import redis_values, service
 from tests.support import RedisServer, ServiceThread, free_port, wait_for
-
-__all__ = ["open_dir"]  # the fixture, re-exported for pytest
 
 KEYS = Keys()
 SECRET = "s3cret-env-5d1e77a0"

@@ -22,10 +22,8 @@ from services.api.app import build as build_api
 from tests.conftest import api_settings
 from tests.integration.engine_support import ENGINE_ENV, ROOT, TERMINAL, once_in
 from tests.integration.test_api_process import api_process, process_env
-from tests.integration.test_executor import HttpServer, executor, http_item, http_server, scheduler_stream
+from tests.integration.test_executor import HttpServer, executor, http_item, scheduler_stream
 from tests.support import RedisServer, ServiceThread, free_port, serving, wait_for
-
-__all__ = ["http_server"]  # the fixture, re-exported for pytest
 
 KEYS = Keys()
 SECRET = "s3cret-bearer-7f2a91c4"

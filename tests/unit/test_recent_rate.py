@@ -1,4 +1,4 @@
-"""RecentRate: the executor's pace, which sizes its prefetch (services/executor/engine.py)."""
+"""RecentRate: the executor's pace, which sizes its prefetch (services/executor/core.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
--- Read-only: what is due by the Redis server's clock (guarantees.md, promise 4).
+-- Read-only: what is due by the Redis server's clock (docs/guarantees.md, promise 4).
 -- KEYS: 1 a sorted set; ARGV: 1 "lex" (members start with a 13-digit ms) or "score", 2 limit
 -- Returns {now ms, due members (oldest first), ms of the first member not yet due or -1}
 local t = redis.call('TIME')

@@ -36,7 +36,7 @@ from services.executor.outbox import MAX_RESULTS, Outbox
 from services.executor.reporter import Reporter
 from services.executor.runner import Runner
 
-log = logging.getLogger("executor.engine")
+log = logging.getLogger("executor.core")
 
 # Longest wait, at shutdown, for attempts to return once cancelled, and for streams to flush.
 CANCEL_WAIT_S = 5.0
