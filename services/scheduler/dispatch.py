@@ -220,23 +220,20 @@ class Dispatcher:
     async def reclaim_forever(self) -> None:
         """Executions whose lease expired (dead executor or scheduler) go back to ready."""
         while True:
-            try:
-                queued, failed = await self.store.engine.reclaim(
-                    self.settings.batch_size, MAX_LOSSES, self.lease_ms
-                )
-                metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
-                metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
-                if failed:
-                    reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
-                    await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
-                    log.error("%d executions failed after losing their executor too often", len(failed))
-                if queued:
-                    log.warning("reclaimed %d executions whose lease expired", len(queued))
-                    self.poke()
-                if queued or failed:
-                    continue
-            except REDIS_UNAVAILABLE:
-                metrics.REDIS_ERRORS.labels("reclaim").inc()
-            except Exception:
-                log.exception("reclaim round failed; retrying")
-            await asyncio.sleep(max(0.1, self.settings.lease_s / 4))
+            _, busy = await guarded_round("reclaim", self._reclaim_once, warn=False)
+            if not busy:
+                await asyncio.sleep(max(0.1, self.settings.lease_s / 4))
+
+    async def _reclaim_once(self) -> bool:
+        """One reclaim round; True when it found expired leases (so another round follows)."""
+        queued, failed = await self.store.engine.reclaim(self.settings.batch_size, MAX_LOSSES, self.lease_ms)
+        metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
+        metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
+        if failed:
+            reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
+            await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
+            log.error("%d executions failed after losing their executor too often", len(failed))
+        if queued:
+            log.warning("reclaimed %d executions whose lease expired", len(queued))
+            self.poke()
+        return bool(queued or failed)
