@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from schedcore import metrics
-from schedcore.redisconn import REDIS_UNAVAILABLE
+from schedcore.loops import guarded_round
 from schedcore.settings import Settings
 from schedcore.store import Store
 
@@ -27,12 +26,10 @@ async def sweep_once(store: Store, max_age_s: int) -> int:
 
 async def sweep_forever(store: Store, settings: Settings) -> None:
     while True:
-        try:
-            deleted = await sweep_once(store, settings.history_max_age_s)
-            if deleted:
-                log.info("retention removed %d executions", deleted)
-        except REDIS_UNAVAILABLE:  # health reports the outage; try again next round
-            metrics.REDIS_ERRORS.labels("retention").inc()
-        except Exception:
-            log.exception("retention sweep failed")
+        # An outage is counted, not logged: health reports it; try again next round.
+        _, deleted = await guarded_round(
+            "retention", lambda: sweep_once(store, settings.history_max_age_s), warn=False
+        )
+        if deleted:
+            log.info("retention removed %d executions", deleted)
         await asyncio.sleep(SWEEP_INTERVAL_S)

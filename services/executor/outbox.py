@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 
 from schedcore.ipb import ExecuteResponse, LeaseRenewal, ResultAck, WorkResult
+from schedcore.loops import wait_event
 
 log = logging.getLogger("executor.outbox")
 
@@ -109,12 +110,7 @@ class Outbox:
 
     async def wait_acked(self, within_s: float) -> bool:
         """Wait until every result sent was acknowledged; False when time ran out."""
-        try:
-            async with asyncio.timeout(within_s):
-                await self._acked.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._acked, within_s)
 
     def prune(self, now: float | None = None) -> list[WorkResult]:
         """Drop the oldest unacknowledged results beyond the bounds (too many, or too old);
@@ -153,11 +149,7 @@ class Outbox:
             await self._wake.wait()
         if not self.closed and len(self.results) < MAX_RESULTS:
             self._full.clear()
-            try:
-                async with asyncio.timeout(self.linger_s):
-                    await self._full.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self._full, self.linger_s)
         return self._build()
 
     def _build(self) -> ExecuteResponse:

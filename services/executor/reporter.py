@@ -15,6 +15,7 @@ import grpc
 
 from schedcore.channels import ChannelSecurity, aio_channel
 from schedcore.ipb import LeaseRenewal, ReportResultsRequest, WorkResult, scheduler_grpc
+from schedcore.loops import wait_event
 
 log = logging.getLogger("executor.reporter")
 
@@ -108,12 +109,7 @@ class Reporter:
 
     async def flush(self, within_s: float) -> bool:
         """Wait until every queued result was delivered or dropped; False when time ran out."""
-        try:
-            async with asyncio.timeout(within_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, within_s)
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -9,6 +9,7 @@ import time
 
 from schedcore import ipb, metrics
 from schedcore.channels import ChannelSecurity
+from schedcore.loops import RETRY_S, guarded_round, wait_event
 from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -191,11 +192,7 @@ class Dispatcher:
             except Exception:
                 log.exception("cannot publish executor capabilities; retrying")
             self.capabilities_seen.clear()
-            try:
-                async with asyncio.timeout(CAPABILITY_REFRESH_S):
-                    await self.capabilities_seen.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self.capabilities_seen, CAPABILITY_REFRESH_S)
 
     def _release_if_idle(self, link: Link, demand: int) -> None:
         if demand or not link.credits:
@@ -212,45 +209,31 @@ class Dispatcher:
     async def run(self) -> None:
         while not self.stopping:
             self.wake.clear()
-            try:
-                demand = await self.dispatch_once()
-            except REDIS_UNAVAILABLE as exc:
-                metrics.REDIS_ERRORS.labels("dispatch").inc()
-                log.warning("dispatch paused: Redis unavailable (%s)", exc)
-                await asyncio.sleep(0.5)
-                continue
-            except Exception:
-                log.exception("dispatch round failed; retrying")
-                await asyncio.sleep(0.5)
+            ok, demand = await guarded_round("dispatch", self.dispatch_once)
+            if not ok:
+                await asyncio.sleep(RETRY_S)
                 continue
             if demand and any(link.credits for link in self.links.connected()):
                 continue
-            try:
-                async with asyncio.timeout(self.settings.poll_interval_s):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
+            await wait_event(self.wake, self.settings.poll_interval_s)
 
     async def reclaim_forever(self) -> None:
         """Executions whose lease expired (dead executor or scheduler) go back to ready."""
         while True:
-            try:
-                queued, failed = await self.store.engine.reclaim(
-                    self.settings.batch_size, MAX_LOSSES, self.lease_ms
-                )
-                metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
-                metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
-                if failed:
-                    reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
-                    await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
-                    log.error("%d executions failed after losing their executor too often", len(failed))
-                if queued:
-                    log.warning("reclaimed %d executions whose lease expired", len(queued))
-                    self.poke()
-                if queued or failed:
-                    continue
-            except REDIS_UNAVAILABLE:
-                metrics.REDIS_ERRORS.labels("reclaim").inc()
-            except Exception:
-                log.exception("reclaim round failed; retrying")
-            await asyncio.sleep(max(0.1, self.settings.lease_s / 4))
+            _, busy = await guarded_round("reclaim", self._reclaim_once, warn=False)
+            if not busy:
+                await asyncio.sleep(max(0.1, self.settings.lease_s / 4))
+
+    async def _reclaim_once(self) -> bool:
+        """One reclaim round; True when it found expired leases (so another round follows)."""
+        queued, failed = await self.store.engine.reclaim(self.settings.batch_size, MAX_LOSSES, self.lease_ms)
+        metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
+        metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
+        if failed:
+            reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
+            await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
+            log.error("%d executions failed after losing their executor too often", len(failed))
+        if queued:
+            log.warning("reclaimed %d executions whose lease expired", len(queued))
+            self.poke()
+        return bool(queued or failed)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from schedcore import metrics
-from schedcore.redisconn import REDIS_UNAVAILABLE
+from schedcore.loops import RETRY_S, guarded_round
 from schedcore.settings import Settings
 from schedcore.store.engine import EngineStore, FireCommit
 from services.scheduler.plan import plan
@@ -63,16 +63,10 @@ class Firer:
 
     async def run(self) -> None:
         while not self.stopping:
-            try:
-                count, wait = await self.fire_once()
-            except REDIS_UNAVAILABLE as exc:
-                metrics.REDIS_ERRORS.labels("firing").inc()
-                log.warning("firing paused: Redis unavailable (%s)", exc)
-                await asyncio.sleep(0.5)
+            ok, got = await guarded_round("firing", self.fire_once)
+            if not ok or got is None:
+                await asyncio.sleep(RETRY_S)
                 continue
-            except Exception:  # e.g. Redis out of memory: keep trying, loudly
-                log.exception("firing round failed; retrying")
-                await asyncio.sleep(0.5)
-                continue
+            count, wait = got
             if count < self.settings.batch_size:
                 await asyncio.sleep(wait)
