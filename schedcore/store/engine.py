@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from schedcore import pb
 from schedcore.store.executions import summary
-from schedcore.store.keys import Keys, history_member, pad_ms
+from schedcore.store.keys import Keys, history_member, pad_ms, task_of_execution
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import lag_bucket, minute_of
 from schedcore.timeutil import duration_to_ms
@@ -158,7 +158,7 @@ class EngineStore:
             return []
         keys = [queue, self.keys.inflight]
         for execution_id in ids:
-            keys += [self.keys.execution(execution_id), self.keys.task(execution_id[:16])]
+            keys += [self.keys.execution(execution_id), self.keys.task(task_of_execution(execution_id))]
         rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *ids])
         items = []
         for row in rows:
@@ -202,7 +202,7 @@ class EngineStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for execution_id in ids:
                 pipe.hget(self.keys.execution(execution_id), "pb")
-                pipe.hget(self.keys.task(execution_id[:16]), "spec")
+                pipe.hget(self.keys.task(task_of_execution(execution_id)), "spec")
             raw = await pipe.execute()
         out: list[tuple[pb.Execution | None, pb.Task | None]] = []
         for i in range(0, len(raw), 2):

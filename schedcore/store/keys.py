@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 # Server-assigned task ids: 16 lowercase hex characters.
+TASK_ID_WIDTH = 16
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
 # "<task id>-<nominal ms, 13 digits>" for an occurrence, plus "-m<4 hex>" for a manual run.
 EXECUTION_ID = re.compile(r"^([0-9a-f]{16})-([0-9]{13})(-m[0-9a-f]{4})?$")
@@ -33,6 +34,11 @@ def pad_ms(ms: int) -> str:
 
 def execution_id(task_id: str, nominal_ms: int, manual_suffix: str = "") -> str:
     return f"{task_id}-{pad_ms(nominal_ms)}" + (f"-m{manual_suffix}" if manual_suffix else "")
+
+
+def task_of_execution(execution_id: str) -> str:
+    """The id of the task an execution belongs to (its first 16 characters, see EXECUTION_ID)."""
+    return execution_id[:TASK_ID_WIDTH]
 
 
 def next_member(task_id: str, next_ms: int | None) -> str:

@@ -162,3 +162,8 @@ def test_name_member_orders_by_name_then_id() -> None:
     assert got == sorted(got, key=lambda p: (p[0].encode(), p[1]))
     # A name that is a prefix of another sorts first whatever the ids.
     assert name_member("a", "f" * 16) < name_member("a b", "0" * 16)
+
+
+def test_task_of_execution_is_the_task_id_of_occurrences_and_manual_runs() -> None:
+    for eid in (execution_id(TID, 1_780_000_000_123), execution_id(TID, 5, "0a1b")):
+        assert keys.task_of_execution(eid) == TID

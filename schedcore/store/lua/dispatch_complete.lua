@@ -37,7 +37,7 @@ for i = 1, #items do
       if c[8] ~= '' then counts['l' .. c[8]] = (counts['l' .. c[8]] or 0) + 1 end
       if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
         seen[hk] = true
-        over[#over + 1] = string.sub(c[1], 1, 16)
+        over[#over + 1] = task_of_execution(c[1])
       end
     end
     recorded[i] = '1'

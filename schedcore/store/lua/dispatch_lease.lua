@@ -3,8 +3,7 @@
 -- KEYS: 1 ready queue, 2 inflight, then per execution: execution hash, its task hash
 -- ARGV: 1 lease ms, then the execution ids
 -- Returns {{id, token, record, task spec or false}, ...}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {}
 for i = 2, #ARGV do
   local id, ek, tk = ARGV[i], KEYS[1 + 2 * (i - 1)], KEYS[2 + 2 * (i - 1)]

@@ -4,8 +4,7 @@
 -- KEYS: 1 inflight, 2 command ready queue, then execution hashes
 -- ARGV: {id, token} pairs
 -- Returns how many were set aside
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local parked = 0
 for i = 1, #ARGV, 2 do
   local id, key = ARGV[i], KEYS[3 + (i - 1) / 2]

@@ -7,8 +7,7 @@
 -- KEYS: 1 inflight, 2 ready, then execution hashes
 -- ARGV: 1 most losses allowed, 2 lease ms, then the execution ids
 -- Returns {ids queued again, {{id, token}, ...} to end FAILED}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local queued, failed = {}, {}
 for i = 3, #ARGV do
   local id, key = ARGV[i], KEYS[i]

@@ -1,8 +1,7 @@
 -- Extend the leases of attempts still running, fenced by their tokens.
 -- KEYS: 1 inflight, then execution hashes; ARGV: 1 lease ms, then per execution: id, token
 -- Returns the number renewed.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local renewed = 0
 for i = 0, (#ARGV - 1) / 2 - 1 do
   local id, token = ARGV[2 + 2 * i], ARGV[3 + 2 * i]

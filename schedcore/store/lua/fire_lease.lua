@@ -4,8 +4,7 @@
 -- builds the same execution id.
 -- KEYS: 1 next-run index, 2.. task hashes; ARGV: 1 lease ms, 2.. task ids (same order)
 -- Returns {now, {{id, token, next, spec, srev}, ...}}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local lease_ms = tonumber(ARGV[1])
 local out = {}
 for i = 2, #KEYS do

@@ -1,8 +1,7 @@
 -- Read-only: what is due by the Redis server's clock (docs/guarantees.md, promise 4).
 -- KEYS: 1 a sorted set; ARGV: 1 "lex" (members start with a 13-digit ms) or "score", 2 limit
 -- Returns {now ms, due members (oldest first), ms of the first member not yet due or -1}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due, later
 if ARGV[1] == 'lex' then
   local bound = string.format('%013d', now + 1)

@@ -12,3 +12,14 @@ local function quota_fits(usage, field, want, limit)
   limit = tonumber(limit)
   return limit == 0 or quota_used(usage, field) + want <= limit
 end
+
+-- Redis server time in milliseconds.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The task id of an execution id ("<16 hex>-<13 digits>[-m<4 hex>]", schedcore/store/keys.py).
+local function task_of_execution(execution_id)
+  return string.sub(execution_id, 1, 16)
+end
