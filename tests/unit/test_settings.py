@@ -373,3 +373,39 @@ def test_the_namespace_pattern_is_the_key_modules() -> None:
     from schedcore.store import keys
 
     assert settings.NAMESPACE.pattern == keys.NAMESPACE.pattern
+
+
+# The ui and schedctl read their own variables with the services' boolean parser: 1/yes/on are
+# true there too, and a value that is neither true nor false is refused, naming the variable.
+@pytest.mark.parametrize("raw", ["true", "1", "yes", "on", "TRUE", " On "])
+def test_ui_and_cli_accept_the_services_true_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", raw)
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", raw)
+    assert api_security().plaintext is True
+    assert security(None, None, None, None).plaintext is True
+
+
+@pytest.mark.parametrize("raw", ["false", "0", "no", "off", ""])
+def test_ui_and_cli_accept_the_services_false_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", raw)
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", raw)
+    assert api_security().plaintext is False
+    assert security(None, None, None, None).plaintext is False
+
+
+def test_ui_and_cli_refuse_a_boolean_that_is_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", "maybe")
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", "maybe")
+    with pytest.raises(SettingsError, match="GRPC_PLAINTEXT"):
+        api_security()
+    with pytest.raises(SettingsError, match="SCHEDCTL_PLAINTEXT"):
+        security(None, None, None, None)
