@@ -409,3 +409,44 @@ def test_ui_and_cli_refuse_a_boolean_that_is_neither(monkeypatch: pytest.MonkeyP
         api_security()
     with pytest.raises(SettingsError, match="SCHEDCTL_PLAINTEXT"):
         security(None, None, None, None)
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every variable Settings.from_env asks for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def _documented_service_variables() -> set[str]:
+    """The variable names in the tables of docs/configuration.md, except the dashboard's (the
+    ui reads its own environment)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    names: set[str] = set()
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line
+        elif line.startswith("| `") and "Dashboard" not in section:
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+# Documented for the executor, but read by httpx itself, not by Settings.
+READ_BY_HTTPX = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+
+
+def test_every_variable_read_is_documented_and_nothing_documented_is_unread() -> None:
+    env = _Recording(dict(DEV))
+    Settings.from_env(env)
+    documented = _documented_service_variables() - READ_BY_HTTPX
+    assert env.read - documented == set(), "read by Settings.from_env, missing in docs/configuration.md"
+    assert documented - env.read == set(), "in docs/configuration.md, never read by Settings.from_env"
