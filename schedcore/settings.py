@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from schedcore.netpolicy import DEFAULT_DENY, parse_networks
@@ -135,6 +135,19 @@ def _sentinels(env: Mapping[str, str], redis_url: str) -> tuple[tuple[str, int],
     if redis_url.startswith("unix:"):
         raise SettingsError("REDIS_SENTINELS: REDIS_URL must be redis:// or rediss:// with Sentinel")
     return tuple(found)
+
+
+def _redis(env: Mapping[str, str]) -> dict[str, Any]:
+    """The REDIS_* variables, as Settings fields (only the services that use Redis read them)."""
+    url = _redis_url(env)
+    return {
+        "redis_url": url,
+        "redis_sentinels": _sentinels(env, url),
+        "redis_sentinel_master": _str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
+        "redis_sentinel_password": _str(env, "REDIS_SENTINEL_PASSWORD", ""),
+        "redis_key_prefix": _str(env, "REDIS_KEY_PREFIX", "ts"),
+        "redis_timeout_s": _number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
+    }
 
 
 def _networks(env: Mapping[str, str], name: str, default: str) -> str:
@@ -381,18 +394,18 @@ class Settings:
         return {namespace for namespace, _ in overrides}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051, uses_redis: bool = True
+    ) -> Settings:
+        """The settings from `env` (default os.environ). `uses_redis=False` (the executor) leaves
+        the REDIS_* variables unread, at their defaults: a service does not refuse to start on a
+        setting it never uses."""
         env = os.environ if env is None else env
-        redis_url = _redis_url(env)
+        redis = _redis(env) if uses_redis else {}
         plaintext = parse_bool(env, "GRPC_PLAINTEXT", False)
         tls = {name: _str(env, name, "") for name in TLS_FILE_VARIABLES}
         settings = cls(
-            redis_url=redis_url,
-            redis_sentinels=_sentinels(env, redis_url),
-            redis_sentinel_master=_str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
-            redis_sentinel_password=_str(env, "REDIS_SENTINEL_PASSWORD", ""),
-            redis_key_prefix=_str(env, "REDIS_KEY_PREFIX", "ts"),
-            redis_timeout_s=_number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
+            **redis,
             grpc_host=_str(env, "GRPC_HOST", "0.0.0.0"),
             grpc_port=_number(env, "GRPC_PORT", default_port, 0, 65535),
             grpc_plaintext=plaintext,

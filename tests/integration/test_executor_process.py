@@ -188,3 +188,42 @@ def test_logs_do_not_print_credentials_of_a_url(http_server: HttpServer, tmp_pat
     logs = out.read_text()
     assert "executor stopped" in logs, "INFO logs were written"
     assert canary not in logs, logs
+
+
+def test_starts_with_a_malformed_redis_url_it_never_uses(tmp_path: Path) -> None:
+    """Each service parses only the settings it uses: the executor has no Redis, so a REDIS_URL
+    or REDIS_TIMEOUT_SECONDS the api would refuse does not stop it."""
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = clean_env(
+        GRPC_HOST="127.0.0.1",
+        GRPC_PORT=str(port),
+        HEALTH_INTERVAL_SECONDS="0.1",
+        REDIS_URL="not a url",
+        REDIS_TIMEOUT_SECONDS="abc",
+    )
+    err = tmp_path / "executor.err"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.executor"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+
+        def serving() -> bool:
+            assert proc.poll() is None, err.read_text()
+            try:
+                return health(target) == SERVING
+            except grpc.RpcError:
+                return False
+
+        wait_for(serving, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -450,3 +450,11 @@ def test_every_variable_read_is_documented_and_nothing_documented_is_unread() ->
     documented = _documented_service_variables() - READ_BY_HTTPX
     assert env.read - documented == set(), "read by Settings.from_env, missing in docs/configuration.md"
     assert documented - env.read == set(), "in docs/configuration.md, never read by Settings.from_env"
+
+
+def test_a_service_without_redis_does_not_read_the_redis_variables() -> None:
+    env = {**DEV, "REDIS_URL": "not a url", "REDIS_TIMEOUT_SECONDS": "abc", "REDIS_SENTINELS": "x"}
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env(env)
+    s = Settings.from_env(env, uses_redis=False)
+    assert s == Settings(grpc_plaintext=True)  # the REDIS_* fields at their defaults
