@@ -194,33 +194,16 @@ def test_starts_with_a_malformed_redis_url_it_never_uses(tmp_path: Path) -> None
     """Each service parses only the settings it uses: the executor has no Redis, so a REDIS_URL
     or REDIS_TIMEOUT_SECONDS the api would refuse does not stop it."""
     port = free_port()
-    target = f"127.0.0.1:{port}"
-    env = clean_env(
-        GRPC_HOST="127.0.0.1",
-        GRPC_PORT=str(port),
-        HEALTH_INTERVAL_SECONDS="0.1",
-        REDIS_URL="not a url",
-        REDIS_TIMEOUT_SECONDS="abc",
-    )
+    env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), REDIS_URL="not a url")
+    env["REDIS_TIMEOUT_SECONDS"] = "abc"
     err = tmp_path / "executor.err"
     with open(err, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.executor"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stderr=stderr)
     try:
-
-        def serving() -> bool:
-            assert proc.poll() is None, err.read_text()
-            try:
-                return health(target) == SERVING
-            except grpc.RpcError:
-                return False
-
-        wait_for(serving, timeout=20)
+        wait_for(
+            lambda: proc.poll() is not None or _health_or_none(f"127.0.0.1:{port}") == SERVING, timeout=20
+        )
+        assert proc.poll() is None, err.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, err.read_text()
     finally:
