@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from schedcore import pb
 from schedcore.channels import ChannelSecurity, channel
+from schedcore.settings import parse_bool
 
 DEFAULT_API = "localhost:50051"
 DEFAULT_TIMEOUT_S = 30.0
@@ -31,7 +32,7 @@ def security(plaintext: bool | None, ca: str | None, cert: str | None, key: str 
         return os.environ.get(name, "").strip()
 
     return ChannelSecurity.for_client(
-        plaintext if plaintext is not None else env("SCHEDCTL_PLAINTEXT").lower() == "true",
+        plaintext if plaintext is not None else parse_bool(os.environ, "SCHEDCTL_PLAINTEXT", False),
         ca or env("SCHEDCTL_TLS_CA"),
         cert or env("SCHEDCTL_TLS_CERT"),
         key or env("SCHEDCTL_TLS_KEY"),

@@ -243,13 +243,15 @@ def run_main(
     build: Callable[[Settings], Awaitable[GrpcService]],
     *,
     default_port: int,
+    uses_redis: bool = True,
 ) -> None:
     """Entry point of a service process: settings, logs, serve until signalled.
 
-    A bad setting exits with status 2 and a message naming the variable.
+    A bad setting exits with status 2 and a message naming the variable; a service that has no
+    Redis (`uses_redis=False`) does not read the REDIS_* variables.
     """
     try:
-        settings = Settings.from_env(default_port=default_port)
+        settings = Settings.from_env(default_port=default_port, uses_redis=uses_redis)
     except SettingsError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from schedcore import pb
 from schedcore.channels import ChannelSecurity, channel
 from schedcore.errors import field_violations
+from schedcore.settings import parse_bool
 
 DEFAULT_ADDR = "localhost:50051"
 # Reads answer in milliseconds; a call that takes longer than this is stuck, not slow.
@@ -35,9 +36,9 @@ def api_addr() -> str:
 def api_security() -> ChannelSecurity:
     """TLS to the api, the services' variables (docs/configuration.md): TLS_CA_FILE (empty:
     gRPC's default roots), TLS_CERT_FILE and TLS_KEY_FILE (a client certificate, optional);
-    plaintext only with GRPC_PLAINTEXT=true."""
+    plaintext only with GRPC_PLAINTEXT=true (or 1, yes, on: the services' parser)."""
     return ChannelSecurity.for_client(
-        os.environ.get("GRPC_PLAINTEXT", "").strip().lower() == "true",
+        parse_bool(os.environ, "GRPC_PLAINTEXT", False),
         os.environ.get("TLS_CA_FILE", "").strip(),
         os.environ.get("TLS_CERT_FILE", "").strip(),
         os.environ.get("TLS_KEY_FILE", "").strip(),

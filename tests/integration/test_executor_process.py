@@ -185,3 +185,25 @@ def test_logs_do_not_print_credentials_of_a_url(http_server: HttpServer, tmp_pat
     logs = out.read_text()
     assert "executor stopped" in logs, "INFO logs were written"
     assert canary not in logs, logs
+
+
+def test_starts_with_a_malformed_redis_url_it_never_uses(tmp_path: Path) -> None:
+    """Each service parses only the settings it uses: the executor has no Redis, so a REDIS_URL
+    or REDIS_TIMEOUT_SECONDS the api would refuse does not stop it."""
+    port = free_port()
+    env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), REDIS_URL="not a url")
+    env["REDIS_TIMEOUT_SECONDS"] = "abc"
+    err = tmp_path / "executor.err"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stderr=stderr)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or _health_or_none(f"127.0.0.1:{port}") == SERVING, timeout=20
+        )
+        assert proc.poll() is None, err.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -373,3 +373,88 @@ def test_the_namespace_pattern_is_the_key_modules() -> None:
     from schedcore.store import keys
 
     assert settings.NAMESPACE.pattern == keys.NAMESPACE.pattern
+
+
+# The ui and schedctl read their own variables with the services' boolean parser: 1/yes/on are
+# true there too, and a value that is neither true nor false is refused, naming the variable.
+@pytest.mark.parametrize("raw", ["true", "1", "yes", "on", "TRUE", " On "])
+def test_ui_and_cli_accept_the_services_true_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", raw)
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", raw)
+    assert api_security().plaintext is True
+    assert security(None, None, None, None).plaintext is True
+
+
+@pytest.mark.parametrize("raw", ["false", "0", "no", "off", ""])
+def test_ui_and_cli_accept_the_services_false_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", raw)
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", raw)
+    assert api_security().plaintext is False
+    assert security(None, None, None, None).plaintext is False
+
+
+def test_ui_and_cli_refuse_a_boolean_that_is_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.client import security
+    from ui.client import api_security
+
+    monkeypatch.setenv("GRPC_PLAINTEXT", "maybe")
+    monkeypatch.setenv("SCHEDCTL_PLAINTEXT", "maybe")
+    with pytest.raises(SettingsError, match="GRPC_PLAINTEXT"):
+        api_security()
+    with pytest.raises(SettingsError, match="SCHEDCTL_PLAINTEXT"):
+        security(None, None, None, None)
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every variable Settings.from_env asks for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def _documented_service_variables() -> set[str]:
+    """The variable names in the tables of docs/configuration.md, except the dashboard's (the
+    ui reads its own environment)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    names: set[str] = set()
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line
+        elif line.startswith("| `") and "Dashboard" not in section:
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+# Documented for the executor, but read by httpx itself, not by Settings.
+READ_BY_HTTPX = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+
+
+def test_every_variable_read_is_documented_and_nothing_documented_is_unread() -> None:
+    env = _Recording(dict(DEV))
+    Settings.from_env(env)
+    documented = _documented_service_variables() - READ_BY_HTTPX
+    assert env.read - documented == set(), "read by Settings.from_env, missing in docs/configuration.md"
+    assert documented - env.read == set(), "in docs/configuration.md, never read by Settings.from_env"
+
+
+def test_a_service_without_redis_does_not_read_the_redis_variables() -> None:
+    env = {**DEV, "REDIS_URL": "not a url", "REDIS_TIMEOUT_SECONDS": "abc", "REDIS_SENTINELS": "x"}
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env(env)
+    s = Settings.from_env(env, uses_redis=False)
+    assert s == Settings(grpc_plaintext=True)  # the REDIS_* fields at their defaults
