@@ -357,7 +357,8 @@ def _ui_variables() -> set[str]:
     ui_dir = Path(__file__).resolve().parents[2] / "ui"
     if ui_dir.exists():
         code = "\n".join(p.read_text() for p in ui_dir.rglob("*.py"))
-        read = set(re.findall(r"""(?:environ(?:\.get)?[\[(]|getenv\()\s*["']([A-Z0-9_]+)["']""", code))
+        reads = r"""(?:environ(?:\.get)?[\[(]|getenv\(|parse_bool\(os\.environ,)\s*["']([A-Z0-9_]+)["']"""
+        read = set(re.findall(reads, code))
         assert "API_ADDR" in read, "the ui no longer reads API_ADDR: update deploy/k8s and this test"
         names = read | {n for n in names if n.startswith("STREAMLIT_")}
     return names
