@@ -13,7 +13,7 @@ for i = 2, #ARGV do
     local record = redis.call('HGET', ek, 'pb')
     if record then
       local token = redis.call('HINCRBY', ek, 'tok', 1)
-      redis.call('HSET', ek, 'status', 2)
+      redis.call('HSET', ek, 'status', STATUS.RUNNING)
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
       out[#out + 1] = {id, token, record, redis.call('HGET', tk, 'spec') or false}
     end

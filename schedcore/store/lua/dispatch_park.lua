@@ -11,7 +11,7 @@ for i = 1, #ARGV, 2 do
   if redis.call('ZSCORE', KEYS[1], id) and redis.call('HGET', key, 'tok') == ARGV[i + 1] then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZADD', KEYS[2], now, id)
-    redis.call('HSET', key, 'status', 1)
+    redis.call('HSET', key, 'status', STATUS.PENDING)
     parked = parked + 1
   end
 end

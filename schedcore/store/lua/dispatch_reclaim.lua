@@ -23,7 +23,7 @@ for i = 3, #ARGV do
       failed[#failed + 1] = {id, token}
     else
       redis.call('ZADD', KEYS[2], now, id)
-      redis.call('HSET', key, 'status', 1)
+      redis.call('HSET', key, 'status', STATUS.PENDING)
       queued[#queued + 1] = id
     end
   end

@@ -16,7 +16,6 @@
 -- Returns per commit {records created, of them PENDING (queued to run)}, or {-1, 0} when the
 -- lease was lost.
 local commits = cmsgpack.unpack(ARGV[1])
-local pending = '1'
 local out = {}
 local k = 6
 for c = 1, #commits do
@@ -42,7 +41,7 @@ for c = 1, #commits do
         redis.call('HSET', ek, 'pb', r[2], 'status', r[3])
         redis.call('ZADD', thist, 0, r[1])
         redis.call('ZADD', KEYS[3], 0, r[4])
-        if r[3] == pending then
+        if r[3] == STATUS.PENDING then
           redis.call('ZADD', KEYS[2], t[7], r[1])
           queued = queued + 1
         else  -- born ended (a skipped occurrence): counted in this minute's stats

@@ -13,6 +13,13 @@ local function quota_fits(usage, field, want, limit)
   return limit == 0 or quota_used(usage, field) + want <= limit
 end
 
+-- Execution status codes as stored in an execution hash's `status` field: the numbers of the
+-- protobuf enum ExecutionStatus (tests/unit/test_lua_prelude.py checks them against it).
+local STATUS = {
+  PENDING = '1', RUNNING = '2', SUCCEEDED = '3', FAILED = '4', TIMED_OUT = '5', CANCELLED = '6',
+  SKIPPED = '7',
+}
+
 -- Redis server time in milliseconds.
 local function now_ms()
   local t = redis.call('TIME')
