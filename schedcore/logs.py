@@ -21,9 +21,10 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, process_index: int | None = None) -> None:
         super().__init__()
         self.service = service
+        self.process_index = process_index
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -34,6 +35,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.process_index is not None:  # one of several server processes (API_PROCESSES)
+            entry["process_index"] = self.process_index
+            entry["pid"] = record.process
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
@@ -45,10 +49,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure(service: str, level: str = "INFO") -> None:
-    """Route every logger (ours, grpc's, redis') to stdout as JSON; QUIET ones only from WARNING."""
+def configure(service: str, level: str = "INFO", *, process_index: int | None = None) -> None:
+    """Route every logger (ours, grpc's, redis') to stdout as JSON; QUIET ones only from WARNING.
+    `process_index`: this is one of several server processes; every line carries it and the pid."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service, process_index))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

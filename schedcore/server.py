@@ -10,6 +10,8 @@ terminationGracePeriodSeconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -24,6 +26,7 @@ from schedcore.errors import redis_unavailable_errors
 from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
 from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
+from schedcore.supervisor import die_with_parent, process_count, supervise
 from schedcore.tls import ServerCertificates, server_certificates
 
 log = logging.getLogger("schedcore.server")
@@ -64,7 +67,10 @@ class GrpcService:
     `authenticate` (optional) is the interceptor's authentication hook (schedcore/interceptors.py);
     `interceptors` run after that one, closer to the servicers (the executor's client identity
     check, schedcore/identity.py);
-    `max_concurrent_rpcs` (0: none) bounds the unary calls it runs at once, health exempt.
+    `max_concurrent_rpcs` (0: none) bounds the unary calls it runs at once, health exempt;
+    `reuse_port` lets several processes bind its ports (SO_REUSEPORT, schedcore/supervisor.py).
+    gRPC turns SO_REUSEPORT on by default on Linux; off here, a second process on a taken port
+    fails to start instead of silently sharing it.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class GrpcService:
         authenticate: Authenticate | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_concurrent_rpcs: int = 0,
+        reuse_port: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -88,7 +95,9 @@ class GrpcService:
         self._close = close
         self._on_start = on_start
         self._drain = drain
+        port_options = [("grpc.so_reuseport", int(reuse_port))]
         options: list[tuple[str, int]] = [
+            *port_options,
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ]
@@ -111,7 +120,7 @@ class GrpcService:
         # HEALTH_PORT: the health service alone, plaintext, for Kubernetes' grpc probes.
         self.health_server: grpc.aio.Server | None = None
         if settings.health_port:
-            self.health_server = grpc.aio.server()
+            self.health_server = grpc.aio.server(options=port_options)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         self.port = 0
         self.health_port = 0
@@ -244,18 +253,58 @@ def run_main(
     *,
     default_port: int,
     uses_redis: bool = True,
+    processes: Callable[[Settings], int] | None = None,
 ) -> None:
     """Entry point of a service process: settings, logs, serve until signalled.
 
     A bad setting exits with status 2 and a message naming the variable; a service that has no
-    Redis (`uses_redis=False`) does not read the REDIS_* variables.
+    Redis (`uses_redis=False`) does not read the REDIS_* variables. `processes` (the api's
+    API_PROCESSES) says how many server processes share the port: past one, this process only
+    supervises them (schedcore/supervisor.py).
     """
     try:
         settings = Settings.from_env(default_port=default_port, uses_redis=uses_redis)
     except SettingsError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    count = process_count(processes(settings)) if processes is not None else 1
+    if count == 1:
+        logs.configure(name, settings.log_level)
+        sys.exit(serve(name, build, settings))
+    problem = ""
+    if not settings.grpc_port:
+        problem = "GRPC_PORT: must be set (not 0) when several server processes share it"
+    elif settings.metrics_port and settings.metrics_port + count - 1 > 65535:
+        problem = f"METRICS_PORT: {settings.metrics_port} + {count} processes passes 65535"
+    if problem:
+        print(f"{name}: configuration error: {problem}", file=sys.stderr)
+        sys.exit(2)
     logs.configure(name, settings.log_level)
+    sys.exit(supervise(name, count, functools.partial(_serve_child, name, build, settings)))
+
+
+def _serve_child(
+    name: str,
+    build: Callable[[Settings], Awaitable[GrpcService]],
+    settings: Settings,
+    index: int,
+    parent_pid: int,
+) -> None:
+    """One of several server processes: its own instance id and metrics port (METRICS_PORT +
+    index), its index in every log line."""
+    die_with_parent(parent_pid)
+    own = dataclasses.replace(
+        settings,
+        instance_id=f"{settings.instance_id}-{index}",
+        metrics_port=settings.metrics_port + index if settings.metrics_port else 0,
+    )
+    logs.configure(name, settings.log_level, process_index=index)
+    sys.exit(serve(name, build, own))
+
+
+def serve(name: str, build: Callable[[Settings], Awaitable[GrpcService]], settings: Settings) -> int:
+    """Build the service and serve until signalled; the process's exit status (2: a setting or
+    an address it cannot use)."""
 
     async def main() -> None:
         service = await build(settings)
@@ -265,7 +314,8 @@ def run_main(
         asyncio.run(main())
     except SettingsError as exc:  # e.g. a certificate file that cannot be used
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except OSError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0

@@ -183,6 +183,9 @@ class Settings:
     # (a token bucket per replica and token; 0: no limit).
     api_rate_limit: float = 500.0
     api_rate_burst: int = 1000
+    # Api: server processes one pod runs on its port (SO_REUSEPORT); 0: one per CPU core the
+    # process may use (schedcore/supervisor.py, docs/configuration.md).
+    api_processes: int = 1
     # Executor: run command targets (programs on this executor's machine). Off by default: only
     # executors deployed for it should run programs (docs/security.md, "Safe targets").
     executor_command_targets: bool = False
@@ -293,6 +296,7 @@ class Settings:
             api_max_concurrent_rpcs=_number(env, "API_MAX_CONCURRENT_RPCS", 32, 0, 100_000),
             api_rate_limit=_number(env, "API_RATE_LIMIT", 500.0, 0.0, 1_000_000.0),
             api_rate_burst=_number(env, "API_RATE_BURST", 1000, 1, 10_000_000),
+            api_processes=_number(env, "API_PROCESSES", 1, 0, 256),
         )
         check_tls(plaintext, tls)  # last: a bad value of another variable is named first
         return settings

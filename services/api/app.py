@@ -79,4 +79,5 @@ async def build(settings: Settings) -> GrpcService:
         on_start=start,
         authenticate=authenticator,
         max_concurrent_rpcs=settings.api_max_concurrent_rpcs,
+        reuse_port=settings.api_processes != 1,  # the other server processes share its port
     )

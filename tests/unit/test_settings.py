@@ -45,6 +45,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert (s.namespace_max_task_bytes, s.namespace_max_task_bytes_overrides) == (256 * 1024 * 1024, ())
     assert (s.namespace_max_runs_per_minute, s.namespace_max_runs_per_minute_overrides) == (600, ())
     assert (s.api_max_concurrent_rpcs, s.api_rate_limit, s.api_rate_burst) == (32, 500.0, 1000)
+    assert s.api_processes == 1
 
 
 def test_default_port_is_the_services_own() -> None:
@@ -123,6 +124,7 @@ FULL_ENV = {
     "API_MAX_CONCURRENT_RPCS": "50",
     "API_RATE_LIMIT": "2.5",
     "API_RATE_BURST": "10",
+    "API_PROCESSES": "0",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -186,6 +188,7 @@ def test_every_variable_is_parsed() -> None:
         api_max_concurrent_rpcs=50,
         api_rate_limit=2.5,
         api_rate_burst=10,
+        api_processes=0,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -254,6 +257,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
         ("API_RATE_LIMIT", "fast", "expected a number"),
         ("API_RATE_BURST", "0", "between 1 and"),
+        ("API_PROCESSES", "-1", "between 0 and 256"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
