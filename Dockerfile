@@ -44,7 +44,7 @@ COPY --from=build /src/services ./services
 USER 10001:10001
 
 FROM runtime AS api
-EXPOSE 50051 9464 8081
+EXPOSE 50051 9464 9465 8081
 ENTRYPOINT ["python", "-m", "services.api"]
 
 FROM runtime AS scheduler

@@ -3,6 +3,7 @@ and every workload follows the deployment policies (docs/deploy.md)."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -84,9 +85,12 @@ def test_grpc_service_probes_ports_and_shutdown(overlay: str, name: str) -> None
     port = PORTS[name]
     metrics = int(m.env(name)["METRICS_PORT"])
     health = int(m.env(name)["HEALTH_PORT"])
+    # The api's server process i serves metrics on METRICS_PORT + i (API_PROCESSES).
+    extra_metrics = [{"name": "metrics-1", "containerPort": metrics + 1}] if name == "api" else []
     assert container["ports"] == [
         {"name": "grpc", "containerPort": port},
         {"name": "metrics", "containerPort": metrics},
+        *extra_metrics,
         {"name": "health", "containerPort": health},
     ]
     annotations = m.pod_template(name)["metadata"]["annotations"]
@@ -385,3 +389,20 @@ def test_every_variable_set_is_read(overlay: str) -> None:
 def test_a_typo_in_a_variable_is_caught() -> None:
     assert "REDIS_URL" in _settings_variables()
     assert "REDIS_URI" not in _settings_variables()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_runs_a_server_process_per_core_of_its_limit(overlay: str) -> None:
+    m = render(overlay)
+    container = m.container("api")
+    (var,) = [v for v in container["env"] if v["name"] == "API_PROCESSES"]
+    assert var["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "api",
+        "resource": "limits.cpu",
+        "divisor": "1",
+    }
+    limit = str(container["resources"]["limits"]["cpu"])  # "2" or "1500m"
+    processes = math.ceil(int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit))
+    metrics = int(m.env("api")["METRICS_PORT"])
+    declared = {p["containerPort"] for p in container["ports"] if p["name"].startswith("metrics")}
+    assert declared == set(range(metrics, metrics + processes))
