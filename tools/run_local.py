@@ -6,7 +6,8 @@ their code exists; replica i of a service listens on its base port + 10*i. Ctrl-
 stops the services first (SIGTERM; they drain within SHUTDOWN_GRACE_SECONDS), then Redis, so the
 AOF is flushed. If a child exits on its own, everything stops and the exit status is 1.
 With METRICS_PORT set, the gRPC services serve /metrics on it and the ports after it, one each
-in start order (api, schedulers, executors); unset, none does.
+in start order (api, schedulers, executors; the api one per server process, API_PROCESSES);
+unset, none does.
 gRPC is plaintext (GRPC_PLAINTEXT=true) unless TLS_CERT_FILE and TLS_KEY_FILE are set: then every
 service serves TLS with them (the certificate must name localhost) and TLS_CA_FILE verifies them.
 One certificate for all means no service can be told from another, so the executors take streams
@@ -43,6 +44,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schedcore.channels import ChannelSecurity, channel
+from schedcore.supervisor import process_count
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_TOKEN_FILE = ROOT / ".data" / "dev-admin-token"
@@ -278,9 +280,15 @@ def run(redis_url: str, children: list[Child]) -> int:
     metrics_base = env_int("METRICS_PORT", 0)
     metrics: dict[str, int] = {}
     if metrics_base:
-        grpc_names = [n for n, svc, _ in planned if svc.ready == "grpc"]
-        metrics = {n: metrics_base + i for i, n in enumerate(grpc_names)}
-        ports += [(f"{n} metrics", p) for n, p in metrics.items()]
+        # The api's server process i serves metrics on its METRICS_PORT + i (API_PROCESSES).
+        api_ports = process_count(env_int("API_PROCESSES", 1))
+        next_port = metrics_base
+        for n, svc, _ in planned:
+            if svc.ready == "grpc":
+                count = api_ports if svc.name == "api" else 1
+                metrics[n] = next_port
+                ports += [(f"{n} metrics", next_port + i) for i in range(count)]
+                next_port += count
     for name, port in [*ports, *((n, p) for n, _, p in planned)]:
         if not port_free(port):
             fail(
