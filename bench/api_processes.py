@@ -4,7 +4,7 @@ one run, rounds alternating: `python -m bench.api_processes [--calls N] [--round
 Each round starts a fresh suite of its own (Redis with AOF everysec, the api with bearer tokens
 on, as `make bench` runs it; no scheduler or executor). A connection stays with the server
 process the kernel gave it, so the load comes from several connections (channels with their own
-subchannel pool) spread over `CLIENTS` client processes: one Python client process tops out near
+subchannel pool) spread over `--clients` client processes: one Python client process tops out near
 the rate it measures, and one connection would keep every call on one server process.
 """
 
@@ -28,7 +28,7 @@ from bench.workloads import once_at
 from schedcore import pb
 
 IN_FLIGHT = 50
-CLIENTS = 2  # client processes, IN_FLIGHT split between them
+CLIENTS = 2  # client processes (--clients), IN_FLIGHT split between them
 CHANNELS_PER_CLIENT = 5  # connections per client process
 
 
@@ -86,33 +86,33 @@ def _api_pids(parent: int) -> list[int]:
     return [parent, *map(int, children)]
 
 
-def one_round(processes: int, calls: int) -> dict[str, float]:
+def one_round(processes: int, calls: int, clients: int = CLIENTS) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
     with Cluster(schedulers=0, executors=0, env={"API_PROCESSES": str(processes)}) as cluster:
         api = next(p for p in cluster.procs if p.name == "api")
         pids = _api_pids(api.popen.pid)
-        ready, go, out = ctx.Barrier(CLIENTS + 1), ctx.Event(), ctx.Queue()
-        share = calls // CLIENTS
-        clients = [
+        ready, go, out = ctx.Barrier(clients + 1), ctx.Event(), ctx.Queue()
+        share = calls // clients
+        client_procs = [
             ctx.Process(
                 target=_client,
                 args=(cluster.api_addr, cluster.metadata, range(c * share, (c + 1) * share)),
-                kwargs={"in_flight": IN_FLIGHT // CLIENTS, "ready": ready, "go": go, "out": out},
+                kwargs={"in_flight": IN_FLIGHT // clients, "ready": ready, "go": go, "out": out},
             )
-            for c in range(CLIENTS)
+            for c in range(clients)
         ]
-        for client in clients:
+        for client in client_procs:
             client.start()
         ready.wait(timeout=60)  # every client connected: the clock starts now
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
         busy_before = _machine_busy_seconds()
         began = time.perf_counter()
         go.set()
-        made = sum(out.get(timeout=600) for _ in clients)
+        made = sum(out.get(timeout=600) for _ in client_procs)
         seconds = time.perf_counter() - began
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
         machine = _machine_busy_seconds() - busy_before
-        for client in clients:
+        for client in client_procs:
             client.join(30)
         return {
             "per_second": made / seconds,
@@ -126,16 +126,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="client processes")
     args = parser.parse_args()
     results: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     for r in range(args.rounds):
         for processes in (1, 2) if r % 2 == 0 else (2, 1):
-            result = one_round(processes, args.calls)
+            result = one_round(processes, args.calls, args.clients)
             results[processes].append(result)
             print(
                 f"round {r + 1}, API_PROCESSES={processes}: {result['per_second']:,.0f} calls/s", flush=True
             )
-    head = f"CreateTask one call at a time, {IN_FLIGHT} in flight, {args.calls:,} calls"
+    head = (
+        f"CreateTask one call at a time, {IN_FLIGHT} in flight, {args.calls:,} calls, {args.clients} clients"
+    )
     print(f"{head}, median of {args.rounds}:")
     columns = ("API_PROCESSES", "calls/s per pod (min-max)", "per process", "api CPU per call")
     print("| " + " | ".join(columns) + " | cores busy: api, machine |")
