@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -17,7 +19,7 @@ import pytest
 import redis
 
 from schedcore import pb
-from tests.integration.test_api_process import ApiProcess, api_process
+from tests.integration.test_api_process import ROOT, ApiProcess, api_process, process_env
 from tests.support import RedisServer, free_port, wait_for
 
 PROCESSES = 2
@@ -169,3 +171,16 @@ def test_a_killed_process_stops_the_others_and_the_parent_exits_1(pod: ApiProces
     # The survivor drained as on SIGTERM, and the parent reaped it: no server is left.
     assert any(line["msg"] == "api stopped" and line["pid"] == survivor for line in lines)
     assert not Path(f"/proc/{survivor}").exists()
+
+
+def test_several_processes_need_a_fixed_port() -> None:
+    # GRPC_PORT=0 would give each server process a port of its own: refused at start, status 2.
+    env = process_env(
+        REDIS_URL="redis://127.0.0.1:1/0", GRPC_HOST="127.0.0.1", GRPC_PORT="0", API_PROCESSES="2"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "services.api"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stderr
+    assert "api: configuration error: GRPC_PORT: " in done.stderr
+    assert done.stdout == ""  # no server process was started
