@@ -108,6 +108,16 @@ def used_memory(cluster: Cluster) -> int:
     return int(cluster.client().info("memory")["used_memory"])
 
 
+def redis_work(cluster: Cluster) -> tuple[int, float]:
+    """(commands run so far, Redis CPU seconds so far): commands inside scripts count one by one,
+    the script calls themselves (EVALSHA) do not."""
+    client = cluster.client()
+    stats = client.info("commandstats")
+    calls = sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_eval"))
+    cpu = client.info("cpu")
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
 def warm_up(cluster: Cluster, n: int) -> None:
     """A small burst run to its end, then Redis emptied: the processes have loaded their
     scripts, warmed their caches and opened their streams before anything is measured."""
@@ -131,9 +141,9 @@ def burst(cluster: Cluster, n: int, warmup: int = 0) -> dict[str, object]:
     create_all(stub, (once_at(f"burst-{i}", due) for i in range(n)))
     create_s = time.monotonic() - created
     mem_tasks = used_memory(cluster)
-    cpu0 = cluster.cpu()
+    cpu0, work0 = cluster.cpu(), redis_work(cluster)
     wait_ended(stub, n, timeout=120 + n / 100)
-    cpu1 = cluster.cpu()
+    cpu1, work1 = cluster.cpu(), redis_work(cluster)
     records = executions(stub)
     assert len(records) == n, f"{len(records)} executions for {n} occurrences"
     assert all(e.status == pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED for e in records)
@@ -148,6 +158,9 @@ def burst(cluster: Cluster, n: int, warmup: int = 0) -> dict[str, object]:
         "lag_ms": percentiles(lags),
         "lags_ms": lags,
         "cpu_seconds": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
+        # from fire to recorded result (with the few ListExecutions calls that wait for the end)
+        "redis_commands_per_execution": round((work1[0] - work0[0]) / n, 1),
+        "redis_cpu_us_per_execution": round((work1[1] - work0[1]) * 1e6 / n),
         "bytes_per_task": round((mem_tasks - mem0) / n),
         "bytes_per_execution": round((used_memory(cluster) - mem_tasks) / n),
     }
