@@ -18,35 +18,32 @@ local recorded = {}
 local over, seen, counts = {}, {}, {}
 for i = 1, #items do
   local c = items[i]
+  local id, token, status, record, retry_at, last, stats_status, lag =
+    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
   local ek, tk, hk = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
   recorded[i] = '0'
-  if redis.call('HGET', ek, 'tok') == c[2] and redis.call('ZSCORE', KEYS[1], c[1]) then
-    redis.call('ZREM', KEYS[1], c[1])
-    redis.call('HSET', ek, 'pb', c[4], 'status', c[3])
-    redis.call('HDEL', ek, 'lost')  -- it came back from an executor: not a poison
-    if c[5] ~= '' then redis.call('ZADD', KEYS[2], c[5], c[1]) end
-    if c[6] ~= '' and redis.call('EXISTS', tk) == 1 then
-      -- ids sort by nominal time: an older run finishing late does not replace a newer last
-      local last = redis.call('HGET', tk, 'lastid')
-      if not last or last <= c[1] then
-        redis.call('HSET', tk, 'last', c[6], 'lastid', c[1])
+  local v = redis.call('HMGET', ek, 'tok', 'lost')
+  -- the token holds and the execution is still leased (ZREM answers whether it was)
+  if v[1] == token and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('HSET', ek, 'pb', record, 'status', status)
+    if v[2] then redis.call('HDEL', ek, 'lost') end  -- it came back from an executor: not a poison
+    if retry_at ~= '' then redis.call('ZADD', KEYS[2], retry_at, id) end
+    if last ~= '' then
+      local t = redis.call('HMGET', tk, 'state', 'lastid')  -- every task hash has a state
+      if t[1] and newer_last(t[2], id) then
+        redis.call('HSET', tk, 'last', last, 'lastid', id)
       end
     end
-    if c[7] ~= '' then
-      counts['s' .. c[7]] = (counts['s' .. c[7]] or 0) + 1
-      if c[8] ~= '' then counts['l' .. c[8]] = (counts['l' .. c[8]] or 0) + 1 end
+    if stats_status ~= '' then
+      counts['s' .. stats_status] = (counts['s' .. stats_status] or 0) + 1
+      if lag ~= '' then counts['l' .. lag] = (counts['l' .. lag] or 0) + 1 end
       if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
         seen[hk] = true
-        over[#over + 1] = task_of_execution(c[1])
+        over[#over + 1] = task_of_execution(id)
       end
     end
     recorded[i] = '1'
   end
 end
-local counted = false
-for field, n in pairs(counts) do
-  redis.call('HINCRBY', KEYS[3], field, n)
-  counted = true
-end
-if counted then redis.call('EXPIRE', KEYS[3], 90000, 'NX') end
+if add_counts(KEYS[3], counts) then redis.call('EXPIRE', KEYS[3], 90000, 'NX') end
 return {table.concat(recorded), over}

@@ -21,8 +21,7 @@ redis.call('HSET', KEYS[1], 'pb', ARGV[2], 'status', ARGV[3])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
-local last = redis.call('HGET', KEYS[2], 'lastid')
-if not last or last <= ARGV[1] then
+if newer_last(redis.call('HGET', KEYS[2], 'lastid'), ARGV[1]) then
   redis.call('HSET', KEYS[2], 'last', ARGV[6], 'lastid', ARGV[1])
 end
 if ARGV[9] and ARGV[9] ~= '' then

@@ -30,3 +30,22 @@ end
 local function task_of_execution(execution_id)
   return string.sub(execution_id, 1, 16)
 end
+
+-- Whether execution `id` may become its task's last (`current`: the task's lastid, or false):
+-- ids sort by nominal time, so an older run ending late never replaces a newer last.
+local function newer_last(current, id)
+  return not current or current <= id
+end
+
+-- Add n to field of hash key for each field -> n in `counts` (skipping zeros): one HINCRBY per
+-- field per batch, not per item. Returns whether anything was added.
+local function add_counts(key, counts)
+  local added = false
+  for field, n in pairs(counts) do
+    if n ~= 0 then
+      redis.call('HINCRBY', key, field, n)
+      added = true
+    end
+  end
+  return added
+end
