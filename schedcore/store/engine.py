@@ -1,10 +1,10 @@
-"""The scheduler's side of the store: leasing due occurrences, dispatch leases, fenced results.
+"""The scheduler's side of the store: firing due occurrences, dispatch leases, fenced results.
 
 Every operation is a Lua script deciding by the Redis server's clock (TIME inside the script).
 Operations on keys not known in advance take two steps: a read-only peek (peek_due.lua) that
 names the candidates, then a script that receives their keys through KEYS and re-checks each one
-atomically, so concurrent replicas never take the same item. The invariants are listed in
-docs/engine.md.
+atomically (firing: a compare-and-set of what was read), so concurrent replicas never take the
+same item. The invariants are listed in docs/engine.md.
 """
 
 from __future__ import annotations
@@ -26,29 +26,36 @@ PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 
 
 @dataclass(frozen=True)
-class LeasedTask:
+class DueTask:
+    """A due task as read for firing; fire_commit compares `next` and `srev` with these."""
+
     task_id: str
-    token: str
     nominal_ms: int
     spec: pb.Task
-    srev: str  # schedule revision at lease time (fire_commit compares it)
+    srev: str  # schedule revision when read
 
 
 @dataclass(frozen=True)
 class FireCommit:
-    """What firing one leased task writes: its records and its following occurrence."""
+    """What firing one due task writes: its records and its following occurrence."""
 
-    task: LeasedTask
+    task: DueTask
     records: Sequence[pb.Execution]
     next_ms: int | None
     state: int
     ready_at_ms: int
+    deferred_until_ms: int | None = None  # set: not planned; nothing written, read again then
+
+    @classmethod
+    def deferred(cls, task: DueTask, until_ms: int) -> FireCommit:
+        """A task that could not be planned: its index entry comes due again at `until_ms`."""
+        return cls(task, [], None, 0, 0, until_ms)
 
 
 @dataclass(frozen=True)
 class Fired:
-    """What committing one fire wrote: records created (-1: the lease was lost to another
-    replica), and how many of them were queued to run (the others: SKIPPED)."""
+    """What committing one fire wrote: records created (-1: a conflict, the task had moved since
+    it was read), and how many of them were queued to run (the others: SKIPPED)."""
 
     created: int
     queued: int
@@ -91,32 +98,23 @@ class EngineStore:
         now, due, later = await self.scripts.peek_due(keys=[key], args=["lex" if lex else "score", limit])
         return int(now), [m.decode() for m in due], (int(later) if int(later) >= 0 else None)
 
-    async def lease_due(self, limit: int, lease_ms: int) -> tuple[int, list[LeasedTask], int | None]:
-        now, members, later = await self.peek(self.keys.by_next, lex=True, limit=limit)
-        if not members:
-            return now, [], later
-        ids = [m.split(":", 1)[1] for m in members]
-        now, rows = await self.scripts.fire_lease(
-            keys=[self.keys.by_next, *(self.keys.task(i) for i in ids)], args=[lease_ms, *ids]
+    async def read_due(self, limit: int, spread: float = 0.0) -> tuple[int, list[DueTask], int | None]:
+        """(now, up to `limit` due tasks, ms when the next one comes due or None). `spread` in
+        [0, 1) starts that far into the due entries past the first `limit` (peek_due.lua)."""
+        now, members, later = await self.scripts.peek_due(
+            keys=[self.keys.by_next], args=["lex", limit, repr(spread)]
         )
-        leased = [
-            LeasedTask(
-                task_id=row[0].decode(),
-                token=str(int(row[1])),
-                nominal_ms=int(row[2]),
-                spec=pb.Task.FromString(row[3]),
-                srev=row[4].decode(),
-            )
-            for row in rows
-        ]
-        return int(now), leased, later
+        ids = [m.split(b":", 1)[1].decode() for m in members]
+        due: list[DueTask] = []
+        if ids:
+            rows = await self.scripts.fire_read(keys=[self.keys.task(i) for i in ids])
+            for task_id, (nxt, spec, srev) in zip(ids, rows, strict=True):
+                if nxt is not None and spec is not None and int(nxt) <= int(now):
+                    due.append(DueTask(task_id, int(nxt), pb.Task.FromString(spec), srev.decode()))
+        return int(now), due, (int(later) if int(later) >= 0 else None)
 
-    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[int]:
-        """Records created per commit (-1: the lease was lost to another replica)."""
-        return [f.created for f in await self.commit_fire_counted(commits, now_ms)]
-
-    async def commit_fire_counted(self, commits: Sequence[FireCommit], now_ms: int) -> list[Fired]:
-        """What each commit wrote (Fired)."""
+    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[Fired]:
+        """Commit each fire by compare-and-set (fire_commit.lua): what each one wrote."""
         if not commits:
             return []
         k = self.keys
@@ -128,7 +126,7 @@ class EngineStore:
             rows.append(
                 [
                     task_id,
-                    c.task.token,
+                    pad_ms(c.task.nominal_ms),
                     c.task.srev,
                     pad_ms(c.next_ms) if c.next_ms is not None else "",
                     str(c.state),
@@ -138,6 +136,7 @@ class EngineStore:
                         [r.id, r.SerializeToString(), str(int(r.status)), history_member(r.id)]
                         for r in c.records
                     ],
+                    pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
                 ]
             )
         replies = await self.scripts.fire_commit(keys=keys, args=[msgpack.packb(rows, use_bin_type=False)])

@@ -28,7 +28,7 @@ class Scripts:
         self.token_create = load("token_create")
         self.token_revoke = load("token_revoke")
         self.peek_due = load("peek_due")
-        self.fire_lease = load("fire_lease")
+        self.fire_read = load("fire_read")
         self.fire_commit = load("fire_commit")
         self.dispatch_lease = load("dispatch_lease")
         self.dispatch_complete = load("dispatch_complete")

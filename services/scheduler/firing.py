@@ -1,4 +1,4 @@
-"""The firing loop: lease due occurrences, plan them, commit them, in batches.
+"""The firing loop: read due occurrences, plan them, commit them by compare-and-set, in batches.
 
 Sleeps until the next occurrence comes due (as the due index says) or POLL_INTERVAL_SECONDS,
 whichever is sooner, so an idle task fires within milliseconds of its time without polling hard.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import random
 from collections.abc import Callable
 
 from schedcore import metrics
@@ -19,39 +19,38 @@ from services.scheduler.plan import plan
 
 log = logging.getLogger("scheduler.firing")
 
+# A task that cannot be planned (a bug, not bad input: schedules are validated) is set aside this
+# long, so it neither spins the loop nor holds back the tasks due behind it.
+PLAN_RETRY_MS = 10_000
+
 
 class Firer:
     def __init__(self, engine: EngineStore, settings: Settings, on_fired: Callable[[], None]) -> None:
         self.engine = engine
         self.settings = settings
         self.on_fired = on_fired
-        self.lease_ms = int(settings.lease_s * 1000)
-        # A takeover after a dead replica's lease expired is late by up to a lease: that is not
-        # the suite being down, so lateness counts as missed only beyond tolerance + lease.
-        self.tolerance_ms = int((settings.missed_tolerance_s + settings.lease_s) * 1000)
+        # Nothing is leased while a task fires, so a takeover is not late by a lease.
+        self.tolerance_ms = int(settings.missed_tolerance_s * 1000)
+        self.spread = 0.0  # after a conflict, the next round reads at a random offset (read_due)
         self.fired = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
 
     async def fire_once(self) -> tuple[int, float]:
-        """Fire one batch. Returns (occurrences leased, seconds until the next is due)."""
-        now, leased, later = await self.engine.lease_due(self.settings.batch_size, self.lease_ms)
-        if leased:
+        """Fire one batch. Returns (occurrences read, seconds until the next is due)."""
+        now, due, later = await self.engine.read_due(self.settings.batch_size, self.spread)
+        if due:
             commits: list[FireCommit] = []
-            started = time.monotonic()
-            for task in leased:
-                # Planning is CPU work on the event loop: commit what is planned well before the
-                # leases expire; the rest come due again when theirs do.
-                if time.monotonic() - started > self.settings.lease_s / 3:
-                    log.warning("planning took too long; %d tasks wait for their lease to expire",
-                                len(leased) - len(commits))  # fmt: skip
-                    break
+            for task in due:
                 try:
                     commits.append(plan(task, now, self.tolerance_ms))
                 except Exception:
-                    log.exception("cannot plan task %s; it is retried when its lease expires", task.task_id)
-            fired = await self.engine.commit_fire_counted(commits, now)
+                    log.exception("cannot plan task %s; tried again in %d ms", task.task_id, PLAN_RETRY_MS)
+                    commits.append(FireCommit.deferred(task, now + PLAN_RETRY_MS))
+            fired = await self.engine.commit_fire(commits, now)
             created = sum(f.created for f in fired if f.created > 0)
             queued = sum(f.queued for f in fired)
+            conflicts = sum(1 for f in fired if f.created < 0)
+            self.spread = random.random() if conflicts else 0.0
             self.fired += created
             metrics.OCCURRENCES_FIRED.inc(queued)
             metrics.OCCURRENCES_SKIPPED.inc(created - queued)
@@ -59,7 +58,7 @@ class Firer:
         wait = self.settings.poll_interval_s
         if later is not None:
             wait = min(wait, max(0.0, (later - now) / 1000))
-        return len(leased), wait
+        return len(due), wait
 
     async def run(self) -> None:
         while not self.stopping:

@@ -1,4 +1,4 @@
-"""What firing a leased occurrence means: which records to write and where the task goes next.
+"""What firing a due occurrence means: which records to write and where the task goes next.
 
 Missed-time policy (docs/guarantees.md, promise 6): when an occurrence is found more than
 MISSED_TOLERANCE_SECONDS after its nominal time, the suite was not running across it. The task
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from schedcore import pb
 from schedcore.schedule import Window
-from schedcore.store.engine import FireCommit, LeasedTask
+from schedcore.store.engine import DueTask, FireCommit
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
 from schedcore.timeutil import ms_to_ts
 
@@ -21,7 +21,7 @@ ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
 
 
-def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
+def _record(task: DueTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
     record = pb.Execution(
         id=execution_id(task.task_id, nominal_ms),
         task_id=task.task_id,
@@ -38,7 +38,7 @@ def _record(task: LeasedTask, nominal_ms: int, now_ms: int, status: int) -> pb.E
     return record
 
 
-def plan(task: LeasedTask, now_ms: int, tolerance_ms: int) -> FireCommit:
+def plan(task: DueTask, now_ms: int, tolerance_ms: int) -> FireCommit:
     nominal = task.nominal_ms
     w = Window.of(task.spec.schedule)
     run = _record(task, nominal, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_PENDING)

@@ -11,7 +11,7 @@ import redis
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
-from schedcore.store.engine import LeasedTask
+from schedcore.store.engine import DueTask
 from schedcore.store.keys import Keys
 from services.scheduler.plan import plan
 from tests.integration.auth_support import (
@@ -83,10 +83,10 @@ def test_tasks_and_executions_take_the_namespace_of_the_token_or_default(teams: 
 def test_scheduled_executions_carry_their_tasks_namespace() -> None:
     spec = once_task("x", in_s=-1, namespace="team-a")
     spec.id = "0123456789abcdef"
-    fired = plan(LeasedTask(spec.id, "tok", now_ms() - 1000, spec, "1"), now_ms(), 10_000)
+    fired = plan(DueTask(spec.id, now_ms() - 1000, spec, "1"), now_ms(), 10_000)
     assert [r.namespace for r in fired.records] == ["team-a"]
     spec.ClearField("namespace")  # a task stored before namespaces existed
-    fired = plan(LeasedTask(spec.id, "tok", now_ms() - 1000, spec, "1"), now_ms(), 10_000)
+    fired = plan(DueTask(spec.id, now_ms() - 1000, spec, "1"), now_ms(), 10_000)
     assert [r.namespace for r in fired.records] == ["default"]
 
 
