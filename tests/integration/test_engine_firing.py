@@ -564,3 +564,22 @@ def test_plan_one_time_task_fires_one_record_and_completes(redis_srv, rds):
         assert await field(store, store.keys.task(task_id), "next") is None
 
     run(redis_srv.url, body)
+
+
+def test_a_round_larger_than_one_chunk_fires_each_task_once(redis_srv, rds) -> None:
+    """1,200 tasks in one commit: the index, ready and history writes go out in several chunks
+    (prelude.lua, `gather`), and every task still advances once with one record queued."""
+
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        nominal = await whole_second_ago(store)
+        ids = [await new_task(store, nominal, f"t{i}", YEARLY) for i in range(1_200)]
+        fired, _ = await firer(store, batch_size=1_500).fire_once()
+        assert fired == 1_200
+        ready = {m.decode() for m in await store.redis.zrange(store.keys.ready, 0, -1)}
+        assert ready == {execution_id(t, nominal) for t in ids}
+        assert await store.redis.zcard(store.keys.history) == 1_200
+        await assert_index_consistent(store)
+        assert await read(store, 2_000) == []  # each advanced past its occurrence
+
+    run(redis_srv.url, body)

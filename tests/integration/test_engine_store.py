@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schedcore import pb
+from schedcore.store.engine import Completion
 from schedcore.store.keys import execution_id
 from tests.integration import helpers
 from tests.integration.engine_harness import (
@@ -282,5 +283,44 @@ def test_park_sets_aside_only_executions_whose_lease_the_caller_holds(redis_srv,
         again = await store.engine.lease_ready(10, 60_000, queue=store.keys.ready_command)
         assert {i.execution.id for i in again} == set(ids[:2])
         assert all(i.token == tokens[i.execution.id] + 1 for i in again)
+
+    run(redis_srv.url, body)
+
+
+# --- batched writes: one variadic command per key per call (prelude.lua, `gather`) -------------
+
+
+def test_a_lease_larger_than_one_chunk_leases_each_execution_once(redis_srv, rds) -> None:
+    """2,100 candidates: the scores are read and the moves written in several chunks."""
+
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        task_id = await new_task(store, (await store.now_ms()) + HOUR_MS)
+        ids = await queue(store, task_id, 2_100)
+        items = await store.engine.lease_ready(5_000, 60_000, ids)
+        assert sorted(i.execution.id for i in items) == sorted(ids)
+        assert await store.redis.zcard(store.keys.ready) == 0
+        assert await store.redis.zcard(store.keys.inflight) == 2_100
+        assert {i.token for i in items} == {1}
+
+    run(redis_srv.url, body)
+
+
+def test_an_id_given_twice_is_leased_once_and_recorded_once(redis_srv, rds) -> None:
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        task_id = await new_task(store, (await store.now_ms()) + HOUR_MS)
+        [exec_id] = await queue(store, task_id, 1)
+        items = await store.engine.lease_ready(10, 60_000, [exec_id, exec_id])
+        assert [(i.execution.id, i.token) for i in items] == [(exec_id, 1)]
+        # The same result twice in one call (a resend): recorded once, queued again once.
+        [(record, _)] = await store.engine.records([exec_id])
+        assert record is not None
+        now = await store.now_ms()
+        record.status = S.EXECUTION_STATUS_FAILED
+        retry = Completion(record, 1, now + 60_000, None)
+        assert await store.engine.complete_each([retry, retry], now) == [True, False]
+        assert await ready_score(store, exec_id) == now + 60_000
+        assert await inflight_score(store, exec_id) is None
 
     run(redis_srv.url, body)

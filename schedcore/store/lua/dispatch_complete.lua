@@ -16,6 +16,11 @@ local items = cmsgpack.unpack(ARGV[2])
 local limit = tonumber(ARGV[1])
 local recorded = {}
 local over, seen, counts = {}, {}, {}
+local ids = {}
+for i = 1, #items do ids[i] = items[i][1] end
+local leased = zmscore(KEYS[1], ids)  -- one read of whether each is still leased
+local g = gathered()  -- inflight and ready: one write each per call
+local done = {}  -- an id given twice is recorded once
 for i = 1, #items do
   local c = items[i]
   local id, token, status, record, retry_at, last, stats_status, lag =
@@ -23,11 +28,13 @@ for i = 1, #items do
   local ek, tk, hk = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
   recorded[i] = '0'
   local v = redis.call('HMGET', ek, 'tok', 'lost')
-  -- the token holds and the execution is still leased (ZREM answers whether it was)
-  if v[1] == token and redis.call('ZREM', KEYS[1], id) == 1 then
+  -- the token holds and the execution is still leased (and not recorded earlier in this call)
+  if v[1] == token and leased[i] and not done[id] then
+    done[id] = true
+    gather(g, 'ZREM', KEYS[1], id)
     redis.call('HSET', ek, 'pb', record, 'status', status)
     if v[2] then redis.call('HDEL', ek, 'lost') end  -- it came back from an executor: not a poison
-    if retry_at ~= '' then redis.call('ZADD', KEYS[2], retry_at, id) end
+    if retry_at ~= '' then gather(g, 'ZADD', KEYS[2], retry_at, id) end
     if last ~= '' then
       local t = redis.call('HMGET', tk, 'state', 'lastid')  -- every task hash has a state
       if t[1] and newer_last(t[2], id) then
@@ -45,5 +52,6 @@ for i = 1, #items do
     recorded[i] = '1'
   end
 end
+flush(g)
 if add_counts(KEYS[3], counts) then redis.call('EXPIRE', KEYS[3], 90000, 'NX') end
 return {table.concat(recorded), over}

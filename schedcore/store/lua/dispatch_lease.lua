@@ -5,19 +5,29 @@
 -- Returns {{id, token, record, task spec or false}, ...}
 local now = now_ms()
 local expiry = now + tonumber(ARGV[1])
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+-- one read of every candidate's ready score, one move of the leased ones to inflight
+local scores = zmscore(KEYS[1], ids)
+local g = gathered()
+local taken = {}  -- an id given twice is leased once
+local specs = {}  -- by task hash: executions of one task read its spec once
 local out = {}
-for i = 2, #ARGV do
-  local id, ek, tk = ARGV[i], KEYS[1 + 2 * (i - 1)], KEYS[2 + 2 * (i - 1)]
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= now then
-    redis.call('ZREM', KEYS[1], id)
+for i = 1, #ids do
+  local id, ek, tk = ids[i], KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local score = scores[i]
+  if score and tonumber(score) <= now and not taken[id] then
+    taken[id] = true
+    gather(g, 'ZREM', KEYS[1], id)
     local v = redis.call('HMGET', ek, 'pb', 'tok')
     if v[1] then
       local token = tonumber(v[2] or '0') + 1
       redis.call('HSET', ek, 'status', STATUS.RUNNING, 'tok', token)
-      redis.call('ZADD', KEYS[2], expiry, id)
-      out[#out + 1] = {id, token, v[1], redis.call('HGET', tk, 'spec') or false}
+      gather(g, 'ZADD', KEYS[2], expiry, id)
+      if specs[tk] == nil then specs[tk] = redis.call('HGET', tk, 'spec') or false end
+      out[#out + 1] = {id, token, v[1], specs[tk]}
     end
   end
 end
+flush(g)
 return out

@@ -26,6 +26,7 @@ local commits = cmsgpack.unpack(ARGV[1])
 local out, by_state, ended = {}, {}, {}
 local k = 7
 local expiry = false  -- of direct leases: Redis TIME, read once, when the first one is taken
+local g = gathered()  -- the index, ready, inflight and global history: one write each per call
 for c = 1, #commits do
   local t = commits[c]
   local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, direct =
@@ -52,15 +53,15 @@ for c = 1, #commits do
           set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'last', first_summary, 'lastid', rid
         end
         redis.call('ZADD', thist, 0, rid)
-        redis.call('ZADD', KEYS[3], 0, member)
+        gather(g, 'ZADD', KEYS[3], 0, member)
         if status == STATUS.PENDING and direct == 1 and leased == 0 then
           expiry = expiry or now_ms() + tonumber(ARGV[2])
           redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1)
-          redis.call('ZADD', KEYS[6], expiry, rid)
+          gather(g, 'ZADD', KEYS[6], expiry, rid)
           queued, leased = queued + 1, 1
         elseif status == STATUS.PENDING then
           redis.call('HSET', ek, 'pb', record, 'status', status)
-          redis.call('ZADD', KEYS[2], ready_at, rid)
+          gather(g, 'ZADD', KEYS[2], ready_at, rid)
           queued = queued + 1
         else  -- born ended (a skipped occurrence): counted in this minute's stats
           redis.call('HSET', ek, 'pb', record, 'status', status)
@@ -69,7 +70,7 @@ for c = 1, #commits do
         created = created + 1
       end
     end
-    redis.call('ZREM', KEYS[1], v[3])
+    gather(g, 'ZREM', KEYS[1], v[3])  -- its member and the new one differ: the order is free
     local member = '~:' .. id
     if following == '' then
       del[1] = 'next'
@@ -77,7 +78,7 @@ for c = 1, #commits do
       member = following .. ':' .. id
       set[#set + 1], set[#set + 2] = 'next', following
     end
-    redis.call('ZADD', KEYS[1], 0, member)
+    gather(g, 'ZADD', KEYS[1], 0, member)
     set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'nx', member, 'state', state
     if v[4] ~= state then
       if v[4] then by_state[v[4]] = (by_state[v[4]] or 0) - 1 end
@@ -88,6 +89,7 @@ for c = 1, #commits do
     out[c] = {created, queued, leased}
   end
 end
+flush(g)
 add_counts(KEYS[4], by_state)
 if add_counts(KEYS[5], ended) then redis.call('EXPIRE', KEYS[5], 90000, 'NX') end
 return out

@@ -49,3 +49,45 @@ local function add_counts(key, counts)
   end
   return added
 end
+
+-- Writes to one key gathered over a loop and sent as one variadic command per key and command
+-- at the end (`ZADD k s1 m1 s2 m2 ...`, `ZREM k m1 m2 ...`): one call per batch instead of one
+-- per item, most of the cost of a script (docs/engine.md, "Cost per execution"). Only for writes
+-- whose order against the loop's other writes does not matter; flushed in chunks of an even
+-- number of arguments (Lua's unpack has a stack limit).
+local GATHER_CHUNK = 1000
+
+local function gathered()
+  return {order = {}, args = {}}
+end
+
+local function gather(g, command, key, a, b)
+  local id = command .. ' ' .. key
+  local args = g.args[id]
+  if not args then
+    args = {}
+    g.args[id] = args
+    g.order[#g.order + 1] = {command, key, id}
+  end
+  args[#args + 1] = a
+  if b ~= nil then args[#args + 1] = b end
+end
+
+local function flush(g)
+  for _, o in ipairs(g.order) do
+    local args = g.args[o[3]]
+    for s = 1, #args, GATHER_CHUNK do
+      redis.call(o[1], o[2], unpack(args, s, math.min(s + GATHER_CHUNK - 1, #args)))
+    end
+  end
+end
+
+-- ZMSCORE of key for every member of the list `members`, in chunks: their scores (false: absent).
+local function zmscore(key, members)
+  local out = {}
+  for s = 1, #members, GATHER_CHUNK do
+    local part = redis.call('ZMSCORE', key, unpack(members, s, math.min(s + GATHER_CHUNK - 1, #members)))
+    for i = 1, #part do out[#out + 1] = part[i] end
+  end
+  return out
+end
