@@ -49,10 +49,6 @@ LEASES_TAKEN = Counter(
     "tasksched_leases_taken_total",
     "Dispatch leases taken on ready executions.",
 )
-DIRECT_DISPATCHES = Counter(
-    "tasksched_direct_dispatches_total",
-    "Executions pushed to an executor by the firing round that created them, leased in its commit.",
-)
 LEASES_RECLAIMED = Counter(
     "tasksched_leases_reclaimed_total",
     "Expired dispatch leases taken back, by outcome (requeued, or failed after too many losses).",

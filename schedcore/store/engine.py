@@ -45,7 +45,6 @@ class FireCommit:
     state: int
     ready_at_ms: int
     deferred_until_ms: int | None = None  # set: not planned; nothing written, read again then
-    direct: bool = False  # its pending record is created leased for dispatch (token 1)
 
     @classmethod
     def deferred(cls, task: DueTask, until_ms: int) -> FireCommit:
@@ -60,7 +59,6 @@ class Fired:
 
     created: int
     queued: int
-    direct: bool = False  # its pending record was created leased for dispatch, token 1
 
 
 @dataclass(frozen=True)
@@ -115,13 +113,12 @@ class EngineStore:
                     due.append(DueTask(task_id, int(nxt), pb.Task.FromString(spec), srev.decode()))
         return int(now), due, (int(later) if int(later) >= 0 else None)
 
-    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int, lease_ms: int = 0) -> list[Fired]:
-        """Commit each fire by compare-and-set (fire_commit.lua): what each one wrote. Commits
-        marked direct lease their new pending record for `lease_ms` (token 1)."""
+    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[Fired]:
+        """Commit each fire by compare-and-set (fire_commit.lua): what each one wrote."""
         if not commits:
             return []
         k = self.keys
-        keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms)), k.inflight]
+        keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms))]
         rows = []
         for c in commits:
             task_id = c.task.task_id
@@ -140,12 +137,10 @@ class EngineStore:
                         for r in c.records
                     ],
                     pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
-                    1 if c.direct else 0,
                 ]
             )
-        blob = msgpack.packb(rows, use_bin_type=False)
-        replies = await self.scripts.fire_commit(keys=keys, args=[blob, lease_ms])
-        return [Fired(int(created), int(queued), direct == 1) for created, queued, direct in replies]
+        replies = await self.scripts.fire_commit(keys=keys, args=[msgpack.packb(rows, use_bin_type=False)])
+        return [Fired(int(created), int(queued)) for created, queued in replies]
 
     async def lease_ready(
         self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None, *, queue: str = ""

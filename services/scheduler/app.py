@@ -24,7 +24,7 @@ async def build(settings: Settings) -> GrpcService:
     store = Store(redis, settings.redis_key_prefix)
     recorder = Recorder(store, settings)
     dispatcher = Dispatcher(store, settings, recorder)
-    firer = Firer(store.engine, settings, dispatcher.poke, dispatcher)
+    firer = Firer(store.engine, settings, dispatcher.poke)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 from schedcore import ipb, metrics
 from schedcore.channels import ChannelSecurity
@@ -34,25 +33,6 @@ CAPABILITY_TTL_S = 10.0
 
 def is_command(item: DispatchItem) -> bool:
     return item.spec is not None and item.spec.target.HasField("command")
-
-
-@dataclass
-class Reservation:
-    """Credits a firing round took from streams for the executions it fires straight to them:
-    (link, its stream then, credits taken)."""
-
-    taken: list[tuple[Link, int, int]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(n for _, _, n in self.taken)
-
-    def held(self, link: Link) -> int:
-        return sum(n for held, _, n in self.taken if held is link)
-
-    def alive(self, link: Link) -> bool:
-        """The link is connected on the stream its credits were taken from."""
-        return link.connected and all(stream == link.stream for held, stream, _ in self.taken if held is link)
 
 
 def work_item(item: DispatchItem) -> ipb.WorkItem:
@@ -84,9 +64,6 @@ class Dispatcher:
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
         self.capabilities_seen = asyncio.Event()
-        # Due tasks firing has still to do (a full round's worth while a burst drains): heard by
-        # executors in the demand, as the executions they will soon be sent directly.
-        self.upcoming = 0
 
     def poke(self) -> None:
         self.wake.set()
@@ -134,12 +111,8 @@ class Dispatcher:
             _, due_command, _ = await self.store.engine.peek(
                 keys.ready_command, lex=False, limit=self.settings.batch_size
             )
-        # The credits are taken before the awaits below, so a firing round reserving meanwhile
-        # (direct dispatch) cannot spend them too; what this round does not use goes back.
-        reservation = self.reserve(sum(link.credits for link in links), links)
-        held = {link: reservation.held(link) for link in links}
-        credits = sum(held.values())
-        command_credits = sum(held[link] for link in capable)
+        credits = sum(link.credits for link in links)
+        command_credits = sum(link.credits for link in capable)
         items: list[DispatchItem] = []
         if due_command and command_credits:
             items = await self.store.engine.lease_ready(
@@ -164,7 +137,7 @@ class Dispatcher:
             if i.spec is not None:
                 (command if i.spec.target.HasField("command") else others).append(i)
         batches: dict[Link, list[DispatchItem]] = {link: [] for link in links}
-        room = dict(held)
+        room = {link: link.credits for link in links}
         for link in capable:
             take, command = command[: room[link]], command[room[link] :]
             batches[link] += take
@@ -175,20 +148,24 @@ class Dispatcher:
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
         # Command executions count only towards the demand of links that run them.
-        remaining = max(0, len(due) - (len(items) - from_command_queue)) + self.upcoming
+        remaining = max(0, len(due) - (len(items) - from_command_queue))
         remaining_command = max(0, len(due_command) - from_command_queue)
         share = -(-remaining // len(links)) if links else 0
         share_command = -(-remaining_command // len(capable)) if capable else 0
         unsent: list[DispatchItem] = []
-        for link in sorted(links, key=lambda x: -held[x]):
+        for link in sorted(links, key=lambda x: -x.credits):
             batch = batches[link]
             demand = share + (share_command if COMMAND in link.capabilities else 0)
-            if not reservation.alive(link):  # dropped while we leased: its share goes back below
+            if not link.connected:  # dropped while we leased: its share goes back below
                 unsent += batch
                 continue
-            link.credits += held[link] - len(batch)
             if batch:
-                self._push(link, batch, demand)
+                link.credits -= len(batch)
+                link.sent.update((i.execution.id, i) for i in batch)
+                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
+                link.last_demand = demand
+                self.dispatched += len(batch)
+                metrics.DISPATCH_BATCH.observe(len(batch))
             elif link.last_demand != demand:
                 link.send(ipb.ExecuteRequest(demand=demand))
                 link.last_demand = demand
@@ -200,45 +177,6 @@ class Dispatcher:
         if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
             await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
         return len(due) + (len(due_command) if command_credits else 0)
-
-    def _push(self, link: Link, batch: list[DispatchItem], demand: int) -> None:
-        """Send leased items on a link (their credits already taken from it)."""
-        link.sent.update((i.execution.id, i) for i in batch)
-        link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
-        link.last_demand = demand
-        self.dispatched += len(batch)
-        metrics.DISPATCH_BATCH.observe(len(batch))
-
-    def reserve(self, wanted: int, links: list[Link] | None = None) -> Reservation:
-        """Take up to `wanted` credits from `links` (default: the connected streams), most
-        credits first: for executions leased before they are pushed, by a dispatch round or by a
-        firing round (docs/engine.md, "Direct dispatch"). Nothing while draining."""
-        reservation = Reservation()
-        if self.stopping:
-            return reservation
-        for link in sorted(self.links.connected() if links is None else links, key=lambda x: -x.credits):
-            take = min(link.credits, wanted - reservation.total)
-            if take > 0:
-                link.credits -= take
-                reservation.taken.append((link, link.stream, take))
-        return reservation
-
-    async def deliver(self, reservation: Reservation, items: list[DispatchItem], now_ms: int) -> None:
-        """Push the items a firing round leased within `reservation`; credits left over go back
-        to their stream, items whose stream ended meanwhile go back to ready (token-fenced)."""
-        rest = list(items)
-        share = -(-self.upcoming // max(1, len(reservation.taken)))
-        for link, _, taken in reservation.taken:
-            if not reservation.alive(link):
-                continue  # its credits ended with its stream; its items go to another link or back
-            batch, rest = rest[:taken], rest[taken:]
-            if batch:
-                self._push(link, batch, share)
-                metrics.DIRECT_DISPATCHES.inc(len(batch))
-            link.credits += taken - len(batch)
-        if rest:
-            await self.recorder.hand_back([(i.execution, i.token) for i in rest], now_ms)
-        metrics.LEASES_TAKEN.inc(len(items))
 
     async def publish_capabilities_forever(self) -> None:
         """While a linked executor runs command targets, say so in Redis (the api refuses

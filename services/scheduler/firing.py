@@ -10,13 +10,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import replace
 
-from schedcore import metrics, pb
+from schedcore import metrics
 from schedcore.loops import RETRY_S, guarded_round
 from schedcore.settings import Settings
-from schedcore.store.engine import DispatchItem, EngineStore, FireCommit, Fired
-from services.scheduler.dispatch import Dispatcher, Reservation
+from schedcore.store.engine import EngineStore, FireCommit
 from services.scheduler.plan import plan
 
 log = logging.getLogger("scheduler.firing")
@@ -24,24 +22,13 @@ log = logging.getLogger("scheduler.firing")
 # A task that cannot be planned (a bug, not bad input: schedules are validated) is set aside this
 # long, so it neither spins the loop nor holds back the tasks due behind it.
 PLAN_RETRY_MS = 10_000
-PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
-RUNNING = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
 
 
 class Firer:
-    def __init__(
-        self,
-        engine: EngineStore,
-        settings: Settings,
-        on_fired: Callable[[], None],
-        handoff: Dispatcher | None = None,
-    ) -> None:
+    def __init__(self, engine: EngineStore, settings: Settings, on_fired: Callable[[], None]) -> None:
         self.engine = engine
         self.settings = settings
         self.on_fired = on_fired
-        # Where executions fired with credits at hand go at once (docs/engine.md, "Direct dispatch").
-        self.handoff = handoff
-        self.lease_ms = int(settings.lease_s * 1000)
         # Nothing is leased while a task fires, so a takeover is not late by a lease.
         self.tolerance_ms = int(settings.missed_tolerance_s * 1000)
         self.spread = 0.0  # after a conflict, the next round reads at a random offset (read_due)
@@ -59,7 +46,7 @@ class Firer:
                 except Exception:
                     log.exception("cannot plan task %s; tried again in %d ms", task.task_id, PLAN_RETRY_MS)
                     commits.append(FireCommit.deferred(task, now + PLAN_RETRY_MS))
-            fired = await self._commit(commits, now)
+            fired = await self.engine.commit_fire(commits, now)
             created = sum(f.created for f in fired if f.created > 0)
             queued = sum(f.queued for f in fired)
             conflicts = sum(1 for f in fired if f.created < 0)
@@ -68,37 +55,10 @@ class Firer:
             metrics.OCCURRENCES_FIRED.inc(queued)
             metrics.OCCURRENCES_SKIPPED.inc(created - queued)
             self.on_fired()
-        if self.handoff is not None:
-            self.handoff.upcoming = len(due) if len(due) >= self.settings.batch_size else 0
         wait = self.settings.poll_interval_s
         if later is not None:
             wait = min(wait, max(0.0, (later - now) / 1000))
         return len(due), wait
-
-    async def _commit(self, commits: list[FireCommit], now: int) -> list[Fired]:
-        """Commit the round; with credits at hand, its new pending records are created leased
-        and pushed to executors in the same round."""
-        reservation = self.handoff.reserve(len(commits)) if self.handoff is not None else Reservation()
-        left = reservation.total
-        for i, c in enumerate(commits):
-            if left == 0:
-                break
-            if c.records and c.records[0].status == PENDING and not c.task.spec.target.HasField("command"):
-                commits[i] = replace(c, direct=True)
-                left -= 1
-        items: list[DispatchItem] = []
-        try:
-            fired = await self.engine.commit_fire(commits, now, self.lease_ms)
-            for c, f in zip(commits, fired, strict=True):
-                if f.direct:
-                    record = pb.Execution()
-                    record.CopyFrom(c.records[0])
-                    record.status = RUNNING
-                    items.append(DispatchItem(record, 1, c.task.spec))
-        finally:
-            if self.handoff is not None and reservation.taken:
-                await self.handoff.deliver(reservation, items, now)
-        return fired
 
     async def run(self) -> None:
         while not self.stopping:

@@ -36,7 +36,6 @@ class Link:
         self.on_response = on_response
         self.credits = 0
         self.connected = False
-        self.stream = 0  # counts the streams this link opened: credits belong to one stream
         self.last_demand = -1
         self.idle_since: float | None = None
         # What was sent on this stream and not yet answered, by execution id: the recorder
@@ -74,7 +73,6 @@ class Link:
                 async with aio_channel(self.addr, self.security, server_name=self.server_name) as channel:
                     stub = ipb.executor_grpc.ExecutorServiceStub(channel)
                     call = stub.Execute(self._requests())
-                    self.stream += 1
                     self.connected = True
                     async for response in call:
                         backoff = 0.05

@@ -60,9 +60,7 @@ YEARLY = "0 0 1 1 *"  # the following occurrence is months away: a fired task is
 
 
 def firer(store: Store, batch_size: int = 500) -> firing.Firer:
-    settings = SimpleNamespace(
-        batch_size=batch_size, poll_interval_s=0.01, missed_tolerance_s=3600.0, lease_s=30.0
-    )
+    settings = SimpleNamespace(batch_size=batch_size, poll_interval_s=0.01, missed_tolerance_s=3600.0)
     return firing.Firer(store.engine, cast(Any, settings), lambda: None)
 
 

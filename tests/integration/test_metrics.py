@@ -165,50 +165,6 @@ def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink)
         assert value(after, duration[0], **duration[1]) - value(before, duration[0], **duration[1]) == 7
 
 
-def test_a_burst_is_fired_straight_to_the_executor_each_once(redis_srv: RedisServer, rds) -> None:
-    """Direct dispatch end to end (docs/engine.md, "Direct dispatch"): while a burst drains in
-    full rounds, the executor grants credits ahead and the firing rounds push executions
-    themselves; every execution still runs once and ends SUCCEEDED."""
-    count = 1_500
-    with metered(redis_srv) as s:
-        s.start_executor()
-        s.start_scheduler(BATCH_SIZE="100", LEASE_SECONDS="10")
-        due = once_in(3.0)
-        for start in range(0, count, 500):
-            requests = [
-                pb.CreateTaskRequest(
-                    task=pb.Task(name=f"b{i}", schedule=due, target=pb.Target(log=pb.LogTarget()))
-                )
-                for i in range(start, start + 500)
-            ]
-            s.stub.BatchCreateTasks(pb.BatchCreateTasksRequest(requests=requests))
-
-        def attempts() -> float:
-            return value(
-                scrape(s.executor_metrics),
-                "tasksched_executor_attempts_total",
-                target="log",
-                status="succeeded",
-            )
-
-        wait_for(lambda: attempts() >= count, 60)
-        executions = s.executions()
-        assert len(executions) == count
-        assert Counter(e.status for e in executions) == Counter({S.EXECUTION_STATUS_SUCCEEDED: count})
-        wait_for(
-            lambda: (
-                value(scrape(s.scheduler_metrics), "tasksched_executions_finished_total", status="succeeded")
-                >= count
-            ),
-            10,
-        )
-        sched = scrape(s.scheduler_metrics)
-        assert value(sched, "tasksched_leases_reclaimed_total", outcome="requeued") == 0
-        assert attempts() == count  # each once
-        direct = value(sched, "tasksched_direct_dispatches_total")
-        assert 0 < direct <= value(sched, "tasksched_leases_taken_total")
-
-
 def test_expired_leases_are_counted_reclaimed(redis_srv: RedisServer, rds, sink: Sink) -> None:
     with metered(redis_srv) as s:
         executor = s.start_executor()
