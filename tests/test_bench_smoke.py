@@ -33,3 +33,19 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- bench:start -->" in markdown and "fires/s" in markdown
     assert (tmp_path / "benchmarks-lag.png").stat().st_size > 1000
+
+
+def test_bench_scripts_reports_each_script_and_the_stored_bytes() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.scripts", "600"],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["executions"] == 600
+    assert set(report["redis_us_per_execution"]) == {"read", "commit", "lease", "complete"}
+    assert all(us > 0 for us in report["redis_us_per_execution"].values())
+    assert report["bytes_per_execution_by_key"]["ts:{0}:exec:*"] > 0
