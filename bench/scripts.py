@@ -3,7 +3,7 @@ stored bytes of a finished execution go, without the services (no gRPC, no execu
 
 N one-time tasks (default 10,000) are stored directly, then driven through the engine's calls the
 way the scheduler makes them, in batches of 500: read_due (peek_due + fire_read), commit_fire,
-lease_ready, complete_batch. Each call's Redis time is the growth of INFO commandstats' EVALSHA
+lease_ready, complete. Each call's Redis time is the growth of INFO commandstats' EVALSHA
 usec across it (the commands inside a script count in the script's time). At the end, MEMORY
 USAGE of every key, summed by key kind. Its own redis-server (AOF everysec), so nothing else
 runs on it; prints a table and one JSON line.
@@ -86,7 +86,7 @@ async def measure(url: str, n: int) -> dict[str, Any]:
             result.start_time.CopyFrom(ms_to_ts(now - 5))
             result.finish_time.CopyFrom(ms_to_ts(now))
             done.append(apply(item.execution, item.spec, result, now))
-        await timed("complete", engine.complete_batch(done, now, 20))
+        await timed("complete", engine.complete(done, now, 20))
     stored: Counter[str] = Counter()
     for key in await r.keys("*"):
         stored[key_kind(key)] += await r.memory_usage(key, samples=0) or 0

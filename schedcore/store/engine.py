@@ -63,11 +63,15 @@ class Fired:
 
 @dataclass(frozen=True)
 class Completed:
-    """What complete_batch wrote: per completion whether it was recorded (False: its lease had
-    moved on), and the tasks whose history outgrew the limit it was given."""
+    """What complete wrote: per completion whether it was recorded (False: its lease had moved
+    on), and the tasks whose history outgrew the limit it was given."""
 
     recorded: list[bool]
     over_limit: list[str]
+
+    @property
+    def count(self) -> int:
+        return sum(self.recorded)
 
 
 @dataclass(frozen=True)
@@ -213,22 +217,13 @@ class EngineStore:
             )
         return out
 
-    async def complete(self, completions: Sequence[Completion], now_ms: int) -> int:
-        """Write ended attempts whose token still holds. Returns how many were recorded."""
-        return sum(await self.complete_each(completions, now_ms))
-
-    async def complete_each(self, completions: Sequence[Completion], now_ms: int) -> list[bool]:
-        """Write ended attempts whose token still holds. Returns, per completion, whether it was
-        recorded (False: its lease had moved on).
-
-        Executions that ended for good count in the stats of `now_ms`'s minute."""
-        return (await self.complete_batch(completions, now_ms)).recorded
-
-    async def complete_batch(
+    async def complete(
         self, completions: Sequence[Completion], now_ms: int, history_limit: int = 0
     ) -> Completed:
-        """complete_each, also naming the tasks whose history now holds more than
-        `history_limit` executions (0: not checked)."""
+        """Write ended attempts whose token still holds (dispatch_complete.lua): per completion
+        whether it was recorded (False: its lease had moved on), and the tasks whose history now
+        holds more than `history_limit` executions (0: not checked). Executions that ended for
+        good count in the stats of `now_ms`'s minute."""
         if not completions:
             return Completed([], [])
         k = self.keys

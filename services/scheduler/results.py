@@ -137,9 +137,9 @@ class Recorder:
             if record is not None
         ]
         completions = [c for _, c in pairs]
-        done = await engine.complete_batch(completions, now, self.settings.history_max_per_task)
+        done = await engine.complete(completions, now, self.settings.history_max_per_task)
         count([pair for pair, ok in zip(pairs, done.recorded, strict=True) if ok])
-        recorded = sum(done.recorded)
+        recorded = done.count
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
         for task_id in done.over_limit:
@@ -181,6 +181,6 @@ class Recorder:
             out.status_message = reason
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
             completions.append(Completion(out, token, None, summary(out)))
-        recorded = await self.store.engine.complete(completions, now_ms)
+        recorded = (await self.store.engine.complete(completions, now_ms)).count
         label = metrics.status_label(pb.ExecutionStatus.Name(status))
         metrics.EXECUTIONS_FINISHED.labels(label).inc(recorded)

@@ -189,7 +189,7 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
     )
     result.start_time.CopyFrom(ms_to_ts(now - 5))
     result.finish_time.CopyFrom(ms_to_ts(now))
-    return await store.engine.complete([apply(record, spec, result, now)], now)
+    return (await store.engine.complete([apply(record, spec, result, now)], now)).count
 
 
 async def reclaim(store: Store, limit: int = 100) -> list[str]:

@@ -319,7 +319,7 @@ def test_an_id_given_twice_is_leased_once_and_recorded_once(redis_srv, rds) -> N
         now = await store.now_ms()
         record.status = S.EXECUTION_STATUS_FAILED
         retry = Completion(record, 1, now + 60_000, None)
-        assert await store.engine.complete_each([retry, retry], now) == [True, False]
+        assert (await store.engine.complete([retry, retry], now)).recorded == [True, False]
         assert await ready_score(store, exec_id) == now + 60_000
         assert await inflight_score(store, exec_id) is None
 
