@@ -16,6 +16,7 @@ from schedcore.store import Store
 from schedcore.store.engine import DispatchItem
 from services.scheduler.links import Link, Links
 from services.scheduler.results import Recorder
+from services.scheduler.routing import route
 
 log = logging.getLogger("scheduler.dispatch")
 
@@ -128,23 +129,10 @@ class Dispatcher:
             orphans = [(i.execution, i.token) for i in items if i.spec is None]
             if orphans:
                 await self.recorder.cancel_orphans(orphans, now)
-        # Routing (docs/engine.md): command items go only to links that run them, first, within
-        # their credits; the rest of them are set aside in the command ready queue, so they never
-        # stand in front of other work. Everything else fills the credits left on any link.
-        command: list[DispatchItem] = []
-        others: list[DispatchItem] = []
-        for i in items:
-            if i.spec is not None:
-                (command if i.spec.target.HasField("command") else others).append(i)
-        batches: dict[Link, list[DispatchItem]] = {link: [] for link in links}
-        room = {link: link.credits for link in links}
-        for link in capable:
-            take, command = command[: room[link]], command[room[link] :]
-            batches[link] += take
-            room[link] -= len(take)
-        for link in sorted(links, key=lambda x: -room[x]):
-            take, others = others[: room[link]], others[room[link] :]
-            batches[link] += take
+        # Routing (docs/engine.md): command work only to links that run them (routing.py).
+        runnable = [i for i in items if i.spec is not None]
+        routes = route(runnable, {link: link.credits for link in links}, capable, is_command)
+        batches = routes.batches
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
         # Command executions count only towards the demand of links that run them.
@@ -170,8 +158,8 @@ class Dispatcher:
                 link.send(ipb.ExecuteRequest(demand=demand))
                 link.last_demand = demand
             self._release_if_idle(link, demand)
-        park = command + [i for i in unsent if is_command(i)]
-        back = others + [i for i in unsent if not is_command(i)]
+        park = routes.park + [i for i in unsent if is_command(i)]
+        back = routes.back + [i for i in unsent if not is_command(i)]
         if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
             await self.store.engine.park([(i.execution.id, i.token) for i in park])
         if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
