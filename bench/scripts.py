@@ -60,7 +60,8 @@ def key_kind(key: bytes | str) -> str:
 
 async def measure(url: str, n: int) -> dict[str, Any]:
     r = redis.asyncio.Redis.from_url(url)
-    store, engine = Store(r), Store(r).engine
+    store = Store(r)
+    engine = store.engine
     nominal = (await store.now_ms() // 1000 - 1) * 1000
     await store_tasks(store, n, nominal)
     spent: dict[str, float] = {}
