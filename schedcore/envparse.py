@@ -1,11 +1,15 @@
-"""The parsers behind Settings.from_env (schedcore.settings): each reads one environment variable
-and raises SettingsError naming it when its value cannot be used, plus the bounds they check."""
+"""The parsers of the settings table (schedcore.settings), plus the bounds they check.
+
+Every parser has one signature, `parse(env, name, default) -> value`: it reads the variable
+`name` from `env`, returns `default` when it is unset or blank, and raises SettingsError naming
+the variable when its value cannot be used. Parsers that need bounds or choices are made by a
+factory (`number(low, high)`, `choice(...)`, `overrides(high)`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
 from urllib.parse import urlparse
 
 from schedcore.netpolicy import parse_networks
@@ -35,39 +39,54 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-N = TypeVar("N", int, float)
+Env: TypeAlias = Mapping[str, str]
+Parser: TypeAlias = Callable[[Env, str, Any], Any]
 
 
-def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    kind = type(default)
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise SettingsError(
-            f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}"
-        ) from None
-    if not low <= value <= high:  # also rejects NaN
-        raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
-    return value
-
-
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
+def text(env: Env, name: str, default: str) -> str:
+    """The trimmed value; unset or blank: the default."""
     raw = env.get(name)
     return default if raw is None or raw.strip() == "" else raw.strip()
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = _str(env, name, default).upper()
-    if value not in choices:
-        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
-    return value
+def number(low: float, high: float) -> Parser:
+    """An int or a float (the type of the default) from `low` to `high`."""
+
+    def parse(env: Env, name: str, default: Any) -> Any:
+        raw = text(env, name, "")
+        if not raw:
+            return default
+        kind = type(default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(
+                f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}"
+            ) from None
+        if not low <= value <= high:  # also rejects NaN
+            raise SettingsError(f"{name}: must be between {kind(low)} and {kind(high)}, got {value}")
+        return value
+
+    return parse
 
 
-def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _str(env, name, "true" if default else "false").lower()
+def choice(*choices: str) -> Parser:
+    """One of `choices`, in any case, returned as spelled there."""
+
+    def parse(env: Env, name: str, default: str) -> str:
+        raw = text(env, name, default)
+        for known in choices:
+            if raw.lower() == known.lower():
+                return known
+        shown = raw.upper() if all(c.isupper() for c in choices) else raw.lower()
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {shown!r}")
+
+    return parse
+
+
+def parse_bool(env: Env, name: str, default: bool) -> bool:
+    """true/1/yes/on or false/0/no/off, in any case: the one boolean parser (services, ui, cli)."""
+    raw = text(env, name, "true" if default else "false").lower()
     if raw in ("true", "1", "yes", "on"):
         return True
     if raw in ("false", "0", "no", "off"):
@@ -96,8 +115,8 @@ def check_tls(plaintext: bool, files: Mapping[str, str]) -> None:
         )
 
 
-def _redis_url(env: Mapping[str, str]) -> str:
-    url = _str(env, "REDIS_URL", "redis://localhost:6379/0")
+def redis_url(env: Env, name: str, default: str) -> str:
+    url = text(env, name, default)
     try:
         parsed = urlparse(url)
         port_ok = parsed.port is None or parsed.port > 0
@@ -109,43 +128,29 @@ def _redis_url(env: Mapping[str, str]) -> str:
         or not port_ok
     ):
         raise SettingsError(
-            f"REDIS_URL: expected redis://[user:password@]host:port/db, rediss://... or "
+            f"{name}: expected redis://[user:password@]host:port/db, rediss://... or "
             f"unix:///path, got {url!r}"
         )
     return url
 
 
-def _sentinels(env: Mapping[str, str], redis_url: str) -> tuple[tuple[str, int], ...]:
-    raw = _str(env, "REDIS_SENTINELS", "")
+def sentinels(env: Env, name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """host:port[,host:port...]. That REDIS_URL is not unix:// with them is Settings' check."""
+    raw = text(env, name, "")
     if not raw:
-        return ()
+        return default
     found: list[tuple[str, int]] = []
     for entry in raw.split(","):
         host, _, port = entry.strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"REDIS_SENTINELS: expected host:port[,host:port...], got {raw!r}")
+            raise SettingsError(f"{name}: expected host:port[,host:port...], got {raw!r}")
         found.append((host.strip("[]"), int(port)))
-    if redis_url.startswith("unix:"):
-        raise SettingsError("REDIS_SENTINELS: REDIS_URL must be redis:// or rediss:// with Sentinel")
     return tuple(found)
 
 
-def _redis(env: Mapping[str, str]) -> dict[str, Any]:
-    """The REDIS_* variables, as Settings fields (only the services that use Redis read them)."""
-    url = _redis_url(env)
-    return {
-        "redis_url": url,
-        "redis_sentinels": _sentinels(env, url),
-        "redis_sentinel_master": _str(env, "REDIS_SENTINEL_MASTER", "mymaster"),
-        "redis_sentinel_password": _str(env, "REDIS_SENTINEL_PASSWORD", ""),
-        "redis_key_prefix": _str(env, "REDIS_KEY_PREFIX", "ts"),
-        "redis_timeout_s": _number(env, "REDIS_TIMEOUT_SECONDS", 5.0, 0.05, 300.0),
-    }
-
-
-def _networks(env: Mapping[str, str], name: str, default: str) -> str:
+def networks(env: Env, name: str, default: str) -> str:
     """Comma-separated networks; blank means the default, `none` means no network."""
-    value = _str(env, name, default)
+    value = text(env, name, default)
     if value.lower() == "none":
         return ""
     try:
@@ -155,37 +160,30 @@ def _networks(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _auth_mode(env: Mapping[str, str]) -> str:
-    value = _str(env, "AUTH_MODE", "token").lower()
-    if value not in AUTH_MODES:
-        raise SettingsError(f"AUTH_MODE: must be one of {', '.join(AUTH_MODES)}, got {value!r}")
-    return value
-
-
-def _bootstrap_token(env: Mapping[str, str]) -> str:
-    value = _str(env, "AUTH_BOOTSTRAP_TOKEN", "")
+def bearer_secret(env: Env, name: str, default: str) -> str:
+    value = text(env, name, default)
     usable = MIN_BOOTSTRAP_TOKEN <= len(value) <= MAX_BEARER and value.isprintable() and " " not in value
     if value and not usable:
         # Never echo the value: it is a secret.
         raise SettingsError(
-            f"AUTH_BOOTSTRAP_TOKEN: must be {MIN_BOOTSTRAP_TOKEN}-{MAX_BEARER} printable characters "
+            f"{name}: must be {MIN_BOOTSTRAP_TOKEN}-{MAX_BEARER} printable characters "
             f"without spaces (got {len(value)} characters)"
         )
     return value
 
 
-def _secret_keys(env: Mapping[str, str]) -> tuple[str, ...]:
-    keys = tuple(k.strip() for k in _str(env, "SECRET_KEYS", "").split(",") if k.strip())
+def fernet_keys(env: Env, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in text(env, name, "").split(",") if k.strip())
     for i, key in enumerate(keys, 1):
         try:
             check_key(key)
         except ValueError:
             # Never echo the value: it is a secret.
             raise SettingsError(
-                f"SECRET_KEYS: key {i} of {len(keys)} is not a Fernet key (32 bytes, URL-safe base64; "
+                f"{name}: key {i} of {len(keys)} is not a Fernet key (32 bytes, URL-safe base64; "
                 'make one with: python -c "from schedcore.sealing import new_key; print(new_key())")'
             ) from None
-    return keys
+    return keys or default
 
 
 # EXECUTOR_ALLOWED_CLIENTS: the scheduler's name in the manifests (deploy/k8s), and the word
@@ -194,37 +192,41 @@ DEFAULT_ALLOWED_CLIENTS = ("scheduler",)
 ANY_CLIENT = "*"
 
 
-def _allowed_clients(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = _str(env, "EXECUTOR_ALLOWED_CLIENTS", ",".join(DEFAULT_ALLOWED_CLIENTS))
-    names = tuple(name.strip() for name in raw.split(","))
-    if any(not name or not name.isprintable() for name in names):
+def client_names(env: Env, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = text(env, name, "")
+    if not raw:
+        return default
+    names = tuple(part.strip() for part in raw.split(","))
+    if any(not part or not part.isprintable() for part in names):
         raise SettingsError(
-            f"EXECUTOR_ALLOWED_CLIENTS: expected name[,name...] (certificate SAN or CN) or {ANY_CLIENT}, "
-            f"got {raw!r}"
+            f"{name}: expected name[,name...] (certificate SAN or CN) or {ANY_CLIENT}, got {raw!r}"
         )
     if ANY_CLIENT in names and len(names) > 1:
-        raise SettingsError(f"EXECUTOR_ALLOWED_CLIENTS: {ANY_CLIENT} (any client) stands alone, got {raw!r}")
+        raise SettingsError(f"{name}: {ANY_CLIENT} (any client) stands alone, got {raw!r}")
     return names
 
 
-def _command_user(env: Mapping[str, str]) -> str:
+def user(env: Env, name: str, default: str) -> str:
     """A user name or uid[:gid]; whether it exists is checked by the executor that uses it."""
-    value = _str(env, "EXECUTOR_COMMAND_USER", "")
+    value = text(env, name, default)
     if value and not re.fullmatch(r"\d+(:\d+)?|[A-Za-z_][A-Za-z0-9_.-]*\$?", value):
-        raise SettingsError(f"EXECUTOR_COMMAND_USER: expected a user name or uid[:gid], got {value!r}")
+        raise SettingsError(f"{name}: expected a user name or uid[:gid], got {value!r}")
     return value
 
 
-def _overrides(env: Mapping[str, str], name: str, high: int) -> tuple[tuple[str, int], ...]:
-    """`namespace=N[,namespace=N...]`: per-namespace values of a limit."""
-    raw = _str(env, name, "")
-    found: dict[str, int] = {}
-    for entry in (e.strip() for e in raw.split(",") if e.strip()):
-        namespace, _, value = entry.partition("=")
-        namespace, value = namespace.strip(), value.strip()
-        if not NAMESPACE.match(namespace) or not value.isdigit() or int(value) > high:
-            raise SettingsError(
-                f"{name}: expected namespace=N[,namespace=N...] with N from 0 to {high}, got {entry!r}"
-            )
-        found[namespace] = int(value)
-    return tuple(sorted(found.items()))
+def overrides(high: int) -> Parser:
+    """`namespace=N[,namespace=N...]`: per-namespace values of a limit, N from 0 to `high`."""
+
+    def parse(env: Env, name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+        found: dict[str, int] = dict(default)
+        for entry in (e.strip() for e in text(env, name, "").split(",") if e.strip()):
+            namespace, _, value = entry.partition("=")
+            namespace, value = namespace.strip(), value.strip()
+            if not NAMESPACE.match(namespace) or not value.isdigit() or int(value) > high:
+                raise SettingsError(
+                    f"{name}: expected namespace=N[,namespace=N...] with N from 0 to {high}, got {entry!r}"
+                )
+            found[namespace] = int(value)
+        return tuple(sorted(found.items()))
+
+    return parse

@@ -252,18 +252,17 @@ def run_main(
     build: Callable[[Settings], Awaitable[GrpcService]],
     *,
     default_port: int,
-    uses_redis: bool = True,
     processes: Callable[[Settings], int] | None = None,
 ) -> None:
     """Entry point of a service process: settings, logs, serve until signalled.
 
-    A bad setting exits with status 2 and a message naming the variable; a service that has no
-    Redis (`uses_redis=False`) does not read the REDIS_* variables. `processes` (the api's
-    API_PROCESSES) says how many server processes share the port: past one, this process only
-    supervises them (schedcore/supervisor.py).
+    `name` is the service (api, scheduler, executor): it reads only its own variables
+    (schedcore/settings.py), and a bad one exits with status 2 and a message naming it.
+    `processes` (the api's API_PROCESSES) says how many server processes share the port: past
+    one, this process only supervises them (schedcore/supervisor.py).
     """
     try:
-        settings = Settings.from_env(default_port=default_port, uses_redis=uses_redis)
+        settings = Settings.from_env(default_port=default_port, service=name)
     except SettingsError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

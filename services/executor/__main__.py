@@ -7,4 +7,4 @@ from services.executor.isolation import make_non_dumpable
 if __name__ == "__main__":
     # First, before it runs any program: /proc/<this process> closes to other processes of its uid.
     make_non_dumpable()
-    run_main("executor", build, default_port=50053, uses_redis=False)
+    run_main("executor", build, default_port=50053)

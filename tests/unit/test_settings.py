@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from schedcore.sealing import new_key
-from schedcore.settings import NamespaceQuota, Settings, SettingsError
+from schedcore.settings import SERVICES, NamespaceQuota, Settings, SettingsError, variables
 
 # Local development's explicit opt-out of TLS: without it (or a certificate) nothing starts.
 DEV = {"GRPC_PLAINTEXT": "true"}
@@ -206,60 +206,60 @@ def test_accepted_redis_urls(url: str) -> None:
     assert Settings.from_env({**DEV, "REDIS_URL": url}).redis_url == url
 
 
-@pytest.mark.parametrize(
-    ("name", "value", "fragment"),
-    [
-        ("GRPC_PORT", "abc", "expected an integer, got 'abc'"),
-        ("GRPC_PORT", "70000", "between 0 and 65535, got 70000"),
-        ("GRPC_PORT", "-1", "between 0 and 65535"),
-        ("GRPC_PORT", "1.5", "expected an integer"),
-        ("METRICS_PORT", "65536", "between 0 and 65535"),
-        ("REDIS_URL", "http://x", "got 'http://x'"),
-        ("REDIS_URL", "redis://", "expected redis://"),
-        ("REDIS_URL", "localhost:6379", "expected redis://"),
-        ("LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
-        ("SHUTDOWN_GRACE_SECONDS", "-1", "between 0.0 and 3600.0, got -1.0"),
-        ("SHUTDOWN_GRACE_SECONDS", "soon", "expected a number, got 'soon'"),
-        ("SHUTDOWN_GRACE_SECONDS", "nan", "between"),
-        ("REDIS_TIMEOUT_SECONDS", "0", "between 0.05 and 300.0"),
-        ("HEALTH_INTERVAL_SECONDS", "inf", "between 0.05 and 60.0"),
-        ("MAX_CONNECTION_AGE_SECONDS", "0", "between 1.0 and 86400.0"),
-        ("MAX_PAYLOAD_BYTES", "100", "between 1024 and 3145728"),
-        ("HISTORY_MAX_PER_TASK", "0", "between 1 and"),
-        ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
-        ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
-        ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
-        ("LIST_PAGE_MAX_BYTES", "8388608", "between 65536 and 7340032"),
-        ("GRPC_PLAINTEXT", "maybe", "expected true or false, got 'maybe'"),
-        ("HEALTH_PORT", "65536", "between 0 and 65535"),
-        ("AUTH_MODE", "off", "must be one of token, none, got 'off'"),
-        ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
-        ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
-        ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
-        (
-            "EXECUTOR_ALLOWED_CLIENTS",
-            "scheduler,,api",
-            "expected name[,name...] (certificate SAN or CN) or *",
-        ),
-        ("EXECUTOR_ALLOWED_CLIENTS", "scheduler,", "got 'scheduler,'"),
-        ("EXECUTOR_ALLOWED_CLIENTS", "*,scheduler", "* (any client) stands alone"),
-        ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
-        ("EXECUTOR_COMMAND_USER", "nobody:nogroup", "or uid[:gid], got 'nobody:nogroup'"),
-        ("EXECUTOR_COMMAND_USER", "a b", "expected a user name or uid[:gid]"),
-        ("NAMESPACE_MAX_TASKS", "-1", "between 0 and"),
-        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
-        ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
-        ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
-        ("NAMESPACE_MAX_TASK_BYTES", "2000000000000", "between 0 and"),
-        ("NAMESPACE_MAX_TASK_BYTES_OVERRIDES", "a=1,b", "got 'b'"),
-        ("NAMESPACE_MAX_RUNS_PER_MINUTE", "many", "expected an integer"),
-        ("NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", "=5", "expected namespace=N"),
-        ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
-        ("API_RATE_LIMIT", "fast", "expected a number"),
-        ("API_RATE_BURST", "0", "between 1 and"),
-        ("API_PROCESSES", "-1", "between 0 and 256"),
-    ],
-)
+BAD_VALUES = [
+    ("GRPC_PORT", "abc", "expected an integer, got 'abc'"),
+    ("GRPC_PORT", "70000", "between 0 and 65535, got 70000"),
+    ("GRPC_PORT", "-1", "between 0 and 65535"),
+    ("GRPC_PORT", "1.5", "expected an integer"),
+    ("METRICS_PORT", "65536", "between 0 and 65535"),
+    ("REDIS_URL", "http://x", "got 'http://x'"),
+    ("REDIS_URL", "redis://", "expected redis://"),
+    ("REDIS_URL", "localhost:6379", "expected redis://"),
+    ("LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
+    ("SHUTDOWN_GRACE_SECONDS", "-1", "between 0.0 and 3600.0, got -1.0"),
+    ("SHUTDOWN_GRACE_SECONDS", "soon", "expected a number, got 'soon'"),
+    ("SHUTDOWN_GRACE_SECONDS", "nan", "between"),
+    ("REDIS_TIMEOUT_SECONDS", "0", "between 0.05 and 300.0"),
+    ("HEALTH_INTERVAL_SECONDS", "inf", "between 0.05 and 60.0"),
+    ("MAX_CONNECTION_AGE_SECONDS", "0", "between 1.0 and 86400.0"),
+    ("MAX_PAYLOAD_BYTES", "100", "between 1024 and 3145728"),
+    ("HISTORY_MAX_PER_TASK", "0", "between 1 and"),
+    ("HISTORY_MAX_AGE_SECONDS", "59", "between 60 and"),
+    ("REQUEST_ID_TTL_SECONDS", "x", "expected an integer"),
+    ("PAGE_TOKEN_TTL_SECONDS", "99999999", "between 60 and 2592000"),
+    ("LIST_PAGE_MAX_BYTES", "8388608", "between 65536 and 7340032"),
+    ("GRPC_PLAINTEXT", "maybe", "expected true or false, got 'maybe'"),
+    ("HEALTH_PORT", "65536", "between 0 and 65535"),
+    ("AUTH_MODE", "off", "must be one of token, none, got 'off'"),
+    ("AUTH_CACHE_SECONDS", "-1", "between 0.0 and 300.0"),
+    ("AUDIT_MAX_EVENTS", "10", "between 1000 and"),
+    ("EXECUTOR_COMMAND_TARGETS", "yes please", "expected true or false, got 'yes please'"),
+    (
+        "EXECUTOR_ALLOWED_CLIENTS",
+        "scheduler,,api",
+        "expected name[,name...] (certificate SAN or CN) or *",
+    ),
+    ("EXECUTOR_ALLOWED_CLIENTS", "scheduler,", "got 'scheduler,'"),
+    ("EXECUTOR_ALLOWED_CLIENTS", "*,scheduler", "* (any client) stands alone"),
+    ("HTTP_DENY_PRIVATE", "mostly", "expected true or false, got 'mostly'"),
+    ("EXECUTOR_COMMAND_USER", "nobody:nogroup", "or uid[:gid], got 'nobody:nogroup'"),
+    ("EXECUTOR_COMMAND_USER", "a b", "expected a user name or uid[:gid]"),
+    ("NAMESPACE_MAX_TASKS", "-1", "between 0 and"),
+    ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a", "expected namespace=N"),
+    ("NAMESPACE_MAX_TASKS_OVERRIDES", "Team_A=5", "got 'Team_A=5'"),
+    ("NAMESPACE_MAX_TASKS_OVERRIDES", "team-a=lots", "got 'team-a=lots'"),
+    ("NAMESPACE_MAX_TASK_BYTES", "2000000000000", "between 0 and"),
+    ("NAMESPACE_MAX_TASK_BYTES_OVERRIDES", "a=1,b", "got 'b'"),
+    ("NAMESPACE_MAX_RUNS_PER_MINUTE", "many", "expected an integer"),
+    ("NAMESPACE_MAX_RUNS_PER_MINUTE_OVERRIDES", "=5", "expected namespace=N"),
+    ("API_MAX_CONCURRENT_RPCS", "-1", "between 0 and 100000"),
+    ("API_RATE_LIMIT", "fast", "expected a number"),
+    ("API_RATE_BURST", "0", "between 1 and"),
+    ("API_PROCESSES", "-1", "between 0 and 256"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), BAD_VALUES)
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str, fragment: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({**DEV, name: value})
@@ -460,5 +460,129 @@ def test_a_service_without_redis_does_not_read_the_redis_variables() -> None:
     env = {**DEV, "REDIS_URL": "not a url", "REDIS_TIMEOUT_SECONDS": "abc", "REDIS_SENTINELS": "x"}
     with pytest.raises(SettingsError, match="REDIS_URL"):
         Settings.from_env(env)
-    s = Settings.from_env(env, uses_redis=False)
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env(env, service="scheduler")
+    s = Settings.from_env(env, service="executor")
     assert s == Settings(grpc_plaintext=True)  # the REDIS_* fields at their defaults
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_reads_its_own_variables_and_no_other(service: str) -> None:
+    # A bad value of every variable: each service stops on the first one it reads, and only on
+    # one it reads. Read one at a time, every variable refused by a service is one of its own.
+    for f, v in variables():
+        env = {**DEV, v.name: BAD[v.name]} if v.name in BAD else None
+        if env is None:
+            continue
+        if service in v.readers:
+            with pytest.raises(SettingsError, match=f"^{v.name}"):
+                Settings.from_env(env, service=service)
+        else:
+            assert getattr(Settings.from_env(env, service=service), f.name) == getattr(
+                Settings(grpc_plaintext=True), f.name
+            ), v.name
+
+
+# A value each variable refuses (strings and ports that are free text have none).
+BAD = {name: value for name, value, _ in BAD_VALUES} | {
+    "REDIS_SENTINELS": "nohost",
+    "EXECUTOR_PREFETCH": "-1",
+    "EXECUTOR_CONCURRENCY": "0",
+    "OUTPUT_LIMIT_BYTES": "1",
+    "LEASE_SECONDS": "0",
+    "BATCH_SIZE": "0",
+    "POLL_INTERVAL_SECONDS": "0",
+    "MISSED_TOLERANCE_SECONDS": "0",
+    "SECRET_KEYS": "not-a-key",
+    "AUTH_BOOTSTRAP_TOKEN": "short",
+    "HTTP_DENY_NETWORKS": "10.0.0.0/33",
+    "HTTP_ALLOW_NETWORKS": "localhost",
+}
+
+
+def test_every_parsed_variable_has_a_bad_value_in_these_tests() -> None:
+    free_text = {
+        "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_KEY_PREFIX", "GRPC_HOST",
+        "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "TLS_CLIENT_CA_FILE", "PAGE_TOKEN_SECRET",
+        "INSTANCE_ID", "SCHEDULER_ADDR", "EXECUTOR_ADDRS",
+    }  # fmt: skip
+    assert {v.name for _, v in variables()} - free_text == set(BAD)
+
+
+def _render(default: object) -> str:
+    """A default as docs/configuration.md writes it."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
+
+
+def _doc_rows() -> dict[str, tuple[str, str]]:
+    """Variable -> (section, default cell) of the services' tables in docs/configuration.md."""
+    import pathlib
+    import re
+
+    rows: dict[str, tuple[str, str]] = {}
+    section = ""
+    for line in (pathlib.Path(__file__).parents[2] / "docs" / "configuration.md").read_text().splitlines():
+        if line.startswith("#"):
+            section = line
+        elif line.startswith("| `") and "Dashboard" not in section:
+            cells = line.split("|")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[1]):
+                rows[name] = (cells[2].strip(), cells[3].strip())
+    return rows
+
+
+def test_docs_give_each_variable_its_default_and_readers() -> None:
+    rows = _doc_rows()
+    for f, v in variables():
+        readers, cell = rows[v.name]
+        assert readers == ", ".join(s for s in SERVICES if s in v.readers), v.name
+        if f.name == "instance_id":
+            assert cell == "`<hostname>-<pid>`"
+        elif f.default in ("", ()):
+            assert cell.startswith("(empty"), (v.name, cell)
+        else:
+            assert f"`{_render(f.default)}`" in cell.split(" (")[0], (v.name, cell)
+
+
+def test_no_service_code_reads_a_setting_it_does_not_parse() -> None:
+    # Each service's modules, and the shared ones they import, read only the Settings fields
+    # that service parses: a field it does not parse would silently hold its default.
+    import inspect
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).parents[2]
+    fields = {f.name: v for f, v in variables()}
+    methods = {  # Settings methods, and the fields they read
+        name: set(re.findall(r"self\.(\w+)", inspect.getsource(getattr(Settings, name)))) & set(fields)
+        for name in ("quota", "quota_namespaces")
+    }
+
+    def imports(path: pathlib.Path) -> set[pathlib.Path]:
+        found = set()
+        for module in re.findall(
+            r"^(?:from|import) (schedcore[\w.]*|services[\w.]*)", path.read_text(), re.M
+        ):
+            base = root / module.replace(".", "/")
+            found |= {c for c in (base.with_suffix(".py"), base / "__init__.py") if c.exists()}
+        return found
+
+    for service in SERVICES:
+        todo = set((root / "services" / service).rglob("*.py"))
+        seen: set[pathlib.Path] = set()
+        while todo:
+            path = todo.pop()
+            seen.add(path)
+            todo |= imports(path) - seen - {root / "schedcore" / "settings.py"}
+        read: set[str] = set()
+        for path in seen:
+            for name in re.findall(r"\bsettings\.(\w+)", path.read_text()):
+                read |= methods.get(name, {name} & set(fields))
+        unparsed = {name for name in read if service not in fields[name].readers}
+        assert unparsed == set(), f"{service} reads {sorted(unparsed)} but does not parse them"
