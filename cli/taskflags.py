@@ -146,19 +146,7 @@ def _schedule(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> Non
 
 
 def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
-    if args.log:
-        task.target.CopyFrom(pb.Target(log=pb.LogTarget()))
-        changed.add("target")
-    if args.http_url is not None:
-        if task.target.WhichOneof("kind") != "http":
-            task.target.CopyFrom(pb.Target(http=pb.HttpTarget()))
-        task.target.http.url = args.http_url
-        changed.add("target")
-    if args.command is not None:
-        if task.target.WhichOneof("kind") != "command":
-            task.target.CopyFrom(pb.Target(command=pb.CommandTarget()))
-        task.target.command.program = args.command
-        changed.add("target")
+    _kind(args, task, changed)
     _command(args, task, changed)
     removed = getattr(args, "remove_header", [])
     http_flags = (
@@ -179,6 +167,33 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
     http = task.target.http
     if args.method is not None:
         http.method = pb.HttpMethod.Value(f"HTTP_METHOD_{args.method}")  # type: ignore[assignment]
+    _headers(args, http, removed)
+    if args.body is not None:
+        http.body = values.read_arg("--body", args.body).encode()
+    if args.expected_status is not None:
+        http.expected_status = args.expected_status
+    changed.add("target")
+
+
+def _kind(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    """--log, --http-url and --command: the kind of target (kept when it already is that kind)."""
+    if args.log:
+        task.target.CopyFrom(pb.Target(log=pb.LogTarget()))
+        changed.add("target")
+    if args.http_url is not None:
+        if task.target.WhichOneof("kind") != "http":
+            task.target.CopyFrom(pb.Target(http=pb.HttpTarget()))
+        task.target.http.url = args.http_url
+        changed.add("target")
+    if args.command is not None:
+        if task.target.WhichOneof("kind") != "command":
+            task.target.CopyFrom(pb.Target(command=pb.CommandTarget()))
+        task.target.command.program = args.command
+        changed.add("target")
+
+
+def _headers(args: argparse.Namespace, http: pb.HttpTarget, removed: list[str]) -> None:
+    """--remove-header first, then --header and --secret-header (a header is either secret or not)."""
     for name in removed:
         found = [k for k in (*http.headers, *http.secret_headers) if k.lower() == name.strip().lower()]
         if not found:
@@ -188,7 +203,7 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
             http.secret_headers.pop(key, None)
     if args.header:
         for name, value in values.pairs("--header", args.header, sep=":").items():
-            _drop(http.secret_headers, name)  # a header is either secret or not: this one is not now
+            _drop(http.secret_headers, name)
             http.headers[name] = value
     if args.secret_header:
         for name, value in values.pairs("--secret-header", args.secret_header, sep=":").items():
@@ -197,11 +212,6 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
                 raise UsageError(f"--secret-header: the value of {name!r} is empty")
             _drop(http.headers, name)
             http.secret_headers[name] = secret
-    if args.body is not None:
-        http.body = values.read_arg("--body", args.body).encode()
-    if args.expected_status is not None:
-        http.expected_status = args.expected_status
-    changed.add("target")
 
 
 def _drop(headers: MutableMapping[str, str], name: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -70,6 +70,20 @@ class InvalidArgument(SchedulerError, ValueError):
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls(FieldViolation(field, description))
+
+
+@dataclass
+class Violations:
+    """Every problem of one request, collected so a form can show all its mistakes at once."""
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
 
 
 class NotFound(SchedulerError, LookupError):

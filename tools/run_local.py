@@ -44,6 +44,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schedcore.channels import ChannelSecurity, channel
+from schedcore.envparse import SettingsError, parse_bool
 from schedcore.supervisor import process_count
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +108,10 @@ def command_user_env() -> dict[str, str]:
     """Run as root with EXECUTOR_COMMAND_TARGETS=true, executors would refuse to start without a
     user to run programs as (docs/security.md, "Safe targets"): they get `nobody` unless you
     chose EXECUTOR_COMMAND_USER."""
-    targets = os.environ.get("EXECUTOR_COMMAND_TARGETS", "").strip().lower() in ("true", "1", "yes", "on")
+    try:
+        targets = parse_bool(os.environ, "EXECUTOR_COMMAND_TARGETS", False)
+    except SettingsError:  # the executor refuses the value itself
+        targets = False
     if targets and os.geteuid() == 0 and not os.environ.get("EXECUTOR_COMMAND_USER", "").strip():
         return {"EXECUTOR_COMMAND_USER": "nobody"}
     return {}
@@ -267,28 +271,97 @@ def stop(children: list[Child], timeout: float) -> None:
         child.pump.join(2)  # print the last lines it wrote
 
 
-def run(redis_url: str, children: list[Child]) -> int:
-    """Start everything into `children` (the caller stops them), then watch until told to stop."""
-    redis_port = 0 if redis_url else env_int("LOCAL_REDIS_PORT", 6390)
-    planned = []  # name, service, port of every replica
+Planned = list[tuple[str, Service, int]]  # name, service, port of every replica
+
+
+def plan() -> Planned:
+    """Every replica of every service whose code exists; replica i on the base port + 10*i."""
+    planned: Planned = []
     for svc in services():
         count = env_int(svc.replicas_env, 1) if svc.replicas_env else 1
         if (ROOT / svc.requires).exists():
             planned += [(svc.name if count == 1 else f"{svc.name}-{i + 1}", svc, svc.port + 10 * i)
                         for i in range(count)]  # fmt: skip
-    ports = [("redis", redis_port)] if redis_port else []
-    metrics_base = env_int("METRICS_PORT", 0)
+    return planned
+
+
+def metrics_ports(planned: Planned) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Each gRPC service's METRICS_PORT (none without METRICS_PORT), and every port they take."""
     metrics: dict[str, int] = {}
-    if metrics_base:
-        # The api's server process i serves metrics on its METRICS_PORT + i (API_PROCESSES).
-        api_ports = process_count(env_int("API_PROCESSES", 1))
-        next_port = metrics_base
-        for n, svc, _ in planned:
-            if svc.ready == "grpc":
-                count = api_ports if svc.name == "api" else 1
-                metrics[n] = next_port
-                ports += [(f"{n} metrics", next_port + i) for i in range(count)]
-                next_port += count
+    ports: list[tuple[str, int]] = []
+    next_port = env_int("METRICS_PORT", 0)
+    if not next_port:
+        return metrics, ports
+    # The api's server process i serves metrics on its METRICS_PORT + i (API_PROCESSES).
+    api_ports = process_count(env_int("API_PROCESSES", 1))
+    for n, svc, _ in planned:
+        if svc.ready == "grpc":
+            count = api_ports if svc.name == "api" else 1
+            metrics[n] = next_port
+            ports += [(f"{n} metrics", next_port + i) for i in range(count)]
+            next_port += count
+    return metrics, ports
+
+
+def wiring(planned: Planned) -> dict[str, str]:
+    """Schedulers push to every executor replica; executors report back to any scheduler replica
+    (gRPC's ipv4: target lists several addresses, spread by round_robin)."""
+    executors = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "executor"]
+    schedulers = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "scheduler"]
+    out = {}
+    if executors:
+        out["EXECUTOR_ADDRS"] = ",".join(executors)
+    if schedulers:
+        out["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
+    return out
+
+
+def service_env(svc: Service, port: int, metrics_port: int, base: dict[str, str]) -> dict[str, str]:
+    env = {**base, **grpc_env(), **svc.env}
+    if svc.name == "api":  # authentication stays on; the development token is its first admin
+        env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=dev_token())
+    if svc.name in ("api", "executor") and not os.environ.get("SECRET_KEYS"):
+        env["SECRET_KEYS"] = dev_secret_keys()
+    if svc.name == "executor":
+        env.update(command_user_env())
+    if svc.ready == "grpc":
+        env["GRPC_PORT"] = str(port)
+        env["METRICS_PORT"] = str(metrics_port)
+    return env
+
+
+def announce(children: list[Child], redis_url: str, metrics: dict[str, int]) -> None:
+    say("run_local", "the suite is up:")
+    for child in children:
+        url = f"http://localhost:{child.port}" if child.ready == "http" else f"localhost:{child.port}"
+        label = "dashboard" if child.name == "ui" else child.name
+        say("run_local", f"  {label + ':':<12} {redis_url if child.ready == 'redis' else url}")
+        if child.name in metrics:
+            say("run_local", f"  {'':<12} http://localhost:{metrics[child.name]}/metrics")
+    shown = DEV_TOKEN_FILE.relative_to(ROOT)
+    say("run_local", f"  {'admin token:':<12} {dev_token()}")
+    say("run_local", f"  {'':<12} (kept in {shown}) paste it into the dashboard, or for schedctl:")
+    plaintext = " SCHEDCTL_PLAINTEXT=true" if grpc_security().plaintext else ""
+    say("run_local", f"  {'':<12} export SCHEDCTL_TOKEN=$(cat {shown}){plaintext}")
+    say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
+
+
+def watch(children: list[Child]) -> int:
+    """Until told to stop (0), or until a child exits on its own (1)."""
+    while not _stop.wait(0.2):
+        for child in children:
+            if child.proc.poll() is not None:
+                say("run_local", f"{child.name} exited unexpectedly (status {child.proc.returncode})")
+                return 1
+    return 0
+
+
+def run(redis_url: str, children: list[Child]) -> int:
+    """Start everything into `children` (the caller stops them), then watch until told to stop."""
+    redis_port = 0 if redis_url else env_int("LOCAL_REDIS_PORT", 6390)
+    planned = plan()
+    metrics, ports = metrics_ports(planned)
+    ports = ([("redis", redis_port)] if redis_port else []) + ports
     for name, port in [*ports, *((n, p) for n, _, p in planned)]:
         if not port_free(port):
             fail(
@@ -298,52 +371,16 @@ def run(redis_url: str, children: list[Child]) -> int:
     if redis_port:
         children.append(start_redis(redis_port))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    # Schedulers push to every executor replica; executors report back to any scheduler replica
-    # (gRPC's ipv4: target lists several addresses, spread by round_robin).
-    executors = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "executor"]
-    schedulers = [f"127.0.0.1:{p}" for _, svc, p in planned if svc.name == "scheduler"]
-    wiring = {}
-    if executors:
-        wiring["EXECUTOR_ADDRS"] = ",".join(executors)
-    if schedulers:
-        wiring["SCHEDULER_ADDR"] = "ipv4:" + ",".join(schedulers)
-    token = dev_token()
-    sealing = dev_secret_keys()
+    base = {"REDIS_URL": redis_url, **wiring(planned)}
     for name, svc, port in planned:
-        env = {"REDIS_URL": redis_url, **wiring, **grpc_env(), **svc.env}
-        if svc.name == "api":  # authentication stays on; the development token is its first admin
-            env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=token)
-        if svc.name in ("api", "executor") and not os.environ.get("SECRET_KEYS"):
-            env["SECRET_KEYS"] = sealing
-        if svc.name == "executor":
-            env.update(command_user_env())
-        if svc.ready == "grpc":
-            env["GRPC_PORT"] = str(port)
-            env["METRICS_PORT"] = str(metrics.get(name, 0))
         if not _stop.is_set():
+            env = service_env(svc, port, metrics.get(name, 0), base)
             children.append(spawn(name, [sys.executable, *svc.args], port, svc.ready, env))
     for child in children:
         wait_ready(child)
     if not _stop.is_set():
-        say("run_local", "the suite is up:")
-        for child in children:
-            url = f"http://localhost:{child.port}" if child.ready == "http" else f"localhost:{child.port}"
-            label = "dashboard" if child.name == "ui" else child.name
-            say("run_local", f"  {label + ':':<12} {redis_url if child.ready == 'redis' else url}")
-            if child.name in metrics:
-                say("run_local", f"  {'':<12} http://localhost:{metrics[child.name]}/metrics")
-        shown = DEV_TOKEN_FILE.relative_to(ROOT)
-        say("run_local", f"  {'admin token:':<12} {token}")
-        say("run_local", f"  {'':<12} (kept in {shown}) paste it into the dashboard, or for schedctl:")
-        plaintext = " SCHEDCTL_PLAINTEXT=true" if grpc_security().plaintext else ""
-        say("run_local", f"  {'':<12} export SCHEDCTL_TOKEN=$(cat {shown}){plaintext}")
-        say("run_local", f"Press Ctrl-C (or kill -TERM {os.getpid()}) to stop everything.")
-    while not _stop.wait(0.2):
-        for child in children:
-            if child.proc.poll() is not None:
-                say("run_local", f"{child.name} exited unexpectedly (status {child.proc.returncode})")
-                return 1
-    return 0
+        announce(children, redis_url, metrics)
+    return watch(children)
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import re
 import grpc
 
 from schedcore import pb
-from schedcore.errors import InvalidArgument, PermissionDenied
+from schedcore.errors import InvalidArgument, PermissionDenied, Violations
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.audit import AuditEntry
@@ -50,7 +50,7 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
         self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
         caller = access.current()
-        v = validation.Violations()
+        v = Violations()
         name = request.token.name.strip()
         if not name:
             v.add("token.name", "required")

@@ -23,6 +23,7 @@ from schedcore.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Violations,
 )
 from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import Window
@@ -248,16 +249,7 @@ class TaskService(ExecutionService):
                 raise InvalidArgument.field(
                     "task.namespace", "cannot be changed: a task's namespace is fixed at creation"
                 )
-            merged = pb.Task()
-            merged.CopyFrom(stored.spec)
-            for path in paths:
-                merged.ClearField(path)
-                if path == "labels":
-                    merged.labels.update(request.task.labels)
-                elif path in ("name", "description"):
-                    setattr(merged, path, getattr(request.task, path))
-                elif request.task.HasField(path):
-                    getattr(merged, path).CopyFrom(getattr(request.task, path))
+            merged = validation.merged(stored.spec, request.task, paths)
             if "target" in paths:  # validated in the clear, sealed again below
                 sealed.unsealed_values(request.task.target)
                 sealed.keep_stored(self.sealer, merged.target, stored.spec.target)
@@ -384,7 +376,7 @@ class TaskService(ExecutionService):
         self, request: pb.PreviewScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewScheduleResponse:
         count = validation.preview_count(request.count)
-        v = validation.Violations()
+        v = Violations()
         now = int(time.time() * 1000)
         after = now
         if request.HasField("after"):

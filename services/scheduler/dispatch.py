@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from schedcore import ipb, metrics
 from schedcore.channels import ChannelSecurity
@@ -51,6 +52,19 @@ def work_item(item: DispatchItem) -> ipb.WorkItem:
     work.timeout.CopyFrom(spec.timeout)
     work.nominal_time.CopyFrom(record.nominal_time)
     return work
+
+
+@dataclass(frozen=True)
+class _Leased:
+    """One round's lease: Redis time, how many were due in each ready queue, the command
+    executors' credits, and the leased items (the first `from_command_queue` from the command queue)."""
+
+    now: int
+    due: int
+    due_command: int
+    command_credits: int
+    items: list[DispatchItem]
+    from_command_queue: int
 
 
 class Dispatcher:
@@ -105,66 +119,74 @@ class Dispatcher:
         those in the command ready queue when a linked command executor holds credits."""
         links = self.links.connected()
         capable = [link for link in links if COMMAND in link.capabilities]
+        leased = await self._lease(links, capable)
+        if leased.items:
+            metrics.LEASES_TAKEN.inc(len(leased.items))
+            orphans = [(i.execution, i.token) for i in leased.items if i.spec is None]
+            if orphans:
+                await self.recorder.cancel_orphans(orphans, leased.now)
+        # Routing (docs/engine.md): command work only to links that run them (routing.py).
+        runnable = [i for i in leased.items if i.spec is not None]
+        routes = route(runnable, {link: link.credits for link in links}, capable, is_command)
+        # Each executor hears its share of what is left, so one scheduler does not gather every
+        # executor's credits for the same backlog while other replicas starve.
+        # Command executions count only towards the demand of links that run them.
+        remaining = max(0, leased.due - (len(leased.items) - leased.from_command_queue))
+        remaining_command = max(0, leased.due_command - leased.from_command_queue)
+        share = -(-remaining // len(links)) if links else 0
+        share_command = -(-remaining_command // len(capable)) if capable else 0
+        unsent: list[DispatchItem] = []
+        for link in sorted(links, key=lambda x: -x.credits):
+            demand = share + (share_command if COMMAND in link.capabilities else 0)
+            unsent += self._send(link, routes.batches[link], demand)
+        park = routes.park + [i for i in unsent if is_command(i)]
+        back = routes.back + [i for i in unsent if not is_command(i)]
+        if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
+            await self.store.engine.park([(i.execution.id, i.token) for i in park])
+        if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
+            await self.recorder.hand_back([(i.execution, i.token) for i in back], leased.now)
+        return leased.due + (leased.due_command if leased.command_credits else 0)
+
+    async def _lease(self, links: list[Link], capable: list[Link]) -> _Leased:
+        """Lease what the links' credits allow: command executions first (only links that run
+        them hold credits for those), then the ready queue."""
         keys = self.store.keys
-        now, due, _ = await self.store.engine.peek(keys.ready, lex=False, limit=self.settings.batch_size)
+        engine = self.store.engine
+        now, due, _ = await engine.peek(keys.ready, lex=False, limit=self.settings.batch_size)
         due_command: list[str] = []
         if capable:  # only a replica that can run them looks at the command executions set aside
-            _, due_command, _ = await self.store.engine.peek(
+            _, due_command, _ = await engine.peek(
                 keys.ready_command, lex=False, limit=self.settings.batch_size
             )
         credits = sum(link.credits for link in links)
         command_credits = sum(link.credits for link in capable)
         items: list[DispatchItem] = []
         if due_command and command_credits:
-            items = await self.store.engine.lease_ready(
+            items = await engine.lease_ready(
                 min(command_credits, len(due_command)), self.lease_ms, due_command, queue=keys.ready_command
             )
         from_command_queue = len(items)
         if due and credits > len(items):
-            items += await self.store.engine.lease_ready(
-                min(credits - len(items), len(due)), self.lease_ms, due
-            )
-        if items:
-            metrics.LEASES_TAKEN.inc(len(items))
-            orphans = [(i.execution, i.token) for i in items if i.spec is None]
-            if orphans:
-                await self.recorder.cancel_orphans(orphans, now)
-        # Routing (docs/engine.md): command work only to links that run them (routing.py).
-        runnable = [i for i in items if i.spec is not None]
-        routes = route(runnable, {link: link.credits for link in links}, capable, is_command)
-        batches = routes.batches
-        # Each executor hears its share of what is left, so one scheduler does not gather every
-        # executor's credits for the same backlog while other replicas starve.
-        # Command executions count only towards the demand of links that run them.
-        remaining = max(0, len(due) - (len(items) - from_command_queue))
-        remaining_command = max(0, len(due_command) - from_command_queue)
-        share = -(-remaining // len(links)) if links else 0
-        share_command = -(-remaining_command // len(capable)) if capable else 0
-        unsent: list[DispatchItem] = []
-        for link in sorted(links, key=lambda x: -x.credits):
-            batch = batches[link]
-            demand = share + (share_command if COMMAND in link.capabilities else 0)
-            if not link.connected:  # dropped while we leased: its share goes back below
-                unsent += batch
-                continue
-            if batch:
-                link.credits -= len(batch)
-                link.sent.update((i.execution.id, i) for i in batch)
-                link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
-                link.last_demand = demand
-                self.dispatched += len(batch)
-                metrics.DISPATCH_BATCH.observe(len(batch))
-            elif link.last_demand != demand:
-                link.send(ipb.ExecuteRequest(demand=demand))
-                link.last_demand = demand
-            self._release_if_idle(link, demand)
-        park = routes.park + [i for i in unsent if is_command(i)]
-        back = routes.back + [i for i in unsent if not is_command(i)]
-        if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
-            await self.store.engine.park([(i.execution.id, i.token) for i in park])
-        if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
-            await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
-        return len(due) + (len(due_command) if command_credits else 0)
+            items += await engine.lease_ready(min(credits - len(items), len(due)), self.lease_ms, due)
+        return _Leased(now, len(due), len(due_command), command_credits, items, from_command_queue)
+
+    def _send(self, link: Link, batch: list[DispatchItem], demand: int) -> list[DispatchItem]:
+        """Push `batch` and the link's demand; returns the batch when the link dropped while we
+        leased (its share goes back to Redis)."""
+        if not link.connected:
+            return batch
+        if batch:
+            link.credits -= len(batch)
+            link.sent.update((i.execution.id, i) for i in batch)
+            link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
+            link.last_demand = demand
+            self.dispatched += len(batch)
+            metrics.DISPATCH_BATCH.observe(len(batch))
+        elif link.last_demand != demand:
+            link.send(ipb.ExecuteRequest(demand=demand))
+            link.last_demand = demand
+        self._release_if_idle(link, demand)
+        return []
 
     async def publish_capabilities_forever(self) -> None:
         """While a linked executor runs command targets, say so in Redis (the api refuses

@@ -97,6 +97,41 @@ def outside(nominal_ms: int, finish_ms: int, outages: list[tuple[int, int]]) -> 
     return span
 
 
+def _check_record(
+    fig: Figures, execution_id: str, record: Record, calls: int, first_call: int | None, allow_skipped: bool
+) -> None:
+    """One record against the sink: never early, SKIPPED only with the missed-time reason and no
+    call, SUCCEEDED with at least one call and at most one per attempt or reclaim."""
+    problems = fig.problems
+    e = record.execution
+    nominal = ts_to_ms(e.nominal_time)
+    if ts_to_ms(e.fire_time) < nominal:
+        problems.append(f"{execution_id} fired early (fire {e.fire_time.ToJsonString()})")
+        fig.duplicates += 1
+    if first_call is not None and first_call < nominal:
+        problems.append(f"{execution_id}: the sink was called {nominal - first_call} ms early")
+        fig.duplicates += 1
+    if record.status == S.EXECUTION_STATUS_SKIPPED:
+        fig.skipped += 1
+        if not allow_skipped:
+            problems.append(f"{execution_id} SKIPPED: {e.status_message}")
+        elif "missed" not in e.status_message:
+            problems.append(f"{execution_id} SKIPPED without the missed-time reason")
+        if calls:
+            problems.append(f"{execution_id} SKIPPED, yet the sink was called {calls}x")
+    elif record.status == S.EXECUTION_STATUS_SUCCEEDED:
+        allowed = e.attempt + record.reclaims
+        if calls == 0:
+            problems.append(f"{execution_id} SUCCEEDED, yet the sink never saw it")
+        if calls > allowed:
+            fig.duplicates += calls - allowed
+            problems.append(
+                f"{execution_id}: {calls} calls, {e.attempt} attempts, {record.reclaims} reclaims"
+            )
+    elif record.status in TERMINAL:
+        problems.append(f"{execution_id} ended {S.Name(record.status)}: {e.status_message}")
+
+
 def audit(
     cluster: Cluster,
     workload: Workload,
@@ -132,37 +167,13 @@ def audit(
 
     slowest = 0
     for execution_id, record in records.items():
-        e = record.execution
         calls = counts.get(execution_id, 0)
         fig.reruns += max(0, calls - 1)
-        nominal = ts_to_ms(e.nominal_time)
-        if ts_to_ms(e.fire_time) < nominal:
-            problems.append(f"{execution_id} fired early (fire {e.fire_time.ToJsonString()})")
-            fig.duplicates += 1
-        if execution_id in first and first[execution_id] < nominal:
-            problems.append(f"{execution_id}: the sink was called {nominal - first[execution_id]} ms early")
-            fig.duplicates += 1
-        if record.status == S.EXECUTION_STATUS_SKIPPED:
-            fig.skipped += 1
-            if not allow_skipped:
-                problems.append(f"{execution_id} SKIPPED: {e.status_message}")
-            elif "missed" not in e.status_message:
-                problems.append(f"{execution_id} SKIPPED without the missed-time reason")
-            if calls:
-                problems.append(f"{execution_id} SKIPPED, yet the sink was called {calls}x")
-        elif record.status == S.EXECUTION_STATUS_SUCCEEDED:
-            allowed = e.attempt + record.reclaims
-            if calls == 0:
-                problems.append(f"{execution_id} SUCCEEDED, yet the sink never saw it")
-            if calls > allowed:
-                fig.duplicates += calls - allowed
-                problems.append(
-                    f"{execution_id}: {calls} calls, {e.attempt} attempts, {record.reclaims} reclaims"
-                )
-        elif record.status in TERMINAL:
-            problems.append(f"{execution_id} ended {S.Name(record.status)}: {e.status_message}")
+        _check_record(fig, execution_id, record, calls, first.get(execution_id), allow_skipped)
+        e = record.execution
         if record.status in TERMINAL and e.HasField("finish_time"):
-            slowest = max(slowest, outside(nominal, ts_to_ms(e.finish_time), outages or []))
+            finish = ts_to_ms(e.finish_time)
+            slowest = max(slowest, outside(ts_to_ms(e.nominal_time), finish, outages or []))
     fig.slowest_s = round(slowest / 1000, 2)
     if fig.slowest_s > bound_s:
         problems.append(f"slowest time to a terminal state {fig.slowest_s} s > bound {bound_s} s")
