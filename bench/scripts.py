@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 
-from schedcore import ipb, pb
+from schedcore import ipb, pb, redisconn
 from schedcore.store import Store
 from schedcore.timeutil import ms_to_ts
 from services.scheduler.plan import plan
@@ -59,7 +59,7 @@ def key_kind(key: bytes | str) -> str:
 
 
 async def measure(url: str, n: int) -> dict[str, Any]:
-    r = redis.asyncio.Redis.from_url(url)
+    r = redisconn.from_url(url)
     store = Store(r)
     engine = store.engine
     nominal = (await store.now_ms() // 1000 - 1) * 1000

@@ -1,8 +1,9 @@
 """Domain errors, and their one mapping to gRPC status codes.
 
 Code below the servicers raises these; the server interceptor (schedcore.interceptors) turns them
-into statuses (`status_of`). Servicers never set a status by hand. Redis connection failures map
-to UNAVAILABLE; anything unexpected maps to INTERNAL with a generic message and a logged traceback.
+into statuses (`status_of`). Servicers never set a status by hand. The store's failures that a
+retry may cure arrive as StoreUnavailable (UNAVAILABLE); anything unexpected maps to INTERNAL
+with a generic message and a logged traceback.
 
 A status is bounded whatever the request held (docs/api.md, "Errors"): an error quotes at most
 MAX_QUOTE characters of a bad value (`quote`), lists at most MAX_VIOLATIONS field violations and
@@ -14,7 +15,6 @@ of the error.
 from __future__ import annotations
 
 import base64
-import sys
 from dataclasses import dataclass, field
 
 import grpc
@@ -134,30 +134,20 @@ class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-# Failures of the store that a retry may cure (schedcore.redisconn.REDIS_UNAVAILABLE), by name:
-# the executor uses this module and must never load redis.
-_REDIS_UNAVAILABLE_NAMES = (
-    "ConnectionError",
-    "TimeoutError",
-    "BusyLoadingError",
-    "TryAgainError",
-    "ReadOnlyError",
-    "MasterDownError",
-)
+class StoreUnavailable(Unavailable):
+    """The task store cannot serve now (Redis unreachable, timing out, loading, read-only after a
+    failover); a retry may cure it. schedcore.redisconn's client raises it for every such Redis
+    failure, from that failure: `reason` names it (for logs; never sent to clients)."""
 
-
-def redis_unavailable_errors() -> tuple[type[BaseException], ...]:
-    """Those failures' classes; none when redis was never imported (nothing could raise them)."""
-    module = sys.modules.get("redis.exceptions")
-    return tuple(getattr(module, name) for name in _REDIS_UNAVAILABLE_NAMES) if module else ()
+    def __init__(self, reason: str = "") -> None:
+        super().__init__("the task store is unavailable; retry later")
+        self.reason = reason
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message a client sees for an exception."""
     if isinstance(exc, SchedulerError):
         return exc.code, str(exc)
-    if isinstance(exc, redis_unavailable_errors()):
-        return grpc.StatusCode.UNAVAILABLE, "the task store is unavailable; retry later"
     return grpc.StatusCode.INTERNAL, "internal error"
 
 

@@ -35,7 +35,7 @@ from grpc_status import rpc_status
 from schedcore.errors import (
     InvalidArgument,
     ResourceExhausted,
-    redis_unavailable_errors,
+    StoreUnavailable,
     status_for,
     status_of,
 )
@@ -59,7 +59,7 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     code, message = status_for(exc)
-    if isinstance(exc, redis_unavailable_errors()):
+    if isinstance(exc, StoreUnavailable):
         REDIS_ERRORS.labels("rpc").inc()
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unhandled error in %s", method, exc_info=exc)

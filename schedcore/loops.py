@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from schedcore import metrics
-from schedcore.errors import redis_unavailable_errors
+from schedcore.errors import StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -26,13 +26,12 @@ async def guarded_round(
     logged when ``warn``) or the round failed otherwise (logged with its traceback)."""
     try:
         return True, await round_()
-    except Exception as exc:  # e.g. Redis out of memory: keep trying, loudly
-        if not isinstance(exc, redis_unavailable_errors()):
-            log.exception("%s round failed; retrying", label)
-            return False, None
+    except StoreUnavailable as exc:
         metrics.REDIS_ERRORS.labels(label).inc()
         if warn:
-            log.warning("%s paused: Redis unavailable (%s)", label, exc)
+            log.warning("%s paused: Redis unavailable (%s)", label, exc.reason)
+    except Exception:  # e.g. Redis out of memory: keep trying, loudly
+        log.exception("%s round failed; retrying", label)
     return False, None
 
 

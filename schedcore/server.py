@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from schedcore import logs
-from schedcore.errors import redis_unavailable_errors
+from schedcore.errors import StoreUnavailable
 from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
 from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
@@ -180,11 +180,14 @@ class GrpcService:
             async with asyncio.timeout(self.settings.health_interval_s * 2):
                 ok = await self._ready()
         except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready
-            if isinstance(exc, (TimeoutError, *redis_unavailable_errors())):
+            if isinstance(exc, (TimeoutError, StoreUnavailable)):
                 REDIS_ERRORS.labels("health").inc()
             # Why, for the log line when health changes (e.g. Redis refused the credentials).
             # redis-py's messages name the host and port, never the password.
-            self._not_ready_reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if isinstance(exc, StoreUnavailable):
+                self._not_ready_reason = exc.reason
+            else:
+                self._not_ready_reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return False
         self._not_ready_reason = ""
         return ok

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from redis.asyncio import Redis
-
+from schedcore.redisconn import StoreRedis
 from schedcore.store.audit import AuditStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
@@ -19,7 +18,9 @@ from schedcore.store.tokens import TokenStore
 class Store:
     """Everything the api and the scheduler read and write in Redis."""
 
-    def __init__(self, redis: Redis, prefix: str = "ts") -> None:
+    def __init__(self, redis: StoreRedis, prefix: str = "ts") -> None:
+        if not isinstance(redis, StoreRedis):  # its failures must arrive as StoreUnavailable
+            raise TypeError("Store needs a schedcore.redisconn.StoreRedis client (connect())")
         self.redis = redis
         self.keys = Keys(prefix)
         scripts = Scripts(redis)

@@ -23,9 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from schedcore import pb
-from schedcore.errors import PermissionDenied, Unauthenticated
+from schedcore.errors import PermissionDenied, StoreUnavailable, Unauthenticated
 from schedcore.logs import request_id_var
-from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import MAX_BEARER
 from schedcore.store.audit import Actor
 from schedcore.store.tokens import StoredToken, TokenStore, digest
@@ -265,7 +264,7 @@ class Authenticator:
             try:
                 self._clock_offset_ms = await self.clock() - local
                 self._clock_checked = time.monotonic()
-            except REDIS_UNAVAILABLE:  # keep the last offset: a token cached meanwhile still works
+            except StoreUnavailable:  # keep the last offset: a token cached meanwhile still works
                 pass
         return local + self._clock_offset_ms
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from schedcore import ipb, metrics
 from schedcore.channels import ChannelSecurity
+from schedcore.errors import StoreUnavailable
 from schedcore.loops import RETRY_S, guarded_round, wait_event
-from schedcore.redisconn import REDIS_UNAVAILABLE
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.engine import DispatchItem
@@ -107,11 +107,11 @@ class Dispatcher:
                 if response.renewals:
                     await self.recorder.renew(response.renewals)
                 return
-            except REDIS_UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("results").inc()
                 # Not recorded yet: keep trying; if Redis stays away longer than the lease, the
                 # execution is reclaimed and run again (at-least-once, with its idempotency key).
-                log.warning("cannot record results from %s yet: %s", link.addr, exc)
+                log.warning("cannot record results from %s yet: %s", link.addr, exc.reason)
                 await asyncio.sleep(0.5)
 
     async def dispatch_once(self) -> int:
@@ -197,7 +197,7 @@ class Dispatcher:
             kinds = sorted({k for link in self.links.connected() for k in link.capabilities})
             try:
                 await self.store.engine.publish_capabilities(kinds, ttl_ms)
-            except REDIS_UNAVAILABLE:
+            except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("capabilities").inc()
             except Exception:
                 log.exception("cannot publish executor capabilities; retrying")

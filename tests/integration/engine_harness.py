@@ -15,7 +15,8 @@ import redis
 import redis.asyncio
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from schedcore import ipb, pb
+from schedcore import ipb, pb, redisconn
+from schedcore.redisconn import StoreRedis
 from schedcore.store import Store
 from schedcore.store.engine import DueTask, Fired
 from schedcore.store.keys import execution_id, pad_ms
@@ -44,10 +45,10 @@ class Stores:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.clients: list[redis.asyncio.Redis] = []
+        self.clients: list[StoreRedis] = []
 
     def new(self) -> Store:
-        client = redis.asyncio.Redis.from_url(self.url)
+        client = redisconn.from_url(self.url)
         self.clients.append(client)
         return Store(client)
 

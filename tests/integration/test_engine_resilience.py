@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from redis.asyncio import Redis
-
-from schedcore import pb
+from schedcore import pb, redisconn
 from schedcore.server import cancel_and_wait
 from schedcore.store import Store
 from services.scheduler.firing import Firer
@@ -23,7 +21,7 @@ def test_firing_loop_survives_redis_out_of_memory() -> None:
 
 def _run(own: RedisServer) -> None:
     async def scenario() -> None:
-        redis = Redis.from_url(own.url)
+        redis = redisconn.from_url(own.url)
         store = Store(redis)
         try:
             task = pb.Task(

@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-import redis.asyncio
 
-from schedcore import pb
+from schedcore import pb, redisconn
 from schedcore.store import Store
 from services.api.app import build as build_api
 from services.api.retention import sweep_once
@@ -294,7 +293,7 @@ def test_retention_by_count_never_deletes_non_terminal(small_history_stub, rds):
 
 def sweep(url: str, max_age_s: int) -> int:
     async def main() -> int:
-        client = redis.asyncio.Redis.from_url(url)
+        client = redisconn.from_url(url)
         try:
             return await sweep_once(Store(client), max_age_s)
         finally:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
-
-from schedcore import pb
+from schedcore import pb, redisconn
 from schedcore.store import Store
 from services.scheduler.dispatch import MAX_LOSSES
 from services.scheduler.results import Recorder
@@ -20,7 +18,7 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
     run = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution
 
     async def scenario() -> list[tuple[int, int]]:
-        redis = Redis.from_url(redis_srv.url)
+        redis = redisconn.from_url(redis_srv.url)
         store = Store(redis)
         settings = api_settings(redis_srv.url)
         seen = []

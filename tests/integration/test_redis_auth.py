@@ -148,5 +148,6 @@ def test_a_wrong_password_leaves_the_service_unready_with_a_clear_log_line(
         out = proc.output()
         assert WRONG not in out and PASSWORD not in out, proc.name
         lines = [json.loads(line) for line in proc.out.read_text().splitlines() if line.startswith("{")]
-        (why,) = {line["msg"] for line in lines if "NOT_SERVING:" in str(line.get("msg"))}
-        assert "invalid username-password pair" in why, why
+        whys = {line["msg"] for line in lines if "NOT_SERVING:" in str(line.get("msg"))}
+        # A probe slower than its bound on a loaded machine logs "TimeoutError" in between.
+        assert any("invalid username-password pair" in why for why in whys), whys

@@ -1,5 +1,6 @@
 import asyncio
 
+from schedcore.errors import StoreUnavailable
 from schedcore.loops import guarded_round, wait_event
 
 
@@ -39,10 +40,8 @@ def test_guarded_round_returns_the_result() -> None:
 
 
 def test_guarded_round_counts_store_unavailable() -> None:
-    import redis.exceptions
-
     async def work() -> int:
-        raise redis.exceptions.ConnectionError("gone")
+        raise StoreUnavailable("ConnectionError: gone")
 
     before = _redis_errors("unit-down")
     assert asyncio.run(guarded_round("unit-down", work)) == (False, None)
