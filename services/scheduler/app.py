@@ -6,12 +6,14 @@ import asyncio
 from typing import Any
 
 from schedcore import ipb
+from schedcore.channels import ChannelSecurity
 from schedcore.redisconn import connect
 from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.firing import Firer
+from services.scheduler.links import Links
 from services.scheduler.results import Recorder
 from services.scheduler.servicer import SchedulerService
 
@@ -23,7 +25,8 @@ async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
     store = Store(redis, settings.redis_key_prefix)
     recorder = Recorder(store, settings)
-    dispatcher = Dispatcher(store, settings, recorder)
+    links = Links(settings.executor_addrs, settings.instance_id, ChannelSecurity.from_settings(settings))
+    dispatcher = Dispatcher(store, settings, recorder, links)
     firer = Firer(store.engine, settings, dispatcher.poke)
     tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -32,12 +35,12 @@ async def build(settings: Settings) -> GrpcService:
         return [ipb.scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
     async def start() -> None:
-        await dispatcher.links.refresh()
+        await links.refresh()
         for name, coro in (
             ("firing", firer.run()),
             ("dispatch", dispatcher.run()),
             ("reclaim", dispatcher.reclaim_forever()),
-            ("discovery", dispatcher.links.run()),
+            ("discovery", links.run()),
             ("capabilities", dispatcher.publish_capabilities_forever()),
         ):
             tasks[name] = asyncio.create_task(coro, name=name)
@@ -55,12 +58,12 @@ async def build(settings: Settings) -> GrpcService:
         await asyncio.wait(loops, timeout=min(grace, ROUND_WAIT_S))
         for task in loops:
             await cancel_and_wait(task)
-        await dispatcher.links.drain(grace)
+        await links.drain(grace)
 
     async def close() -> None:
         for task in tasks.values():
             await cancel_and_wait(task)
-        dispatcher.links.close()
+        links.close()
         await redis.aclose()
 
     return GrpcService("scheduler", settings, register, store.ping, close, on_start=start, drain=drain)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from schedcore import ipb, metrics
-from schedcore.channels import ChannelSecurity
 from schedcore.errors import StoreUnavailable
 from schedcore.loops import RETRY_S, guarded_round, wait_event
 from schedcore.settings import Settings
@@ -23,8 +21,6 @@ log = logging.getLogger("scheduler.dispatch")
 
 # An execution whose lease expires more often than this (its executor died each time) ends FAILED.
 MAX_LOSSES = 5
-# Credits held this long with nothing to send go back to the executor for other schedulers.
-RELEASE_AFTER_S = 1.0
 # The target kind only some executors run (EXECUTOR_COMMAND_TARGETS=true), and how often a
 # scheduler linked to such an executor vouches for it in Redis; the api believes a vouch for
 # CAPABILITY_TTL_S (about three refreshes), so a dead scheduler's vouch soon lapses.
@@ -35,23 +31,6 @@ CAPABILITY_TTL_S = 10.0
 
 def is_command(item: DispatchItem) -> bool:
     return item.spec is not None and item.spec.target.HasField("command")
-
-
-def work_item(item: DispatchItem) -> ipb.WorkItem:
-    assert item.spec is not None
-    record, spec = item.execution, item.spec
-    work = ipb.WorkItem(
-        execution_id=record.id,
-        task_id=record.task_id,
-        lease_token=item.token,
-        attempt=record.attempt,
-        task_name=spec.name,
-    )
-    work.target.CopyFrom(spec.target)
-    work.payload.CopyFrom(record.payload)
-    work.timeout.CopyFrom(spec.timeout)
-    work.nominal_time.CopyFrom(record.nominal_time)
-    return work
 
 
 @dataclass(frozen=True)
@@ -68,14 +47,14 @@ class _Leased:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, settings: Settings, recorder: Recorder) -> None:
+    def __init__(self, store: Store, settings: Settings, recorder: Recorder, links: Links) -> None:
         self.store = store
         self.settings = settings
         self.recorder = recorder
         self.lease_ms = int(settings.lease_s * 1000)
         self.wake = asyncio.Event()
-        security = ChannelSecurity.from_settings(settings)
-        self.links = Links(settings.executor_addrs, settings.instance_id, self.on_response, security)
+        self.links = links
+        links.subscribe(self.on_response)
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
         self.capabilities_seen = asyncio.Event()
@@ -93,17 +72,7 @@ class Dispatcher:
             try:
                 if response.results:
                     await self.recorder.record(response.results, link.sent)
-                    for r in response.results:
-                        link.sent.pop(r.execution_id, None)
-                    # Recorded (or found stale): the executor may forget them. Until this ack it
-                    # keeps them, and resends them to another replica if this one dies.
-                    acks = [
-                        ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token)
-                        for r in response.results
-                    ]
-                    link.send(
-                        ipb.ExecuteRequest(acks=acks, demand=max(link.last_demand, 0))
-                    )  # demand is absolute
+                    link.acknowledge(response.results)
                 if response.renewals:
                     await self.recorder.renew(response.renewals)
                 return
@@ -137,8 +106,14 @@ class Dispatcher:
         share_command = -(-remaining_command // len(capable)) if capable else 0
         unsent: list[DispatchItem] = []
         for link in sorted(links, key=lambda x: -x.credits):
-            demand = share + (share_command if COMMAND in link.capabilities else 0)
-            unsent += self._send(link, routes.batches[link], demand)
+            batch = routes.batches[link]
+            if not link.connected:  # dropped while we leased: its share goes back below
+                unsent += batch
+                continue
+            link.push(batch, share + (share_command if COMMAND in link.capabilities else 0))
+            if batch:
+                self.dispatched += len(batch)
+                metrics.DISPATCH_BATCH.observe(len(batch))
         park = routes.park + [i for i in unsent if is_command(i)]
         back = routes.back + [i for i in unsent if not is_command(i)]
         if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
@@ -170,24 +145,6 @@ class Dispatcher:
             items += await engine.lease_ready(min(credits - len(items), len(due)), self.lease_ms, due)
         return _Leased(now, len(due), len(due_command), command_credits, items, from_command_queue)
 
-    def _send(self, link: Link, batch: list[DispatchItem], demand: int) -> list[DispatchItem]:
-        """Push `batch` and the link's demand; returns the batch when the link dropped while we
-        leased (its share goes back to Redis)."""
-        if not link.connected:
-            return batch
-        if batch:
-            link.credits -= len(batch)
-            link.sent.update((i.execution.id, i) for i in batch)
-            link.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
-            link.last_demand = demand
-            self.dispatched += len(batch)
-            metrics.DISPATCH_BATCH.observe(len(batch))
-        elif link.last_demand != demand:
-            link.send(ipb.ExecuteRequest(demand=demand))
-            link.last_demand = demand
-        self._release_if_idle(link, demand)
-        return []
-
     async def publish_capabilities_forever(self) -> None:
         """While a linked executor runs command targets, say so in Redis (the api refuses
         command tasks when nobody does); at once when an executor announces it, then every
@@ -203,18 +160,6 @@ class Dispatcher:
                 log.exception("cannot publish executor capabilities; retrying")
             self.capabilities_seen.clear()
             await wait_event(self.capabilities_seen, CAPABILITY_REFRESH_S)
-
-    def _release_if_idle(self, link: Link, demand: int) -> None:
-        if demand or not link.credits:
-            link.idle_since = None
-            return
-        now = time.monotonic()
-        if link.idle_since is None:
-            link.idle_since = now
-        elif now - link.idle_since > RELEASE_AFTER_S:
-            link.send(ipb.ExecuteRequest(release=link.credits, demand=0))
-            link.credits = 0
-            link.idle_since = None
 
     async def run(self) -> None:
         while not self.stopping:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
@@ -18,6 +19,26 @@ from schedcore.store.engine import DispatchItem
 log = logging.getLogger("scheduler.links")
 
 OnResponse = Callable[["Link", ipb.ExecuteResponse], Awaitable[None]]
+
+# Credits held this long with nothing to send go back to the executor for other schedulers.
+RELEASE_AFTER_S = 1.0
+
+
+def work_item(item: DispatchItem) -> ipb.WorkItem:
+    assert item.spec is not None
+    record, spec = item.execution, item.spec
+    work = ipb.WorkItem(
+        execution_id=record.id,
+        task_id=record.task_id,
+        lease_token=item.token,
+        attempt=record.attempt,
+        task_name=spec.name,
+    )
+    work.target.CopyFrom(spec.target)
+    work.payload.CopyFrom(record.payload)
+    work.timeout.CopyFrom(spec.timeout)
+    work.nominal_time.CopyFrom(record.nominal_time)
+    return work
 
 
 class Link:
@@ -50,6 +71,40 @@ class Link:
 
     def send(self, request: ipb.ExecuteRequest) -> None:
         self._queue.put_nowait(request)
+
+    def push(self, batch: list[DispatchItem], demand: int) -> None:
+        """Send `batch` (within this stream's credits) and the demand still waiting for it; a
+        demand told before is not repeated. Credits held idle too long go back (release)."""
+        if batch:
+            self.credits -= len(batch)
+            self.sent.update((i.execution.id, i) for i in batch)
+            self.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
+            self.last_demand = demand
+        elif self.last_demand != demand:
+            self.send(ipb.ExecuteRequest(demand=demand))
+            self.last_demand = demand
+        self._release_if_idle(demand)
+
+    def acknowledge(self, results: Sequence[ipb.WorkResult]) -> None:
+        """Results recorded (or found stale): forget what was sent for them, and tell the executor
+        it may forget them too. Until this ack it keeps them, and resends them to another replica
+        if this one dies."""
+        for r in results:
+            self.sent.pop(r.execution_id, None)
+        acks = [ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token) for r in results]
+        self.send(ipb.ExecuteRequest(acks=acks, demand=max(self.last_demand, 0)))  # demand is absolute
+
+    def _release_if_idle(self, demand: int) -> None:
+        if demand or not self.credits:
+            self.idle_since = None
+            return
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since > RELEASE_AFTER_S:
+            self.send(ipb.ExecuteRequest(release=self.credits, demand=0))
+            self.credits = 0
+            self.idle_since = None
 
     def half_close(self) -> None:
         """Send no more: the items queued still go, then the executor runs what it has and ends
@@ -122,17 +177,21 @@ async def resolve(host: str, port: int) -> set[str]:
 
 
 class Links:
-    """The set of executor streams, kept in step with what EXECUTOR_ADDRS resolves to."""
+    """The set of executor streams, kept in step with what EXECUTOR_ADDRS resolves to. Each
+    executor's messages go to the handler `subscribe` set (the dispatcher's)."""
 
-    def __init__(
-        self, spec: str, scheduler_id: str, on_response: OnResponse, security: ChannelSecurity
-    ) -> None:
+    def __init__(self, spec: str, scheduler_id: str, security: ChannelSecurity) -> None:
         self.targets = parse_targets(spec)
         self.security = security
         self.scheduler_id = scheduler_id
-        self.on_response = on_response
+        self.on_response: OnResponse | None = None
         self.links: dict[str, Link] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def subscribe(self, on_response: OnResponse) -> None:
+        """Where executors' messages go; before the first refresh, once."""
+        assert self.on_response is None and not self.links, "one handler, set before streams open"
+        self.on_response = on_response
 
     def connected(self) -> list[Link]:
         return [link for link in self.links.values() if link.connected]
@@ -141,6 +200,7 @@ class Links:
         found: dict[str, str] = {}  # address: the host name it was found under
         for host, port in self.targets:
             found.update(dict.fromkeys(await resolve(host, port), host))
+        assert self.on_response is not None, "subscribe() first"
         for addr in found.keys() - self.links.keys():
             link = Link(addr, self.scheduler_id, self.on_response, self.security, found[addr])
             self.links[addr] = link
