@@ -42,7 +42,7 @@ def _quoted(names: Sequence[str]) -> str:
     return f"{shown} (and {more} more)" if more > 0 else shown
 
 
-class AllowedClients(grpc.aio.ServerInterceptor):
+class AllowedClients(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Lets a call to a method of `services` (full service names) through only when the client
     certificate names one of `allowed`; other calls end PERMISSION_DENIED, and the refused
     identity is logged. Methods of other services (health, reflection) stay open. `setting`:

@@ -73,7 +73,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 UNBOUNDED_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, authenticate: Authenticate | None = None, max_concurrent: int = 0) -> None:
         self._authenticate = authenticate
         self._max_concurrent = max_concurrent  # 0: no bound

@@ -38,7 +38,7 @@ class StoreRedis(Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:
-            return await super().execute_command(*args, **options)
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py
         except UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
 

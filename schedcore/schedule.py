@@ -129,7 +129,7 @@ class Cron:
                     wall_from = max(wall_from, repeat_end - _TICK)
         limit = t + _HORIZON
         while t < limit:
-            wall = croniter(self.expression, wall_from).get_next(datetime)
+            wall: datetime = croniter(self.expression, wall_from).get_next(datetime)
             instant = (wall - offset).replace(tzinfo=UTC)
             change = self._first_change(t, instant, offset)
             if change is None:

@@ -18,7 +18,7 @@ from services.api.paging import page
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
-class AuditService(pb.audit_service_grpc.AuditServiceServicer):
+class AuditService(pb.audit_service_grpc.AuditServiceServicer):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, store: Store, pages: PageTokens, max_page_bytes: int) -> None:
         self.store = store
         self.pages = pages

@@ -21,6 +21,7 @@ from services.api.access import Authenticator
 from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
+from services.api.urlcheck import CONTROL
 
 MAX_TOKEN_NAME = 200
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
@@ -37,7 +38,7 @@ def token_id(value: str, path: str = "id") -> str:
     return value
 
 
-class AuthService(pb.auth_service_grpc.AuthServiceServicer):
+class AuthService(pb.auth_service_grpc.AuthServiceServicer):  # type: ignore[misc]  # grpc is untyped
     def __init__(
         self, store: Store, settings: Settings, pages: PageTokens, authenticator: Authenticator
     ) -> None:
@@ -56,7 +57,7 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):
             v.add("token.name", "required")
         elif len(name) > MAX_TOKEN_NAME:
             v.add("token.name", f"longer than {MAX_TOKEN_NAME} characters")
-        elif validation.CONTROL.search(name):
+        elif CONTROL.search(name):
             v.add("token.name", "must not contain control characters")
         role = request.token.role
         if role == pb.Role.ROLE_UNSPECIFIED:

@@ -32,7 +32,7 @@ from services.api.stats import get_stats
 ACTION = pb.AuditAction
 
 
-class ExecutionService(pb.task_service_grpc.TaskServiceServicer):
+class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, store: Store, settings: Settings, tokens: PageTokens) -> None:
         self.store = store
         self.settings = settings

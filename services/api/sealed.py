@@ -8,9 +8,8 @@ and sealed again with the first key) and nowhere else in the api.
 from __future__ import annotations
 
 from schedcore import pb
-from schedcore.errors import FailedPrecondition
+from schedcore.errors import FailedPrecondition, Violations
 from schedcore.sealing import PREFIX, Sealer, SealError, is_sealed, secret_maps
-from services.api.validation import Violations
 
 
 def unsealed_values(target: pb.Target, path: str = "task.target") -> None:

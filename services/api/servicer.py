@@ -32,7 +32,7 @@ from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
-from schedcore.timeutil import ms_to_ts, ts_to_ms
+from schedcore.timeutil import MAX_MS, ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
 from services.api.executions import ExecutionService
 from services.api.ids import new_id, with_fresh_id
@@ -381,7 +381,7 @@ class TaskService(ExecutionService):
         after = now
         if request.HasField("after"):
             after = ts_to_ms(request.after)
-            if not 0 <= after <= validation.MAX_MS:
+            if not 0 <= after <= MAX_MS:
                 v.add("after", "must be between 1970-01-01 and 2286-11-20")
         _, window = validation.schedule(v, "schedule", request.schedule, now, require_future=False)
         v.raise_if_any()

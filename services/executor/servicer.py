@@ -43,7 +43,7 @@ log = logging.getLogger("executor.stream")
 ACK_WAIT_S = 0.5
 
 
-class ExecutorServicer(executor_grpc.ExecutorServiceServicer):
+class ExecutorServicer(executor_grpc.ExecutorServiceServicer):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, engine: Engine, capabilities: list[str] | None = None) -> None:
         self.engine = engine
         # Target kinds beyond log and http this executor runs, announced first on every stream.

@@ -8,7 +8,7 @@ from schedcore import ipb
 from services.scheduler.results import Recorder
 
 
-class SchedulerService(ipb.scheduler_grpc.SchedulerServiceServicer):
+class SchedulerService(ipb.scheduler_grpc.SchedulerServiceServicer):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
