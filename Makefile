@@ -149,7 +149,7 @@ run: deps proto
 	$(PY) tools/run_local.py
 
 # Real processes on loopback; rewrites the generated section of docs/benchmarks.md.
-bench: deps proto
+bench: deps proto $(NPM_STAMP)
 	$(PY) -m bench
 
 # The README's pictures of the dashboard, taken by its browser test (needs chromium).

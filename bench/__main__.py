@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, workloads
+from bench import bullmq, report, workloads
 from bench.cluster import ROOT, Cluster
 
 FULL = {
@@ -44,7 +44,7 @@ SMOKE = {
     "scaling": [1, 2],
     "warmup": 20,
 }
-WORKLOADS = ["burst", "peer", "steady", "idle", "api", "storage", "scaling"]
+WORKLOADS = ["burst", "peer", "bullmq", "steady", "idle", "api", "storage", "scaling"]
 
 
 def say(text: str) -> None:
@@ -83,6 +83,10 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
             results["peer_burst"] = json.loads(out.strip().splitlines()[-1])
             peer = results["peer_burst"]
             say(f"  {peer['fires_per_second']:,} fires/s, {peer['adds_per_second']:,} adds/s")
+        if "bullmq" in only:
+            say(f"BullMQ, 1 worker at concurrency 100, {sizes['peer']:,} jobs, its own redis-server")
+            results["bullmq_burst"] = bullmq.burst(sizes["peer"], sizes["warmup"])
+            say(f"  {results['bullmq_burst']['fires_per_second']:,} jobs/s")
         if "steady" in only:
             say(f"steady: {sizes['steady_tasks']:,} cron tasks every second for {sizes['steady_seconds']} s")
             fresh()

@@ -16,6 +16,14 @@ def _lag(figures: dict[str, Any]) -> str:
     return " / ".join(f"{lag[k]:.0f}" for k in ("p50", "p95", "p99", "max") if k in lag) or "—"
 
 
+def _costs(figures: dict[str, Any], unit: str) -> str:
+    """Redis commands (inside scripts one by one), Redis CPU and memory per execution or job."""
+    return (
+        f"{figures[f'redis_commands_per_{unit}']} Redis commands, "
+        f"{figures[f'redis_cpu_us_per_{unit}']} us Redis CPU, {figures[f'bytes_per_{unit}']:,} bytes"
+    )
+
+
 def table(results: dict[str, Any]) -> str:
     r = results["workloads"]
     rows = ["| workload | result | lag p50 / p95 / p99 / max (ms) |", "|---|---|---|"]
@@ -23,7 +31,15 @@ def table(results: dict[str, Any]) -> str:
         b = r["burst"]
         rows.append(
             f"| 1. burst of {b['tasks']:,} one-time tasks | drained in {b['drain_seconds']:.2f} s: "
-            f"**{b['fires_per_second']:,} fires/s** | {_lag(b)} |"
+            f"**{b['fires_per_second']:,} fires/s**; per execution {_costs(b, 'execution')} | {_lag(b)} |"
+        )
+    if "bullmq_burst" in r and "burst" in r:
+        q = r["bullmq_burst"]
+        ratio = r["burst"]["fires_per_second"] / max(q["fires_per_second"], 1)
+        rows.append(
+            f"| 1. same, BullMQ 6.7 (1 worker, concurrency 100, completed jobs kept; its own "
+            f"redis-server) | drained in {q['drain_seconds']:.2f} s: {q['fires_per_second']:,} jobs/s "
+            f"(**we are {ratio:.2f}x**); per job {_costs(q, 'job')} | {_lag(q)} |"
         )
     if "peer_burst" in r and "burst" in r:
         p = r["peer_burst"]
@@ -47,9 +63,9 @@ def table(results: dict[str, Any]) -> str:
     if "api_create" in r:
         a = r["api_create"]
         rows.append(f"| 4. CreateTask, {a['in_flight']} in flight | **{a['per_second']:,} calls/s** | |")
-    if "peer_burst" in r:
+    if "peer_burst" in r and "api_create" in r:
         p = r["peer_burst"]
-        ratio = r.get("api_create", {}).get("per_second", 0) / max(p["adds_per_second"], 1)
+        ratio = r["api_create"]["per_second"] / max(p["adds_per_second"], 1)
         rows.append(
             f"| 4. APScheduler add_job (Redis job store) | {p['adds_per_second']:,} jobs/s "
             f"(CreateTask is {ratio:.1f}x) | |"
@@ -62,10 +78,9 @@ def table(results: dict[str, Any]) -> str:
         )
     if "storage" in r:
         st = r["storage"]
-        per_exec = r.get("burst", {}).get("bytes_per_execution")
-        extra = f"; {per_exec:,} bytes per execution record (burst)" if per_exec else ""
+        extra = ""
         if st.get("audit_bytes_per_event") is not None:
-            extra += f"; the audit stream, apart: {st['audit_bytes_per_event']:,} bytes per event"
+            extra = f"; the audit stream, apart: {st['audit_bytes_per_event']:,} bytes per event"
         rows.append(
             f"| 5. storage at {st['tasks']:,} tasks | **{st['bytes_per_task']:,} bytes per task**{extra} | |"
         )
@@ -96,6 +111,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("burst (ours)", r.get("burst", {}).get("lags_ms")),
         ("steady (ours)", r.get("steady", {}).get("lags_ms")),
         ("burst (APScheduler + Redis)", r.get("peer_burst", {}).get("lags_ms")),
+        ("burst (BullMQ)", r.get("bullmq_burst", {}).get("lags_ms")),
     ]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, lags in series:

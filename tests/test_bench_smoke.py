@@ -20,6 +20,7 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
     assert set(workloads) == {
         "burst",
         "peer_burst",
+        "bullmq_burst",
         "steady",
         "idle",
         "api_create",
@@ -28,6 +29,7 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
         "scaling",
     }
     assert workloads["burst"]["tasks"] == 200 and workloads["peer_burst"]["ran"] == 100
+    assert workloads["bullmq_burst"]["ran"] == 100 and workloads["bullmq_burst"]["redis_commands_per_job"] > 0
     assert workloads["steady"]["fires"] > 0
     assert [run["schedulers"] for run in workloads["scaling"]] == [1, 2]
     markdown = (tmp_path / "benchmarks.md").read_text()
