@@ -1,4 +1,4 @@
-"""The BullMQ peer on the burst workload: bench/bullmq/peer.cjs on a redis-server of its own
+"""The BullMQ peer on the burst workload: bench/bullmq.cjs on a redis-server of its own
 (AOF, appendfsync everysec, as ours), so neither system's Redis work counts for the other.
 
 BullMQ is the queue the first design of this suite used; issue 15 asks for twice its drain rate
@@ -16,7 +16,7 @@ from bench.cluster import ROOT
 from bench.workloads import percentiles
 from tests.support import RedisServer
 
-PEER = ROOT / "bench" / "bullmq" / "peer.cjs"
+PEER = ROOT / "bench" / "bullmq.cjs"
 
 
 def burst(n: int, warmup: int = 0) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 // The BullMQ peer (`python -m bench --only bullmq`; bench/bullmq.py runs it): BullMQ, one worker
 // at concurrency 100, completed jobs kept, on a redis-server of its own.
 //
-// Usage: node bench/bullmq/peer.cjs REDIS_URL N WARMUP
+// Usage: node bench/bullmq.cjs REDIS_URL N WARMUP
 // Adds N delayed jobs in bulk (addBulk, 1,000 per call), all due at one instant; each run
 // records when it started. A warm-up burst of WARMUP runs first, unmeasured. Prints one JSON
 // line: lags (start minus due, ms), the drain, and Redis commands (inside scripts one by one,
