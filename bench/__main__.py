@@ -87,6 +87,10 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
             say(f"BullMQ, 1 worker at concurrency 100, {sizes['peer']:,} jobs, its own redis-server")
             results["bullmq_burst"] = bullmq.burst(sizes["peer"], sizes["warmup"])
             say(f"  {results['bullmq_burst']['fires_per_second']:,} jobs/s")
+            tasks, seconds = sizes["steady_tasks"], sizes["steady_seconds"]
+            say(f"BullMQ steady: {tasks:,} job schedulers every second for {seconds} s")
+            q = results["bullmq_steady"] = bullmq.steady(tasks, seconds)
+            say(f"  {q['fires_per_second']:,} jobs/s, lag {q['lag_ms']}")
         if "steady" in only:
             say(f"steady: {sizes['steady_tasks']:,} cron tasks every second for {sizes['steady_seconds']} s")
             fresh()

@@ -20,6 +20,16 @@ PEER = ROOT / "bench" / "bullmq.cjs"
 
 
 def burst(n: int, warmup: int = 0) -> dict[str, Any]:
+    """n jobs due at one instant (after a warm-up burst): drain, lag, Redis work per job."""
+    return _run("burst", n, warmup, timeout=300 + n / 50)
+
+
+def steady(tasks: int, seconds: int) -> dict[str, Any]:
+    """`tasks` job schedulers firing every second for `seconds`: fires in the window, lag."""
+    return _run("steady", tasks, seconds, timeout=120 + seconds + tasks / 20)
+
+
+def _run(mode: str, a: int, b: int, timeout: float) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None or not (ROOT / "node_modules" / "bullmq").is_dir():
         raise RuntimeError("the BullMQ peer needs node and node_modules/bullmq: run `make tools`")
@@ -27,12 +37,12 @@ def burst(n: int, warmup: int = 0) -> dict[str, Any]:
     redis.start()
     try:
         out = subprocess.run(
-            [node, str(PEER), redis.url, str(n), str(warmup)],
+            [node, str(PEER), mode, redis.url, str(a), str(b)],
             cwd=ROOT,
             check=True,
             capture_output=True,
             text=True,
-            timeout=300 + n / 50,
+            timeout=timeout,
         ).stdout
     finally:
         redis.stop()

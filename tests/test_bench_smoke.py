@@ -21,6 +21,7 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
         "burst",
         "peer_burst",
         "bullmq_burst",
+        "bullmq_steady",
         "steady",
         "idle",
         "api_create",
@@ -30,7 +31,7 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
     }
     assert workloads["burst"]["tasks"] == 200 and workloads["peer_burst"]["ran"] == 100
     assert workloads["bullmq_burst"]["ran"] == 100 and workloads["bullmq_burst"]["redis_commands_per_job"] > 0
-    assert workloads["steady"]["fires"] > 0
+    assert workloads["steady"]["fires"] > 0 and workloads["bullmq_steady"]["fires"] > 0
     assert [run["schedulers"] for run in workloads["scaling"]] == [1, 2]
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- bench:start -->" in markdown and "fires/s" in markdown
