@@ -194,6 +194,14 @@ class Engine:
             metrics.ATTEMPTS_QUEUED.set(len(self.queued))
 
     def _launch(self, key: tuple[str, int], attempt: Attempt) -> None:
+        """Start an attempt in a free slot: an inline target's at once, to its end (the caller
+        regrants), any other's in a task of its own."""
+        result = self.runner.run_inline(attempt.item)
+        if result is not None:
+            self.finished.add(time.monotonic())
+            self._forget(key, attempt)
+            self._deliver(attempt.stream, result)
+            return
         self.active += 1
         attempt.task = asyncio.create_task(
             self._attempt(key, attempt), name=f"attempt {attempt.item.execution_id}"

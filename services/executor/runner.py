@@ -66,6 +66,35 @@ class Runner:
         outcome = Outcome(PENDING, status_message=why, retryable=True)
         return self.result(item, outcome, start if start is not None else now_ts())
 
+    def run_inline(self, item: WorkItem) -> WorkResult | None:
+        """The attempt of an inline target (Target.inline), run to its end now; None when the
+        item's target is not inline (run() it)."""
+        kind = item.target.WhichOneof("kind") if item.HasField("target") else None
+        target = self.targets.get(kind) if kind else None
+        if target is None or not target.inline:
+            return None
+        start = now_ts()
+        try:
+            outcome = target.run_now(item, self._context(start, timeout_s(item)))
+        except Exception as exc:  # a target's bug ends its attempt, not the executor
+            log.exception("%s target raised", kind, extra={"execution_id": item.execution_id})
+            outcome = Outcome.failed(f"{kind} target failed: {type(exc).__name__}: {exc}", retryable=True)
+        self._count(item, outcome)
+        return self.result(item, outcome, start)
+
+    def _context(self, start: Timestamp, limit: float) -> AttemptContext:
+        return AttemptContext(
+            executor_id=self.executor_id,
+            start_time=datetime.fromtimestamp(start.ToNanoseconds() / 1e9, tz=UTC),
+            output_limit=self.output_limit,
+            timeout_s=limit,
+        )
+
+    def _count(self, item: WorkItem, outcome: Outcome) -> None:
+        kind = item.target.WhichOneof("kind") if item.HasField("target") else None
+        status = "handed_back" if outcome.status == PENDING else pb.ExecutionStatus.Name(outcome.status)
+        metrics.ATTEMPTS.labels(kind or "unknown", metrics.status_label(status)).inc()
+
     async def run(self, item: WorkItem) -> WorkResult:
         """Run the attempt to its end. Cancelled (shutdown), it ends as a hand-back."""
         start = now_ts()
@@ -80,9 +109,7 @@ class Runner:
             outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
         finally:
             metrics.ATTEMPTS_IN_FLIGHT.dec()
-        kind = item.target.WhichOneof("kind") if item.HasField("target") else None
-        status = "handed_back" if outcome.status == PENDING else pb.ExecutionStatus.Name(outcome.status)
-        metrics.ATTEMPTS.labels(kind or "unknown", metrics.status_label(status)).inc()
+        self._count(item, outcome)
         return self.result(item, outcome, start)
 
     async def _run(self, item: WorkItem, start: Timestamp) -> Outcome:
@@ -96,12 +123,7 @@ class Runner:
                 )
             return Outcome.failed(f"unknown target kind {kind or '(unset)'}", retryable=False)
         limit = timeout_s(item)
-        ctx = AttemptContext(
-            executor_id=self.executor_id,
-            start_time=datetime.fromtimestamp(start.ToNanoseconds() / 1e9, tz=UTC),
-            output_limit=self.output_limit,
-            timeout_s=limit,
-        )
+        ctx = self._context(start, limit)
         try:
             async with asyncio.timeout(
                 limit + OWN_TIMEOUT_MARGIN_S if target.own_timeout else limit

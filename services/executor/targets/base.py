@@ -60,11 +60,19 @@ class Target:
     # True: the target ends an attempt at ctx.timeout_s itself (reporting TIMED_OUT with what it
     # learned), and the runner's timeout, a little later, is only a backstop.
     own_timeout = False
+    # True: the work is small, bounded and never waits (the log target), so the executor runs the
+    # attempt at once through run_now, with no task or timer of its own (docs/engine.md,
+    # "Dispatch").
+    inline = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def run(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
+        return self.run_now(item, ctx)
+
+    def run_now(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
+        """The attempt of an inline target; other targets implement run."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -12,7 +12,9 @@ from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, T
 
 
 class LogTarget(Target):
-    async def run(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
+    inline = True  # a bounded payload formatted as JSON: nothing to wait for
+
+    def run_now(self, item: WorkItem, ctx: AttemptContext) -> Outcome:
         record: dict[str, Any] = {
             "execution_id": item.execution_id,
             "task_id": item.task_id,
