@@ -21,7 +21,6 @@ from services.api.access import Authenticator
 from services.api.ids import new_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
-from services.api.urlcheck import CONTROL
 
 MAX_TOKEN_NAME = 200
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
@@ -52,13 +51,7 @@ class AuthService(pb.auth_service_grpc.AuthServiceServicer):  # type: ignore[mis
     ) -> pb.CreateTokenResponse:
         caller = access.current()
         v = Violations()
-        name = request.token.name.strip()
-        if not name:
-            v.add("token.name", "required")
-        elif len(name) > MAX_TOKEN_NAME:
-            v.add("token.name", f"longer than {MAX_TOKEN_NAME} characters")
-        elif CONTROL.search(name):
-            v.add("token.name", "must not contain control characters")
+        name = validation.display_name(v, "token.name", request.token.name, MAX_TOKEN_NAME)
         role = request.token.role
         if role == pb.Role.ROLE_UNSPECIFIED:
             v.add("token.role", "required: viewer, editor or admin")

@@ -247,7 +247,7 @@ def task(
     require_future: a one-time run_time or a cron end_time must lie after now_ms."""
     v = Violations()
     spec = pb.Task()
-    spec.name = _name(v, task_in.name)
+    spec.name = display_name(v, "task.name", task_in.name, MAX_NAME)
     if task_in.namespace and not NAMESPACE.match(task_in.namespace):
         v.add("task.namespace", NAMESPACE_RULE)
     spec.namespace = task_in.namespace
@@ -275,14 +275,16 @@ def task(
     return ValidTask(spec, window)
 
 
-def _name(v: Violations, raw: str) -> str:
+def display_name(v: Violations, path: str, raw: str, limit: int) -> str:
+    """A required name shown to people (a task's, a token's): stripped, at most `limit`
+    characters, no control characters."""
     name = raw.strip()
     if not name:
-        v.add("task.name", "required")
-    elif len(name) > MAX_NAME:
-        v.add("task.name", f"longer than {MAX_NAME} characters")
+        v.add(path, "required")
+    elif len(name) > limit:
+        v.add(path, f"longer than {limit} characters")
     elif CONTROL.search(name):
-        v.add("task.name", "must not contain control characters")
+        v.add(path, "must not contain control characters")
     return name
 
 
