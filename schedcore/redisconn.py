@@ -84,18 +84,17 @@ def connect(settings: Settings) -> StoreRedis:
     }
     if not settings.redis_sentinels:
         return from_url(settings.redis_url, **options)
-    else:
-        target: dict[str, Any] = dict(parse_url(settings.redis_url))  # the Sentinels give the address
-        target.pop("host", None)
-        target.pop("port", None)
-        if target.pop("connection_class", None) is SSLConnection:
-            target["ssl"] = True
-        sentinel = Sentinel(
-            list(settings.redis_sentinels),
-            sentinel_kwargs={**timeouts, "password": settings.redis_sentinel_password or None},
-            **options,
-            **target,
-        )
-        client = sentinel.master_for(settings.redis_sentinel_master, redis_class=StoreRedis)
+    target: dict[str, Any] = dict(parse_url(settings.redis_url))  # the Sentinels give the address
+    target.pop("host", None)
+    target.pop("port", None)
+    if target.pop("connection_class", None) is SSLConnection:
+        target["ssl"] = True
+    sentinel = Sentinel(
+        list(settings.redis_sentinels),
+        sentinel_kwargs={**timeouts, "password": settings.redis_sentinel_password or None},
+        **options,
+        **target,
+    )
+    client = sentinel.master_for(settings.redis_sentinel_master, redis_class=StoreRedis)
     assert isinstance(client, StoreRedis)  # master_for builds redis_class
     return client
