@@ -47,7 +47,8 @@ EXECUTION_LAG = Histogram(
 )
 LEASES_TAKEN = Counter(
     "tasksched_leases_taken_total",
-    "Dispatch leases taken on ready executions.",
+    "Dispatch leases taken, by path: ready (a dispatch round) or fire (a run leased as it fired).",
+    ["path"],
 )
 LEASES_RECLAIMED = Counter(
     "tasksched_leases_reclaimed_total",

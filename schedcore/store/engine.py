@@ -55,10 +55,12 @@ class FireCommit:
 @dataclass(frozen=True)
 class Fired:
     """What committing one fire wrote: records created (-1: a conflict, the task had moved since
-    it was read), and how many of them were queued to run (the others: SKIPPED)."""
+    it was read), how many of them were queued to run (the others: SKIPPED), and of those how
+    many were leased to the caller as they fired (0 or 1: the run)."""
 
     created: int
     queued: int
+    leased: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,19 @@ class EngineStore:
                     due.append(DueTask(task_id, int(nxt), pb.Task.FromString(spec), srev.decode()))
         return int(now), due, (int(later) if int(later) >= 0 else None)
 
-    async def commit_fire(self, commits: Sequence[FireCommit], now_ms: int) -> list[Fired]:
-        """Commit each fire by compare-and-set (fire_commit.lua): what each one wrote."""
+    async def commit_fire(
+        self, commits: Sequence[FireCommit], now_ms: int, lease: Sequence[bool] = (), lease_ms: int = 0
+    ) -> list[Fired]:
+        """Commit each fire by compare-and-set (fire_commit.lua): what each one wrote. A commit
+        whose `lease` flag is set (same order as `commits`; missing: not set) creates its run
+        leased to the caller for `lease_ms`, token 1 (docs/engine.md, "Leased as it fires")."""
         if not commits:
             return []
         k = self.keys
-        keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms))]
+        keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms)), k.inflight]
         rows = []
-        for c in commits:
+        flags = [*lease, *([False] * (len(commits) - len(lease)))]
+        for c, leased in zip(commits, flags, strict=True):
             task_id = c.task.task_id
             keys += [k.task(task_id), k.task_history(task_id), *(k.execution(r.id) for r in c.records)]
             rows.append(
@@ -141,10 +148,12 @@ class EngineStore:
                         for r in c.records
                     ],
                     pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
+                    "1" if leased else "",
                 ]
             )
-        replies = await self.scripts.fire_commit(keys=keys, args=[msgpack.packb(rows, use_bin_type=False)])
-        return [Fired(int(created), int(queued)) for created, queued in replies]
+        packed = msgpack.packb(rows, use_bin_type=False)
+        replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms])
+        return [Fired(int(created), int(queued), int(leased)) for created, queued, leased in replies]
 
     async def lease_ready(
         self, limit: int, lease_ms: int, candidates: Sequence[str] | None = None, *, queue: str = ""

@@ -25,9 +25,10 @@ async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
     store = Store(redis, settings.redis_key_prefix)
     recorder = Recorder(store, settings)
-    links = Links(settings.executor_addrs, settings.instance_id, ChannelSecurity.from_settings(settings))
+    security = ChannelSecurity.from_settings(settings)
+    links = Links(settings.executor_addrs, settings.instance_id, security, settings.standby_credits)
     dispatcher = Dispatcher(store, settings, recorder, links)
-    firer = Firer(store.engine, settings, dispatcher.poke)
+    firer = Firer(store.engine, settings, dispatcher)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:

@@ -7,12 +7,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from schedcore import ipb, metrics
+from schedcore import ipb, metrics, pb
 from schedcore.errors import StoreUnavailable
 from schedcore.loops import RETRY_S, guarded_round, wait_event
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import DispatchItem
+from schedcore.store.engine import DispatchItem, FireCommit, Fired
 from services.scheduler.links import Link, Links
 from services.scheduler.results import Recorder
 from services.scheduler.routing import route
@@ -29,8 +29,16 @@ CAPABILITY_REFRESH_S = 3.0
 CAPABILITY_TTL_S = 10.0
 
 
+def runs_command(spec: pb.Task) -> bool:
+    return spec.target.HasField("command")
+
+
+PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+RUNNING = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
+
+
 def is_command(item: DispatchItem) -> bool:
-    return item.spec is not None and item.spec.target.HasField("command")
+    return item.spec is not None and runs_command(item.spec)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class _Leased:
     command_credits: int
     items: list[DispatchItem]
     from_command_queue: int
+    claimed: int  # credits claimed for the lease: the caller unclaims them as it pushes
 
 
 class Dispatcher:
@@ -58,6 +67,9 @@ class Dispatcher:
         self.dispatched = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
         self.capabilities_seen = asyncio.Event()
+        # Credits a lease under way (a dispatch round's, a firing round's) will use: the other
+        # round leases only what is left (docs/engine.md, "Leased as it fires").
+        self.claimed = 0
 
     def poke(self) -> None:
         self.wake.set()
@@ -83,20 +95,46 @@ class Dispatcher:
                 log.warning("cannot record results from %s yet: %s", link.addr, exc.reason)
                 await asyncio.sleep(0.5)
 
+    def _free(self, links: list[Link]) -> int:
+        return max(0, sum(link.credits for link in links) - self.claimed)
+
+    def claim_for_fire(self, commits: list[FireCommit]) -> list[bool]:
+        """Which commits of a firing round lease their run as they fire: in order, as many as the
+        credits no round has claimed, never a command run (those take the ready path and its
+        routing). The claim holds until `unclaim`, which the firing round calls once its commit
+        returned, before it awaits anything else."""
+        free = 0 if self.stopping else self._free(self.links.connected())
+        flags = []
+        for c in commits:
+            take = free > 0 and bool(c.records) and c.records[0].status == PENDING
+            take = take and not runs_command(c.task.spec)
+            flags.append(take)
+            free -= take
+        self.claimed += sum(flags)
+        return flags
+
+    def unclaim(self, flags: list[bool]) -> None:
+        self.claimed -= sum(flags)
+
+    async def deliver_fired(self, commits: list[FireCommit], fired: list[Fired]) -> None:
+        """Push the runs a firing round leased as it fired (fire_commit.lua, token 1)."""
+        items = []
+        for c, f in zip(commits, fired, strict=True):
+            if f.leased:
+                run = c.records[0]
+                run.status = RUNNING
+                items.append(DispatchItem(run, 1, c.task.spec))
+        if items:
+            metrics.LEASES_TAKEN.labels("fire").inc(len(items))
+            await self._deliver(self.links.connected(), items, None)
+
     async def dispatch_once(self) -> int:
         """One round. Returns the demand it could act on: executions due in the ready queue, and
         those in the command ready queue when a linked command executor holds credits."""
         links = self.links.connected()
         capable = [link for link in links if COMMAND in link.capabilities]
         leased = await self._lease(links, capable)
-        if leased.items:
-            metrics.LEASES_TAKEN.inc(len(leased.items))
-            orphans = [(i.execution, i.token) for i in leased.items if i.spec is None]
-            if orphans:
-                await self.recorder.cancel_orphans(orphans, leased.now)
-        # Routing (docs/engine.md): command work only to links that run them (routing.py).
-        runnable = [i for i in leased.items if i.spec is not None]
-        routes = route(runnable, {link: link.credits for link in links}, capable, is_command)
+        metrics.LEASES_TAKEN.labels("ready").inc(len(leased.items))
         # Each executor hears its share of what is left, so one scheduler does not gather every
         # executor's credits for the same backlog while other replicas starve.
         # Command executions count only towards the demand of links that run them.
@@ -104,23 +142,43 @@ class Dispatcher:
         remaining_command = max(0, leased.due_command - leased.from_command_queue)
         share = -(-remaining // len(links)) if links else 0
         share_command = -(-remaining_command // len(capable)) if capable else 0
+        runnable = [i for i in leased.items if i.spec is not None]
+        self.claimed -= leased.claimed
+        await self._deliver(links, runnable, (share, share_command))
+        orphans = [(i.execution, i.token) for i in leased.items if i.spec is None]
+        if orphans:
+            await self.recorder.cancel_orphans(orphans, leased.now)
+        return leased.due + (leased.due_command if leased.command_credits else 0)
+
+    async def _deliver(
+        self, links: list[Link], items: list[DispatchItem], shares: tuple[int, int] | None
+    ) -> None:
+        """Route leased items (routing.py) and push them, each link told its share of the demand
+        (`shares`: of the ready queue, of the command queue; None: what it was told last).
+        Pushes before any await; what no stream takes goes back."""
+        capable = [link for link in links if COMMAND in link.capabilities]
+        routes = route(items, {link: link.credits for link in links}, capable, is_command)
         unsent: list[DispatchItem] = []
         for link in sorted(links, key=lambda x: -x.credits):
             batch = routes.batches[link]
             if not link.connected:  # dropped while we leased: its share goes back below
                 unsent += batch
                 continue
-            link.push(batch, share + (share_command if COMMAND in link.capabilities else 0))
+            if shares is None:
+                demand = max(link.last_demand, 0)
+            else:
+                demand = shares[0] + (shares[1] if COMMAND in link.capabilities else 0)
+            link.push(batch, demand)
             if batch:
                 self.dispatched += len(batch)
                 metrics.DISPATCH_BATCH.observe(len(batch))
+        now = await self.store.now_ms() if routes.park or routes.back or unsent else 0
         park = routes.park + [i for i in unsent if is_command(i)]
         back = routes.back + [i for i in unsent if not is_command(i)]
         if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
             await self.store.engine.park([(i.execution.id, i.token) for i in park])
         if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
-            await self.recorder.hand_back([(i.execution, i.token) for i in back], leased.now)
-        return leased.due + (leased.due_command if leased.command_credits else 0)
+            await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
 
     async def _lease(self, links: list[Link], capable: list[Link]) -> _Leased:
         """Lease what the links' credits allow: command executions first (only links that run
@@ -133,17 +191,26 @@ class Dispatcher:
             _, due_command, _ = await engine.peek(
                 keys.ready_command, lex=False, limit=self.settings.batch_size
             )
-        credits = sum(link.credits for link in links)
-        command_credits = sum(link.credits for link in capable)
+        credits = self._free(links)
+        command_credits = min(credits, sum(link.credits for link in capable))
+        claimed = min(credits, min(command_credits, len(due_command)) + len(due))
+        self.claimed += claimed
         items: list[DispatchItem] = []
-        if due_command and command_credits:
-            items = await engine.lease_ready(
-                min(command_credits, len(due_command)), self.lease_ms, due_command, queue=keys.ready_command
-            )
-        from_command_queue = len(items)
-        if due and credits > len(items):
-            items += await engine.lease_ready(min(credits - len(items), len(due)), self.lease_ms, due)
-        return _Leased(now, len(due), len(due_command), command_credits, items, from_command_queue)
+        try:
+            if due_command and command_credits:
+                items = await engine.lease_ready(
+                    min(command_credits, len(due_command)),
+                    self.lease_ms,
+                    due_command,
+                    queue=keys.ready_command,
+                )
+            from_command_queue = len(items)
+            if due and credits > len(items):
+                items += await engine.lease_ready(min(credits - len(items), len(due)), self.lease_ms, due)
+        except BaseException:
+            self.claimed -= claimed
+            raise
+        return _Leased(now, len(due), len(due_command), command_credits, items, from_command_queue, claimed)
 
     async def publish_capabilities_forever(self) -> None:
         """While a linked executor runs command targets, say so in Redis (the api refuses

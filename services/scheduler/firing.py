@@ -2,6 +2,8 @@
 
 Sleeps until the next occurrence comes due (as the due index says) or POLL_INTERVAL_SECONDS,
 whichever is sooner, so an idle task fires within milliseconds of its time without polling hard.
+When executors' credits are waiting, the runs a round creates are leased in its commit and pushed
+at once (docs/engine.md, "Leased as it fires").
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from typing import Protocol
 
 from schedcore import metrics
 from schedcore.loops import RETRY_S, guarded_round
 from schedcore.settings import Settings
-from schedcore.store.engine import EngineStore, FireCommit
+from schedcore.store.engine import EngineStore, FireCommit, Fired
 from services.scheduler.plan import plan
 
 log = logging.getLogger("scheduler.firing")
@@ -24,11 +26,21 @@ log = logging.getLogger("scheduler.firing")
 PLAN_RETRY_MS = 10_000
 
 
+class Dispatch(Protocol):
+    """What firing needs of dispatch (services/scheduler/dispatch.py's Dispatcher)."""
+
+    def poke(self) -> None: ...
+    def claim_for_fire(self, commits: list[FireCommit]) -> list[bool]: ...
+    def unclaim(self, flags: list[bool]) -> None: ...
+    async def deliver_fired(self, commits: list[FireCommit], fired: list[Fired]) -> None: ...
+
+
 class Firer:
-    def __init__(self, engine: EngineStore, settings: Settings, on_fired: Callable[[], None]) -> None:
+    def __init__(self, engine: EngineStore, settings: Settings, dispatch: Dispatch) -> None:
         self.engine = engine
         self.settings = settings
-        self.on_fired = on_fired
+        self.dispatch = dispatch
+        self.lease_ms = int(settings.lease_s * 1000)
         # Nothing is leased while a task fires, so a takeover is not late by a lease.
         self.tolerance_ms = int(settings.missed_tolerance_s * 1000)
         self.spread = 0.0  # after a conflict, the next round reads at a random offset (read_due)
@@ -46,7 +58,12 @@ class Firer:
                 except Exception:
                     log.exception("cannot plan task %s; tried again in %d ms", task.task_id, PLAN_RETRY_MS)
                     commits.append(FireCommit.deferred(task, now + PLAN_RETRY_MS))
-            fired = await self.engine.commit_fire(commits, now)
+            lease = self.dispatch.claim_for_fire(commits)
+            try:
+                fired = await self.engine.commit_fire(commits, now, lease, self.lease_ms)
+            finally:
+                self.dispatch.unclaim(lease)
+            await self.dispatch.deliver_fired(commits, fired)
             created = sum(f.created for f in fired if f.created > 0)
             queued = sum(f.queued for f in fired)
             conflicts = sum(1 for f in fired if f.created < 0)
@@ -54,7 +71,7 @@ class Firer:
             self.fired += created
             metrics.OCCURRENCES_FIRED.inc(queued)
             metrics.OCCURRENCES_SKIPPED.inc(created - queued)
-            self.on_fired()
+            self.dispatch.poke()
         wait = self.settings.poll_interval_s
         if later is not None:
             wait = min(wait, max(0.0, (later - now) / 1000))

@@ -49,8 +49,11 @@ class Link:
         on_response: OnResponse,
         security: ChannelSecurity,
         server_name: str = "",
+        standby: int = 0,
     ) -> None:
         self.addr = addr
+        # Credits kept while nothing waits: asked for as demand, never released for idleness.
+        self.standby = standby
         # TLS: the executor's certificate names the host EXECUTOR_ADDRS gave, not the pod's IP.
         self.security, self.server_name = security, server_name
         self.scheduler_id = scheduler_id
@@ -72,9 +75,11 @@ class Link:
     def send(self, request: ipb.ExecuteRequest) -> None:
         self._queue.put_nowait(request)
 
-    def push(self, batch: list[DispatchItem], demand: int) -> None:
-        """Send `batch` (within this stream's credits) and the demand still waiting for it; a
-        demand told before is not repeated. Credits held idle too long go back (release)."""
+    def push(self, batch: list[DispatchItem], waiting: int) -> None:
+        """Send `batch` (within this stream's credits) and the demand: what still waits for this
+        stream, or the standby credits when fewer wait; a demand told before is not repeated.
+        Credits beyond the standby held idle too long go back (release)."""
+        demand = max(waiting, self.standby)
         if batch:
             self.credits -= len(batch)
             self.sent.update((i.execution.id, i) for i in batch)
@@ -83,7 +88,7 @@ class Link:
         elif self.last_demand != demand:
             self.send(ipb.ExecuteRequest(demand=demand))
             self.last_demand = demand
-        self._release_if_idle(demand)
+        self._release_if_idle(waiting)
 
     def acknowledge(self, results: Sequence[ipb.WorkResult]) -> None:
         """Results recorded (or found stale): forget what was sent for them, and tell the executor
@@ -94,16 +99,16 @@ class Link:
         acks = [ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token) for r in results]
         self.send(ipb.ExecuteRequest(acks=acks, demand=max(self.last_demand, 0)))  # demand is absolute
 
-    def _release_if_idle(self, demand: int) -> None:
-        if demand or not self.credits:
+    def _release_if_idle(self, waiting: int) -> None:
+        if waiting or self.credits <= self.standby:
             self.idle_since = None
             return
         now = time.monotonic()
         if self.idle_since is None:
             self.idle_since = now
         elif now - self.idle_since > RELEASE_AFTER_S:
-            self.send(ipb.ExecuteRequest(release=self.credits, demand=0))
-            self.credits = 0
+            self.send(ipb.ExecuteRequest(release=self.credits - self.standby, demand=self.standby))
+            self.credits = self.standby
             self.idle_since = None
 
     def half_close(self) -> None:
@@ -180,8 +185,9 @@ class Links:
     """The set of executor streams, kept in step with what EXECUTOR_ADDRS resolves to. Each
     executor's messages go to the handler `subscribe` set (the dispatcher's)."""
 
-    def __init__(self, spec: str, scheduler_id: str, security: ChannelSecurity) -> None:
+    def __init__(self, spec: str, scheduler_id: str, security: ChannelSecurity, standby: int = 0) -> None:
         self.targets = parse_targets(spec)
+        self.standby = standby
         self.security = security
         self.scheduler_id = scheduler_id
         self.on_response: OnResponse | None = None
@@ -202,7 +208,7 @@ class Links:
             found.update(dict.fromkeys(await resolve(host, port), host))
         assert self.on_response is not None, "subscribe() first"
         for addr in found.keys() - self.links.keys():
-            link = Link(addr, self.scheduler_id, self.on_response, self.security, found[addr])
+            link = Link(addr, self.scheduler_id, self.on_response, self.security, found[addr], self.standby)
             self.links[addr] = link
             self._tasks[addr] = asyncio.create_task(link.run(), name=f"link {addr}")
             log.info("executor %s added", addr)

@@ -57,6 +57,26 @@ class Stores:
             await client.aclose()
 
 
+class NoExecutors:
+    """The dispatch side of a Firer with no executor linked: no credits, so nothing is leased as
+    it fires (services/scheduler/firing.py, Dispatch); counts the pokes."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+
+    def poke(self) -> None:
+        self.pokes += 1
+
+    def claim_for_fire(self, commits: Sequence[Any]) -> list[bool]:
+        return [False] * len(commits)
+
+    def unclaim(self, flags: list[bool]) -> None:
+        pass
+
+    async def deliver_fired(self, commits: Sequence[Any], fired: Sequence[Fired]) -> None:
+        assert not any(f.leased for f in fired)
+
+
 def run(url: str, body: Callable[[Stores], Awaitable[R]]) -> R:
     async def main() -> R:
         stores = Stores(url)

@@ -30,6 +30,7 @@ from tests.integration.engine_harness import (
     HOUR_MS,
     HOURLY,
     PAUSED,
+    NoExecutors,
     S,
     Stores,
     assert_index_consistent,
@@ -41,13 +42,16 @@ from tests.integration.engine_harness import (
     fire_counted,
     gate,
     history_of,
+    inflight_score,
     make_due,
     members_of,
     new_task,
     read,
     ready_score,
+    reclaim,
     run,
     update,
+    wait_past,
     whole_second_ago,
 )
 from tests.integration.helpers import KEYS, TIMEOUT, create, cron_task, get, ms_of, snapshot
@@ -60,8 +64,10 @@ YEARLY = "0 0 1 1 *"  # the following occurrence is months away: a fired task is
 
 
 def firer(store: Store, batch_size: int = 500) -> firing.Firer:
-    settings = SimpleNamespace(batch_size=batch_size, poll_interval_s=0.01, missed_tolerance_s=3600.0)
-    return firing.Firer(store.engine, cast(Any, settings), lambda: None)
+    settings = SimpleNamespace(
+        batch_size=batch_size, poll_interval_s=0.01, missed_tolerance_s=3600.0, lease_s=60.0
+    )
+    return firing.Firer(store.engine, cast(Any, settings), NoExecutors())
 
 
 # --- 1. replicas racing on one due set: each occurrence recorded once, each task advanced once ------
@@ -579,5 +585,91 @@ def test_a_round_larger_than_one_chunk_fires_each_task_once(redis_srv, rds) -> N
         assert await store.redis.zcard(store.keys.history) == 1_200
         await assert_index_consistent(store)
         assert await read(store, 2_000) == []  # each advanced past its occurrence
+
+    run(redis_srv.url, body)
+
+
+# --- leased as it fires (docs/engine.md, "Leased as it fires") --------------------------------------
+
+
+def test_a_run_leased_as_it_fires_is_running_in_inflight_with_token_1_and_never_ready(redis_srv, rds):
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        nominal = await whole_second_ago(store, 1)
+        leased_id, queued_id = await new_task(store, nominal, "a"), await new_task(store, nominal, "b")
+        now, due, _ = await store.engine.read_due(10)
+        commits = [plan(t, now, HOUR_MS) for t in sorted(due, key=lambda t: t.task_id != leased_id)]
+        fired = await store.engine.commit_fire(commits, now, [True], 60_000)
+        assert [(f.created, f.queued, f.leased) for f in fired] == [(1, 1, 1), (1, 1, 0)]
+        run_id, other_id = execution_id(leased_id, nominal), execution_id(queued_id, nominal)
+        key = store.keys.execution(run_id)
+        assert await field(store, key, "status") == str(S.EXECUTION_STATUS_RUNNING)
+        assert await field(store, key, "tok") == "1"
+        expiry = await inflight_score(store, run_id)
+        assert expiry is not None and now + 55_000 <= expiry <= now + 65_000
+        assert await ready_score(store, run_id) is None
+        # the unflagged commit takes the ready path, as before
+        assert (
+            await ready_score(store, other_id) is not None and await inflight_score(store, other_id) is None
+        )
+        # a dispatch round never sees the leased one; its result is fenced by token 1
+        assert [i.execution.id for i in await store.engine.lease_ready(10, 60_000)] == [other_id]
+        assert await finish(store, run_id, 2) == 0
+        assert await finish(store, run_id, 1) == 1
+        assert await field(store, key, "status") == str(S.EXECUTION_STATUS_SUCCEEDED)
+        assert await inflight_score(store, run_id) is None
+
+    run(redis_srv.url, body)
+
+
+def test_a_commit_that_conflicts_leases_nothing_even_when_flagged(redis_srv, rds):
+    async def body(stores: Stores) -> None:
+        a, b = stores.new(), stores.new()
+        nominal = await whole_second_ago(a, 1)
+        task_id = await new_task(a, nominal)
+        [held_a], [held_b] = await read(a), await read(b)
+        now = await a.now_ms()
+        [first] = await b.engine.commit_fire([plan(held_b, now, HOUR_MS)], now)  # ready path
+        before = snapshot(rds)
+        [second] = await a.engine.commit_fire([plan(held_a, now, HOUR_MS)], now, [True], 60_000)
+        assert (first.leased, second.created, second.leased) == (0, -1, 0)
+        assert snapshot(rds) == before, "a conflicting commit flagged to lease changed Redis"
+        assert await inflight_score(a, execution_id(task_id, nominal)) is None
+
+    run(redis_srv.url, body)
+
+
+def test_a_flagged_commit_of_a_missed_window_leases_only_the_run(redis_srv, rds):
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        nominal = await whole_second_ago(store, 5)
+        await new_task(store, nominal)
+        now, [held], _ = await store.engine.read_due(10)
+        commit = plan(held, now, 1000)
+        [fired] = await store.engine.commit_fire([commit], now, [True], 60_000)
+        assert (fired.created, fired.queued, fired.leased) == (len(commit.records), 1, 1)
+        assert [m.decode() for m in rds.zrange(KEYS.inflight, 0, -1)] == [commit.records[0].id]
+        assert rds.zcard(KEYS.ready) == 0
+        for r in commit.records[1:]:
+            assert await field(store, store.keys.execution(r.id), "status") == str(S.EXECUTION_STATUS_SKIPPED)
+
+    run(redis_srv.url, body)
+
+
+def test_a_run_leased_as_it_fired_whose_scheduler_died_is_reclaimed_and_runs(redis_srv, rds):
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        nominal = await whole_second_ago(store, 1)
+        task_id = await new_task(store, nominal)
+        now, [held], _ = await store.engine.read_due(10)
+        await store.engine.commit_fire([plan(held, now, HOUR_MS)], now, [True], 200)
+        run_id = execution_id(task_id, nominal)
+        # nobody pushed it (the scheduler died after its commit): the lease expires, reclaim takes it back
+        await wait_past(store, int(await inflight_score(store, run_id) or 0))
+        assert await reclaim(store) == [run_id]
+        [item] = await store.engine.lease_ready(10, 60_000)
+        assert (item.execution.id, item.token) == (run_id, 3)  # 1 at fire, 2 at reclaim, 3 now
+        assert await finish(store, run_id, 1) == 0, "the dead holder's token still counted"
+        assert await finish(store, run_id, item.token) == 1
 
     run(redis_srv.url, body)

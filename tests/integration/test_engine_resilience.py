@@ -10,6 +10,7 @@ from schedcore.server import cancel_and_wait
 from schedcore.store import Store
 from services.scheduler.firing import Firer
 from tests.conftest import api_settings
+from tests.integration.engine_harness import NoExecutors
 from tests.integration.helpers import cron_task
 from tests.support import RedisServer, redis_server
 
@@ -36,7 +37,7 @@ def _run(own: RedisServer) -> None:
             await redis.config_set("maxmemory-policy", "noeviction")
             await redis.config_set("maxmemory", 1)
             settings = api_settings(own.url, poll_interval_s=0.02)
-            firer = Firer(store.engine, settings, lambda: None)
+            firer = Firer(store.engine, settings, NoExecutors())
             loop = asyncio.create_task(firer.run())
             await asyncio.sleep(1.2)
             assert not loop.done(), "the firing loop died"

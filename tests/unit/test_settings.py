@@ -94,6 +94,7 @@ FULL_ENV = {
     "OUTPUT_LIMIT_BYTES": "1024",
     "SCHEDULER_ADDR": "sched:50052",
     "EXECUTOR_ADDRS": "dns:///executors:50053",
+    "STANDBY_CREDITS": "4",
     "LEASE_SECONDS": "3",
     "BATCH_SIZE": "50",
     "POLL_INTERVAL_SECONDS": "0.02",
@@ -158,6 +159,7 @@ def test_every_variable_is_parsed() -> None:
         output_limit_bytes=1024,
         scheduler_addr="sched:50052",
         executor_addrs="dns:///executors:50053",
+        standby_credits=4,
         lease_s=3.0,
         batch_size=50,
         poll_interval_s=0.02,
@@ -487,6 +489,7 @@ def test_each_service_reads_its_own_variables_and_no_other(service: str) -> None
 BAD = {name: value for name, value, _ in BAD_VALUES} | {
     "REDIS_SENTINELS": "nohost",
     "EXECUTOR_PREFETCH": "-1",
+    "STANDBY_CREDITS": "-1",
     "EXECUTOR_CONCURRENCY": "0",
     "OUTPUT_LIMIT_BYTES": "1",
     "LEASE_SECONDS": "0",

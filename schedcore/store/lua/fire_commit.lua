@@ -7,36 +7,43 @@
 -- scheduler's cost of firing. Each task's hash is written by one HSET (and one HDEL when it has
 -- no following occurrence); the counts of tasks by state and this minute's skipped records are
 -- added once per call.
+-- A commit flagged `lease` creates its run (the PENDING record) leased to the caller, as
+-- dispatch_lease.lua would: status RUNNING, token 1, in inflight until now + lease ms, not in
+-- ready (docs/engine.md, "Leased as it fires").
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
---       minute's execution stats, then per commit: task hash, task history, its execution hashes
+--       minute's execution stats, 6 inflight, then per commit: task hash, task history, its
+--       execution hashes
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
 --       read, following occurrence (13-digit ms, "" none), state, summary of the first record
 --       (set as the task's last if that record is new and not older than the current last; ""
 --       none), ready score (ms), {{record id, protobuf, status, global history member}, ...},
 --       deferred until (13-digit ms; "" not deferred: a task that could not be planned keeps its
---       `next` and records nothing, and its index entry comes due again then)}
--- Returns per commit {records created, of them PENDING (queued to run)}, or {-1, 0} on conflict.
+--       `next` and records nothing, and its index entry comes due again then), lease ("1":
+--       lease the run to the caller; "" queue it in ready)}; 2 lease ms
+-- Returns per commit {records created, of them PENDING (queued to run), of those leased}, or
+-- {-1, 0, 0} on conflict.
 local commits = cmsgpack.unpack(ARGV[1])
 local out, by_state, ended = {}, {}, {}
-local k = 6
+local k = 7
+local expiry  -- of the leases taken here: Redis time, read once, when the first is taken
 local g = gathered()  -- the index, ready and global history: one write each per call
 for c = 1, #commits do
   local t = commits[c]
-  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred =
-    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]
+  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease =
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
   local key, thist, first = KEYS[k], KEYS[k + 1], k + 2
   k = k + 2 + #records
   local v = redis.call('HMGET', key, 'next', 'srev', 'nx', 'state', 'lastid')
   if v[1] ~= nominal or (v[2] or '0') ~= srev then
-    out[c] = {-1, 0}
+    out[c] = {-1, 0, 0}
   elseif deferred ~= '' then
     local member = deferred .. ':' .. id
     redis.call('ZREM', KEYS[1], v[3])
     redis.call('ZADD', KEYS[1], 0, member)
     redis.call('HSET', key, 'nx', member)
-    out[c] = {0, 0}
+    out[c] = {0, 0, 0}
   else
-    local created, queued = 0, 0
+    local created, queued, leased = 0, 0, 0
     local set, del = {}, {}
     for i = 1, #records do
       local rid, record, status, member = records[i][1], records[i][2], records[i][3], records[i][4]
@@ -47,11 +54,17 @@ for c = 1, #commits do
         end
         redis.call('ZADD', thist, 0, rid)
         gather(g, 'ZADD', KEYS[3], 0, member)
-        redis.call('HSET', ek, 'pb', record, 'status', status)
-        if status == STATUS.PENDING then
+        if status == STATUS.PENDING and lease == '1' then
+          expiry = expiry or now_ms() + tonumber(ARGV[2])
+          redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1)
+          gather(g, 'ZADD', KEYS[6], expiry, rid)
+          queued, leased = queued + 1, leased + 1
+        elseif status == STATUS.PENDING then
+          redis.call('HSET', ek, 'pb', record, 'status', status)
           gather(g, 'ZADD', KEYS[2], ready_at, rid)
           queued = queued + 1
         else  -- born ended (a skipped occurrence): counted in this minute's stats
+          redis.call('HSET', ek, 'pb', record, 'status', status)
           ended['s' .. status] = (ended['s' .. status] or 0) + 1
         end
         created = created + 1
@@ -73,7 +86,7 @@ for c = 1, #commits do
     end
     redis.call('HSET', key, unpack(set))
     if #del > 0 then redis.call('HDEL', key, unpack(del)) end
-    out[c] = {created, queued}
+    out[c] = {created, queued, leased}
   end
 end
 flush(g)
