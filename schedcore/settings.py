@@ -198,8 +198,9 @@ class Settings:
     # Scheduler: the executors, as a gRPC target: "host:port[,host:port...]" or "dns:///name:port".
     executor_addrs: str = var("EXECUTOR_ADDRS", "localhost:50053", p.text, SCHEDULER)
     # Scheduler: credits each executor stream keeps while nothing waits, so the next occurrences
-    # are leased as they fire and pushed at once (docs/engine.md, "Leased as it fires").
-    standby_credits: int = var("STANDBY_CREDITS", 16, p.number(0, 10_000), SCHEDULER)
+    # are leased as they fire and pushed at once (docs/engine.md, "Leased as it fires"). Off by
+    # default: an executor that drains may end a stream while standby work is on the wire.
+    standby_credits: int = var("STANDBY_CREDITS", 0, p.number(0, 10_000), SCHEDULER)
     # Networks http targets may not reach (api: URLs naming such an address; executor: any address
     # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
     http_deny_networks: str = var("HTTP_DENY_NETWORKS", DEFAULT_DENY, p.networks, TARGETS)

@@ -100,7 +100,8 @@ def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink)
         missed = s.create("missed", window)
         time.sleep(5.0)
         s.start_executor()
-        s.start_scheduler(MISSED_TOLERANCE_SECONDS="0.5")  # late beyond 0.5 s: missed
+        # late beyond 0.5 s: missed; standby credits, so runs due later are leased as they fire
+        s.start_scheduler(MISSED_TOLERANCE_SECONDS="0.5", STANDBY_CREDITS="16")
         ones = [s.create(f"once{i}", once_in(1.0)) for i in range(4)]
         flaky = s.create(
             "flaky",
@@ -173,7 +174,7 @@ def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink)
 def test_expired_leases_are_counted_reclaimed(redis_srv: RedisServer, rds, sink: Sink) -> None:
     with metered(redis_srv) as s:
         executor = s.start_executor()
-        s.start_scheduler()
+        s.start_scheduler(STANDBY_CREDITS="16")
         task = s.create("slow", once_in(0.5), http(sink.url("/slow/2000")))
         wait_for(lambda: sum(sink.calls.values()) >= 1, 10)  # running on the executor
         assert value(scrape(s.executor_metrics), "tasksched_executor_attempts_in_flight") == 1
