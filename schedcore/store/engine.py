@@ -23,6 +23,7 @@ from schedcore.store.stats import lag_bucket, minute_of
 from schedcore.timeutil import duration_to_ms
 
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+RUNNING = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class EngineStore:
         ids = [m.split(b":", 1)[1].decode() for m in members]
         due: list[DueTask] = []
         if ids:
-            rows = await self.scripts.fire_read(keys=[self.keys.task(i) for i in ids])
+            rows = await self.scripts.fire_read(keys=[self.keys.by_next], args=[self.keys.task_prefix, *ids])
             for task_id, (nxt, spec, srev) in zip(ids, rows, strict=True):
                 if nxt is not None and spec is not None and int(nxt) <= int(now):
                     due.append(DueTask(task_id, int(nxt), pb.Task.FromString(spec), srev.decode()))
@@ -132,11 +133,9 @@ class EngineStore:
         rows = []
         flags = [*lease, *([False] * (len(commits) - len(lease)))]
         for c, leased in zip(commits, flags, strict=True):
-            task_id = c.task.task_id
-            keys += [k.task(task_id), k.task_history(task_id), *(k.execution(r.id) for r in c.records)]
             rows.append(
                 [
-                    task_id,
+                    c.task.task_id,
                     pad_ms(c.task.nominal_ms),
                     c.task.srev,
                     pad_ms(c.next_ms) if c.next_ms is not None else "",
@@ -152,7 +151,8 @@ class EngineStore:
                 ]
             )
         packed = msgpack.packb(rows, use_bin_type=False)
-        replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms])
+        prefixes = [k.task_prefix, k.task_history_prefix, k.execution_prefix]
+        replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms, *prefixes])
         return [Fired(int(created), int(queued), int(leased)) for created, queued, leased in replies]
 
     async def lease_ready(
@@ -169,13 +169,12 @@ class EngineStore:
         if not ids:
             return []
         keys = [queue, self.keys.inflight]
-        for execution_id in ids:
-            keys += [self.keys.execution(execution_id), self.keys.task(task_of_execution(execution_id))]
-        rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *ids])
+        prefixes = [self.keys.execution_prefix, self.keys.task_prefix]
+        rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *prefixes, *ids])
         items = []
         for row in rows:
             execution = pb.Execution.FromString(row[2])
-            execution.status = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
+            execution.status = RUNNING
             spec = pb.Task.FromString(row[3]) if row[3] else None
             items.append(DispatchItem(execution, int(row[1]), spec))
         return items
@@ -240,7 +239,6 @@ class EngineStore:
         rows = []
         for c in completions:
             e = c.execution
-            keys += [k.execution(e.id), k.task(e.task_id), k.task_history(e.task_id)]
             final = c.retry_at_ms is None and e.status != PENDING
             lag = str(lag_bucket(duration_to_ms(e.lag))) if final and e.HasField("lag") else ""
             rows.append(
@@ -256,7 +254,14 @@ class EngineStore:
                 ]
             )
         flags, over = await self.scripts.dispatch_complete(
-            keys=keys, args=[history_limit, msgpack.packb(rows, use_bin_type=False)]
+            keys=keys,
+            args=[
+                history_limit,
+                msgpack.packb(rows, use_bin_type=False),
+                k.execution_prefix,
+                k.task_prefix,
+                k.task_history_prefix,
+            ],
         )
         return Completed([flag == ord("1") for flag in flags], [t.decode() for t in over])
 

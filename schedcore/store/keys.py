@@ -70,12 +70,26 @@ class Keys:
     def _base(self) -> str:
         return f"{self.prefix}:{{{self.partition}}}"
 
+    # The prefixes of per-id keys, given to the scripts that build those keys from ids (the same
+    # hash tag, so the same slot: docs/redis-layout.md, "Keys a script builds").
+    @property
+    def task_prefix(self) -> str:
+        return f"{self._base}:task:"
+
+    @property
+    def execution_prefix(self) -> str:
+        return f"{self._base}:exec:"
+
+    @property
+    def task_history_prefix(self) -> str:
+        return f"{self._base}:hist:"
+
     def task(self, task_id: str) -> str:
         """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, nx, last, the
         firing lease (lease: expiry ms, ltok: token), and ns, sz: the namespace whose quotas count
         the task and the bytes of its spec they count (absent for a task stored before quotas
         existed: it is not counted)."""
-        return f"{self._base}:task:{task_id}"
+        return self.task_prefix + task_id
 
     @property
     def by_name(self) -> str:
@@ -100,11 +114,11 @@ class Keys:
 
     def execution(self, execution_id: str) -> str:
         """Hash: pb (Execution protobuf), status (authoritative over pb's), tok (lease token)."""
-        return f"{self._base}:exec:{execution_id}"
+        return self.execution_prefix + execution_id
 
     def task_history(self, task_id: str) -> str:
         """Sorted set, scores 0, members execution ids (which sort by nominal time)."""
-        return f"{self._base}:hist:{task_id}"
+        return self.task_history_prefix + task_id
 
     @property
     def history(self) -> str:

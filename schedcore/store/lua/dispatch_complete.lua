@@ -5,15 +5,16 @@
 -- the caller trims only those (retention by count).
 -- The completions come as one MessagePack blob (eight arguments each, packed by the client, were
 -- most of the cost of recording).
--- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats,
---       then per execution: execution hash, its task hash, its task's history
+-- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats
 -- ARGV: 1 history limit per task (0: do not check), 2 MessagePack array of completions, each
 --       {id, token, status, record, retry-at ms ("" = final), summary ("" = none),
---        stats status ("" = not counted), lag bucket ("" = none)}
+--        stats status ("" = not counted), lag bucket ("" = none)}, 3-5 the key prefixes of
+--       execution hashes, task hashes and task histories (each plus an id)
 -- Returns {one character per execution, in order: "1" recorded, "0" dropped (stale token),
 --          {task ids whose history is over the limit}}
 local items = cmsgpack.unpack(ARGV[2])
 local limit = tonumber(ARGV[1])
+local execution_prefix, task_prefix, history_prefix = ARGV[3], ARGV[4], ARGV[5]
 local recorded = {}
 local over, seen, counts = {}, {}, {}
 local ids = {}
@@ -25,7 +26,8 @@ for i = 1, #items do
   local c = items[i]
   local id, token, status, record, retry_at, last, stats_status, lag =
     c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-  local ek, tk, hk = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
+  local task_id = task_of_execution(id)
+  local ek, tk, hk = execution_prefix .. id, task_prefix .. task_id, history_prefix .. task_id
   recorded[i] = '0'
   local v = redis.call('HMGET', ek, 'tok', 'lost')
   -- the token holds and the execution is still leased (and not recorded earlier in this call)
@@ -46,7 +48,7 @@ for i = 1, #items do
       if lag ~= '' then counts['l' .. lag] = (counts['l' .. lag] or 0) + 1 end
       if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
         seen[hk] = true
-        over[#over + 1] = task_of_execution(id)
+        over[#over + 1] = task_id
       end
     end
     recorded[i] = '1'

@@ -11,28 +11,27 @@
 -- dispatch_lease.lua would: status RUNNING, token 1, in inflight until now + lease ms, not in
 -- ready (docs/engine.md, "Leased as it fires").
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
---       minute's execution stats, 6 inflight, then per commit: task hash, task history, its
---       execution hashes
+--       minute's execution stats, 6 inflight
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
 --       read, following occurrence (13-digit ms, "" none), state, summary of the first record
 --       (set as the task's last if that record is new and not older than the current last; ""
 --       none), ready score (ms), {{record id, protobuf, status, global history member}, ...},
 --       deferred until (13-digit ms; "" not deferred: a task that could not be planned keeps its
 --       `next` and records nothing, and its index entry comes due again then), lease ("1":
---       lease the run to the caller; "" queue it in ready)}; 2 lease ms
+--       lease the run to the caller; "" queue it in ready)}; 2 lease ms, 3-5 the key prefixes
+--       of task hashes, task histories and execution hashes (each plus an id)
 -- Returns per commit {records created, of them PENDING (queued to run), of those leased}, or
 -- {-1, 0, 0} on conflict.
 local commits = cmsgpack.unpack(ARGV[1])
 local out, by_state, ended = {}, {}, {}
-local k = 7
+local task_prefix, history_prefix, execution_prefix = ARGV[3], ARGV[4], ARGV[5]
 local expiry  -- of the leases taken here: Redis time, read once, when the first is taken
 local g = gathered()  -- the index, ready and global history: one write each per call
 for c = 1, #commits do
   local t = commits[c]
   local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease =
     t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
-  local key, thist, first = KEYS[k], KEYS[k + 1], k + 2
-  k = k + 2 + #records
+  local key, thist = task_prefix .. id, history_prefix .. id
   local v = redis.call('HMGET', key, 'next', 'srev', 'nx', 'state', 'lastid')
   if v[1] ~= nominal or (v[2] or '0') ~= srev then
     out[c] = {-1, 0, 0}
@@ -47,7 +46,7 @@ for c = 1, #commits do
     local set, del = {}, {}
     for i = 1, #records do
       local rid, record, status, member = records[i][1], records[i][2], records[i][3], records[i][4]
-      local ek = KEYS[first + i - 1]
+      local ek = execution_prefix .. rid
       if redis.call('EXISTS', ek) == 0 then
         if i == 1 and first_summary ~= '' and newer_last(v[5], rid) then
           set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'last', first_summary, 'lastid', rid

@@ -26,6 +26,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Per-item keys the engine's hot scripts build from a key prefix they are given and an id
+-- (schedcore/store/keys.py defines the prefixes): the same hash tag as the keys they declare, so
+-- the same slot (docs/redis-layout.md, "Keys a script builds").
+
 -- The task id of an execution id ("<16 hex>-<13 digits>[-m<4 hex>]", schedcore/store/keys.py).
 local function task_of_execution(execution_id)
   return string.sub(execution_id, 1, 16)
