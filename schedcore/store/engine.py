@@ -2,7 +2,8 @@
 
 Every operation is a Lua script deciding by the Redis server's clock (TIME inside the script).
 Operations on keys not known in advance take two steps: a read-only peek (peek_due.lua) that
-names the candidates, then a script that receives their keys through KEYS and re-checks each one
+names the candidates, then a script that receives their ids (and the key prefixes that make
+their keys: docs/redis-layout.md, "Keys a script builds") and re-checks each one
 atomically (firing: a compare-and-set of what was read), so concurrent replicas never take the
 same item. The invariants are listed in docs/engine.md.
 """
