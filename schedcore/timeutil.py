@@ -19,8 +19,14 @@ def ts_to_ms(ts: Timestamp) -> int:
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
 
+def ts_fields(ms: int) -> dict[str, int]:
+    """A Timestamp's constructor fields (seconds, nanos), for a message built with it in place:
+    no Timestamp made only to be copied."""
+    return {"seconds": ms // 1000, "nanos": (ms % 1000) * 1_000_000}
+
+
 def ms_to_ts(ms: int) -> Timestamp:
-    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    return Timestamp(**ts_fields(ms))
 
 
 def duration_to_ms(d: Duration) -> int:

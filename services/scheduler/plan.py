@@ -14,7 +14,7 @@ from schedcore import pb
 from schedcore.schedule import Window
 from schedcore.store.engine import DueTask, FireCommit
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.timeutil import ms_to_ts
+from schedcore.timeutil import ms_to_ts, ts_fields
 
 MAX_SKIPPED_RECORDS = 100
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -23,11 +23,6 @@ COMPLETED = pb.TaskState.TASK_STATE_COMPLETED
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 SKIPPED = pb.ExecutionStatus.EXECUTION_STATUS_SKIPPED
 SCHEDULE = pb.ExecutionTrigger.EXECUTION_TRIGGER_SCHEDULE
-
-
-def _timestamp(ms: int) -> dict[str, int]:
-    """A Timestamp as constructor fields: no message built to be copied."""
-    return {"seconds": ms // 1000, "nanos": ms % 1000 * 1_000_000}
 
 
 def _record(task: DueTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
@@ -39,8 +34,8 @@ def _record(task: DueTask, nominal_ms: int, now_ms: int, status: int) -> pb.Exec
         attempt=1,
         status=status,  # type: ignore[arg-type]
         trigger=SCHEDULE,
-        nominal_time=_timestamp(nominal_ms),
-        fire_time=_timestamp(now_ms),
+        nominal_time=ts_fields(nominal_ms),
+        fire_time=ts_fields(now_ms),
     )
     if task.spec.HasField("payload"):
         record.payload.CopyFrom(task.spec.payload)
