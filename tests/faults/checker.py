@@ -165,19 +165,37 @@ def audit(
         fig.duplicates += counts[key]
         problems.append(f"sink called {counts[key]}x with key {key!r}, which has no record")
 
-    slowest = 0
+    slowest, slowest_record = 0, None
     for execution_id, record in records.items():
         calls = counts.get(execution_id, 0)
         fig.reruns += max(0, calls - 1)
         _check_record(fig, execution_id, record, calls, first.get(execution_id), allow_skipped)
         e = record.execution
         if record.status in TERMINAL and e.HasField("finish_time"):
-            finish = ts_to_ms(e.finish_time)
-            slowest = max(slowest, outside(ts_to_ms(e.nominal_time), finish, outages or []))
+            took = outside(ts_to_ms(e.nominal_time), ts_to_ms(e.finish_time), outages or [])
+            if took > slowest:
+                slowest, slowest_record = took, e
     fig.slowest_s = round(slowest / 1000, 2)
     if fig.slowest_s > bound_s:
-        problems.append(f"slowest time to a terminal state {fig.slowest_s} s > bound {bound_s} s")
+        problems.append(
+            f"slowest time to a terminal state {fig.slowest_s} s > bound {bound_s} s: "
+            + _timeline(slowest_record, counts.get(slowest_record.id, 0) if slowest_record else 0)
+        )
     restarted = cluster.unexpected_restarts()
     if restarted:
         problems.append(f"processes the scenario did not touch restarted or died: {restarted}")
     return fig
+
+
+def _timeline(e: pb.Execution | None, calls: int) -> str:
+    """Where the slowest execution's time went, relative to its nominal time (a failure says
+    which step was late: firing, the dispatch to a start, or the run itself)."""
+    if e is None:
+        return "no record"
+    nominal = ts_to_ms(e.nominal_time)
+    steps = [
+        f"{name} +{(ts_to_ms(getattr(e, name)) - nominal) / 1000:.2f} s"
+        for name in ("fire_time", "start_time", "finish_time")
+        if e.HasField(name)
+    ]
+    return f"{e.id} ({', '.join(steps)}; attempt {e.attempt}, {calls} sink calls, executor {e.executor!r})"
