@@ -165,7 +165,7 @@ def audit(
         fig.duplicates += counts[key]
         problems.append(f"sink called {counts[key]}x with key {key!r}, which has no record")
 
-    slowest, slowest_record = 0, None
+    slowest, slowest_record = 0, pb.Execution()
     for execution_id, record in records.items():
         calls = counts.get(execution_id, 0)
         fig.reruns += max(0, calls - 1)
@@ -179,7 +179,7 @@ def audit(
     if fig.slowest_s > bound_s:
         problems.append(
             f"slowest time to a terminal state {fig.slowest_s} s > bound {bound_s} s: "
-            + _timeline(slowest_record, counts.get(slowest_record.id, 0) if slowest_record else 0)
+            + _timeline(slowest_record, counts.get(slowest_record.id, 0))
         )
     restarted = cluster.unexpected_restarts()
     if restarted:
@@ -187,11 +187,9 @@ def audit(
     return fig
 
 
-def _timeline(e: pb.Execution | None, calls: int) -> str:
+def _timeline(e: pb.Execution, calls: int) -> str:
     """Where the slowest execution's time went, relative to its nominal time (a failure says
     which step was late: firing, the dispatch to a start, or the run itself)."""
-    if e is None:
-        return "no record"
     nominal = ts_to_ms(e.nominal_time)
     steps = [
         f"{name} +{(ts_to_ms(getattr(e, name)) - nominal) / 1000:.2f} s"
