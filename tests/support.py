@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -31,10 +32,30 @@ def serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+# Ports come from below Linux's default ephemeral range (32768-60999), so no outgoing connection
+# can take one between free_port() and the service's bind, and none is handed out twice in a
+# process: bind(0) may give back a port it gave a moment ago, and two services told the same port
+# look healthy (the first one answers the second one's health check) while the second has exited.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on and this process has not handed out before."""
+    with _ports_lock:
+        for _ in range(1000):
+            port = random.choice(_PORTS)
+            if port in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} after 1000 tries")
 
 
 class RedisServer:

@@ -3,7 +3,6 @@ pipelines, scripts), which the one error map sends as UNAVAILABLE; no layer abov
 catches redis-py's exceptions."""
 
 import asyncio
-import socket
 
 import grpc
 import pytest
@@ -12,16 +11,11 @@ import redis.exceptions
 from schedcore import redisconn
 from schedcore.errors import StoreUnavailable, status_for
 from schedcore.store import Store
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 def _client() -> redisconn.StoreRedis:
-    return redisconn.from_url(f"redis://127.0.0.1:{_closed_port()}/0", socket_connect_timeout=1)
+    return redisconn.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
 
 
 async def _fails(call: str) -> StoreUnavailable:
