@@ -7,6 +7,7 @@ from typing import Any
 from redis import exceptions
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -24,6 +25,16 @@ UNAVAILABLE = (
     exceptions.TryAgainError,
     exceptions.ReadOnlyError,
     exceptions.MasterDownError,
+)
+# Under Redis Cluster also: the cluster is down or a slot has no primary for now (during a
+# failover or while a node is unreachable), a slot was redirected more often than the client
+# follows (ClusterError "TTL exhausted", a slot moving to and fro), and the layout could not be
+# learned from any node (RedisClusterException from initialize(), see StoreRedisCluster).
+CLUSTER_UNAVAILABLE = (
+    *UNAVAILABLE,
+    exceptions.ClusterDownError,
+    exceptions.SlotNotCoveredError,
+    exceptions.ClusterError,
 )
 
 
@@ -61,7 +72,55 @@ class StorePipeline(Pipeline):
             raise _unavailable(exc) from exc
 
 
-def connect(settings: Settings) -> StoreRedis:
+class StoreRedisCluster(RedisCluster):
+    """StoreRedis for Redis Cluster: each command and script goes to the primary serving its
+    key's slot (a script's: its first key's; all its keys are one partition's, one slot), a
+    pipeline is split by node, MOVED and ASK are followed; every failure a retry may cure
+    surfaces as StoreUnavailable. Errors no retry cures (a script's error, CROSSSLOT) pass."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> StoreRedisCluster:
+        try:
+            await super().initialize(*args, **kwargs)
+        except CLUSTER_UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        except exceptions.RedisClusterException as exc:  # no node reachable, slots not all covered
+            raise _unavailable(exc) from exc
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except CLUSTER_UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> StoreClusterPipeline:
+        if shard_hint:
+            raise exceptions.RedisClusterException("shard_hint is deprecated in cluster mode")
+        # mypy sees an abstract attribute in redis-py's typing of ClusterPipeline's mixins; redis-py
+        # builds its own ClusterPipeline the same way.
+        return StoreClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class StoreClusterPipeline(ClusterPipeline):
+    async def initialize(self) -> StoreClusterPipeline:
+        try:
+            await super().initialize()
+        except CLUSTER_UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return self
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except CLUSTER_UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+
+# The client the store takes: one Redis (or Sentinel's master), or a Redis Cluster.
+StoreClient = StoreRedis | StoreRedisCluster
+
+
+def connect(settings: Settings) -> StoreClient:
     """A pooled async client that reconnects by itself.
 
     One quick retry covers the pooled connection that went stale when Redis restarted; a Redis
@@ -71,30 +130,44 @@ def connect(settings: Settings) -> StoreRedis:
     With REDIS_SENTINELS, the client asks the Sentinels for the current master before it opens a
     connection, so after a failover new connections go to the new master; calls that fail during
     the switch (the old master is gone or now a read-only replica) get UNAVAILABLE.
+
+    With REDIS_CLUSTER_NODES, a StoreRedisCluster that learns the layout from those seeds on
+    first use and again after a node is lost or a slot moves.
     """
     timeouts = {
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": min(2.0, settings.redis_timeout_s),
     }
-    options: dict[str, Any] = {
-        **timeouts,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        "decode_responses": False,
-        "client_name": "scheduler-suite",
-    }
+    common: dict[str, Any] = {**timeouts, "decode_responses": False, "client_name": "scheduler-suite"}
+    if settings.redis_cluster_nodes:
+        return StoreRedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster_nodes],
+            # Attempts after a lost node or CLUSTERDOWN, each on a refreshed layout (redis-py uses
+            # only the count): a failover takes longer than they do, its calls get UNAVAILABLE.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            **common,
+            **_credentials(settings.redis_url),
+        )
+    options = {**common, "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)}
     if not settings.redis_sentinels:
         return from_url(settings.redis_url, **options)
-    target: dict[str, Any] = dict(parse_url(settings.redis_url))  # the Sentinels give the address
-    target.pop("host", None)
-    target.pop("port", None)
-    if target.pop("connection_class", None) is SSLConnection:
-        target["ssl"] = True
     sentinel = Sentinel(
         list(settings.redis_sentinels),
         sentinel_kwargs={**timeouts, "password": settings.redis_sentinel_password or None},
         **options,
-        **target,
+        **_credentials(settings.redis_url),
     )
     client = sentinel.master_for(settings.redis_sentinel_master, redis_class=StoreRedis)
     assert isinstance(client, StoreRedis)  # master_for builds redis_class
     return client
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    """REDIS_URL's credentials, database and TLS options, without its address (Sentinel and
+    Redis Cluster give the addresses)."""
+    target: dict[str, Any] = dict(parse_url(url))
+    target.pop("host", None)
+    target.pop("port", None)
+    if target.pop("connection_class", None) is SSLConnection:
+        target["ssl"] = True
+    return target

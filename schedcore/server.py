@@ -128,6 +128,9 @@ class GrpcService:
         self.metrics: MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        # Set when the ready check finds a setting the store refuses: the process exits with it.
+        self.fatal: SettingsError | None = None
+        self._refused = asyncio.Event()
 
     async def start(self) -> int:
         """Bind, start serving and begin probing readiness. Returns the bound port.
@@ -152,6 +155,9 @@ class GrpcService:
             await self._stop_metrics()
             raise OSError(f"cannot listen on {address} (GRPC_HOST / GRPC_PORT): {exc}") from None
         await self._set_health(await self._check())
+        if self.fatal is not None:  # refused before serving a call or starting any loop
+            await self._stop_metrics()
+            raise self.fatal
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.health_server is not None:
@@ -179,6 +185,11 @@ class GrpcService:
         try:
             async with asyncio.timeout(self.settings.health_interval_s * 2):
                 ok = await self._ready()
+        except SettingsError as exc:  # what Redis holds refuses a setting (PARTITIONS): stop
+            self._not_ready_reason = str(exc)
+            self.fatal = exc
+            self._refused.set()
+            return False
         except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready
             if isinstance(exc, (TimeoutError, StoreUnavailable)):
                 REDIS_ERRORS.labels("health").inc()
@@ -246,8 +257,13 @@ class GrpcService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
         await self.start()
-        await signalled.wait()
+        waits = [asyncio.create_task(signalled.wait()), asyncio.create_task(self._refused.wait())]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
         await self.stop()
+        if self.fatal is not None:
+            raise self.fatal
 
 
 def run_main(

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from schedcore import envparse as p
 from schedcore.envparse import (
@@ -123,6 +124,24 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
+def _check_cluster(settings: Settings) -> None:
+    """REDIS_CLUSTER_NODES excludes Sentinel, a unix socket and a database other than 0."""
+    if not settings.redis_cluster_nodes:
+        return
+    if settings.redis_sentinels:
+        raise SettingsError(
+            "REDIS_CLUSTER_NODES: set either REDIS_CLUSTER_NODES (Redis Cluster) or REDIS_SENTINELS "
+            "(Sentinel), not both"
+        )
+    url = urlparse(settings.redis_url)
+    if url.scheme == "unix":
+        raise SettingsError("REDIS_CLUSTER_NODES: REDIS_URL must be redis:// or rediss:// with Redis Cluster")
+    if url.path.strip("/") not in ("", "0"):
+        raise SettingsError(
+            f"REDIS_CLUSTER_NODES: Redis Cluster has only database 0, REDIS_URL names {url.path.strip('/')!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the services read from their environment. Defaults are for local development,
@@ -135,8 +154,16 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = var("REDIS_SENTINELS", (), p.sentinels, REDIS)
     redis_sentinel_master: str = var("REDIS_SENTINEL_MASTER", "mymaster", p.text, REDIS)
     redis_sentinel_password: str = var("REDIS_SENTINEL_PASSWORD", "", p.text, REDIS)
+    # Redis Cluster: when set, these seed nodes are asked for the cluster's layout and every
+    # partition's keys are read on the node serving its slot (docs/partitions.md, "Cluster
+    # mode"); REDIS_URL gives only the credentials and TLS. Not with REDIS_SENTINELS.
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = var("REDIS_CLUSTER_NODES", (), p.sentinels, REDIS)
     # Prefix of every Redis key, so one Redis can hold several independent deployments.
     redis_key_prefix: str = var("REDIS_KEY_PREFIX", "ts", p.text, REDIS)
+    # How many partitions tasks spread over (docs/partitions.md): fixed for a deployment; every
+    # api and scheduler replica must use the same (they refuse to start otherwise). At most
+    # schedcore.store.keys.MAX_PARTITIONS.
+    partitions: int = var("PARTITIONS", 1, p.number(1, 256), REDIS)
     # Seconds a Redis command may take before the call fails with UNAVAILABLE.
     redis_timeout_s: float = var("REDIS_TIMEOUT_SECONDS", 5.0, p.number(0.05, 300.0), REDIS)
     # Address and port the gRPC server listens on (the port's default is the service's own:
@@ -272,6 +299,10 @@ class Settings:
     poll_interval_s: float = var("POLL_INTERVAL_SECONDS", 0.05, p.number(0.001, 10.0), SCHEDULER)
     # Scheduler: an occurrence later than this is "missed" and handled by the missed-time policy.
     missed_tolerance_s: float = var("MISSED_TOLERANCE_SECONDS", 10.0, p.number(0.1, 86_400.0), SCHEDULER)
+    # Scheduler, with PARTITIONS > 1: how long a replica's hold on a partition lasts without a
+    # heartbeat (one every third of it); a dead replica's partitions are taken on within about
+    # this. Under half of MISSED_TOLERANCE_SECONDS, so a takeover never makes occurrences missed.
+    partition_lease_s: float = var("PARTITION_LEASE_SECONDS", 3.0, p.number(0.3, 600.0), SCHEDULER)
 
     def quota(self, namespace: str) -> NamespaceQuota:
         """The quotas of `namespace`: its overrides, else the defaults."""
@@ -309,6 +340,13 @@ class Settings:
         settings = cls(**values)
         if settings.redis_sentinels and settings.redis_url.startswith("unix:"):
             raise SettingsError("REDIS_SENTINELS: REDIS_URL must be redis:// or rediss:// with Sentinel")
+        _check_cluster(settings)
+        if settings.partitions > 1 and settings.partition_lease_s * 2 >= settings.missed_tolerance_s:
+            raise SettingsError(
+                f"PARTITION_LEASE_SECONDS: {settings.partition_lease_s:g} must be under half of "
+                f"MISSED_TOLERANCE_SECONDS ({settings.missed_tolerance_s:g}): a partition taken over "
+                f"after a lease would otherwise have its occurrences handled as missed"
+            )
         # Last: a bad value of another variable is named first.
         check_tls(
             settings.grpc_plaintext, {name: getattr(settings, name.lower()) for name in TLS_FILE_VARIABLES}

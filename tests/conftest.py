@@ -9,7 +9,7 @@ import pytest
 from schedcore import pb
 from schedcore.settings import Settings
 from services.api.app import build as build_api
-from tests.support import RedisServer, ServiceThread, redis_server
+from tests.support import RedisCluster, RedisServer, ServiceThread, redis_cluster, redis_server
 
 # The suite's services run as in local development, both explicitly configured: plaintext gRPC
 # and no authentication. Every service process a test starts inherits this environment; the tests
@@ -24,11 +24,29 @@ def redis_srv() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_srv() -> Iterator[RedisCluster]:
+    """One Redis Cluster for the session (3 primaries, a replica each); tests that stop or kill
+    a node start their own."""
+    with redis_cluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture()
+def cluster(redis_cluster_srv: RedisCluster) -> RedisCluster:
+    """The session's cluster, emptied."""
+    redis_cluster_srv.flush()
+    return redis_cluster_srv
+
+
 @pytest.fixture()
 def rds(redis_srv: RedisServer):
     client = redis_srv.client()
     client.flushall()
     yield client
+    # After too: a module-scoped service that starts next must not find this test's data (the
+    # partition count a PARTITIONS=8 test recorded would make a one-partition api exit).
+    client.flushall()
     client.close()
 
 

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -61,7 +61,7 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own: its own port and data folder, append-only file on."""
 
-    def __init__(self, appendfsync: str = "everysec") -> None:
+    def __init__(self, appendfsync: str = "everysec", extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -71,6 +71,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="test-redis-"))
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,6 +101,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.dir / "redis.log"),
+                *self.extra_args,
             ],
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
@@ -170,3 +172,141 @@ def redis_server(appendfsync: str = "everysec") -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+CLUSTER_SLOTS = 16384
+
+
+class RedisCluster:
+    """A Redis Cluster of our own: `masters` primaries with `replicas` replicas each, real
+    redis-server processes (cluster-enabled) on free ports, the slots split evenly over the
+    primaries in order (primary i serves the i-th range). Built by hand with CLUSTER commands
+    (ADDSLOTS, MEET, REPLICATE: what `redis-cli --cluster create` sends), so no other tool is
+    needed. `node_timeout_ms` is cluster-node-timeout: how soon a lost primary counts as failed
+    (and its replica is promoted)."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
+        # Each node's cluster bus port is a free port too (by default it is the port + 10000,
+        # which may be another node's port or taken).
+        self.bus_ports: dict[int, int] = {}
+
+        def node() -> RedisServer:
+            bus = free_port()
+            server = RedisServer(
+                extra_args=[
+                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                    *("--cluster-node-timeout", str(node_timeout_ms), "--cluster-port", str(bus)),
+                    *("--repl-diskless-sync-delay", "0"),
+                ]
+            )
+            self.bus_ports[server.port] = bus
+            return server
+
+        self.masters = [node() for _ in range(masters)]
+        self.replicas = [node() for _ in range(masters * replicas)]
+        self.nodes = self.masters + self.replicas
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL of a service using the cluster: its credentials only (none here)."""
+        return f"redis://127.0.0.1:{self.masters[0].port}/0"
+
+    @property
+    def seeds(self) -> tuple[tuple[str, int], ...]:
+        """Settings.redis_cluster_nodes: every node."""
+        return tuple(("127.0.0.1", node.port) for node in self.nodes)
+
+    @property
+    def seeds_env(self) -> str:
+        """REDIS_CLUSTER_NODES for a service process."""
+        return ",".join(f"{host}:{port}" for host, port in self.seeds)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        clients = [node.client() for node in self.nodes]
+        try:
+            for i, client in enumerate(clients):
+                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            for i, client in enumerate(clients[: len(self.masters)]):
+                low = i * CLUSTER_SLOTS // len(self.masters)
+                high = (i + 1) * CLUSTER_SLOTS // len(self.masters)
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(low, high))
+            for node in self.nodes[1:]:
+                clients[0].execute_command(
+                    "CLUSTER", "MEET", "127.0.0.1", node.port, self.bus_ports[node.port]
+                )
+            wait_for(
+                lambda: all(_info(c)["cluster_known_nodes"] == str(len(self.nodes)) for c in clients), 20
+            )
+            ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients[: len(self.masters)]]
+            for i, client in enumerate(clients[len(self.masters) :]):
+                client.execute_command("CLUSTER", "REPLICATE", ids[i % len(self.masters)])
+        finally:
+            for client in clients:
+                client.close()
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node says cluster_state:ok with every slot served, and agrees on
+        who serves them; every replica's link to its primary is up."""
+
+        def ok() -> bool:
+            layouts = set()
+            for node in self.running():
+                with contextlib.closing(node.client()) as client:
+                    try:
+                        info = _info(client)
+                        layouts.add(_layout(client))
+                        role = client.info("replication")
+                    except redis.RedisError:
+                        return False
+                if info["cluster_state"] != "ok" or info["cluster_slots_ok"] != str(CLUSTER_SLOTS):
+                    return False
+                if role["role"] == "slave" and role.get("master_link_status") != "up":
+                    return False
+            return len(layouts) == 1
+
+        wait_for(ok, timeout, 0.1)
+
+    def running(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
+    def owner(self, slot: int) -> RedisServer:
+        """The node serving `slot` now (by a running node's CLUSTER SLOTS)."""
+        with contextlib.closing(self.running()[0].client()) as client:
+            port = next(port for low, high, port in _layout(client) if low <= slot <= high)
+        return next(node for node in self.nodes if node.port == port)
+
+    def flush(self) -> None:
+        """Empty every primary (replicas follow)."""
+        for node in self.running():
+            with contextlib.closing(node.client()) as client:
+                if client.info("replication")["role"] == "master":
+                    client.flushall()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+def _info(client: redis.Redis) -> dict[str, str]:
+    raw = client.execute_command("CLUSTER", "INFO")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
+def _layout(client: redis.Redis) -> tuple[tuple[int, int, int], ...]:
+    """(first slot, last slot, port of the primary) of every served range, as `client` sees it."""
+    ranges = client.execute_command("CLUSTER", "SLOTS")
+    return tuple(sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in ranges))
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(masters, replicas, node_timeout_ms)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()

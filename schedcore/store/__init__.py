@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from typing import cast
 
-from schedcore.redisconn import StoreRedis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from schedcore.redisconn import StoreClient, StoreRedis, StoreRedisCluster
+from schedcore.settings import SettingsError
 from schedcore.store.audit import AuditStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
-from schedcore.store.keys import Keys
+from schedcore.store.keys import Keys, Partitions
+from schedcore.store.ownership import OwnershipStore
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import StatsStore
 from schedcore.store.tasks import TaskStore
@@ -18,18 +25,51 @@ from schedcore.store.tokens import TokenStore
 class Store:
     """Everything the api and the scheduler read and write in Redis."""
 
-    def __init__(self, redis: StoreRedis, prefix: str = "ts") -> None:
-        if not isinstance(redis, StoreRedis):  # its failures must arrive as StoreUnavailable
-            raise TypeError("Store needs a schedcore.redisconn.StoreRedis client (connect())")
+    def __init__(self, client: StoreClient, prefix: str = "ts", partitions: int = 1) -> None:
+        if not isinstance(client, StoreRedis | StoreRedisCluster):  # failures as StoreUnavailable
+            raise TypeError(
+                "Store needs a schedcore.redisconn.StoreRedis or StoreRedisCluster client (connect())"
+            )
+        self.client = client
+        # The stores below are written against Redis' commands, which RedisCluster has too
+        # (redis-py's cluster command mixins): every command of theirs names its keys, every
+        # script has its partition's keys, so a cluster client routes each by its slot.
+        redis = cast(Redis, client)
         self.redis = redis
-        self.keys = Keys(prefix)
+        self.partitions = Partitions(prefix, partitions)
+        self.keys = self.partitions.home  # partition 0: the global keys
         scripts = Scripts(redis)
-        self.tasks = TaskStore(redis, self.keys, scripts)
-        self.executions = ExecutionStore(redis, self.keys, scripts)
-        self.engine = EngineStore(redis, self.keys, scripts)
-        self.stats = StatsStore(redis, self.keys)
+        self.tasks = TaskStore(redis, self.partitions, scripts)
+        self.executions = ExecutionStore(redis, self.partitions, scripts)
+        # One engine per partition: the scheduler fires, dispatches and reclaims each on its own.
+        self.engines = tuple(EngineStore(redis, keys, scripts) for keys in self.partitions.all)
+        self.engine = self.engines[0]
+        self.stats = StatsStore(redis, self.partitions)
         self.tokens = TokenStore(redis, self.keys, scripts)
-        self.audit = AuditStore(redis, self.keys)
+        self.audit = AuditStore(redis, self.partitions)
+        self.ownership = OwnershipStore(redis, self.partitions, scripts)
+        self.layout_checked = asyncio.Event()
+
+    def engine_of(self, execution_id: str) -> EngineStore:
+        """The engine of the partition holding `execution_id`."""
+        return self.engines[self.partitions.of_execution(execution_id)]
+
+    async def check_partitions(self) -> None:
+        """Record PARTITIONS on first start; refuse (SettingsError) a count other than the one the
+        data was laid out with (docs/partitions.md, "Changing P")."""
+        key = self.keys.partition_count
+        if not await self.redis.exists(key):
+            # Data written before the count was recorded is laid out in one partition.
+            home = self.keys
+            held = await self.redis.exists(home.by_name, home.history, home.ready, home.inflight)
+            await self.redis.set(key, 1 if held else self.partitions.count, nx=True)
+        recorded = int(await self.redis.get(key) or self.partitions.count)
+        if recorded != self.partitions.count:
+            raise SettingsError(
+                f"PARTITIONS: this Redis holds data laid out in {recorded} partitions, not "
+                f"{self.partitions.count}; set PARTITIONS={recorded} (changing it means moving the "
+                f'data: docs/partitions.md, "Changing P")'
+            )
 
     async def now_ms(self) -> int:
         """The one clock: Redis' TIME, in milliseconds (docs/guarantees.md, promise 4)."""
@@ -37,7 +77,19 @@ class Store:
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def ping(self) -> bool:
+        """Redis answers; under Redis Cluster every primary does (so every partition's node)."""
+        if isinstance(self.client, StoreRedisCluster):
+            return bool(await self.client.ping(target_nodes=RedisCluster.PRIMARIES))
         return bool(await self.redis.ping())
+
+    async def ready(self) -> bool:
+        """The services' ready check: Redis answers, and (checked once) holds its data in this
+        many partitions; SettingsError otherwise, which stops the service (schedcore/server.py).
+        `layout_checked` is set once the count matched: the scheduler's loops wait for it."""
+        if not self.layout_checked.is_set():
+            await self.check_partitions()
+            self.layout_checked.set()
+        return await self.ping()
 
     async def page_token_secret(self) -> bytes:
         """A secret shared by every replica, created by whichever asks first."""

@@ -1,10 +1,15 @@
-"""The audit trail in Redis: one stream, appended by the same Lua script as the change it records.
+"""The audit trail in Redis: one stream per partition, appended by the same Lua script as the
+change it records (a task's and its executions' events in the task's partition, token events in
+partition 0).
 
 An entry's id is the store's time ("<ms>-<seq>"), so events list in the order they happened and
-time filters are id ranges. Fields (only those that apply are written, to keep XADD cheap):
-a (AuditAction number), actor (token name), atid (token id), ns (namespace acted in), task,
-exec (execution id), tok (token id acted on), mask (UpdateTask's paths, comma-separated),
-rid (the call's request id).
+time filters are id ranges. Across partitions events sort by (entry id, partition); the event id
+a client sees names both (event_id below): "<ms>-<seq>" in partition 0, as before partitions
+existed, "<ms>-<seq>-<partition>" in the others.
+
+Fields (only those that apply are written, to keep XADD cheap): a (AuditAction number), actor
+(token name), atid (token id), ns (namespace acted in), task, exec (execution id), tok (token id
+acted on), mask (UpdateTask's paths, comma-separated), rid (the call's request id).
 
 Scripts take the stream as their last key and, after their own arguments, the stream's maximum
 length (approximate trimming: MAXLEN ~) followed by the event's field/value pairs; an empty
@@ -13,14 +18,16 @@ maximum length means "record nothing" (the engine and tests call the same script
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.store.keys import Keys
+from schedcore.store.keys import Partitions
 from schedcore.timeutil import ms_to_ts
 
 
@@ -81,10 +88,37 @@ class AuditEntry:
 NO_AUDIT_ARGS = [""]
 
 
-def decode(entry_id: bytes, raw: dict[bytes, bytes]) -> pb.AuditEvent:
+# An event id: a stream entry id, then the partition unless it is 0 (without leading zeros).
+_EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})(?:-([1-9][0-9]{0,2}))?$")
+_U64 = (1 << 64) - 1
+
+# Where an event sorts: (ms, seq, partition); the trail lists them in descending order.
+Position = tuple[int, int, int]
+
+
+def event_id(entry_id: str, partition: int) -> str:
+    """The id clients see for the entry `entry_id` ("<ms>-<seq>") of partition `partition`'s
+    stream: unique across partitions, and the cursor of a page that ends at it."""
+    return entry_id if partition == 0 else f"{entry_id}-{partition}"
+
+
+def parse_event_id(value: str, partitions: int) -> Position | None:
+    """(ms, seq, partition) of an event id of a deployment with `partitions` partitions; None
+    when it is not one (an id of partition 0 never carries "-0": each event has one id)."""
+    match = _EVENT_ID.match(value)
+    if not match:
+        return None
+    ms, seq, partition = int(match[1]), int(match[2]), int(match[3] or 0)
+    if ms > _U64 or seq > _U64 or partition >= partitions:
+        return None
+    return ms, seq, partition
+
+
+def decode(event_id: str, raw: dict[bytes, bytes]) -> pb.AuditEvent:
+    """The AuditEvent of a stream entry, given its event id (event_id()) and fields."""
     f = {k.decode(): v.decode() for k, v in raw.items()}
     event = pb.AuditEvent(
-        id=entry_id.decode(),
+        id=event_id,
         action=int(f.get("a", "0")),  # type: ignore[arg-type]
         actor=f.get("actor", ""),
         actor_token_id=f.get("atid", ""),
@@ -94,30 +128,73 @@ def decode(entry_id: bytes, raw: dict[bytes, bytes]) -> pb.AuditEvent:
         token_id=f.get("tok", ""),
         request_id=f.get("rid", ""),
     )
-    event.time.CopyFrom(ms_to_ts(int(entry_id.split(b"-", 1)[0])))
+    event.time.CopyFrom(ms_to_ts(int(event_id.split("-", 1)[0])))
     if f.get("mask"):
         event.update_mask.CopyFrom(FieldMask(paths=f["mask"].split(",")))
     return event
 
 
 class AuditStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    """Reads the partitions' audit streams as one trail, newest first."""
+
+    def __init__(self, redis: Redis, partitions: Partitions) -> None:
         self.redis = redis
-        self.keys = keys
+        self.partitions = partitions
+
+    def parse(self, event_id: str) -> Position | None:
+        """Where the event `event_id` sorts, or None when it is not an id of this deployment."""
+        return parse_event_id(event_id, self.partitions.count)
 
     async def scan(
         self, before: str | None, start_ms: int | None, end_ms: int | None, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to `count` entries, newest first, with start_ms <= time < end_ms, strictly older
-        than the entry `before` (None: from the newest)."""
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Up to `count` (event id, fields), newest first, with start_ms <= time < end_ms,
+        strictly after the event `before` in that order (None: from the newest).
+
+        The order is (entry id, partition), descending: after the event (id, p), partition q
+        is read from below id (exclusive) when q >= p and from id itself (inclusive) when q < p,
+        so equal entry ids in several partitions are neither repeated nor skipped. Every
+        partition is read up to `count` in one pipeline (at one partition: one XREVRANGE, as
+        before partitions existed) and the runs are merged: fewer than `count` rows means the
+        trail ends there."""
+        cursor = None
         if before is not None:
-            high = "(" + before
-        elif end_ms is not None:
-            high = "(" + f"{end_ms}-0"
-        else:
-            high = "+"
+            cursor = self.parse(before)
+            if cursor is None:
+                raise ValueError(f"not an audit event id: {before!r}")
         low = f"{start_ms}-0" if start_ms is not None else "-"
-        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
-            self.keys.audit, high, low, count=count
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q, keys in enumerate(self.partitions.all):
+                if cursor is not None:
+                    ms, seq, p = cursor
+                    high = f"{ms}-{seq}" if q < p else f"({ms}-{seq}"
+                elif end_ms is not None:
+                    high = f"({end_ms}-0"
+                else:
+                    high = "+"
+                pipe.xrevrange(keys.audit, high, low, count=count)
+            runs: list[list[tuple[bytes, dict[bytes, bytes]]]] = await pipe.execute()
+
+        merged = heapq.merge(
+            *(_positioned(q, run) for q, run in enumerate(runs)), key=_position, reverse=True
         )
-        return rows
+        out: list[tuple[str, dict[bytes, bytes]]] = []
+        for (_, _, q), entry_id, fields in merged:
+            if len(out) == count:
+                break
+            out.append((event_id(entry_id, q), fields))
+        return out
+
+
+_Row = tuple[Position, str, dict[bytes, bytes]]
+
+
+def _positioned(partition: int, run: list[tuple[bytes, dict[bytes, bytes]]]) -> Iterator[_Row]:
+    """A partition's entries (newest first) with where each sorts in the trail."""
+    for entry_id, fields in run:
+        ms, seq = entry_id.split(b"-", 1)
+        yield (int(ms), int(seq), partition), entry_id.decode(), fields
+
+
+def _position(row: _Row) -> Position:
+    return row[0]

@@ -8,6 +8,9 @@ alone, without reading a record.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +20,8 @@ from schedcore import pb
 from schedcore.errors import NotFound
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
-from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Keys, history_member, pad_ms
-from schedcore.store.quotas import OverQuota
+from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Partitions, history_member, pad_ms
+from schedcore.store.quotas import NOTHING, OverQuota, share
 from schedcore.store.scripts import Scripts
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
@@ -50,9 +53,12 @@ def summary(execution: pb.Execution) -> pb.ExecutionSummary:
 
 
 class ExecutionStore:
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+    """Executions in every partition: each lives in its task's; the global listing and
+    retention by age read them all."""
+
+    def __init__(self, redis: Redis, partitions: Partitions, scripts: Scripts) -> None:
         self.redis = redis
-        self.keys = keys
+        self.partitions = partitions
         self.scripts = scripts
 
     async def create(
@@ -66,9 +72,13 @@ class ExecutionStore:
         False if that id already exists; NotFound if its task does not. With `quota` (a manual
         run), it counts against its namespace's runs in the minute of `ready_at_ms` (the store's
         clock): OverQuota past the limit, and nothing is written."""
-        k = self.keys
+        partition = self.partitions.of_task(execution.task_id)
+        k = self.partitions.all[partition]
         minute = ready_at_ms // 60_000
         namespace = execution.namespace or DEFAULT_NAMESPACE
+        full, used = quota, NOTHING
+        if quota is not None:
+            quota, used = await share(self.redis, self.partitions, partition, namespace, quota, minute)
         result = await self.scripts.execution_create(
             keys=[
                 k.execution(execution.id),
@@ -94,10 +104,10 @@ class ExecutionStore:
         if result[0] == b"missing":
             raise NotFound(f"task {execution.task_id!r} not found")
         if result[0] == b"quota":
-            assert quota is not None
+            assert full is not None
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
-            used = int(result[2])
-            raise OverQuota("runs", namespace, quota.max_runs_per_minute, used, 1, "run", retry_s=wait_s)
+            held = int(result[2]) + used.runs_this_minute
+            raise OverQuota("runs", namespace, full.max_runs_per_minute, held, 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
 
     async def get(self, execution_id: str) -> pb.Execution:
@@ -112,53 +122,72 @@ class ExecutionStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for execution_id in ids:
-                pipe.hmget(self.keys.execution(execution_id), ("status", "pb"))
+                pipe.hmget(self.partitions.execution(execution_id).execution(execution_id), ("status", "pb"))
             rows = await pipe.execute()
         return [(int(s), raw) if s is not None and raw is not None else None for s, raw in rows]
 
     async def scan(self, task_id: str | None, bounds: Bounds, before: str | None, count: int) -> list[str]:
         """Up to `count` execution ids, newest first, inside `bounds`, strictly older than the
-        execution `before` (None: from the newest)."""
+        execution `before` (None: from the newest). Without a task, over every partition: history
+        members are unique and order the same way in each, so `before` is the one cursor of all
+        (as TaskStore.scan)."""
         if task_id is not None:
-            index, prefix = self.keys.task_history(task_id), f"{task_id}-"
+            prefix = f"{task_id}-"
             low = "[" + prefix + (pad_ms(bounds.start_ms) if bounds.start_ms is not None else "")
             high = "(" + (before or prefix + (pad_ms(bounds.end_ms) if bounds.end_ms is not None else "~"))
+            index = self.partitions.task(task_id).task_history(task_id)
+            members: list[bytes] = await self.redis.zrevrangebylex(index, high, low, start=0, num=count)  # type: ignore[assignment]
+            return [m.decode() for m in members]
+        low = "[" + pad_ms(bounds.start_ms) if bounds.start_ms is not None else "-"
+        if before is not None:
+            high = "(" + history_member(before)
         else:
-            index = self.keys.history
-            low = "[" + pad_ms(bounds.start_ms) if bounds.start_ms is not None else "-"
-            if before is not None:
-                high = "(" + history_member(before)
-            else:
-                high = "(" + pad_ms(bounds.end_ms) if bounds.end_ms is not None else "+"
-        members: list[bytes] = await self.redis.zrevrangebylex(index, high, low, start=0, num=count)  # type: ignore[assignment]
-        ids = [m.decode() for m in members]
-        return ids if task_id is not None else [m.split(":", 1)[1] for m in ids]
+            high = "(" + pad_ms(bounds.end_ms) if bounds.end_ms is not None else "+"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.partitions.all:
+                pipe.zrevrangebylex(keys.history, high, low, start=0, num=count)
+            runs: list[list[bytes]] = await pipe.execute()
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, reverse=True)
+        return [m.decode().split(":", 1)[1] for m in itertools.islice(merged, count)]
 
     async def trim_task(self, task_id: str, keep: int) -> int:
         """Retention by count: delete the task's terminal executions beyond the newest `keep`."""
-        excess: list[bytes] = await self.redis.zrange(self.keys.task_history(task_id), 0, -(keep + 1))  # type: ignore[assignment]
+        index = self.partitions.task(task_id).task_history(task_id)
+        excess: list[bytes] = await self.redis.zrange(index, 0, -(keep + 1))  # type: ignore[assignment]
         return await self._delete([m.decode() for m in excess])
 
     async def trim_older_than(self, cutoff_ms: int, batch: int = 500) -> int:
         """Retention by age: delete terminal executions whose nominal time is before the cutoff.
 
         Walks the whole range in batches; executions still pending or running are stepped over,
-        so they neither get deleted nor hold back the terminal ones behind them."""
-        total = kept = 0
-        while True:
-            members: list[bytes] = await self.redis.zrangebylex(  # type: ignore[assignment]
-                self.keys.history, "-", "(" + pad_ms(cutoff_ms), start=kept, num=batch
-            )
-            deleted = await self._delete([m.decode().split(":", 1)[1] for m in members])
-            total += deleted
-            kept += len(members) - deleted
-            if len(members) < batch:
-                return total
+        so they neither get deleted nor hold back the terminal ones behind them. One partition
+        after the other."""
+        total = 0
+        for keys in self.partitions.all:
+            kept = 0
+            while True:
+                members: list[bytes] = await self.redis.zrangebylex(  # type: ignore[assignment]
+                    keys.history, "-", "(" + pad_ms(cutoff_ms), start=kept, num=batch
+                )
+                deleted = await self._delete([m.decode().split(":", 1)[1] for m in members])
+                total += deleted
+                kept += len(members) - deleted
+                if len(members) < batch:
+                    break
+        return total
 
     async def _delete(self, ids: list[str]) -> int:
-        if not ids:
-            return 0
-        k = self.keys
+        """Delete the terminal ones of `ids`: one script per partition they are in."""
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for execution_id in ids:
+            by_partition[self.partitions.of_execution(execution_id)].append(execution_id)
+        deleted = 0
+        for partition, some in sorted(by_partition.items()):
+            deleted += await self._delete_in(partition, some)
+        return deleted
+
+    async def _delete_in(self, partition: int, ids: list[str]) -> int:
+        k = self.partitions.all[partition]
         keys = [k.history]
         args: list[str | int] = [len(ids)]
         for execution_id in ids:

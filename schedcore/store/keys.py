@@ -1,15 +1,16 @@
 """Every Redis key name the suite uses, in one place (docs/redis-layout.md describes them).
 
 All keys of one partition share the hash tag `{p}` so every Lua script and transaction touches a
-single hash slot (Redis Cluster ready). Today there is one partition, "0"; sharding tasks across
-partitions later changes only this module and the code that picks a partition.
+single hash slot (Redis Cluster ready). A deployment has PARTITIONS of them (Partitions below); a
+task and its executions live in the partition its id names, global keys (tokens, capabilities,
+the page-token secret) in partition 0 (docs/partitions.md, "Where each key lives").
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Server-assigned task ids: 16 lowercase hex characters.
 TASK_ID_WIDTH = 16
@@ -21,6 +22,10 @@ NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEFAULT_NAMESPACE = "default"
 # Server-assigned token ids: 16 lowercase hex characters.
 TOKEN_ID = TASK_ID
+
+# Most partitions a deployment may have: every listing reads each one (docs/partitions.md).
+MAX_PARTITIONS = 256
+_ID_SPACE = 1 << 64
 
 # Width of the zero-padded millisecond timestamps in lexicographic index members.
 MS_WIDTH = 13
@@ -198,6 +203,73 @@ class Keys:
         return f"{self._base}:audit"
 
     @property
+    def owner(self) -> str:
+        """String, expiring: the instance id of the scheduler that works this partition, for
+        PARTITION_LEASE_SECONDS unless renewed (schedcore/store/ownership.py)."""
+        return f"{self._base}:owner"
+
+    @property
+    def schedulers(self) -> str:
+        """Sorted set (partition 0's): scheduler instance id -> ms (Redis clock) until which its
+        last heartbeat keeps it a member; owners are chosen among the members."""
+        return f"{self._base}:schedulers"
+
+    @property
+    def partition_count(self) -> str:
+        """String: the PARTITIONS the data is laid out in, written by the first service to start
+        (partition 0's; services refuse to start with another count)."""
+        return f"{self._base}:partitions"
+
+    @property
     def page_token_secret(self) -> str:
         """String: the secret that signs page tokens when PAGE_TOKEN_SECRET is not set."""
         return f"{self._base}:secret:page-token"
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """The `count` partitions of a deployment and where each id lives (docs/partitions.md).
+
+    A task's partition is its id (64 bits, hex) modulo `count`; an execution lives with its task;
+    with one partition every id maps to "0", the layout from before partitions existed."""
+
+    prefix: str = "ts"
+    count: int = 1
+    all: tuple[Keys, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1 to {MAX_PARTITIONS}, got {self.count}")
+        object.__setattr__(self, "all", tuple(Keys(self.prefix, str(p)) for p in range(self.count)))
+
+    @property
+    def home(self) -> Keys:
+        """Partition 0: the global keys (tokens, capabilities, page-token secret)."""
+        return self.all[0]
+
+    def of_task(self, task_id: str) -> int:
+        return int(task_id, 16) % self.count
+
+    def of_execution(self, execution_id: str) -> int:
+        return self.of_task(task_of_execution(execution_id))
+
+    def task(self, task_id: str) -> Keys:
+        """The keys of the partition holding the task `task_id`."""
+        return self.all[self.of_task(task_id)]
+
+    def execution(self, execution_id: str) -> Keys:
+        """The keys of the partition holding the execution `execution_id`."""
+        return self.all[self.of_execution(execution_id)]
+
+    def of_request(self, request_id: str, namespace: str = DEFAULT_NAMESPACE) -> int:
+        """The partition a create with this request id goes to: where its request key is, so a
+        retry finds it in the same script (the digest is the request key's own)."""
+        return int(Keys().request_id(request_id, namespace).rsplit(":", 1)[1], 16) % self.count
+
+    def id_in(self, partition: int, random64: int) -> str:
+        """A task id in `partition` from 64 random bits: the nearest value below (or at) them that
+        is `partition` modulo `count` (same bits, less log2(count) of them random)."""
+        value = random64 - random64 % self.count + partition
+        if value >= _ID_SPACE:
+            value -= self.count
+        return f"{value:0{TASK_ID_WIDTH}x}"

@@ -3,17 +3,23 @@ and all), and how many manual runs (RunTask) a minute. The counters live in hash
 (Keys.quota_tasks, Keys.quota_bytes, Keys.quota_runs) that the scripts check and move in the same
 call as the write they bound (lua/prelude.lua), so concurrent writes through any number of api
 replicas cannot pass a limit together.
+
+With several partitions each has its own counters: a write's script checks its partition's
+counter against the limit less what the other partitions count, read just before (share). Exact
+with one partition; with more, creates racing in other partitions can pass a limit by at most
+their number (docs/partitions.md, "Quotas across partitions").
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from schedcore.errors import ResourceExhausted
 from schedcore.settings import NamespaceQuota
-from schedcore.store.keys import Keys
+from schedcore.store.keys import Partitions
 
 # The quota a script reports as passed, -> what the message calls it and its setting.
 _NAMES = {
@@ -56,14 +62,82 @@ class Usage:
     runs_this_minute: int
 
 
-async def usage(redis: Redis, keys: Keys, now_ms: int) -> dict[str, Usage]:
-    """Namespace -> what counts against its quotas now (namespaces with nothing counted are
-    absent); runs are those of the minute of `now_ms` (the store's clock)."""
+NOTHING = Usage(0, 0, 0)
+
+
+async def elsewhere(
+    redis: Redis, partitions: Partitions, partition: int, namespaces: Iterable[str], minute: int | None = None
+) -> dict[str, Usage]:
+    """Namespace -> what the partitions other than `partition` count against its quotas (runs:
+    in `minute`, when given). One pipeline; no call at all with one partition."""
+    names = sorted(set(namespaces))
+    others = [keys for p, keys in enumerate(partitions.all) if p != partition]
+    if not others or not names:
+        return dict.fromkeys(names, NOTHING)
     async with redis.pipeline(transaction=False) as pipe:
-        for key in (keys.quota_tasks, keys.quota_bytes, keys.quota_runs(now_ms // 60_000)):
-            pipe.hgetall(key)
+        for keys in others:
+            for key in (
+                keys.quota_tasks,
+                keys.quota_bytes,
+                *([keys.quota_runs(minute)] if minute is not None else []),
+            ):
+                pipe.hmget(key, names)
         raw = await pipe.execute()
-    tasks, sizes, runs = ({ns.decode(): max(0, int(n)) for ns, n in h.items()} for h in raw)
+    per = 3 if minute is not None else 2
+    totals = {name: [0, 0, 0] for name in names}
+    for i, row in enumerate(raw):
+        for name, value in zip(names, row, strict=True):
+            totals[name][i % per] += max(0, int(value or 0))
+    return {name: Usage(*t) for name, t in totals.items()}
+
+
+def _room(limit: int, used_elsewhere: int) -> int:
+    """The limit a partition's script checks: 0 stays "no limit", and no room left is -1 (a
+    script's 0 would mean no limit)."""
+    if limit == 0:
+        return 0
+    return limit - used_elsewhere if limit > used_elsewhere else -1
+
+
+def less(quota: NamespaceQuota, used: Usage) -> NamespaceQuota:
+    """`quota` less what other partitions use: what one partition's script may still fill."""
+    return NamespaceQuota(
+        _room(quota.max_tasks, used.tasks),
+        _room(quota.max_task_bytes, used.task_bytes),
+        _room(quota.max_runs_per_minute, used.runs_this_minute),
+    )
+
+
+async def share(
+    redis: Redis,
+    partitions: Partitions,
+    partition: int,
+    namespace: str,
+    quota: NamespaceQuota,
+    minute: int | None = None,
+) -> tuple[NamespaceQuota, Usage]:
+    """(the quota `partition`'s script checks, what the other partitions use) for one write."""
+    if quota == NO_QUOTA or partitions.count == 1:
+        return quota, NOTHING
+    used = (await elsewhere(redis, partitions, partition, [namespace], minute))[namespace]
+    return less(quota, used), used
+
+
+async def usage(redis: Redis, partitions: Partitions, now_ms: int) -> dict[str, Usage]:
+    """Namespace -> what counts against its quotas now, over every partition (namespaces with
+    nothing counted are absent); runs are those of the minute of `now_ms` (the store's clock)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys in partitions.all:
+            for key in (keys.quota_tasks, keys.quota_bytes, keys.quota_runs(now_ms // 60_000)):
+                pipe.hgetall(key)
+        raw = await pipe.execute()
+    tasks: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    runs: dict[str, int] = {}
+    for i, h in enumerate(raw):
+        into = (tasks, sizes, runs)[i % 3]
+        for ns, n in h.items():
+            into[ns.decode()] = into.get(ns.decode(), 0) + max(0, int(n))
     return {
         ns: Usage(tasks.get(ns, 0), sizes.get(ns, 0), runs.get(ns, 0))
         for ns in tasks.keys() | sizes.keys() | runs.keys()

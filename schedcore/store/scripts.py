@@ -35,3 +35,5 @@ class Scripts:
         self.dispatch_renew = load("dispatch_renew")
         self.dispatch_reclaim = load("dispatch_reclaim")
         self.dispatch_park = load("dispatch_park")
+        self.partition_claim = load("partition_claim")
+        self.partition_release = load("partition_release")

@@ -6,6 +6,9 @@ hash of the minute it ended (by the Redis clock), with its lag (start minus nomi
 fixed histogram bucket. Minute hashes expire a day after their minute, so stats cover at most
 the last 24 hours and cost a bounded amount of memory (about 1,440 small hashes).
 
+Every partition has its own counters (the scripts of a task's partition move them); `read` sums
+them, in one pipeline over all partitions.
+
 Percentiles come from the histogram: an estimate, interpolated inside the bucket they fall in.
 """
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from schedcore.store.keys import Keys
+from schedcore.store.keys import Partitions
 
 MINUTE_MS = 60_000
 # Longest window served: minute hashes live a day (plus an hour of slack: EXPIRE in the scripts).
@@ -83,22 +86,34 @@ class MinuteStats:
 
 
 class StatsStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, partitions: Partitions) -> None:
         self.redis = redis
-        self.keys = keys
+        self.partitions = partitions
 
     async def read(
         self, first_minute: int, minutes: int
     ) -> tuple[dict[int, int], list[MinuteStats], int, int]:
-        """(task counts by state, stats of each minute from `first_minute`, ready, in flight)."""
+        """(task counts by state, stats of each minute from `first_minute`, ready, in flight),
+        summed over every partition."""
+        per_partition = 4 + minutes
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.task_counts)
-            pipe.zcard(self.keys.ready)
-            pipe.zcard(self.keys.inflight)
-            pipe.zcard(self.keys.ready_command)
-            for minute in range(first_minute, first_minute + minutes):
-                pipe.hgetall(self.keys.minute_stats(minute))
+            for keys in self.partitions.all:
+                pipe.hgetall(keys.task_counts)
+                pipe.zcard(keys.ready)
+                pipe.zcard(keys.inflight)
+                pipe.zcard(keys.ready_command)
+                for minute in range(first_minute, first_minute + minutes):
+                    pipe.hgetall(keys.minute_stats(minute))
             raw = await pipe.execute()
-        counts = {int(state): max(0, int(n)) for state, n in raw[0].items()}
-        ready = int(raw[1]) + int(raw[3])  # command executions set aside wait too
-        return counts, [MinuteStats.decode(r) for r in raw[4:]], ready, int(raw[2])
+        counts: dict[int, int] = {}
+        per_minute = [MinuteStats() for _ in range(minutes)]
+        ready = inflight = 0
+        for at in range(0, len(raw), per_partition):
+            part = raw[at : at + per_partition]
+            for state, n in part[0].items():
+                counts[int(state)] = counts.get(int(state), 0) + max(0, int(n))
+            ready += int(part[1]) + int(part[3])  # command executions set aside wait too
+            inflight += int(part[2])
+            for total, minute in zip(per_minute, part[4:], strict=True):
+                total.add(MinuteStats.decode(minute))
+        return counts, per_minute, ready, inflight

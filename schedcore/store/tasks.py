@@ -12,6 +12,8 @@ Every write is one Lua script: a task and its index entries never disagree.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -24,8 +26,8 @@ from schedcore.errors import Aborted, IdTaken, NotFound
 from schedcore.sealing import secret_maps
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
-from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, name_member, next_member, pad_ms
-from schedcore.store.quotas import NO_QUOTA, OverQuota
+from schedcore.store.keys import DEFAULT_NAMESPACE, Partitions, name_member, next_member, pad_ms
+from schedcore.store.quotas import NO_QUOTA, NOTHING, OverQuota, elsewhere, less, share
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
@@ -127,9 +129,12 @@ class RequestConflict(Exception):
 
 
 class TaskStore:
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+    """Tasks in every partition: a task's calls go to the partition its id names; listings and
+    counts read them all."""
+
+    def __init__(self, redis: Redis, partitions: Partitions, scripts: Scripts) -> None:
         self.redis = redis
-        self.keys = keys
+        self.partitions = partitions
         self.scripts = scripts
 
     async def create(
@@ -147,10 +152,13 @@ class TaskStore:
         """Store a new task (and its audit event, when given). Returns None when created, or the
         task an earlier call with the same request key created (the caller checks its
         fingerprint). Raises OverQuota when it would take its namespace past `quota`
-        (nothing is written)."""
-        k = self.keys
+        (nothing is written). The request key must be in the task's partition (the caller drew
+        the id in Partitions.of_request's)."""
+        partition = self.partitions.of_task(task_id)
+        k = self.partitions.all[partition]
         namespace = spec.namespace or DEFAULT_NAMESPACE
         raw = spec.SerializeToString()
+        mine, others = await share(self.redis, self.partitions, partition, namespace, quota)
         result = await self.scripts.task_create(
             keys=[
                 k.task(task_id),
@@ -171,15 +179,18 @@ class TaskStore:
                 fingerprint if request_key else "",
                 request_ttl_s,
                 namespace,
-                quota.max_tasks,
-                quota.max_task_bytes,
+                mine.max_tasks,
+                mine.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"quota":
             which = bytes(result[1]).decode()
-            limit, adding = (quota.max_tasks, 1) if which == "tasks" else (quota.max_task_bytes, len(raw))
-            raise OverQuota(which, namespace, limit, int(result[2]), adding, "created")
+            if which == "tasks":
+                limit, adding, other = quota.max_tasks, 1, others.tasks
+            else:
+                limit, adding, other = quota.max_task_bytes, len(raw), others.task_bytes
+            raise OverQuota(which, namespace, limit, int(result[2]) + other, adding, "created")
         if result[0] == b"dup":
             return PriorTask.parse(result[1])
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
@@ -199,8 +210,17 @@ class TaskStore:
 
         Raises RequestConflict when a request key was used for different contents,
         IdTaken(index) when a generated id collides, OverQuota when the new tasks would
-        take a namespace past `quota(namespace)`; nothing is written then."""
-        k = self.keys
+        take a namespace past `quota(namespace)`; nothing is written then.
+
+        All the tasks are in one partition (the caller draws their ids there), so the batch is
+        one script: all or none, as with one partition (docs/partitions.md, "BatchCreateTasks")."""
+        partition = self.partitions.of_task(items[0].spec.id)
+        if any(self.partitions.of_task(item.spec.id) != partition for item in items):
+            raise ValueError("a batch's task ids must all be in one partition")
+        k = self.partitions.all[partition]
+        namespaces = {item.spec.namespace or DEFAULT_NAMESPACE for item in items}
+        used = await elsewhere(self.redis, self.partitions, partition, namespaces)
+        limits = {ns: less(quota(ns), used[ns]) for ns in namespaces}
         rows = [
             [
                 item.spec.id,
@@ -210,7 +230,7 @@ class TaskStore:
                 name_member(item.spec.name, item.spec.id),
                 item.fingerprint if item.request_key else "",
                 item.spec.namespace or DEFAULT_NAMESPACE,
-                *_limits(quota(item.spec.namespace or DEFAULT_NAMESPACE)),
+                *_limits(limits[item.spec.namespace or DEFAULT_NAMESPACE]),
             ]
             for item in items
         ]
@@ -229,13 +249,15 @@ class TaskStore:
             raise IdTaken(int(result[1]))
         if result[0] == b"quota":
             which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
-            limits = quota(namespace)
-            limit = limits.max_tasks if which == "tasks" else limits.max_task_bytes
-            raise OverQuota(which, namespace, limit, int(result[3]), int(result[4]), "created")
+            full, other = quota(namespace), used[namespace]
+            limit, held = (
+                (full.max_tasks, other.tasks) if which == "tasks" else (full.max_task_bytes, other.task_bytes)
+            )
+            raise OverQuota(which, namespace, limit, int(result[3]) + held, int(result[4]), "created")
         return [PriorTask.parse(r) if r else None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
-        row: list[bytes | None] = await self.redis.hmget(self.keys.task(task_id), _FIELDS)  # type: ignore[assignment]
+        row: list[bytes | None] = await self.redis.hmget(self.partitions.task(task_id).task(task_id), _FIELDS)  # type: ignore[assignment]
         found = StoredTask.decode(row)
         if found is None:
             raise NotFound(f"task {task_id!r} not found")
@@ -246,7 +268,7 @@ class TaskStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
-                pipe.hmget(self.keys.task(task_id), _FIELDS)
+                pipe.hmget(self.partitions.task(task_id).task(task_id), _FIELDS)
             rows = await pipe.execute()
         return [StoredTask.decode(row) for row in rows]
 
@@ -265,7 +287,14 @@ class TaskStore:
 
         Returns the new rev. Raises NotFound, Aborted when the rev moved on, or OverQuota when a
         larger spec would take the task's namespace past `quota` (nothing is written then)."""
-        k = self.keys
+        partition = self.partitions.of_task(task_id)
+        k = self.partitions.all[partition]
+        namespace = (spec.namespace or DEFAULT_NAMESPACE) if spec is not None else ""
+        full_bytes = quota.max_task_bytes
+        if spec is not None:
+            quota, used = await share(self.redis, self.partitions, partition, namespace, quota)
+        else:
+            used = NOTHING
         if isinstance(next_ms, _Keep):
             next_arg = ""
         else:
@@ -285,13 +314,12 @@ class TaskStore:
         )
         if result[0] == b"quota":
             assert spec is not None
-            namespace = spec.namespace or DEFAULT_NAMESPACE
-            used, grows = int(result[2]), int(result[3])
-            raise OverQuota("bytes", namespace, quota.max_task_bytes, used, grows, "changed")
+            held, grows = int(result[2]) + used.task_bytes, int(result[3])
+            raise OverQuota("bytes", namespace, full_bytes, held, grows, "changed")
         return self._check(task_id, result)
 
     async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:
-        k = self.keys
+        k = self.partitions.task(task_id)
         result = await self.scripts.task_delete(
             keys=[
                 k.task(task_id),
@@ -319,14 +347,22 @@ class TaskStore:
         return int(result[1]) if len(result) > 1 else 0
 
     async def scan(self, by_next: bool, after: str | None, count: int) -> list[str]:
-        """Up to `count` index members strictly after `after` (None: from the start)."""
-        index = self.keys.by_next if by_next else self.keys.by_name
+        """Up to `count` index members strictly after `after` (None: from the start), over every
+        partition. Members are unique and order the same way (bytewise) in each, so one cursor
+        serves them all: each is read after it, and the first `count` of the merge are kept."""
         low = b"-" if after is None else b"(" + after.encode()
-        members: list[bytes] = await self.redis.zrangebylex(index, low, b"+", start=0, num=count)  # type: ignore[assignment]
-        return [m.decode() for m in members]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.partitions.all:
+                pipe.zrangebylex(keys.by_next if by_next else keys.by_name, low, b"+", start=0, num=count)
+            runs: list[list[bytes]] = await pipe.execute()
+        members = runs[0] if len(runs) == 1 else heapq.merge(*runs)
+        return [m.decode() for m in itertools.islice(members, count)]
 
     async def count(self) -> int:
-        return int(await self.redis.zcard(self.keys.by_name))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.partitions.all:
+                pipe.zcard(keys.by_name)
+            return sum(int(n) for n in await pipe.execute())
 
 
 def _limits(quota: NamespaceQuota) -> tuple[int, int]:

@@ -24,7 +24,7 @@ log = logging.getLogger("api")
 
 async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
-    store = Store(redis, settings.redis_key_prefix)
+    store = Store(redis, settings.redis_key_prefix, settings.partitions)
     tokens = PageTokens(settings.page_token_secret.encode(), settings.page_token_ttl_s)
     authenticator = Authenticator(
         store.tokens,
@@ -52,7 +52,7 @@ async def build(settings: Settings) -> GrpcService:
 
     async def ready() -> bool:
         nonlocal bootstrapped
-        ok = await store.ping()
+        ok = await store.ready()
         if ok and tokens.unset:  # the shared secret lives in Redis: fetch it once Redis answers
             tokens.set_secret(await store.page_token_secret())
         if ok and not bootstrapped:  # the first admin token, once Redis answers

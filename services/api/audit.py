@@ -3,8 +3,6 @@ limited to a namespace reads only that namespace's events."""
 
 from __future__ import annotations
 
-import re
-
 import grpc
 
 from schedcore import pb
@@ -14,8 +12,6 @@ from services.api import access, validation
 from services.api.auth import token_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
-
-_ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class AuditService(pb.audit_service_grpc.AuditServiceServicer):  # type: ignore[misc]  # grpc is untyped
@@ -37,7 +33,7 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):  # type: ignore[
             if end == 0:
                 return []
             rows = await self.store.audit.scan(after, start, end, count)
-            return [(entry_id.decode(), decode(entry_id, fields)) for entry_id, fields in rows]
+            return [(event_id, decode(event_id, fields)) for event_id, fields in rows]
 
         def matches(event: pb.AuditEvent) -> bool:
             return (
@@ -46,9 +42,19 @@ class AuditService(pb.audit_service_grpc.AuditServiceServicer):  # type: ignore[
                 and (not namespace or event.namespace == namespace)
             )
 
+        # The cursor is the last event id returned: it names the stream entry and its partition
+        # (schedcore/store/audit.py, event_id); an id of partition 0 is the bare entry id.
         token, filters = request.page_token, ["audit", task_id, actor, namespace, start, end]
         events, next_token = await page(
-            self.pages, token, filters, fetch, size, matches, _same, self.max_page_bytes, _ENTRY_ID.match
+            self.pages,
+            token,
+            filters,
+            fetch,
+            size,
+            matches,
+            _same,
+            self.max_page_bytes,
+            self.store.audit.parse,
         )
         return pb.ListAuditEventsResponse(events=events, next_page_token=next_token)
 

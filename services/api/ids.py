@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from schedcore.errors import Aborted, IdTaken
+from schedcore.store.keys import Partitions
 
 T = TypeVar("T")
 
@@ -20,6 +21,13 @@ ID_TRIES = 3
 def new_id() -> str:
     """A new task or token id: 64 random bits, as 16 hex digits."""
     return secrets.token_hex(8)
+
+
+def new_task_id(partitions: Partitions, partition: int | None = None) -> str:
+    """A new task id in `partition` (None: a random one), 64 random bits less log2(PARTITIONS)."""
+    if partition is None:
+        partition = secrets.randbelow(partitions.count)
+    return partitions.id_in(partition, secrets.randbits(64))
 
 
 async def with_fresh_id(what: str, attempt: Callable[[], Awaitable[T]], tries: int = ID_TRIES) -> T:

@@ -10,6 +10,7 @@ script as the change (schedcore/store/audit.py); a refused or no-op change recor
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,7 +36,7 @@ from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTas
 from schedcore.timeutil import MAX_MS, ms_to_ts, ts_to_ms
 from services.api import access, sealed, validation
 from services.api.executions import ExecutionService
-from services.api.ids import new_id, with_fresh_id
+from services.api.ids import new_task_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
 
@@ -66,8 +67,12 @@ class TaskService(ExecutionService):
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
 
+        # A request id decides the partition: a retry finds its request key in the same script.
+        parts = self.store.partitions
+        partition = parts.of_request(new.request_key, new.spec.namespace) if new.request_key else None
+
         async def attempt() -> PriorTask | None:
-            new.spec.id = new_id()
+            new.spec.id = new_task_id(parts, partition)
             return await self.store.tasks.create(
                 new.spec.id,
                 new.spec,
@@ -118,9 +123,16 @@ class TaskService(ExecutionService):
             raise InvalidArgument(problems)
         await self._require_runnable([new.spec for new in news])
 
+        # The whole batch goes to one partition, so it stays one all-or-none script; its first
+        # request id decides which (a retried batch finds its request keys there).
+        parts = self.store.partitions
+        first = next((new for new in news if new.request_key), None)
+        partition = parts.of_request(first.request_key, first.spec.namespace) if first else None
+
         async def attempt() -> list[PriorTask | None]:
+            batch = secrets.randbelow(parts.count) if partition is None else partition
             for new in news:
-                new.spec.id = new_id()
+                new.spec.id = new_task_id(parts, batch)
             return await self.store.tasks.create_many(
                 news,
                 self.settings.request_id_ttl_s,

@@ -9,7 +9,7 @@ from schedcore.store.stats import MAX_MINUTES, MINUTE_MS, MinuteStats, minute_of
 from schedcore.timeutil import ms_to_duration, ms_to_ts
 from services.api import validation
 
-NOTHING = quotas.Usage(0, 0, 0)
+NOTHING = quotas.NOTHING
 
 
 def _counts(statuses: dict[int, int]) -> list[pb.ExecutionStatusCount]:
@@ -42,7 +42,7 @@ async def get_stats(store: Store, request: pb.GetStatsRequest, settings: Setting
         total.add(bucket)
         out.buckets.add(start_time=ms_to_ts((first + start) * MINUTE_MS), counts=_counts(bucket.statuses))
     out.executions.extend(_counts(total.statuses))
-    counted = await quotas.usage(store.redis, store.keys, now)
+    counted = await quotas.usage(store.redis, store.partitions, now)
     for namespace in sorted(counted.keys() | settings.quota_namespaces()):
         used = counted.get(namespace, NOTHING)
         limits = settings.quota(namespace)

@@ -1,8 +1,14 @@
-"""Assembles the scheduler service: firing, dispatch, reclaim, and SchedulerService."""
+"""Assembles the scheduler service: firing, dispatch, reclaim, and SchedulerService.
+
+One firing loop per partition ("firing-<p>"), one dispatch loop and one reclaim loop over them
+all; with PARTITIONS above 1 each works only the partitions this replica owns now (ownership.py,
+docs/partitions.md, "Schedulers share partitions"), with one every replica works it."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schedcore import ipb
@@ -14,6 +20,7 @@ from schedcore.store import Store
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.firing import Firer
 from services.scheduler.links import Links
+from services.scheduler.ownership import Ownership
 from services.scheduler.results import Recorder
 from services.scheduler.servicer import SchedulerService
 
@@ -23,28 +30,41 @@ ROUND_WAIT_S = 3.0
 
 async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
-    store = Store(redis, settings.redis_key_prefix)
+    store = Store(redis, settings.redis_key_prefix, settings.partitions)
     recorder = Recorder(store, settings)
     security = ChannelSecurity.from_settings(settings)
     links = Links(settings.executor_addrs, settings.instance_id, security, settings.standby_credits)
     dispatcher = Dispatcher(store, settings, recorder, links)
-    firer = Firer(store.engine, settings, dispatcher)
+    firers = [Firer(engine, settings, dispatcher) for engine in store.engines]
+    ownership = Ownership(
+        store.ownership, settings.partitions, settings.instance_id, settings.partition_lease_s
+    )
+    dispatcher.owns = ownership.owns
+    for p, firer in enumerate(firers):
+        firer.owns = functools.partial(ownership.owns, p)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:
         ipb.scheduler_grpc.add_SchedulerServiceServicer_to_server(SchedulerService(recorder), server)
         return [ipb.scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
+    async def once_checked(loop: Callable[[], Awaitable[None]]) -> None:
+        """Run `loop` once Redis was found to hold data in this many partitions (Store.ready):
+        with another count the process stops before writing anything."""
+        await store.layout_checked.wait()
+        await loop()
+
     async def start() -> None:
         await links.refresh()
-        for name, coro in (
-            ("firing", firer.run()),
-            ("dispatch", dispatcher.run()),
-            ("reclaim", dispatcher.reclaim_forever()),
-            ("discovery", links.run()),
-            ("capabilities", dispatcher.publish_capabilities_forever()),
+        for name, loop in (
+            ("ownership", ownership.run),
+            *((f"firing-{p}", firer.run) for p, firer in enumerate(firers)),
+            ("dispatch", dispatcher.run),
+            ("reclaim", dispatcher.reclaim_forever),
+            ("discovery", links.run),
+            ("capabilities", dispatcher.publish_capabilities_forever),
         ):
-            tasks[name] = asyncio.create_task(coro, name=name)
+            tasks[name] = asyncio.create_task(once_checked(loop), name=name)
 
     async def drain(grace: float) -> None:
         """SIGTERM: finish the firing and dispatch rounds under way and start no other, then
@@ -52,13 +72,17 @@ async def build(settings: Settings) -> GrpcService:
         lease to expire), and results keep being recorded until the executors end the streams."""
         if not tasks:
             return
-        firer.stopping = dispatcher.stopping = True
+        for firer in firers:
+            firer.stopping = True
+        dispatcher.stopping = True
         dispatcher.poke()
         await cancel_and_wait(tasks["discovery"])  # the set of streams stays as it is
-        loops = [tasks["firing"], tasks["dispatch"]]
+        loops = [tasks[f"firing-{p}"] for p in range(len(firers))] + [tasks["dispatch"]]
         await asyncio.wait(loops, timeout=min(grace, ROUND_WAIT_S))
         for task in loops:
             await cancel_and_wait(task)
+        await cancel_and_wait(tasks["ownership"])
+        await ownership.leave()  # the others take this replica's partitions on at their next beat
         await links.drain(grace)
 
     async def close() -> None:
@@ -67,4 +91,4 @@ async def build(settings: Settings) -> GrpcService:
         links.close()
         await redis.aclose()
 
-    return GrpcService("scheduler", settings, register, store.ping, close, on_start=start, drain=drain)
+    return GrpcService("scheduler", settings, register, store.ready, close, on_start=start, drain=drain)

@@ -1,10 +1,16 @@
 """The dispatch loop: lease ready executions within the credits executors granted, and push them
-in batches; hand back credits an idle scheduler holds; take back expired leases."""
+in batches; hand back credits an idle scheduler holds; take back expired leases.
+
+Every partition's queues are worked by every replica (docs/partitions.md, "Schedulers share
+partitions"): a round peeks each partition's `ready`, shares the credits among the partitions
+with work (partitioned.fair_split) and leases from each in its own script; reclaim takes back
+every partition's expired leases. With one partition a round makes the calls it always made."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schedcore import ipb, metrics, pb
@@ -12,8 +18,9 @@ from schedcore.errors import StoreUnavailable
 from schedcore.loops import RETRY_S, guarded_round, wait_event
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import DispatchItem, FireCommit, Fired
+from schedcore.store.engine import DispatchItem, EngineStore, FireCommit, Fired
 from services.scheduler.links import Link, Links
+from services.scheduler.partitioned import by_partition, each, fair_split
 from services.scheduler.results import Recorder
 from services.scheduler.routing import route
 
@@ -70,6 +77,9 @@ class Dispatcher:
         # Credits a lease under way (a dispatch round's, a firing round's) will use: the other
         # round leases only what is left (docs/engine.md, "Leased as it fires").
         self.claimed = 0
+        self.turn = 0  # which partition an uneven share of credits favours this round (rotates)
+        # Whether this replica works partition p now (services/scheduler/ownership.py).
+        self.owns: Callable[[int], bool] = lambda partition: True
 
     def poke(self) -> None:
         self.wake.set()
@@ -176,41 +186,78 @@ class Dispatcher:
         park = routes.park + [i for i in unsent if is_command(i)]
         back = routes.back + [i for i in unsent if not is_command(i)]
         if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
-            await self.store.engine.park([(i.execution.id, i.token) for i in park])
+            leases = [(i.execution.id, i.token) for i in park]
+            groups = by_partition(self.store, [i for i, _ in leases])
+            await each([engine.park([leases[i] for i in at]) for engine, at in groups])
         if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
             await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
 
     async def _lease(self, links: list[Link], capable: list[Link]) -> _Leased:
         """Lease what the links' credits allow: command executions first (only links that run
-        them hold credits for those), then the ready queue."""
-        keys = self.store.keys
-        engine = self.store.engine
-        now, due, _ = await engine.peek(keys.ready, lex=False, limit=self.settings.batch_size)
-        due_command: list[str] = []
+        them hold credits for those), then the ready queues; each kind's credits shared fairly
+        among the partitions that have such work, each partition leased in its own script."""
+        engines = self.worked()
+        if not engines:
+            return _Leased(await self.store.now_ms(), 0, 0, 0, [], 0, 0)
+        size = self.settings.batch_size
+        peeks = await each([e.peek(e.keys.ready, lex=False, limit=size) for e in engines])
+        now = max(peek[0] for peek in peeks)
+        due = [ids for _, ids, _ in peeks]
+        due_command: list[list[str]] = [[] for _ in engines]
         if capable:  # only a replica that can run them looks at the command executions set aside
-            _, due_command, _ = await engine.peek(
-                keys.ready_command, lex=False, limit=self.settings.batch_size
-            )
+            peeks = await each([e.peek(e.keys.ready_command, lex=False, limit=size) for e in engines])
+            due_command = [ids for _, ids, _ in peeks]
         credits = self._free(links)
         command_credits = min(credits, sum(link.credits for link in capable))
-        claimed = min(credits, min(command_credits, len(due_command)) + len(due))
+        start = self.turn = (self.turn + 1) % len(engines)
+        command_shares = fair_split(command_credits, [len(ids) for ids in due_command], start)
+        due_count = sum(len(ids) for ids in due)
+        claimed = min(credits, sum(command_shares) + due_count)
         self.claimed += claimed
         items: list[DispatchItem] = []
         try:
-            if due_command and command_credits:
-                items = await engine.lease_ready(
-                    min(command_credits, len(due_command)),
-                    self.lease_ms,
-                    due_command,
-                    queue=keys.ready_command,
-                )
+            items = await self._lease_each(engines, command_shares, due_command, command=True)
             from_command_queue = len(items)
-            if due and credits > len(items):
-                items += await engine.lease_ready(min(credits - len(items), len(due)), self.lease_ms, due)
+            shares = fair_split(credits - len(items), [len(ids) for ids in due], start)
+            items += await self._lease_each(engines, shares, due, command=False)
         except BaseException:
             self.claimed -= claimed
             raise
-        return _Leased(now, len(due), len(due_command), command_credits, items, from_command_queue, claimed)
+        due_command_count = sum(len(ids) for ids in due_command)
+        return _Leased(now, due_count, due_command_count, command_credits, items, from_command_queue, claimed)
+
+    def worked(self) -> Sequence[EngineStore]:
+        """The partitions this replica leases from and reclaims: those it owns now (every one
+        with PARTITIONS=1; safety does not rest on it, docs/partitions.md)."""
+        engines = self.store.engines
+        if len(engines) == 1:
+            return engines
+        return [engine for p, engine in enumerate(engines) if self.owns(p)]
+
+    async def _lease_each(
+        self, engines: Sequence[EngineStore], shares: list[int], candidates: list[list[str]], *, command: bool
+    ) -> list[DispatchItem]:
+        """Lease `shares[i]` of `candidates[i]` from `engines[i]` (from its command ready queue
+        when `command`), one script per partition with a share, the partitions in order.
+
+        When some partitions' scripts fail and others lease, what was leased is returned to be
+        pushed (raising would leave it in `inflight` until its lease expired, counted as a loss);
+        only when every one fails is the first failure raised."""
+        calls = [
+            e.lease_ready(n, self.lease_ms, ids, queue=e.keys.ready_command if command else "")
+            for e, n, ids in zip(engines, shares, candidates, strict=True)
+            if n
+        ]
+        if len(calls) <= 1:
+            return [item for got in await each(calls) for item in got]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed and len(failed) == len(outcomes):
+            raise failed[0]
+        for failure in failed:
+            metrics.REDIS_ERRORS.labels("dispatch").inc()
+            log.warning("a partition's lease failed; the others' go out (%s)", failure)
+        return [item for got in outcomes if not isinstance(got, BaseException) for item in got]
 
     async def publish_capabilities_forever(self) -> None:
         """While a linked executor runs command targets, say so in Redis (the api refuses
@@ -220,7 +267,7 @@ class Dispatcher:
         while True:
             kinds = sorted({k for link in self.links.connected() for k in link.capabilities})
             try:
-                await self.store.engine.publish_capabilities(kinds, ttl_ms)
+                await self.store.engine.publish_capabilities(kinds, ttl_ms)  # global: partition 0
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("capabilities").inc()
             except Exception:
@@ -247,8 +294,12 @@ class Dispatcher:
                 await asyncio.sleep(max(0.1, self.settings.lease_s / 4))
 
     async def _reclaim_once(self) -> bool:
-        """One reclaim round; True when it found expired leases (so another round follows)."""
-        queued, failed = await self.store.engine.reclaim(self.settings.batch_size, MAX_LOSSES, self.lease_ms)
+        """One reclaim round over every partition; True when it found expired leases (so another
+        round follows)."""
+        size = self.settings.batch_size
+        rounds = await each([e.reclaim(size, MAX_LOSSES, self.lease_ms) for e in self.worked()])
+        queued = [i for q, _ in rounds for i in q]
+        failed = [lease for _, f in rounds for lease in f]
         metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
         metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
         if failed:

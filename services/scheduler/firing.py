@@ -4,6 +4,10 @@ Sleeps until the next occurrence comes due (as the due index says) or POLL_INTER
 whichever is sooner, so an idle task fires within milliseconds of its time without polling hard.
 When executors' credits are waiting, the runs a round creates are leased in its commit and pushed
 at once (docs/engine.md, "Leased as it fires").
+
+A Firer works one partition (its EngineStore's): the scheduler runs one per partition, each its
+own loop, so a partition with a burst due never holds back the others' rounds, and each sleeps
+by its own partition's next due time (docs/partitions.md, "Schedulers share partitions").
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 from schedcore import metrics
@@ -46,6 +51,8 @@ class Firer:
         self.spread = 0.0  # after a conflict, the next round reads at a random offset (read_due)
         self.fired = 0
         self.stopping = False  # set by the drain: the round under way ends, no other starts
+        # Whether this replica works the engine's partition now (services/scheduler/ownership.py).
+        self.owns: Callable[[], bool] = lambda: True
 
     async def fire_once(self) -> tuple[int, float]:
         """Fire one batch. Returns (occurrences read, seconds until the next is due)."""
@@ -79,6 +86,9 @@ class Firer:
 
     async def run(self) -> None:
         while not self.stopping:
+            if not self.owns():  # another replica works this partition: look again shortly
+                await asyncio.sleep(self.settings.poll_interval_s)
+                continue
             ok, got = await guarded_round("firing", self.fire_once)
             if not ok or got is None:
                 await asyncio.sleep(RETRY_S)

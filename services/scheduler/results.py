@@ -1,7 +1,9 @@
 """Turning executors' results into records: retries with backoff, final states, fencing.
 
 Any scheduler replica records any result: what it needs (the record, the task's retry policy) is
-read from Redis, and the dispatch_complete script drops results whose lease token is stale.
+read from Redis, and the dispatch_complete script drops results whose lease token is stale. An
+execution is recorded in its own partition (the one its task id names): a batch spanning
+partitions is one call per partition touched (services/scheduler/partitioned.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from schedcore import ipb, metrics, pb
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import Completion, DispatchItem
+from schedcore.store.engine import Completed, Completion, DispatchItem
 from schedcore.store.executions import summary
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
+from services.scheduler.partitioned import by_partition, each
 
 log = logging.getLogger("scheduler.results")
 
@@ -115,7 +118,6 @@ class Recorder:
         whose record and task it holds (same lease token) needs no read from Redis."""
         if not results:
             return 0
-        engine = self.store.engine
         now = await self.store.now_ms()
         known = known or {}
         current: list[tuple[pb.Execution | None, pb.Task | None]] = []
@@ -128,7 +130,7 @@ class Recorder:
                 current.append((None, None))
                 unknown.append(len(current) - 1)
         if unknown:
-            read = await engine.records([results[i].execution_id for i in unknown])
+            read = await self.records([results[i].execution_id for i in unknown])
             for i, pair in zip(unknown, read, strict=True):
                 current[i] = pair
         pairs = [
@@ -137,7 +139,7 @@ class Recorder:
             if record is not None
         ]
         completions = [c for _, c in pairs]
-        done = await engine.complete(completions, now, self.settings.history_max_per_task)
+        done = await self.complete(completions, now, self.settings.history_max_per_task)
         count([pair for pair, ok in zip(pairs, done.recorded, strict=True) if ok])
         recorded = done.count
         if recorded < len(results):
@@ -146,9 +148,44 @@ class Recorder:
             await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
         return recorded
 
+    async def records(self, ids: Sequence[str]) -> list[tuple[pb.Execution | None, pb.Task | None]]:
+        """Current record and task spec of each execution, read in its partition."""
+        groups = by_partition(self.store, ids)
+        if len(groups) == 1:
+            return await groups[0][0].records(ids)
+        out: list[tuple[pb.Execution | None, pb.Task | None]] = [(None, None)] * len(ids)
+        reads = await each([engine.records([ids[i] for i in at]) for engine, at in groups])
+        for (_, at), rows in zip(groups, reads, strict=True):
+            for i, row in zip(at, rows, strict=True):
+                out[i] = row
+        return out
+
+    async def complete(
+        self, completions: Sequence[Completion], now_ms: int, history_limit: int = 0
+    ) -> Completed:
+        """EngineStore.complete, each completion in its execution's partition: one script call
+        per partition touched, the flags in the order given."""
+        groups = by_partition(self.store, [c.execution.id for c in completions])
+        if len(groups) == 1:
+            return await groups[0][0].complete(completions, now_ms, history_limit)
+        recorded = [False] * len(completions)
+        over: list[str] = []
+        dones = await each(
+            [engine.complete([completions[i] for i in at], now_ms, history_limit) for engine, at in groups]
+        )
+        for (_, at), done in zip(groups, dones, strict=True):
+            for i, flag in zip(at, done.recorded, strict=True):
+                recorded[i] = flag
+            over += done.over_limit
+        return Completed(recorded, over)
+
     async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> int:
         leases = [(r.execution_id, r.lease_token) for r in renewals]
-        return await self.store.engine.renew(leases, self.lease_ms)
+        groups = by_partition(self.store, [i for i, _ in leases])
+        if len(groups) == 1:
+            return await groups[0][0].renew(leases, self.lease_ms)
+        renewed = await each([engine.renew([leases[i] for i in at], self.lease_ms) for engine, at in groups])
+        return sum(renewed)
 
     async def hand_back(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """Executions leased for dispatch that no executor received: ready again at once."""
@@ -158,7 +195,7 @@ class Recorder:
             out.CopyFrom(record)
             out.status = PENDING
             completions.append(Completion(out, token, now_ms, None))
-        await self.store.engine.complete(completions, now_ms)
+        await self.complete(completions, now_ms)
 
     async def cancel_orphans(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """End executions whose task was deleted before they could run."""
@@ -166,7 +203,7 @@ class Recorder:
 
     async def fail_lost(self, leases: Sequence[tuple[str, int]], now_ms: int, reason: str) -> None:
         """End FAILED the executions reclaim found lost too often (leased to us for this)."""
-        records = await self.store.engine.records([i for i, _ in leases])
+        records = await self.records([i for i, _ in leases])
         items = [(r, token) for (r, _), (_, token) in zip(records, leases, strict=True) if r is not None]
         await self._end(items, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_FAILED, reason)
 
@@ -181,6 +218,6 @@ class Recorder:
             out.status_message = reason
             out.finish_time.CopyFrom(ms_to_ts(now_ms))
             completions.append(Completion(out, token, None, summary(out)))
-        recorded = (await self.store.engine.complete(completions, now_ms)).count
+        recorded = (await self.complete(completions, now_ms)).count
         label = metrics.status_label(pb.ExecutionStatus.Name(status))
         metrics.EXECUTIONS_FINISHED.labels(label).inc(recorded)

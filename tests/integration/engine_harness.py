@@ -47,10 +47,10 @@ class Stores:
         self.url = url
         self.clients: list[StoreRedis] = []
 
-    def new(self) -> Store:
+    def new(self, partitions: int = 1) -> Store:
         client = redisconn.from_url(self.url)
         self.clients.append(client)
-        return Store(client)
+        return Store(client, partitions=partitions)
 
     async def close(self) -> None:
         for client in self.clients:

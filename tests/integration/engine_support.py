@@ -139,7 +139,10 @@ def http(url: str, **fields: object) -> pb.Target:
 
 @contextlib.contextmanager
 def suite(redis: RedisServer, schedulers: int = 1, executors: int = 1, **overrides: str) -> Iterator[Suite]:
-    api = ServiceThread(build_api, api_settings(redis.url))
+    """The api in-process, executors and schedulers as processes; `overrides` are environment
+    variables of the processes (PARTITIONS is given to the api as well: every service must agree)."""
+    partitions = int(overrides.get("PARTITIONS", "1"))
+    api = ServiceThread(build_api, api_settings(redis.url, partitions=partitions))
     s = Suite(redis, api, free_port(), [free_port() for _ in range(executors)])
     try:
         for port in s.executor_ports:

@@ -154,14 +154,15 @@ def invalid(call: Callable[[], object], field: str) -> grpc.RpcError:
 
 
 def snapshot(rds: redis.Redis) -> dict[bytes, object]:
-    """Every key with its type, value and whether it expires, except the page-token secret.
+    """Every key with its type, value and whether it expires, except the page-token secret and
+    the recorded partition count (both written by a service's first ready check, not by calls).
 
     Values are read per type (DUMP is not stable: a hash's serialization follows its internal
     table order, which incremental rehashing changes on mere reads)."""
-    secret = KEYS.page_token_secret.encode()
+    written_at_start = {KEYS.page_token_secret.encode(), KEYS.partition_count.encode()}
     out: dict[bytes, object] = {}
     for key in rds.keys("*"):
-        if key == secret:
+        if key in written_at_start:
             continue
         kind = rds.type(key)
         if kind == b"string":

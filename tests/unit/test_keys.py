@@ -7,12 +7,14 @@ import re
 
 import pytest
 
+from schedcore.settings import Settings, SettingsError
 from schedcore.store import keys
 from schedcore.store.keys import (
     EXECUTION_ID,
     NO_NEXT_RUN,
     TASK_ID,
     Keys,
+    Partitions,
     execution_id,
     history_member,
     name_member,
@@ -167,3 +169,34 @@ def test_name_member_orders_by_name_then_id() -> None:
 def test_task_of_execution_is_the_task_id_of_occurrences_and_manual_runs() -> None:
     for eid in (execution_id(TID, 1_780_000_000_123), execution_id(TID, 5, "0a1b")):
         assert keys.task_of_execution(eid) == TID
+
+
+def test_partitions_place_ids_and_draw_new_ones_inside_a_partition() -> None:
+    one, five = Partitions("ts", 1), Partitions("ts", 5)
+    assert one.task("ffffffffffffffff") == Keys("ts", "0")  # one partition: every id where it was
+    assert five.of_task("0000000000000007") == 2
+    assert five.execution("0000000000000007-0000000001000") == Keys("ts", "2")
+    for p in range(5):
+        for r in (0, 1, 12345, 2**63, 2**64 - 1, 2**64 - 3):
+            made = five.id_in(p, r)
+            assert TASK_ID.match(made) and five.of_task(made) == p
+            assert abs(int(made, 16) - r) < 5  # the random bits stay, less the last log2(5)
+    assert [k.partition for k in five.all] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match="partitions must be 1 to 256"):
+        Partitions("ts", 0)
+
+
+def test_a_request_id_names_the_partition_of_its_request_key() -> None:
+    parts = Partitions("ts", 7)
+    for request_id, namespace in (("a", "default"), ("retry-1", "team"), ("x" * 300, "default")):
+        digest = Keys().request_id(request_id, namespace).rsplit(":", 1)[1]
+        assert parts.of_request(request_id, namespace) == int(digest, 16) % 7
+
+
+def test_the_partitions_setting_allows_exactly_what_keys_allows() -> None:
+    env = {"GRPC_PLAINTEXT": "true"}
+    assert (
+        Settings.from_env({**env, "PARTITIONS": str(keys.MAX_PARTITIONS)}).partitions == keys.MAX_PARTITIONS
+    )
+    with pytest.raises(SettingsError, match="PARTITIONS"):
+        Settings.from_env({**env, "PARTITIONS": str(keys.MAX_PARTITIONS + 1)})

@@ -70,6 +70,8 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
 FULL_ENV = {
     "REDIS_URL": "rediss://user:secret@redis.example:6380/3",
     "REDIS_KEY_PREFIX": "prod",
+    "PARTITIONS": "4",
+    "PARTITION_LEASE_SECONDS": "2.5",
     "REDIS_TIMEOUT_SECONDS": "2.5",
     "GRPC_HOST": "127.0.0.1",
     "GRPC_PORT": "6000",
@@ -79,6 +81,9 @@ FULL_ENV = {
     "REDIS_SENTINELS": "sentinel-0:26379,sentinel-1:26379",
     "REDIS_SENTINEL_MASTER": "suite",
     "REDIS_SENTINEL_PASSWORD": "s3ntinel",
+    # Not with REDIS_SENTINELS, nor with a database other than 0: test_every_variable_is_parsed
+    # reads it on its own.
+    "REDIS_CLUSTER_NODES": "redis-0:6379, redis-1:6380,[::1]:7000",
     "LOG_LEVEL": "debug",
     "METRICS_PORT": "9100",
     "MAX_PAYLOAD_BYTES": "4096",
@@ -131,10 +136,15 @@ ENV_NAMES = list(FULL_ENV)
 
 
 def test_every_variable_is_parsed() -> None:
-    s = Settings.from_env(FULL_ENV)
+    env = dict(FULL_ENV)
+    cluster = Settings.from_env({**DEV, "REDIS_CLUSTER_NODES": env.pop("REDIS_CLUSTER_NODES")})
+    assert cluster.redis_cluster_nodes == (("redis-0", 6379), ("redis-1", 6380), ("::1", 7000))
+    s = Settings.from_env(env)
     assert s == Settings(
         redis_url="rediss://user:secret@redis.example:6380/3",
         redis_key_prefix="prod",
+        partitions=4,
+        partition_lease_s=2.5,
         redis_timeout_s=2.5,
         grpc_host="127.0.0.1",
         grpc_port=6000,
@@ -458,6 +468,25 @@ def test_every_variable_read_is_documented_and_nothing_documented_is_unread() ->
     assert documented - env.read == set(), "in docs/configuration.md, never read by Settings.from_env"
 
 
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"REDIS_SENTINELS": "s:26379"}, "set either REDIS_CLUSTER_NODES (Redis Cluster) or REDIS_SENTINELS"),
+        ({"REDIS_URL": "unix:///run/redis.sock"}, "REDIS_URL must be redis:// or rediss://"),
+        ({"REDIS_URL": "redis://h:6379/2"}, "only database 0, REDIS_URL names '2'"),
+    ],
+)
+def test_cluster_nodes_refuse_sentinel_a_socket_and_another_database(
+    env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(SettingsError, match=r"^REDIS_CLUSTER_NODES: ") as info:
+        Settings.from_env({**DEV, "REDIS_CLUSTER_NODES": "redis-0:6379", **env})
+    assert fragment in str(info.value)
+    for url in ("redis://h:6379", "redis://h:6379/", "rediss://u:p@h:6380/0"):
+        s = Settings.from_env({**DEV, "REDIS_CLUSTER_NODES": "redis-0:6379", "REDIS_URL": url})
+        assert s.redis_cluster_nodes == (("redis-0", 6379),)
+
+
 def test_a_service_without_redis_does_not_read_the_redis_variables() -> None:
     env = {**DEV, "REDIS_URL": "not a url", "REDIS_TIMEOUT_SECONDS": "abc", "REDIS_SENTINELS": "x"}
     with pytest.raises(SettingsError, match="REDIS_URL"):
@@ -488,6 +517,7 @@ def test_each_service_reads_its_own_variables_and_no_other(service: str) -> None
 # A value each variable refuses (strings and ports that are free text have none).
 BAD = {name: value for name, value, _ in BAD_VALUES} | {
     "REDIS_SENTINELS": "nohost",
+    "REDIS_CLUSTER_NODES": "redis-0:6379,redis-1",
     "EXECUTOR_PREFETCH": "-1",
     "STANDBY_CREDITS": "-1",
     "EXECUTOR_CONCURRENCY": "0",
@@ -496,6 +526,8 @@ BAD = {name: value for name, value, _ in BAD_VALUES} | {
     "BATCH_SIZE": "0",
     "POLL_INTERVAL_SECONDS": "0",
     "MISSED_TOLERANCE_SECONDS": "0",
+    "PARTITIONS": "257",
+    "PARTITION_LEASE_SECONDS": "0.1",
     "SECRET_KEYS": "not-a-key",
     "AUTH_BOOTSTRAP_TOKEN": "short",
     "HTTP_DENY_NETWORKS": "10.0.0.0/33",
@@ -589,3 +621,14 @@ def test_no_service_code_reads_a_setting_it_does_not_parse() -> None:
                 read |= methods.get(name, {name} & set(fields))
         unparsed = {name for name in read if service not in fields[name].readers}
         assert unparsed == set(), f"{service} reads {sorted(unparsed)} but does not parse them"
+
+
+def test_a_partition_lease_must_stay_under_half_the_missed_tolerance() -> None:
+    env = {**DEV, "PARTITIONS": "4", "PARTITION_LEASE_SECONDS": "5", "MISSED_TOLERANCE_SECONDS": "10"}
+    with pytest.raises(
+        SettingsError,
+        match=r"PARTITION_LEASE_SECONDS: 5 must be under half of MISSED_TOLERANCE_SECONDS \(10\)",
+    ):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "PARTITION_LEASE_SECONDS": "4.9"}).partition_lease_s == 4.9
+    assert Settings.from_env({**env, "PARTITIONS": "1"}).partition_lease_s == 5  # nothing to share

@@ -7,7 +7,8 @@ local function quota_used(usage, field)
   return tonumber(redis.call('HGET', usage, field) or '0')
 end
 
--- Whether `want` more fit under `limit` (0: no limit).
+-- Whether `want` more fit under `limit` (0: no limit; negative: no room, the other partitions
+-- already hold the whole limit: schedcore/store/quotas.py, share).
 local function quota_fits(usage, field, want, limit)
   limit = tonumber(limit)
   return limit == 0 or quota_used(usage, field) + want <= limit
