@@ -21,7 +21,7 @@ from schedcore.errors import NotFound
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Partitions, history_member, pad_ms
-from schedcore.store.quotas import NOTHING, OverQuota, share
+from schedcore.store.quotas import NOTHING, passed, share
 from schedcore.store.scripts import Scripts
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
@@ -106,8 +106,7 @@ class ExecutionStore:
         if result[0] == b"quota":
             assert full is not None
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
-            held = int(result[2]) + used.runs_this_minute
-            raise OverQuota("runs", namespace, full.max_runs_per_minute, held, 1, "run", retry_s=wait_s)
+            raise passed("runs", namespace, full, used, int(result[2]), 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
 
     async def get(self, execution_id: str) -> pb.Execution:

@@ -65,6 +65,26 @@ class Usage:
 NOTHING = Usage(0, 0, 0)
 
 
+def passed(
+    which: str,
+    namespace: str,
+    quota: NamespaceQuota,
+    elsewhere: Usage,
+    used_here: int,
+    adding: int,
+    verb: str,
+    retry_s: int = 0,
+) -> OverQuota:
+    """The error for a script's "quota" reply about `which`: the namespace's whole limit, and
+    what it holds in every partition (`used_here` in the script's, `elsewhere` in the others)."""
+    limit, other = {
+        "tasks": (quota.max_tasks, elsewhere.tasks),
+        "bytes": (quota.max_task_bytes, elsewhere.task_bytes),
+        "runs": (quota.max_runs_per_minute, elsewhere.runs_this_minute),
+    }[which]
+    return OverQuota(which, namespace, limit, used_here + other, adding, verb, retry_s)
+
+
 async def elsewhere(
     redis: Redis, partitions: Partitions, partition: int, namespaces: Iterable[str], minute: int | None = None
 ) -> dict[str, Usage]:

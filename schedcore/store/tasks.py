@@ -27,7 +27,7 @@ from schedcore.sealing import secret_maps
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import DEFAULT_NAMESPACE, Partitions, name_member, next_member, pad_ms
-from schedcore.store.quotas import NO_QUOTA, NOTHING, OverQuota, elsewhere, less, share
+from schedcore.store.quotas import NO_QUOTA, NOTHING, OverQuota, elsewhere, less, passed, share
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
@@ -186,11 +186,8 @@ class TaskStore:
         )
         if result[0] == b"quota":
             which = bytes(result[1]).decode()
-            if which == "tasks":
-                limit, adding, other = quota.max_tasks, 1, others.tasks
-            else:
-                limit, adding, other = quota.max_task_bytes, len(raw), others.task_bytes
-            raise OverQuota(which, namespace, limit, int(result[2]) + other, adding, "created")
+            adding = 1 if which == "tasks" else len(raw)
+            raise passed(which, namespace, quota, others, int(result[2]), adding, "created")
         if result[0] == b"dup":
             return PriorTask.parse(result[1])
         if result[0] == b"collision":  # 64 random bits collided: the caller picks a new id
@@ -249,11 +246,9 @@ class TaskStore:
             raise IdTaken(int(result[1]))
         if result[0] == b"quota":
             which, namespace = bytes(result[1]).decode(), bytes(result[2]).decode()
-            full, other = quota(namespace), used[namespace]
-            limit, held = (
-                (full.max_tasks, other.tasks) if which == "tasks" else (full.max_task_bytes, other.task_bytes)
+            raise passed(
+                which, namespace, quota(namespace), used[namespace], int(result[3]), int(result[4]), "created"
             )
-            raise OverQuota(which, namespace, limit, int(result[3]) + held, int(result[4]), "created")
         return [PriorTask.parse(r) if r else None for r in result[1:]]
 
     async def get(self, task_id: str) -> StoredTask:
@@ -290,11 +285,9 @@ class TaskStore:
         partition = self.partitions.of_task(task_id)
         k = self.partitions.all[partition]
         namespace = (spec.namespace or DEFAULT_NAMESPACE) if spec is not None else ""
-        full_bytes = quota.max_task_bytes
+        mine, used = quota, NOTHING
         if spec is not None:
-            quota, used = await share(self.redis, self.partitions, partition, namespace, quota)
-        else:
-            used = NOTHING
+            mine, used = await share(self.redis, self.partitions, partition, namespace, quota)
         if isinstance(next_ms, _Keep):
             next_arg = ""
         else:
@@ -308,14 +301,13 @@ class TaskStore:
                 "" if state is None else str(state),
                 next_arg,
                 name_member(spec.name, task_id) if spec is not None else "",
-                quota.max_task_bytes,
+                mine.max_task_bytes,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
         if result[0] == b"quota":
             assert spec is not None
-            held, grows = int(result[2]) + used.task_bytes, int(result[3])
-            raise OverQuota("bytes", namespace, full_bytes, held, grows, "changed")
+            raise passed("bytes", namespace, quota, used, int(result[2]), int(result[3]), "changed")
         return self._check(task_id, result)
 
     async def delete(self, task_id: str, expected_rev: int | None, audit: AuditEntry | None = None) -> None:

@@ -20,7 +20,7 @@ from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.engine import DispatchItem, EngineStore, FireCommit, Fired
 from services.scheduler.links import Link, Links
-from services.scheduler.partitioned import by_partition, each, fair_split
+from services.scheduler.partitioned import each, fair_split, per_partition
 from services.scheduler.results import Recorder
 from services.scheduler.routing import route
 
@@ -187,8 +187,9 @@ class Dispatcher:
         back = routes.back + [i for i in unsent if not is_command(i)]
         if park:  # no credit on a link that runs them: set aside, PENDING, no attempt counted
             leases = [(i.execution.id, i.token) for i in park]
-            groups = by_partition(self.store, [i for i, _ in leases])
-            await each([engine.park([leases[i] for i in at]) for engine, at in groups])
+            await per_partition(
+                self.store, [i for i, _ in leases], lambda e, at: e.park([leases[i] for i in at])
+            )
         if back:  # leased, but no stream could take them: back to ready, no attempt or loss counted
             await self.recorder.hand_back([(i.execution, i.token) for i in back], now)
 

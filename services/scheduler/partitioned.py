@@ -10,7 +10,7 @@ calls the code made before partitions existed: one group, awaited directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from schedcore.store import Store
@@ -34,6 +34,17 @@ def by_partition(store: Store, ids: Sequence[str]) -> list[tuple[EngineStore, li
         place = store.partitions.of_execution(execution_id) if EXECUTION_ID.match(execution_id) else 0
         groups.setdefault(place, []).append(i)
     return [(store.engines[p], groups[p]) for p in sorted(groups)]
+
+
+async def per_partition(
+    store: Store, ids: Sequence[str], call: Callable[[EngineStore, list[int]], Awaitable[T]]
+) -> list[tuple[list[int], T]]:
+    """`call(engine, positions)` once per partition holding some of `ids` (execution ids),
+    concurrently (each): (positions, result) per partition, in partition order. With one
+    partition: one call with every position, the call made before partitions existed."""
+    groups = by_partition(store, ids)
+    results = await each([call(engine, at) for engine, at in groups])
+    return [(at, result) for (_, at), result in zip(groups, results, strict=True)]
 
 
 async def each(calls: Sequence[Awaitable[T]]) -> list[T]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from schedcore import ipb, metrics, pb
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import Completed, Completion, DispatchItem
+from schedcore.store.engine import Completed, Completion, DispatchItem, EngineStore
 from schedcore.store.executions import summary
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
-from services.scheduler.partitioned import by_partition, each
+from services.scheduler.partitioned import per_partition
 
 log = logging.getLogger("scheduler.results")
 
@@ -150,12 +150,8 @@ class Recorder:
 
     async def records(self, ids: Sequence[str]) -> list[tuple[pb.Execution | None, pb.Task | None]]:
         """Current record and task spec of each execution, read in its partition."""
-        groups = by_partition(self.store, ids)
-        if len(groups) == 1:
-            return await groups[0][0].records(ids)
         out: list[tuple[pb.Execution | None, pb.Task | None]] = [(None, None)] * len(ids)
-        reads = await each([engine.records([ids[i] for i in at]) for engine, at in groups])
-        for (_, at), rows in zip(groups, reads, strict=True):
+        for at, rows in await per_partition(self.store, ids, lambda e, at: e.records([ids[i] for i in at])):
             for i, row in zip(at, rows, strict=True):
                 out[i] = row
         return out
@@ -165,15 +161,13 @@ class Recorder:
     ) -> Completed:
         """EngineStore.complete, each completion in its execution's partition: one script call
         per partition touched, the flags in the order given."""
-        groups = by_partition(self.store, [c.execution.id for c in completions])
-        if len(groups) == 1:
-            return await groups[0][0].complete(completions, now_ms, history_limit)
+
+        def call(engine: EngineStore, at: list[int]) -> Awaitable[Completed]:
+            return engine.complete([completions[i] for i in at], now_ms, history_limit)
+
         recorded = [False] * len(completions)
         over: list[str] = []
-        dones = await each(
-            [engine.complete([completions[i] for i in at], now_ms, history_limit) for engine, at in groups]
-        )
-        for (_, at), done in zip(groups, dones, strict=True):
+        for at, done in await per_partition(self.store, [c.execution.id for c in completions], call):
             for i, flag in zip(at, done.recorded, strict=True):
                 recorded[i] = flag
             over += done.over_limit
@@ -181,11 +175,11 @@ class Recorder:
 
     async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> int:
         leases = [(r.execution_id, r.lease_token) for r in renewals]
-        groups = by_partition(self.store, [i for i, _ in leases])
-        if len(groups) == 1:
-            return await groups[0][0].renew(leases, self.lease_ms)
-        renewed = await each([engine.renew([leases[i] for i in at], self.lease_ms) for engine, at in groups])
-        return sum(renewed)
+
+        def call(engine: EngineStore, at: list[int]) -> Awaitable[int]:
+            return engine.renew([leases[i] for i in at], self.lease_ms)
+
+        return sum(n for _, n in await per_partition(self.store, [i for i, _ in leases], call))
 
     async def hand_back(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """Executions leased for dispatch that no executor received: ready again at once."""
