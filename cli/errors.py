@@ -10,7 +10,8 @@ import grpc
 from schedcore.errors import field_violations
 
 OK = 0
-# A local failure: output that cannot be written (a file that cannot be read is a usage error).
+# A local failure: output that cannot be written (a file that cannot be read is a usage error),
+# or a `partitions migrate` that Redis refused or could not run (LocalFailure).
 FAILURE = 1
 # The command line is wrong (argparse's own code for usage errors).
 USAGE = 2
@@ -22,6 +23,11 @@ INTERRUPTED = 130
 
 class UsageError(Exception):
     """A flag's value the CLI cannot use: exit 2 with the message."""
+
+
+class LocalFailure(Exception):
+    """A command that failed on this side of the api (schedctl partitions on Redis): exit 1
+    with the message."""
 
 
 def exit_code(code: grpc.StatusCode) -> int:

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import access, errors, executions, stats, tasks, values
+from cli import access, errors, executions, partitions, stats, tasks, values
 from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token, security
-from cli.errors import UsageError
+from cli.errors import LocalFailure, UsageError
 from schedcore.settings import SettingsError
 
 DESCRIPTION = """Operate the scheduler: create, list, change and run tasks; read and follow their
-executions; manage API tokens and read the audit trail. The api address comes from --api or
+executions; manage API tokens and read the audit trail; change PARTITIONS offline (`partitions
+migrate`, on Redis itself). The api address comes from --api or
 API_ADDR (default localhost:50051); a token from --token or SCHEDCTL_TOKEN is sent as
 `authorization: Bearer <token>`. The connection is TLS (--tls-ca to trust a private CA),
 plaintext only with --plaintext."""
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     executions.add_parsers(sub, common)
     stats.add_parsers(sub, common)
     access.add_parsers(sub, common)
+    partitions.add_parsers(sub, common)
     return top
 
 
@@ -95,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.exit(errors.USAGE, f"{p.prog}: error: {exc}\n")
     except grpc.RpcError as exc:
         return errors.report(exc)
+    except LocalFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return errors.FAILURE
     except KeyboardInterrupt:
         if args.func is executions.follow:
             return errors.OK

@@ -325,10 +325,16 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, default_port: int = 50051, service: str | None = None
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        default_port: int = 50051,
+        service: str | None = None,
+        serves: bool = True,
     ) -> Settings:
         """The settings from `env` (default os.environ): every variable `service` reads (None:
-        every variable; tools and tests), the others at their defaults."""
+        every variable; tools and tests), the others at their defaults. `serves=False`: a tool
+        that serves no gRPC (schedctl partitions) is not asked for a certificate."""
         if service is not None and service not in SERVICES:
             raise ValueError(f"unknown service {service!r}")
         env = os.environ if env is None else env
@@ -348,7 +354,7 @@ class Settings:
                 f"after a lease would otherwise have its occurrences handled as missed"
             )
         # Last: a bad value of another variable is named first.
-        check_tls(
-            settings.grpc_plaintext, {name: getattr(settings, name.lower()) for name in TLS_FILE_VARIABLES}
-        )
+        if serves:
+            files = {name: getattr(settings, name.lower()) for name in TLS_FILE_VARIABLES}
+            check_tls(settings.grpc_plaintext, files)
         return settings

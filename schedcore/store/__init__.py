@@ -15,6 +15,7 @@ from schedcore.store.audit import AuditStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys, Partitions
+from schedcore.store.migrate import parse_record
 from schedcore.store.ownership import OwnershipStore
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import StatsStore
@@ -63,7 +64,13 @@ class Store:
             home = self.keys
             held = await self.redis.exists(home.by_name, home.history, home.ready, home.inflight)
             await self.redis.set(key, 1 if held else self.partitions.count, nx=True)
-        recorded = int(await self.redis.get(key) or self.partitions.count)
+        recorded, target, _ = parse_record(await self.redis.get(key) or self.partitions.count)
+        if target is not None:
+            raise SettingsError(
+                f"PARTITIONS: this Redis is being moved from {recorded} to {target} partitions, or "
+                f"a move was interrupted: finish it with `schedctl partitions migrate --to {target}` "
+                f'(docs/partitions.md, "Changing P")'
+            )
         if recorded != self.partitions.count:
             raise SettingsError(
                 f"PARTITIONS: this Redis holds data laid out in {recorded} partitions, not "

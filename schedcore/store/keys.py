@@ -75,6 +75,11 @@ class Keys:
     def _base(self) -> str:
         return f"{self.prefix}:{{{self.partition}}}"
 
+    @property
+    def base(self) -> str:
+        """What every key of this partition starts with ("ts:{p}:")."""
+        return self._base + ":"
+
     # The prefixes of per-id keys, given to the scripts that build those keys from ids (the same
     # hash tag, so the same slot: docs/redis-layout.md, "Keys a script builds").
     @property
@@ -107,6 +112,11 @@ class Keys:
         index the scheduler takes occurrences from (every member <= now is due)."""
         return f"{self._base}:idx:next"
 
+    @property
+    def request_prefix(self) -> str:
+        """The prefix of request-id keys: request_id() adds the request id's digest."""
+        return f"{self._base}:reqid:"
+
     def request_id(self, request_id: str, namespace: str = DEFAULT_NAMESPACE) -> str:
         """String "<task id>:<request fingerprint>", expiring: idempotent CreateTask.
 
@@ -115,7 +125,7 @@ class Keys:
         namespace hashes the id alone, as before namespaces existed."""
         scoped = request_id if namespace in ("", DEFAULT_NAMESPACE) else f"{namespace}\n{request_id}"
         digest = hashlib.sha256(scoped.encode()).hexdigest()[:32]
-        return f"{self._base}:reqid:{digest}"
+        return self.request_prefix + digest
 
     def execution(self, execution_id: str) -> str:
         """Hash: pb (Execution protobuf), status (authoritative over pb's), tok (lease token)."""
@@ -219,6 +229,18 @@ class Keys:
         """String: the PARTITIONS the data is laid out in, written by the first service to start
         (partition 0's; services refuse to start with another count)."""
         return f"{self._base}:partitions"
+
+    def migrated(self, run: str, what: str, source: int) -> str:
+        """String, expiring in two days: partition migration `run` added the dropped partition
+        `source`'s `what` (a counter hash or the audit stream) into this partition's
+        (schedcore/store/migrate.py), so a rerun does not add it twice."""
+        return f"{self._base}:migrated:{run}:{what}:{source}"
+
+    @property
+    def audit_merging(self) -> str:
+        """Stream: this partition's audit stream merged with a dropped partition's, built by a
+        partition migration before it takes the stream's place."""
+        return f"{self._base}:audit:merging"
 
     @property
     def page_token_secret(self) -> str:

@@ -37,3 +37,7 @@ class Scripts:
         self.dispatch_park = load("dispatch_park")
         self.partition_claim = load("partition_claim")
         self.partition_release = load("partition_release")
+        self.migrate_in = load("migrate_in")
+        self.migrate_out = load("migrate_out")
+        self.migrate_merge = load("migrate_merge")
+        self.migrate_audit = load("migrate_audit")

@@ -68,6 +68,8 @@ class Ownership:
         old deadline and the others go on."""
         lease_ms = round(self.lease_s * 1000)
         members = await self.store.heartbeat(self.instance_id, lease_ms)
+        if self.everyone:  # membership only: every replica works the one partition
+            return
         if self.instance_id not in members:  # it is: the heartbeat just wrote it
             members = [*members, self.instance_id]
         mine = [p for p in range(self.count) if owner_of(members, p) == self.instance_id]
@@ -91,9 +93,8 @@ class Ownership:
             log.info("partitions owned: %s", self.owned(), extra={"members": len(members)})
 
     async def run(self) -> None:
-        """Heartbeats until stopped; with one partition, none (every replica works it)."""
-        if self.everyone:
-            return
+        """Heartbeats until stopped. With one partition, membership only: every replica works
+        it, and the membership shows `schedctl partitions migrate` that a scheduler runs."""
         while not self.stopping.is_set():
             await guarded_round("ownership", self.beat)
             await wait_event(self.stopping, self.lease_s / BEATS_PER_LEASE)
@@ -104,10 +105,8 @@ class Ownership:
         partition (the script checks the owner: a claim whose reply was lost is let go too),
         all at once, within `timeout_s`; what is not released then expires with its lease."""
         self.stopping.set()
-        if self.everyone:
-            return
         self._until = {}
-        calls = [self.store.release(p, self.instance_id) for p in range(self.count)]
+        calls = [] if self.everyone else [self.store.release(p, self.instance_id) for p in range(self.count)]
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*calls, self.store.leave(self.instance_id), return_exceptions=True)
