@@ -1,7 +1,8 @@
-"""Schedulers share partitions as real processes (docs/partitions.md, invariant 2): three
-schedulers over four partitions, every-second tasks in each; one scheduler killed with SIGKILL,
-another stopped with SIGTERM. Every occurrence fires exactly once, and none waits longer than a
-partition lease and a heartbeat (plus the machine's slack) for a new owner."""
+"""Schedulers share partitions as real processes (docs/partitions.md, invariant 2): two
+schedulers over eight partitions, every-second tasks in each, then a third joining (it gets its
+share within a few heartbeats); one scheduler killed with SIGKILL, another stopped with SIGTERM.
+Every occurrence fires exactly once, and none waits longer than a partition lease and a heartbeat
+(plus the machine's slack) for a new owner."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import redis
 from schedcore import pb
 from schedcore.store.keys import Partitions
 from tests.integration.engine_support import every_second, suite
-from tests.support import RedisServer, wait_for
+from tests.support import RedisServer, free_port, wait_for
 
 P = 8
 LEASE_S = 1.0
 PARTS = Partitions(count=P)
 # A takeover waits for the lease to expire and the next heartbeat; the rest is a busy machine.
 TAKEOVER_BOUND_S = LEASE_S + LEASE_S / 3 + 2.5
+# A joiner's share: the others let go at their next heartbeat, it claims at its next one after.
+JOIN_BOUND_S = 2 * LEASE_S / 3 + 2.5
 
 
 def owners(rds: redis.Redis) -> dict[int, str]:
@@ -31,18 +34,24 @@ def owners(rds: redis.Redis) -> dict[int, str]:
     return out
 
 
-def test_a_killed_and_a_stopped_scheduler_hand_their_partitions_over(
+def test_a_joining_scheduler_takes_its_share_and_a_killed_and_a_stopped_one_hand_theirs_over(
     redis_srv: RedisServer, rds: redis.Redis
 ) -> None:
     env = {"PARTITIONS": str(P), "PARTITION_LEASE_SECONDS": str(LEASE_S), "LEASE_SECONDS": "2"}
-    with suite(redis_srv, schedulers=3, executors=1, **env) as s:
-        schedulers = s.processes[1:]  # the executor started first
-        assert len(schedulers) == 3
+    with suite(redis_srv, schedulers=2, executors=1, **env) as s:
         tasks: dict[int, list[str]] = {p: [] for p in range(P)}
         while min(len(ids) for ids in tasks.values()) < 1:  # an every-second task in each partition
             task = s.create(f"t{sum(map(len, tasks.values()))}", every_second())
             tasks[PARTS.of_task(task.id)].append(task.id)
-        wait_for(lambda: len(owners(rds)) == P and len(set(owners(rds).values())) >= 2, 10)
+        wait_for(lambda: len(owners(rds)) == P and len(set(owners(rds).values())) == 2, 10)
+        time.sleep(2)
+
+        s.start_scheduler(free_port(), **env)  # a third joins (serving: it heartbeats)
+        joined = time.time()
+        wait_for(lambda: len(owners(rds)) == P and len(set(owners(rds).values())) == 3, JOIN_BOUND_S)
+        print(f"the third scheduler owned its share {time.time() - joined:.2f} s after it served")
+        schedulers = s.processes[1:]  # the executor started first
+        assert len(schedulers) == 3
 
         time.sleep(3)
         by_pid = {f"-{proc.pid}": proc for proc in schedulers}
@@ -71,7 +80,7 @@ def test_a_killed_and_a_stopped_scheduler_hand_their_partitions_over(
             nominal = sorted(e.nominal_time.ToMilliseconds() for e in runs)
             assert len(nominal) == len(set(nominal)), f"task {task_id}: an occurrence fired twice"
             assert nominal == list(range(nominal[0], nominal[-1] + 1000, 1000)), f"task {task_id}: a gap"
-            assert nominal[-1] - nominal[0] >= 8_000  # it fired through both handovers
+            assert nominal[-1] - nominal[0] >= 10_000  # it fired through the join and both handovers
             assert all(e.status != pb.ExecutionStatus.EXECUTION_STATUS_SKIPPED for e in runs)
             for e in runs:
                 if e.nominal_time.ToMilliseconds() >= killed * 1000 - 1000 and e.HasField("start_time"):
