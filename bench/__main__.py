@@ -30,6 +30,8 @@ FULL = {
     "storage": 100_000,
     "peer": 10_000,
     "scaling": [1, 2, 4],
+    # the burst with 2 schedulers and 2 executors: (PARTITIONS, Redis primaries) per run
+    "partitions": [[1, 1], [12, 1], [12, 3]],
     "warmup": 500,
 }
 SMOKE = {
@@ -42,9 +44,14 @@ SMOKE = {
     "storage": 2_000,
     "peer": 100,
     "scaling": [1, 2],
+    "partitions": [[12, 1], [12, 3]],
     "warmup": 20,
 }
-WORKLOADS = ["burst", "peer", "bullmq", "steady", "idle", "api", "storage", "scaling"]
+WORKLOADS = ["burst", "peer", "bullmq", "steady", "idle", "api", "storage", "scaling", "partitions"]
+# The partitions workload's replicas: two of each, so the partitions spread over two schedulers;
+# and how long it measures Redis' idle CPU before each burst.
+PARTITION_REPLICAS = 2
+IDLE_PROBE_SECONDS = 2.0
 
 
 def say(text: str) -> None:
@@ -134,7 +141,40 @@ def run(sizes: dict[str, Any], only: list[str]) -> dict[str, Any]:
                 }
             )
             say(f"  {figures['fires_per_second']:,} fires/s")
+    if "partitions" in only:
+        results["partitions"] = partition_runs(sizes)
     return results
+
+
+def partition_runs(sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The burst on one redis-server and on a Redis Cluster, with PARTITIONS partitions."""
+    runs = []
+    replicas = PARTITION_REPLICAS
+    for partitions, primaries in sizes["partitions"]:
+        where = "one redis-server" if primaries == 1 else f"a Redis Cluster of {primaries} primaries"
+        say(
+            f"partitions: P={partitions} on {where}, {replicas} schedulers and {replicas} executors, "
+            f"burst of {sizes['burst']:,}"
+        )
+        suite = Cluster(schedulers=replicas, executors=replicas, partitions=partitions, primaries=primaries)
+        with suite as cluster:
+            figures = workloads.burst(cluster, sizes["burst"], sizes["warmup"], IDLE_PROBE_SECONDS)
+        dropped = ("lags_ms", "cpu_seconds", "create_seconds", "bytes_per_task", "bytes_per_execution")
+        runs.append(
+            {
+                "partitions": partitions,
+                "primaries": primaries,
+                "schedulers": replicas,
+                "executors": replicas,
+                **{k: v for k, v in figures.items() if k not in dropped},
+                "cpu": figures["cpu_seconds"],
+            }
+        )
+        say(
+            f"  {figures['fires_per_second']:,} fires/s; Redis CPU per execution by primary "
+            f"{figures['redis_cpu_us_per_execution_by_primary']} us"
+        )
+    return runs
 
 
 def main() -> int:

@@ -1,5 +1,7 @@
 """A suite of real processes for a benchmark: Redis (AOF, appendfsync everysec), api, schedulers
-and executors, wired the way tools/run_local.py wires them."""
+and executors, wired the way tools/run_local.py wires them. Redis is one redis-server, or a Redis
+Cluster of several primaries (tests.support.RedisCluster, no replicas) with the services given
+REDIS_CLUSTER_NODES (docs/partitions.md, "Cluster mode")."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import grpc
 import redis as redis_py
+from redis.crc import key_slot
 
 from schedcore import pb
-from schedcore.store.keys import Keys
-from tests.support import RedisServer, free_port, serving
+from schedcore.store.keys import Partitions
+from tests.support import RedisCluster, RedisServer, free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet services; everything else is the services' defaults (docs/configuration.md).
@@ -61,10 +64,15 @@ class Proc:
 
 @dataclass
 class Cluster:
+    """The suite. `partitions` is PARTITIONS; `primaries` 1 is one redis-server, more a Redis
+    Cluster of that many primaries."""
+
     schedulers: int = 1
     executors: int = 1
     env: dict[str, str] = field(default_factory=dict)
-    redis: RedisServer = field(init=False)
+    partitions: int = 1
+    primaries: int = 1
+    redis: RedisServer | RedisCluster = field(init=False)
     procs: list[Proc] = field(default_factory=list)
     token: str = field(init=False, default="", repr=False)
 
@@ -80,17 +88,24 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         self.token = "tsk_" + secrets.token_urlsafe(32)
-        self.redis = RedisServer(appendfsync="everysec")
-        self.redis.start()
+        # RedisCluster's nodes are RedisServers with the same settings (AOF, appendfsync everysec).
+        if self.primaries > 1:
+            self.redis = RedisCluster(masters=self.primaries)
+        else:
+            self.redis = RedisServer(appendfsync="everysec")
         self.api_port = free_port()
         executor_ports = [free_port() for _ in range(self.executors)]
         scheduler_ports = [free_port() for _ in range(self.schedulers)]
         wiring = {
             "REDIS_URL": self.redis.url,
+            "PARTITIONS": str(self.partitions),
             "EXECUTOR_ADDRS": ",".join(f"127.0.0.1:{p}" for p in executor_ports),
             "SCHEDULER_ADDR": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in scheduler_ports),
         }
+        if isinstance(self.redis, RedisCluster):
+            wiring["REDIS_CLUSTER_NODES"] = self.redis.seeds_env
         try:
+            self.redis.start()
             self._start("api", self.api_port, wiring)
             self._wait_for_token()
             for i, port in enumerate(executor_ports):
@@ -123,17 +138,28 @@ class Cluster:
             time.sleep(0.05)
 
     def reset(self) -> None:
-        """Empty Redis between workloads, except what the api writes once at start and never
-        again: its tokens (AUTH_BOOTSTRAP_TOKEN) and the page-token secret."""
-        keys = Keys()
-        keep = (keys.token(""), keys.token_hash(""), keys.tokens, keys.page_token_secret)
-        client = self.client()
-        try:
-            doomed = [k for k in client.scan_iter(count=10_000) if not k.decode().startswith(keep)]
-            for i in range(0, len(doomed), 1000):
-                client.delete(*doomed[i : i + 1000])
-        finally:
-            client.close()
+        """Empty Redis between workloads, except what the services write once at start and never
+        again (the api's tokens from AUTH_BOOTSTRAP_TOKEN, the page-token secret, the recorded
+        PARTITIONS) and the schedulers' membership and partition leases, which they renew."""
+        parts = Partitions(count=self.partitions)
+        home = parts.home
+        keep = (home.token(""), home.token_hash(""), home.tokens, home.page_token_secret)
+        keep_exact = {home.partition_count, home.schedulers, *(k.owner for k in parts.all)}
+        for client in self.primary_clients():
+            try:
+                doomed = [
+                    k
+                    for k in client.scan_iter(count=10_000)
+                    if not k.decode().startswith(keep) and k.decode() not in keep_exact
+                ]
+                # One key per command: on a cluster node a DEL of keys in several slots is refused.
+                for i in range(0, len(doomed), 1000):
+                    pipe = client.pipeline(transaction=False)
+                    for key in doomed[i : i + 1000]:
+                        pipe.unlink(key)
+                    pipe.execute()
+            finally:
+                client.close()
 
     def _wait_for_token(self) -> None:
         """The api writes AUTH_BOOTSTRAP_TOKEN once Redis answers: wait until it accepts it."""
@@ -160,12 +186,33 @@ class Cluster:
     def api_addr(self) -> str:
         return f"127.0.0.1:{self.api_port}"
 
+    @property
+    def servers(self) -> list[RedisServer]:
+        """The Redis primaries: the one redis-server, or the cluster's primaries in slot order."""
+        return list(self.redis.masters) if isinstance(self.redis, RedisCluster) else [self.redis]
+
     def client(self) -> redis_py.Redis:
-        return self.redis.client()
+        """A client of the redis-server (with a Redis Cluster, of its first primary only)."""
+        return self.servers[0].client()
+
+    def primary_clients(self) -> list[redis_py.Redis]:
+        """A plain client of each primary (each sees only its own keys), in `servers` order."""
+        return [server.client() for server in self.servers]
+
+    def primary_of(self, partition: int) -> int:
+        """Index in `servers` of the primary serving `partition`'s keys (one slot: `{p}`)."""
+        if not isinstance(self.redis, RedisCluster):
+            return 0
+        slot = key_slot(Partitions(count=self.partitions).all[partition].owner.encode())
+        return self.servers.index(self.redis.owner(slot))
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far by each process, Redis included."""
+        """CPU seconds used so far by each process, Redis included ("redis", or with several
+        primaries "redis-1", "redis-2", ...)."""
         out = {p.name: p.cpu_seconds() for p in self.procs}
-        assert self.redis.proc is not None
-        out["redis"] = Proc("redis", self.redis.port, self.redis.proc).cpu_seconds()
+        servers = self.servers
+        for i, server in enumerate(servers):
+            assert server.proc is not None
+            name = "redis" if len(servers) == 1 else f"redis-{i + 1}"
+            out[name] = Proc(name, server.port, server.proc).cpu_seconds()
         return out

@@ -27,7 +27,7 @@ def _costs(figures: dict[str, Any], unit: str) -> str:
 def table(results: dict[str, Any]) -> str:
     r = results["workloads"]
     rows = ["| workload | result | lag p50 / p95 / p99 / max (ms) |", "|---|---|---|"]
-    for part in (_burst_rows, _steady_rows, _api_rows, _size_rows):
+    for part in (_burst_rows, _steady_rows, _api_rows, _size_rows, _partition_rows):
         rows += part(r)
     return "\n".join(rows)
 
@@ -121,6 +121,28 @@ def _size_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _partition_rows(r: dict[str, Any]) -> list[str]:
+    """The burst over partitions: Redis CPU of each primary over the burst per execution of the
+    whole burst (of which idle polling over the same window), and the executions it held."""
+    rows = []
+    for run in r.get("partitions", []):
+        primaries = run["primaries"]
+        where = "one redis-server" if primaries == 1 else f"a Redis Cluster of {primaries} primaries"
+        idle = run.get("redis_idle_cpu_us_per_execution_by_primary") or [0] * primaries
+        parts = zip(
+            run["redis_cpu_us_per_execution_by_primary"], idle, run["executions_by_primary"], strict=True
+        )
+        shares = "; ".join(f"{us} us, idle {i} ({held:,} executions)" for us, i, held in parts)
+        rows.append(
+            f"| partitions: P={run['partitions']} on {where}, {run['schedulers']} schedulers + "
+            f"{run['executors']} executors, burst of {run['tasks']:,} | drained in "
+            f"{run['drain_seconds']:.2f} s: **{run['fires_per_second']:,} fires/s**; Redis CPU per "
+            f"execution {run['redis_cpu_us_per_execution']} us, by primary (of which idle polling): "
+            f"{shares} | {_lag(run)} |"
+        )
+    return rows
+
+
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     return (
@@ -169,8 +191,10 @@ def write(results: dict[str, Any], out: Path, markdown: Path | None) -> None:
     for figures in slim["workloads"].values():
         if isinstance(figures, dict):
             figures.pop("lags_ms", None)
-    for run in slim["workloads"].get("scaling", []):
-        run.pop("lags_ms", None)
+    for runs in slim["workloads"].values():
+        if isinstance(runs, list):
+            for run in runs:
+                run.pop("lags_ms", None)
     (out / "benchmarks.json").write_text(json.dumps(slim, indent=2) + "\n")
     plot(results, out / "benchmarks-lag.png")
     section = (

@@ -5,6 +5,7 @@ time (on the executor) minus its nominal time, as the api reports it."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.cluster import Cluster
 from schedcore import pb
-from schedcore.store.keys import Keys
+from schedcore.store.keys import Keys, Partitions
 
 TERMINAL = pb.TERMINAL_STATUSES
 BATCH = 1000
@@ -64,16 +65,34 @@ def every_second(name: str) -> pb.Task:
     return task
 
 
-def create_all(stub: pb.task_service_grpc.TaskServiceStub, tasks: Iterable[pb.Task]) -> list[pb.Task]:
-    """BatchCreateTasks in calls of 1,000."""
+def request_id_in(parts: Partitions, partition: int) -> str:
+    """A fresh request id that names `partition` (Partitions.of_request)."""
+    while True:
+        request_id = secrets.token_hex(8)
+        if parts.of_request(request_id) == partition:
+            return request_id
+
+
+def create_all(
+    stub: pb.task_service_grpc.TaskServiceStub,
+    tasks: Iterable[pb.Task],
+    partitions: int = 1,
+    batch: int = BATCH,
+) -> list[pb.Task]:
+    """BatchCreateTasks in calls of `batch`. The api puts a whole call in one partition (the one
+    its first request id names, else a random one): with several partitions the calls take them
+    in turn, each naming its own by the first item's request id."""
+    parts = Partitions(count=partitions)
     out: list[pb.Task] = []
     chunk: list[pb.Task] = []
     for task in [*tasks, None]:
         if task is not None:
             chunk.append(task)
-        if chunk and (task is None or len(chunk) == BATCH):
-            request = pb.BatchCreateTasksRequest(requests=[pb.CreateTaskRequest(task=t) for t in chunk])
-            out += stub.BatchCreateTasks(request, timeout=60).tasks
+        if chunk and (task is None or len(chunk) == batch):
+            requests = [pb.CreateTaskRequest(task=t) for t in chunk]
+            if partitions > 1:
+                requests[0].request_id = request_id_in(parts, len(out) // batch % partitions)
+            out += stub.BatchCreateTasks(pb.BatchCreateTasksRequest(requests=requests), timeout=60).tasks
             chunk = []
     return out
 
@@ -92,7 +111,10 @@ def executions(stub: pb.task_service_grpc.TaskServiceStub, **filters: Any) -> li
 
 
 def ended(stub: pb.task_service_grpc.TaskServiceStub) -> int:
-    stats = stub.GetStats(pb.GetStatsRequest(window=Duration(seconds=3600)), timeout=30)
+    """Executions ended over the last 10 minutes (longer than any wait here). GetStats reads each
+    partition's minute stats of the window: a short one keeps this poll light on the api and
+    Redis being measured."""
+    stats = stub.GetStats(pb.GetStatsRequest(window=Duration(seconds=600)), timeout=30)
     return sum(c.count for c in stats.executions)
 
 
@@ -105,17 +127,26 @@ def wait_ended(stub: pb.task_service_grpc.TaskServiceStub, count: int, timeout: 
 
 
 def used_memory(cluster: Cluster) -> int:
-    return int(cluster.client().info("memory")["used_memory"])
+    """Redis used_memory, summed over the primaries."""
+    total = 0
+    for client in cluster.primary_clients():
+        with client:
+            total += int(client.info("memory")["used_memory"])
+    return total
 
 
-def redis_work(cluster: Cluster) -> tuple[int, float]:
-    """(commands run so far, Redis CPU seconds so far): commands inside scripts count one by one,
-    the script calls themselves (EVALSHA) do not."""
-    client = cluster.client()
-    stats = client.info("commandstats")
-    calls = sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_eval"))
-    cpu = client.info("cpu")
-    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+def redis_work(cluster: Cluster) -> list[tuple[int, float]]:
+    """Per primary: (commands run so far, CPU seconds so far: INFO cpu, used_cpu_sys +
+    used_cpu_user); commands inside scripts count one by one, the script calls themselves
+    (EVALSHA) do not."""
+    out = []
+    for client in cluster.primary_clients():
+        with client:
+            stats = client.info("commandstats")
+            cpu = client.info("cpu")
+        calls = sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_eval"))
+        out.append((calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])))
+    return out
 
 
 def warm_up(cluster: Cluster, n: int) -> None:
@@ -125,32 +156,57 @@ def warm_up(cluster: Cluster, n: int) -> None:
         return
     stub = stub_for(cluster)
     due = int(time.time() * 1000) + 1500
-    create_all(stub, (once_at(f"warm-{i}", due) for i in range(n)))
+    create_all(stub, (once_at(f"warm-{i}", due) for i in range(n)), *spread(cluster, n))
     wait_ended(stub, n, timeout=60)
     cluster.reset()
 
 
-def burst(cluster: Cluster, n: int, warmup: int = 0) -> dict[str, object]:
-    """n one-time tasks due at the same instant: time to drain, fires per second, lag."""
+def spread(cluster: Cluster, n: int) -> tuple[int, int]:
+    """create_all's (partitions, batch) for n tasks: an equal share in every partition."""
+    return cluster.partitions, min(BATCH, -(-n // cluster.partitions))
+
+
+def idle_cpu(cluster: Cluster, seconds: float) -> list[float]:
+    """Each primary's CPU seconds per second while nothing is due (the schedulers' polling of
+    their partitions, heartbeats)."""
+    before = redis_work(cluster)
+    time.sleep(seconds)
+    after = redis_work(cluster)
+    return [(a[1] - b[1]) / seconds for b, a in zip(before, after, strict=True)]
+
+
+def burst(cluster: Cluster, n: int, warmup: int = 0, idle_s: float = 0) -> dict[str, Any]:
+    """n one-time tasks due at the same instant (an equal share in each partition): time to
+    drain, fires per second, lag, and what each Redis primary did. With `idle_s`, each
+    primary's idle CPU is measured that long first: the share of its figure that polling with
+    nothing due would account for over the measured window."""
     warm_up(cluster, warmup)
+    idle = idle_cpu(cluster, idle_s) if idle_s > 0 else []
     stub = stub_for(cluster)
     lead_ms = 2000 + n // 2  # creating them must end before they come due
     due = int(time.time() * 1000) + lead_ms
     mem0 = used_memory(cluster)
     created = time.monotonic()
-    create_all(stub, (once_at(f"burst-{i}", due) for i in range(n)))
+    create_all(stub, (once_at(f"burst-{i}", due) for i in range(n)), *spread(cluster, n))
     create_s = time.monotonic() - created
     mem_tasks = used_memory(cluster)
-    cpu0, work0 = cluster.cpu(), redis_work(cluster)
+    cpu0, work0, began = cluster.cpu(), redis_work(cluster), time.monotonic()
     wait_ended(stub, n, timeout=120 + n / 100)
-    cpu1, work1 = cluster.cpu(), redis_work(cluster)
+    cpu1, work1, window_s = cluster.cpu(), redis_work(cluster), time.monotonic() - began
     records = executions(stub)
     assert len(records) == n, f"{len(records)} executions for {n} occurrences"
     assert all(e.status == pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED for e in records)
     starts = [e.start_time.ToMilliseconds() for e in records]
     lags = [e.lag.ToMilliseconds() for e in records]
     drain_ms = max(max(starts) - due, 1)
-    return {
+    parts = Partitions(count=cluster.partitions)
+    homes = [cluster.primary_of(p) for p in range(parts.count)]
+    on_primary = [0] * len(work0)
+    for e in records:
+        on_primary[homes[parts.of_execution(e.id)]] += 1
+    commands = sum(w1[0] - w0[0] for w0, w1 in zip(work0, work1, strict=True))
+    redis_cpu = [w1[1] - w0[1] for w0, w1 in zip(work0, work1, strict=True)]
+    figures: dict[str, Any] = {
         "tasks": n,
         "create_seconds": round(create_s, 3),
         "drain_seconds": drain_ms / 1000,
@@ -158,12 +214,23 @@ def burst(cluster: Cluster, n: int, warmup: int = 0) -> dict[str, object]:
         "lag_ms": percentiles(lags),
         "lags_ms": lags,
         "cpu_seconds": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
-        # from fire to recorded result (with the few ListExecutions calls that wait for the end)
-        "redis_commands_per_execution": round((work1[0] - work0[0]) / n, 1),
-        "redis_cpu_us_per_execution": round((work1[1] - work0[1]) * 1e6 / n),
+        # from fire to recorded result (with the few GetStats calls that wait for the end),
+        # summed over the primaries
+        "redis_commands_per_execution": round(commands / n, 1),
+        "redis_cpu_us_per_execution": round(sum(redis_cpu) * 1e6 / n),
+        # each primary's CPU over the burst / all n executions, and how many of them it held
+        "redis_cpu_us_per_execution_by_primary": [round(cpu * 1e6 / n) for cpu in redis_cpu],
+        "executions_by_primary": on_primary,
         "bytes_per_task": round((mem_tasks - mem0) / n),
         "bytes_per_execution": round((used_memory(cluster) - mem_tasks) / n),
     }
+    if idle:
+        figures["measured_seconds"] = round(window_s, 2)
+        figures["redis_idle_cpu_ms_per_second_by_primary"] = [round(rate * 1e3, 1) for rate in idle]
+        figures["redis_idle_cpu_us_per_execution_by_primary"] = [
+            round(rate * window_s * 1e6 / n) for rate in idle
+        ]
+    return figures
 
 
 def steady(cluster: Cluster, tasks: int, seconds: int) -> dict[str, object]:

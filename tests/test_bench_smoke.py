@@ -28,11 +28,20 @@ def test_bench_smoke_writes_a_complete_report(tmp_path: Path) -> None:
         "api_batch",
         "storage",
         "scaling",
+        "partitions",
     }
     assert workloads["burst"]["tasks"] == 200 and workloads["peer_burst"]["ran"] == 100
     assert workloads["bullmq_burst"]["ran"] == 100 and workloads["bullmq_burst"]["redis_commands_per_job"] > 0
     assert workloads["steady"]["fires"] > 0 and workloads["bullmq_steady"]["fires"] > 0
     assert [run["schedulers"] for run in workloads["scaling"]] == [1, 2]
+    # P = 12 on one redis-server, then on a Redis Cluster of 3 primaries: every primary held a
+    # share of the burst, and its Redis CPU was measured.
+    partitions = workloads["partitions"]
+    assert [(run["partitions"], run["primaries"]) for run in partitions] == [(12, 1), (12, 3)]
+    for run in partitions:
+        assert sum(run["executions_by_primary"]) == 200 and min(run["executions_by_primary"]) > 0
+        assert len(run["redis_cpu_us_per_execution_by_primary"]) == run["primaries"]
+        assert all(us > 0 for us in run["redis_cpu_us_per_execution_by_primary"])
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- bench:start -->" in markdown and "fires/s" in markdown
     assert (tmp_path / "benchmarks-lag.png").stat().st_size > 1000
