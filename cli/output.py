@@ -91,6 +91,12 @@ def schedule_text(schedule: pb.Schedule) -> str:
     kind = schedule.WhichOneof("kind")
     if kind == "once":
         return f"once at {when(schedule.once.run_time)}"
+    if kind == "interval":
+        interval = schedule.interval
+        text = f"every {span(interval.every)} from {when(interval.start_time)}"
+        if interval.HasField("end_time"):
+            text += f" until {when(interval.end_time)}"
+        return text
     if kind == "cron":
         cron = schedule.cron
         text = f"cron {cron.expression!r} {cron.time_zone or 'UTC'}"

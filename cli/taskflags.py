@@ -29,13 +29,22 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
     if update:
         what.add_argument("--remove-label", action="append", default=[], metavar="KEY", help="repeatable")
         what.add_argument("--clear-labels", action="store_true", help="remove every label first")
-    when = parser.add_argument_group("schedule (one of --cron or --at)")
+    when = parser.add_argument_group("schedule (one of --cron, --every or --at)")
     kind = when.add_mutually_exclusive_group()
     kind.add_argument("--cron", metavar="EXPR", help='5 or 6 fields or a macro, e.g. "*/5 * * * *"')
+    kind.add_argument(
+        "--every",
+        metavar="DURATION",
+        help="run every 1s-366d (30s, 5m, 1h30m), at --start-time + k x DURATION",
+    )
     kind.add_argument("--at", metavar="TIME", help="run once: ISO 8601 with offset, or +DURATION from now")
     when.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
-    when.add_argument("--start-time", metavar="TIME", help="cron: no occurrence before")
-    when.add_argument("--end-time", metavar="TIME", help="cron: no occurrence after")
+    when.add_argument(
+        "--start-time",
+        metavar="TIME",
+        help="cron: no occurrence before; --every: the first occurrence and the phase (default now)",
+    )
+    when.add_argument("--end-time", metavar="TIME", help="cron, --every: no occurrence after")
     target = parser.add_argument_group("target (log unless --http-url or --command)")
     which = target.add_mutually_exclusive_group()
     which.add_argument("--http-url", metavar="URL", help="call this URL")
@@ -123,25 +132,35 @@ def _schedule(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> Non
     if args.at is not None:
         for flag in ("tz", "start_time", "end_time"):
             if getattr(args, flag) is not None:
-                raise UsageError(f"--{flag.replace('_', '-')} applies to --cron, not --at")
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --cron and --every, not --at")
         task.schedule.once.run_time.CopyFrom(values.instant("--at", args.at))
         changed.add("schedule")
         return
+    kind = task.schedule.WhichOneof("kind")
     if args.cron is not None:
-        zone = task.schedule.cron.time_zone if task.schedule.WhichOneof("kind") == "cron" else ""
+        zone = task.schedule.cron.time_zone if kind == "cron" else ""
         task.schedule.cron.CopyFrom(pb.CronSchedule(expression=args.cron, time_zone=zone))
+        changed.add("schedule")
+    if args.every is not None:
+        # A new period keeps the stored phase (start time) and end, unless flags below change them.
+        kept = task.schedule.interval if kind == "interval" else pb.IntervalSchedule()
+        task.schedule.interval.CopyFrom(kept)
+        task.schedule.interval.every.CopyFrom(values.duration("--every", args.every))
         changed.add("schedule")
     if args.tz is None and args.start_time is None and args.end_time is None:
         return
-    if task.schedule.WhichOneof("kind") != "cron":
-        raise UsageError("--tz, --start-time and --end-time need a cron schedule (--cron)")
-    cron = task.schedule.cron
+    kind = task.schedule.WhichOneof("kind")
+    if kind == "interval" and args.tz is not None:
+        raise UsageError("--tz applies to --cron: an interval is real time, in no time zone")
+    if kind not in ("cron", "interval"):
+        raise UsageError("--tz, --start-time and --end-time need a recurring schedule (--cron or --every)")
+    bounded = task.schedule.cron if kind == "cron" else task.schedule.interval
     if args.tz is not None:
-        cron.time_zone = args.tz
+        task.schedule.cron.time_zone = args.tz
     if args.start_time is not None:
-        cron.start_time.CopyFrom(values.instant("--start-time", args.start_time))
+        bounded.start_time.CopyFrom(values.instant("--start-time", args.start_time))
     if args.end_time is not None:
-        cron.end_time.CopyFrom(values.instant("--end-time", args.end_time))
+        bounded.end_time.CopyFrom(values.instant("--end-time", args.end_time))
     changed.add("schedule")
 
 

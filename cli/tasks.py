@@ -79,7 +79,9 @@ def create(client: Client, args: argparse.Namespace) -> None:
     if args.name is None and not task.name:  # an empty --name is the api's to refuse
         raise UsageError("--name is required (or a name in --from-file)")
     if not task.HasField("schedule"):
-        raise UsageError("a schedule is required: --cron EXPR or --at TIME (or one in --from-file)")
+        raise UsageError(
+            "a schedule is required: --cron EXPR, --every DURATION or --at TIME (or one in --from-file)"
+        )
     request = pb.CreateTaskRequest(task=task, request_id=args.request_id or "")
     show(client.call(client.stub.CreateTask, request).task, args)
 

@@ -1,4 +1,5 @@
-"""Fire times of schedules: one-time, or cron in an IANA time zone, with the DST rules below.
+"""Fire times of schedules: one-time, every fixed interval from an anchor, or cron in an IANA time
+zone, with the DST rules below (an interval is real time: DST does not touch it).
 
 croniter matches expressions against wall-clock (naive) local times; this module maps wall-clock
 times to instants itself, one UTC-offset segment at a time, because croniter's own handling of
@@ -31,6 +32,10 @@ from schedcore.errors import quote
 from schedcore.timeutil import ts_to_ms
 
 MAX_EXPRESSION_LENGTH = 256
+# Bounds of an interval schedule's period (ms): a second (the engine's finest cadence, as cron's
+# seconds field) to a leap year.
+MIN_INTERVAL_MS = 1_000
+MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
 _WILDCARD_HOUR_MACROS = {"@hourly"}
 _PINNED_MACROS = {"@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 _TICK = timedelta(microseconds=1)
@@ -194,13 +199,22 @@ class Window:
     once_ms: int | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    every_ms: int | None = None  # an interval: start_ms + k * every_ms (start_ms is then set)
 
     @classmethod
     def of(cls, schedule: pb.Schedule) -> Window:
         """The Window of a valid schedule (stored, or normalized by the api's validation): the
         one conversion, its cron parsed through Cron.parse's cache. No zone reads as UTC."""
-        if schedule.WhichOneof("kind") == "once":
+        kind = schedule.WhichOneof("kind")
+        if kind == "once":
             return cls(once_ms=ts_to_ms(schedule.once.run_time))
+        if kind == "interval":
+            interval = schedule.interval
+            return cls(
+                every_ms=interval.every.ToMilliseconds(),
+                start_ms=ts_to_ms(interval.start_time),
+                end_ms=ts_to_ms(interval.end_time) if interval.HasField("end_time") else None,
+            )
         cron = schedule.cron
         return cls(
             cron=Cron.parse(cron.expression, cron.time_zone or "UTC"),
@@ -212,10 +226,14 @@ class Window:
         """First fire time strictly after `after_ms`, or None when the schedule has no more."""
         if self.once_ms is not None:
             return self.once_ms if self.once_ms > after_ms else None
-        assert self.cron is not None
         if self.start_ms is not None and after_ms < self.start_ms:
             after_ms = self.start_ms - 1
-        ms = _cron_next_ms(self.cron, after_ms)
+        if self.every_ms is not None:
+            assert self.start_ms is not None
+            ms: int | None = after_ms + self.every_ms - (after_ms - self.start_ms) % self.every_ms
+        else:
+            assert self.cron is not None
+            ms = _cron_next_ms(self.cron, after_ms)
         if ms is None:
             return None
         if self.end_ms is not None and ms > self.end_ms:

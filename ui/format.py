@@ -118,6 +118,10 @@ def schedule(sched: pb.Schedule, zone: str = "UTC") -> str:
         return f"{words} ({tz})"
     if sched.HasField("once"):
         return f"once at {ts(sched.once.run_time, zone)}"
+    if sched.HasField("interval"):
+        interval = sched.interval
+        start = f" from {ts(interval.start_time, zone)}" if interval.HasField("start_time") else ""
+        return f"every {millis(interval.every.ToMilliseconds())}{start}"
     return "—"
 
 

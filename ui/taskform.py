@@ -18,7 +18,7 @@ from google.protobuf.struct_pb2 import Struct
 from schedcore import pb
 from ui import format as fmt
 
-RECURRING, ONE_TIME = "Recurring (cron)", "One time"
+RECURRING, INTERVAL, ONE_TIME = "Recurring (cron)", "Every (interval)", "One time"
 LOG, HTTP = "Log (record the payload)", "HTTP request"
 # Shown only when editing a command task: the form keeps its target as it is (schedctl or the
 # api change programs; the form does not).
@@ -34,6 +34,8 @@ FIELD_WIDGETS = {
     "task.schedule.cron": "e_cron",
     "task.schedule.cron.expression": "e_cron",
     "task.schedule.cron.time_zone": "e_tz",
+    "task.schedule.interval": "e_every",
+    "task.schedule.interval.every": "e_every",
     "task.schedule.once": "e_time",
     "task.schedule.once.run_time": "e_time",
     "task.target": "e_target",
@@ -74,6 +76,9 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_kind": RECURRING,
         "e_cron": "0 * * * *",
         "e_tz": zone,
+        "e_every": 300.0,
+        # The stored interval (serialized IntervalSchedule) an edit keeps its phase and end from.
+        "e_interval": None,
         "e_date": later.date(),
         "e_time": later.time(),
         "e_target": LOG,
@@ -113,6 +118,13 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         values.update(
             e_kind=RECURRING, e_cron=task.schedule.cron.expression, e_tz=task.schedule.cron.time_zone or "UTC"
         )
+    elif task.schedule.HasField("interval"):
+        interval = task.schedule.interval
+        values.update(
+            e_kind=INTERVAL,
+            e_every=interval.every.ToMilliseconds() / 1000,
+            e_interval=interval.SerializeToString(),
+        )
     else:
         at = datetime.fromtimestamp(task.schedule.once.run_time.ToMilliseconds() / 1000, UTC)
         values.update(e_kind=ONE_TIME, e_tz="UTC", e_date=at.date(), e_time=at.time().replace(microsecond=0))
@@ -134,7 +146,15 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
 
 
 def schedule_of(values: dict[str, Any]) -> pb.Schedule:
-    """The schedule the form describes (the api validates it)."""
+    """The schedule the form describes (the api validates it). An interval keeps the stored
+    phase (start time) and end of the task being edited; a new one starts now (the api's
+    default)."""
+    if values["e_kind"] == INTERVAL:
+        out = pb.Schedule(interval=pb.IntervalSchedule())
+        if values.get("e_interval"):
+            out.interval.ParseFromString(values["e_interval"])
+        out.interval.every.FromMilliseconds(round(float(values["e_every"] or 0) * 1000))
+        return out
     if values["e_kind"] == RECURRING:
         return pb.Schedule(
             cron=pb.CronSchedule(expression=str(values["e_cron"]).strip(), time_zone=values["e_tz"])

@@ -16,9 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations, quote
 from schedcore.netpolicy import AddressPolicy
-from schedcore.schedule import Cron, ScheduleError, Window
+from schedcore.schedule import MAX_INTERVAL_MS, MIN_INTERVAL_MS, Cron, ScheduleError, Window
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
-from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ts_to_ms
+from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 from services.api.targetcheck import target
 from services.api.urlcheck import CONTROL
 
@@ -142,10 +142,12 @@ def schedule(
     """Normalize a schedule and build its Window; violations are added to `v`."""
     kind = sched.WhichOneof("kind")
     if kind is None:
-        v.add(path, "required: set once.run_time or cron.expression")
+        v.add(path, "required: set once.run_time, cron.expression or interval.every")
         return pb.Schedule(), None
     if kind == "once":
         out = _once(v, f"{path}.once", sched.once, now_ms, require_future)
+    elif kind == "interval":
+        out = _interval(v, f"{path}.interval", sched.interval, now_ms, require_future)
     else:
         out = _cron(v, f"{path}.cron", sched.cron, now_ms, require_future)
     return (pb.Schedule(), None) if out is None else (out, Window.of(out))
@@ -168,6 +170,54 @@ def _once(
     return out
 
 
+def _bounds(
+    v: Violations,
+    path: str,
+    sched: pb.CronSchedule | pb.IntervalSchedule,
+    now_ms: int,
+    require_future: bool,
+) -> tuple[int | None, int | None]:
+    """The start and end times of a recurring schedule (ms; None: unset or refused)."""
+    start_ms = end_ms = None
+    if sched.HasField("start_time"):
+        start_ms = _timestamp_ms(v, f"{path}.start_time", sched.start_time)
+    if sched.HasField("end_time"):
+        end_ms = _timestamp_ms(v, f"{path}.end_time", sched.end_time)
+        if end_ms is not None and start_ms is not None and end_ms <= start_ms:
+            v.add(f"{path}.end_time", "must be after start_time")
+            end_ms = None
+        elif end_ms is not None and require_future and end_ms <= now_ms:
+            v.add(f"{path}.end_time", "is in the past")
+            end_ms = None
+    return start_ms, end_ms
+
+
+def _interval(
+    v: Violations, path: str, interval: pb.IntervalSchedule, now_ms: int, require_future: bool
+) -> pb.Schedule | None:
+    every_ms = None
+    if not interval.HasField("every"):
+        v.add(f"{path}.every", "required")
+    elif interval.every.nanos % 1_000_000:
+        v.add(f"{path}.every", "must be whole milliseconds")
+    elif (
+        not MIN_INTERVAL_MS <= duration_to_ms(interval.every) <= MAX_INTERVAL_MS or interval.every.seconds < 0
+    ):
+        v.add(f"{path}.every", f"must be between 1s and {MAX_INTERVAL_MS // 86_400_000} days")
+    else:
+        every_ms = duration_to_ms(interval.every)
+    start_ms, end_ms = _bounds(v, path, interval, now_ms, require_future)
+    if every_ms is None or (interval.HasField("start_time") and start_ms is None):
+        return None
+    out = pb.Schedule()
+    out.interval.every.CopyFrom(ms_to_duration(every_ms))
+    # Unset: anchored now, and stored so, so every replica and every restart keeps this phase.
+    out.interval.start_time.CopyFrom(interval.start_time if start_ms is not None else ms_to_ts(now_ms))
+    if end_ms is not None:
+        out.interval.end_time.CopyFrom(interval.end_time)
+    return out
+
+
 def _cron(
     v: Violations, path: str, cron: pb.CronSchedule, now_ms: int, require_future: bool
 ) -> pb.Schedule | None:
@@ -178,17 +228,7 @@ def _cron(
         where = "time_zone" if "time zone" in str(exc) else "expression"
         v.add(f"{path}.{where}", str(exc))
         parsed = None
-    start_ms = end_ms = None
-    if cron.HasField("start_time"):
-        start_ms = _timestamp_ms(v, f"{path}.start_time", cron.start_time)
-    if cron.HasField("end_time"):
-        end_ms = _timestamp_ms(v, f"{path}.end_time", cron.end_time)
-        if end_ms is not None and start_ms is not None and end_ms <= start_ms:
-            v.add(f"{path}.end_time", "must be after start_time")
-            end_ms = None
-        elif end_ms is not None and require_future and end_ms <= now_ms:
-            v.add(f"{path}.end_time", "is in the past")
-            end_ms = None
+    start_ms, end_ms = _bounds(v, path, cron, now_ms, require_future)
     if parsed is None:
         return None
     out = pb.Schedule()

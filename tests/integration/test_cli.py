@@ -185,6 +185,23 @@ def test_update_changes_only_what_the_flags_name(addr: str, stub) -> None:
     assert "once" in switched["schedule"] and "log" in switched["target"]
 
 
+def test_every_creates_an_interval_and_an_update_of_it_keeps_the_phase(addr: str) -> None:
+    out = ok(addr, "create", "--name", "iv", "--every", "1m30s", "--start-time", "2031-01-01T00:00:07Z")
+    assert "every 1m30s from 2031-01-01T00:00:07Z" in out
+    task = ok_json(addr, "get", out.split("id:", 1)[1].split()[0])
+    assert task["schedule"]["interval"] == {"every": "90s", "startTime": "2031-01-01T00:00:07Z"}
+    updated = ok_json(addr, "update", task["id"], "--every", "30s", "--end-time", "2031-02-01T00:00:00Z")
+    assert updated["schedule"]["interval"] == {
+        "every": "30s",
+        "startTime": "2031-01-01T00:00:07Z",
+        "endTime": "2031-02-01T00:00:00Z",
+    }
+    wrong = schedctl(addr, "update", task["id"], "--tz", "Asia/Tokyo")
+    assert wrong.returncode == 2 and "an interval is real time" in wrong.stderr
+    refused = schedctl(addr, "create", "--name", "fast", "--every", "500ms")
+    assert refused.returncode == 13 and "task.schedule.interval.every" in refused.stderr
+
+
 def test_pause_resume_delete(addr: str) -> None:
     task_id = ok_json(addr, "create", "--name", "p", "--cron", "@daily")["id"]
     assert "state:" in ok(addr, "pause", task_id) and "paused" in ok(addr, "get", task_id)

@@ -74,6 +74,22 @@ def _cron_window(start: datetime | None, end: datetime | None) -> pb.Task:
     return task
 
 
+def _interval(
+    every_ms: int | None, start: datetime | None = None, end: datetime | None = None, nanos: int = 0
+) -> pb.Task:
+    task = pb.Task(
+        name="i", schedule=pb.Schedule(interval=pb.IntervalSchedule()), target=pb.Target(log=pb.LogTarget())
+    )
+    if every_ms is not None:
+        task.schedule.interval.every.FromMilliseconds(every_ms)
+        task.schedule.interval.every.nanos += nanos
+    if start is not None:
+        task.schedule.interval.start_time.CopyFrom(ts_dt(start))
+    if end is not None:
+        task.schedule.interval.end_time.CopyFrom(ts_dt(end))
+    return task
+
+
 def _payload(size: int) -> pb.Task:
     task = once_task("p")
     task.payload.update({"d": "x" * size})
@@ -117,6 +133,22 @@ CREATE_CASES: list[tuple[str, Callable[[object], object], str]] = [
         "end-in-past",
         _create(_cron_window(None, datetime(2020, 1, 1, tzinfo=UTC))),
         "task.schedule.cron.end_time",
+    ),
+    ("interval-no-period", _create(_interval(None)), "task.schedule.interval.every"),
+    ("interval-zero", _create(_interval(0)), "task.schedule.interval.every"),
+    ("interval-negative", _create(_interval(-5000)), "task.schedule.interval.every"),
+    ("interval-under-a-second", _create(_interval(999)), "task.schedule.interval.every"),
+    ("interval-over-366-days", _create(_interval(366 * 86_400_000 + 1)), "task.schedule.interval.every"),
+    ("interval-part-of-a-ms", _create(_interval(5000, nanos=1)), "task.schedule.interval.every"),
+    (
+        "interval-end-before-start",
+        _create(_interval(60_000, datetime(2031, 1, 2, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC))),
+        "task.schedule.interval.end_time",
+    ),
+    (
+        "interval-end-in-past",
+        _create(_interval(60_000, None, datetime(2020, 1, 1, tzinfo=UTC))),
+        "task.schedule.interval.end_time",
     ),
     ("name-empty", _create(once_task("")), "task.name"),
     ("name-blank", _create(once_task("   ")), "task.name"),

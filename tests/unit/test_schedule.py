@@ -583,3 +583,21 @@ def test_window_of_a_cron_schedule_shares_the_one_parse_cache() -> None:
     # No zone stored reads as UTC; no bounds read as unbounded.
     bare = Window.of(pb.Schedule(cron=pb.CronSchedule(expression="0 * * * *")))
     assert bare == Window(cron=Cron.parse("0 * * * *", "UTC"))
+
+
+@given(
+    every=st.integers(1_000, 10 * 86_400_000),
+    start=st.integers(0, 4_000_000_000_000),
+    after=st.integers(0, 4_000_000_000_000),
+)
+def test_an_interval_fires_on_its_phase_first_strictly_after(every: int, start: int, after: int) -> None:
+    w = Window(every_ms=every, start_ms=start)
+    nxt = w.next_after_ms(after)
+    assert nxt is not None and (nxt - start) % every == 0 and nxt >= start
+    assert nxt > after and (nxt - every <= after or nxt == start)
+
+
+def test_an_interval_ends_at_its_end_time_inclusive() -> None:
+    w = Window(every_ms=1_000, start_ms=10_500, end_ms=13_500)
+    assert w.preview_ms(0, 10) == [10_500, 11_500, 12_500, 13_500]
+    assert w.next_after_ms(13_500) is None

@@ -106,3 +106,22 @@ def test_one_time_schedule_is_read_in_its_zone() -> None:
     assert sched.once.run_time.ToMilliseconds() == int(
         datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp() * 1000
     )
+
+
+def test_an_interval_keeps_its_phase_and_end_when_its_period_is_edited() -> None:
+    task = pb.Task(name="i", schedule=pb.Schedule(interval=pb.IntervalSchedule()))
+    task.schedule.interval.every.FromMilliseconds(90_000)
+    task.schedule.interval.start_time.FromMilliseconds(1_900_000_000_123)
+    task.schedule.interval.end_time.FromMilliseconds(1_900_100_000_000)
+    values = tf.from_task(task, datetime(2030, 1, 1, tzinfo=UTC))
+    assert values["e_kind"] == tf.INTERVAL and values["e_every"] == 90.0
+    assert tf.schedule_of(values) == task.schedule
+    values["e_every"] = 30.0
+    edited = tf.schedule_of(values).interval
+    assert edited.every.ToMilliseconds() == 30_000
+    assert edited.start_time == task.schedule.interval.start_time
+    assert edited.end_time == task.schedule.interval.end_time
+    assert fmt.schedule(task.schedule).startswith("every 1 min 30 s from ")
+    new = tf.defaults(datetime(2030, 1, 1, tzinfo=UTC)) | {"e_kind": tf.INTERVAL, "e_every": 5.0}
+    fresh = tf.schedule_of(new).interval  # a new interval: the api anchors it now
+    assert fresh.every.ToMilliseconds() == 5_000 and not fresh.HasField("start_time")

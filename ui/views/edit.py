@@ -155,7 +155,7 @@ st.text_area("Description", key="e_desc", height=68)
 field_error("e_desc")
 
 st.subheader("Schedule")
-kind = st.radio("Kind", [tf.RECURRING, tf.ONE_TIME], key="e_kind", horizontal=True)
+kind = st.radio("Kind", [tf.RECURRING, tf.INTERVAL, tf.ONE_TIME], key="e_kind", horizontal=True)
 field_error("e_kind")
 if kind == tf.RECURRING:
     s1, s2 = st.columns([2, 2])
@@ -169,6 +169,18 @@ if kind == tf.RECURRING:
         field_error("e_cron")
     with s2:
         field_error("e_tz")
+elif kind == tf.INTERVAL:
+    s1, s2 = st.columns([2, 2])
+    s1.number_input(
+        "Every (seconds)",
+        key="e_every",
+        min_value=1.0,
+        step=1.0,
+        help="1 second to 366 days; runs at the start time + k x this period (the start: now, or "
+        "the stored one when editing)",
+    )
+    with s1:
+        field_error("e_every")
 else:
     s1, s2, s3 = st.columns(3)
     s1.date_input("Date", key="e_date")
