@@ -19,6 +19,17 @@ KUBERNETES_VERSION = "1.32.0"
 # The suite's workloads: one Deployment each, and Redis.
 SERVICES = ("api", "scheduler", "executor", "ui")
 WORKLOADS = (*SERVICES, "redis")
+# Overlays built on prod (TLS, autoscaled, spread over nodes), and those whose Redis is outside the
+# tree: an external Redis Cluster (components/redis-cluster), so no StatefulSet redis.
+PRODUCTION = ("cluster", "prod")
+EXTERNAL_REDIS = ("cluster",)
+NAMESPACES = {"cluster": "scheduler-suite", "dev": "scheduler-suite-dev", "prod": "scheduler-suite"}
+
+
+def workloads(overlay: str) -> tuple[str, ...]:
+    """The workloads an overlay runs: the services, and Redis unless it is external."""
+    return SERVICES if overlay in EXTERNAL_REDIS else WORKLOADS
+
 
 Doc = dict[str, Any]
 
@@ -76,7 +87,8 @@ class Rendered:
 
     def env(self, name: str) -> dict[str, str | None]:
         """The container's environment as Kubernetes builds it: envFrom first, env over it.
-        Values from a Secret or the downward API are None (what matters is that they are set)."""
+        A value from a ConfigMap key is that key's; from a Secret or the downward API, None
+        (what matters is that it is set)."""
         out: dict[str, str | None] = {}
         for source in self.container(name).get("envFrom", []):
             if "configMapRef" in source:
@@ -86,7 +98,12 @@ class Rendered:
                 secret = self.get("Secret", source["secretRef"]["name"])
                 out.update(dict.fromkeys(secret.get("stringData", {}) | secret.get("data", {})))
         for var in self.container(name).get("env", []):
-            out[var["name"]] = var.get("value") if "valueFrom" not in var else None
+            ref = var.get("valueFrom", {}).get("configMapKeyRef")
+            if ref is not None:  # a missing key is None: test_k8s checks that every one resolves
+                data = self.get("ConfigMap", ref["name"]).get("data", {})
+                out[var["name"]] = str(data[ref["key"]]) if ref["key"] in data else None
+            else:
+                out[var["name"]] = var.get("value") if "valueFrom" not in var else None
         return out
 
 

@@ -16,12 +16,15 @@ from schedcore.server import DRAINED_STOP_S, LIVENESS_SERVICE
 from services.executor.app import REPORT_FLUSH_S
 from services.executor.core import CANCEL_WAIT_S, FLUSH_WAIT_S
 from tests.deploy.manifests import (
+    EXTERNAL_REDIS,
     KUBERNETES_VERSION,
+    NAMESPACES,
     OVERLAYS,
+    PRODUCTION,
     SERVICES,
-    WORKLOADS,
     render,
     render_text,
+    workloads,
 )
 from tools.run_local import services as local_services
 
@@ -34,10 +37,15 @@ AFTER_GRACE_S = {
     "scheduler": DRAINED_STOP_S + 5,
     "executor": CANCEL_WAIT_S + FLUSH_WAIT_S + DRAINED_STOP_S + REPORT_FLUSH_S + 5,
 }
+# Every workload of every overlay.
+OVERLAY_WORKLOADS = [(overlay, name) for overlay in OVERLAYS for name in workloads(overlay)]
+# The overlays that run Redis themselves (the StatefulSet redis).
+IN_CLUSTER_REDIS = [overlay for overlay in OVERLAYS if overlay not in EXTERNAL_REDIS]
 
 
 def test_overlays_exist() -> None:
-    assert OVERLAYS == ["dev", "prod"]
+    assert OVERLAYS == ["cluster", "dev", "prod"]
+    assert set(NAMESPACES) == set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -54,11 +62,45 @@ def test_overlay_renders_and_validates_strictly(overlay: str, tmp_path: Path) ->
     )
     assert out.returncode == 0, out.stdout + out.stderr
     kinds = {d["kind"] for d in render(overlay).docs}
-    assert {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "NetworkPolicy"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "NetworkPolicy"} <= kinds
+    assert ("StatefulSet" in kinds) == (overlay not in EXTERNAL_REDIS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("name", WORKLOADS)
+def test_every_object_is_in_the_overlay_namespace_and_labelled(overlay: str) -> None:
+    m = render(overlay)
+    (namespace,) = m.all("Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACES[overlay]
+    for doc in m.docs:
+        meta = doc["metadata"]
+        if doc["kind"] != "Namespace":
+            assert meta.get("namespace") == NAMESPACES[overlay], (doc["kind"], meta["name"])
+            assert meta["labels"]["app.kubernetes.io/part-of"] == "scheduler-suite", (
+                doc["kind"],
+                meta["name"],
+            )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_reference_to_a_configmap_or_secret_key_resolves(overlay: str) -> None:
+    """A variable from a key that is not there stops the pod (CreateContainerConfigError) unless
+    optional: every such reference names an object of the tree and one of its keys."""
+    m = render(overlay)
+    kinds = {"configMapKeyRef": "ConfigMap", "secretKeyRef": "Secret"}
+    for name in workloads(overlay):
+        for source in m.container(name).get("envFrom", []):
+            ((ref, target),) = source.items()
+            m.get(kinds[ref.replace("Ref", "KeyRef")], target["name"])
+        for var in m.container(name).get("env", []):
+            for ref, kind in kinds.items():
+                target = var.get("valueFrom", {}).get(ref)
+                if target is None or target.get("optional"):
+                    continue
+                doc = m.get(kind, target["name"])
+                assert target["key"] in {**doc.get("data", {}), **doc.get("stringData", {})}, (name, var)
+
+
+@pytest.mark.parametrize(("overlay", "name"), OVERLAY_WORKLOADS)
 def test_workload_is_locked_down_and_bounded(overlay: str, name: str) -> None:
     m = render(overlay)
     pod = m.pod_spec(name)
@@ -132,7 +174,7 @@ def test_services_and_addresses(overlay: str) -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in ui["volumeMounts"]  # HOME=/tmp: ~/.streamlit
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
 def test_redis_credentials_come_from_the_secret(overlay: str) -> None:
     m = render(overlay)
     secret = m.get("Secret", "scheduler-suite-redis")["stringData"]
@@ -172,7 +214,7 @@ def test_http_targets_may_not_reach_private_addresses(overlay: str) -> None:
         assert m.env(name).get("HTTP_DENY_PRIVATE") == "true", name
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
 def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
     m = render(overlay)
     container = m.container("redis")
@@ -201,8 +243,7 @@ def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
 def test_disruption_budgets_and_autoscalers(overlay: str) -> None:
     m = render(overlay)
     budgets = {tuple(p["spec"]["selector"]["matchLabels"].items()) for p in m.all("PodDisruptionBudget")}
-    for name in WORKLOADS:
-        assert (("app.kubernetes.io/name", name),) in budgets, name
+    assert budgets == {(("app.kubernetes.io/name", name),) for name in workloads(overlay)}
     scalers = {h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in m.all("HorizontalPodAutoscaler")}
     if overlay == "dev":
         assert scalers == {}
@@ -216,8 +257,9 @@ def test_disruption_budgets_and_autoscalers(overlay: str) -> None:
         assert "replicas" not in m.workload(name)["spec"], name
 
 
-def test_prod_is_redundant_and_spread() -> None:
-    m = render("prod")
+@pytest.mark.parametrize("overlay", PRODUCTION)
+def test_prod_is_redundant_and_spread(overlay: str) -> None:
+    m = render(overlay)
     hpa = {h["metadata"]["name"]: h["spec"] for h in m.all("HorizontalPodAutoscaler")}
     assert hpa["executor"]["minReplicas"] >= 3 and hpa["api"]["minReplicas"] >= 2
     assert m.workload("scheduler")["spec"]["replicas"] >= 2
@@ -282,7 +324,8 @@ def test_network_policies(overlay: str) -> None:
     m = render(overlay)
     policies = m.all("NetworkPolicy")
     ports = {**PORTS, "redis": 6379}
-    sources = {name: (True, m.pod_labels(name)) for name in WORKLOADS}
+    names = workloads(overlay)
+    sources = {name: (True, m.pod_labels(name)) for name in names}
     sources["outsider"] = (False, {"app": "something-else"})
     sources["neighbour"] = (True, {"app": "something-else"})
     sources["client"] = (False, {"scheduler-suite/api-client": "true"})
@@ -295,23 +338,29 @@ def test_network_policies(overlay: str) -> None:
         ("client", "api"),
         *((src, "ui") for src in sources if src != "ui"),
     }
+    if "redis" not in names:  # an external Redis: no policy of ours for it
+        expected = {(src, dst) for src, dst in expected if "redis" not in (src, dst)}
+        assert "redis" not in {p["metadata"]["name"] for p in policies}
     actual = {
         (src, dst)
         for src, peer in sources.items()
-        for dst in WORKLOADS
+        for dst in names
         if src != dst and _allowed(policies, peer, m.pod_labels(dst), ports[dst])
     }
     assert actual == expected
+    # Egress is open: executors call HTTP targets, the api and the scheduler reach Redis wherever
+    # it is (every node of a Redis Cluster, at the address it announces).
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies)
     # Metrics: scrapers reach the metrics port of the gRPC services, and nothing else; no one
     # else reaches the metrics port.
     scraper = (False, {"scheduler-suite/metrics-scraper": "true"})
-    for dst in WORKLOADS:
+    for dst in names:
         exported = dst in GRPC_SERVICES
         assert _allowed(policies, scraper, m.pod_labels(dst), 9464) == exported, dst
         assert not _allowed(policies, scraper, m.pod_labels(dst), ports[dst]) or dst == "ui", dst
         others = [peer for src, peer in sources.items() if src != dst]
         assert not any(_allowed(policies, peer, m.pod_labels(dst), 9464) for peer in others), dst
-    for dst in WORKLOADS:  # a port nobody listens on is closed to everyone
+    for dst in names:  # a port nobody listens on is closed to everyone
         assert not any(_allowed(policies, peer, m.pod_labels(dst), 1) for peer in sources.values())
 
 
@@ -378,12 +427,17 @@ def test_every_variable_set_is_read(overlay: str) -> None:
         assert not unread, f"{overlay}/{name} sets variables no service reads: {sorted(unread)}"
     unread = set(m.env("ui")) - _ui_variables()
     assert not unread, f"{overlay}/ui sets variables the ui does not read: {sorted(unread)}"
-    redis = m.container("redis")
-    used = " ".join(redis["args"]) + str(redis["readinessProbe"]) + str(redis["livenessProbe"])
-    for var in m.env("redis"):
-        assert f"$({var})" in used or f"${var}" in used, var
+    if "redis" in workloads(overlay):
+        redis = m.container("redis")
+        used = " ".join(redis["args"]) + str(redis["readinessProbe"]) + str(redis["livenessProbe"])
+        for var in m.env("redis"):
+            assert f"$({var})" in used or f"${var}" in used, var
     # Each ConfigMap key is a setting the services parse (a typo would silently be ignored).
-    assert set(m.get("ConfigMap", "scheduler-suite-config")["data"]) <= read
+    for config in m.all("ConfigMap"):
+        assert set(config["data"]) <= read, config["metadata"]["name"]
+    # So is each Secret key the services take whole or by key (REDIS_PASSWORD is Redis' own).
+    for secret in m.all("Secret"):
+        assert set(secret.get("stringData", {})) - {"REDIS_PASSWORD"} <= read, secret["metadata"]["name"]
 
 
 def test_a_typo_in_a_variable_is_caught() -> None:

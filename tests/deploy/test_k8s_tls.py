@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from schedcore.settings import Settings
-from tests.deploy.manifests import K8S, Rendered, render
+from tests.deploy.manifests import K8S, PRODUCTION, Rendered, render
 
 GRPC_SERVICES = ("api", "scheduler", "executor")
 TLS_DIR = "/etc/scheduler-suite/tls"
@@ -34,8 +35,9 @@ def _tls_volume(m: Rendered, name: str) -> dict:  # type: ignore[type-arg]
     return volume  # type: ignore[no-any-return]
 
 
-def test_prod_grpc_is_tls_with_mtls_between_scheduler_and_executor() -> None:
-    m = render("prod")
+@pytest.mark.parametrize("overlay", PRODUCTION)
+def test_prod_grpc_is_tls_with_mtls_between_scheduler_and_executor(overlay: str) -> None:
+    m = render(overlay)
     for name in GRPC_SERVICES:
         env = m.env(name)
         assert "GRPC_PLAINTEXT" not in env
@@ -68,10 +70,11 @@ def test_dev_runs_plaintext_without_the_certificate_secrets() -> None:
             assert Settings.from_env({k: v for k, v in env.items() if v is not None}).grpc_plaintext
 
 
-def test_one_certificate_per_service_naming_what_its_clients_dial() -> None:
+@pytest.mark.parametrize("overlay", PRODUCTION)
+def test_one_certificate_per_service_naming_what_its_clients_dial(overlay: str) -> None:
     certs = certificates()
     assert set(certs) == {secret_of(name) for name in GRPC_SERVICES}
-    m = render("prod")
+    m = render(overlay)
     dialled = {
         "executor": m.env("scheduler")["EXECUTOR_ADDRS"],
         "scheduler": m.env("executor")["SCHEDULER_ADDR"],
@@ -89,8 +92,9 @@ def test_one_certificate_per_service_naming_what_its_clients_dial() -> None:
     assert certs[secret_of("api")]["usages"] == ["server auth"]
 
 
-def test_the_executor_admits_only_the_schedulers_certificate() -> None:
-    m = render("prod")
+@pytest.mark.parametrize("overlay", PRODUCTION)
+def test_the_executor_admits_only_the_schedulers_certificate(overlay: str) -> None:
+    m = render(overlay)
     env = m.env("executor")
     assert env["EXECUTOR_ALLOWED_CLIENTS"] == "scheduler"  # said on the Deployment, not left implicit
     allowed = set(Settings.from_env({k: v for k, v in env.items() if v is not None}).executor_allowed_clients)
