@@ -41,6 +41,7 @@ def show(e: pb.Execution, args: argparse.Namespace) -> None:
         ("trigger", pb.ExecutionTrigger.Name(e.trigger).removeprefix("EXECUTION_TRIGGER_").lower()),
         ("attempt", str(e.attempt)),
         ("nominal", output.when(e.nominal_time)),
+        *([("planned", output.when(e.planned_time))] if e.HasField("planned_time") else []),
         ("fired", output.when(e.fire_time, e.HasField("fire_time"))),
         ("started", output.when(e.start_time, e.HasField("start_time"))),
         ("finished", output.when(e.finish_time, e.HasField("finish_time"))),

@@ -88,6 +88,11 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--payload", metavar="JSON|@FILE", help="a JSON object handed to the target")
     run.add_argument("--timeout", metavar="DURATION", help="per attempt, e.g. 30s (default 60s)")
+    run.add_argument(
+        "--max-jitter",
+        metavar="DURATION",
+        help="start each occurrence up to this much late, by a delay fixed per task and time (0-1h; 0: none)",
+    )
     run.add_argument("--max-attempts", type=int, metavar="N", help="attempts including the first")
     run.add_argument("--initial-backoff", metavar="DURATION")
     run.add_argument("--max-backoff", metavar="DURATION")
@@ -112,6 +117,9 @@ def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
     if args.timeout is not None:
         task.timeout.CopyFrom(values.duration("--timeout", args.timeout))
         changed.add("timeout")
+    if args.max_jitter is not None:
+        task.max_jitter.CopyFrom(values.duration("--max-jitter", args.max_jitter))
+        changed.add("max_jitter")
     _retry(args, task, changed)
     return changed
 

@@ -29,23 +29,8 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
         ("schedule", output.schedule_text(task.schedule)),
         ("next run", output.when(task.next_run_time, task.HasField("next_run_time"))),
         ("target", output.target_text(task.target)),
+        *_target_rows(task.target),
     ]
-    if task.target.WhichOneof("kind") == "http":
-        http = task.target.http
-        rows += [(f"  header {k}", v) for k, v in sorted(http.headers.items())]
-        rows += [(f"  header {k}", "(secret)") for k in sorted(http.secret_headers)]
-        if http.body:
-            rows.append(("  body", output.short(http.body.decode(errors="replace"), 100)))
-        if http.expected_status:
-            rows.append(("  expected status", str(http.expected_status)))
-    if task.target.WhichOneof("kind") == "command":
-        command = task.target.command
-        if command.args:
-            rows.append(("  args", " ".join(shlex.quote(a) for a in command.args)))
-        rows += [(f"  env {k}", v) for k, v in sorted(command.env.items())]
-        rows += [(f"  env {k}", "(secret)") for k in sorted(command.secret_env)]
-        if command.working_dir:
-            rows.append(("  working dir", command.working_dir))
     if task.description:
         rows.append(("description", task.description))
     if task.labels:
@@ -54,6 +39,8 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
         rows.append(("payload", output.short(output.json_text(task.payload), 100)))
     timeout = output.span(task.timeout) if task.HasField("timeout") else "60s (default)"
     rows.append(("timeout", timeout))
+    if task.max_jitter.ToMilliseconds():
+        rows.append(("max jitter", output.span(task.max_jitter)))
     policy = task.retry_policy
     rows.append(("max attempts", str(policy.max_attempts or 1)))
     if task.HasField("last_execution"):
@@ -65,6 +52,28 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
         ("etag", task.etag),
     ]
     output.details(rows)
+
+
+def _target_rows(target: pb.Target) -> list[tuple[str, str]]:
+    """The target's details below its one-line summary."""
+    rows: list[tuple[str, str]] = []
+    if target.WhichOneof("kind") == "http":
+        http = target.http
+        rows += [(f"  header {k}", v) for k, v in sorted(http.headers.items())]
+        rows += [(f"  header {k}", "(secret)") for k in sorted(http.secret_headers)]
+        if http.body:
+            rows.append(("  body", output.short(http.body.decode(errors="replace"), 100)))
+        if http.expected_status:
+            rows.append(("  expected status", str(http.expected_status)))
+    if target.WhichOneof("kind") == "command":
+        command = target.command
+        if command.args:
+            rows.append(("  args", " ".join(shlex.quote(a) for a in command.args)))
+        rows += [(f"  env {k}", v) for k, v in sorted(command.env.items())]
+        rows += [(f"  env {k}", "(secret)") for k in sorted(command.secret_env)]
+        if command.working_dir:
+            rows.append(("  working dir", command.working_dir))
+    return rows
 
 
 def create(client: Client, args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ This is the rule Vixie cron follows. The hour field is "wildcard" when it starts
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -36,6 +37,8 @@ MAX_EXPRESSION_LENGTH = 256
 # seconds field) to a leap year.
 MIN_INTERVAL_MS = 1_000
 MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
+# Most a task's max_jitter may be (ms).
+MAX_JITTER_MS = 3_600_000
 _WILDCARD_HOUR_MACROS = {"@hourly"}
 _PINNED_MACROS = {"@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 _TICK = timedelta(microseconds=1)
@@ -43,6 +46,16 @@ _TICK = timedelta(microseconds=1)
 _REPEAT_LOOKBACK = timedelta(hours=3)
 # How far ahead a single next-time search may look before calling the schedule exhausted.
 _HORIZON = timedelta(days=366 * 5)
+
+
+def jitter_ms(task_id: str, nominal_ms: int, max_ms: int) -> int:
+    """The delay (0 to max_ms, inclusive) of the task's occurrence at nominal_ms: from a hash of
+    both, so every scheduler replica and PreviewSchedule compute the same (docs/scheduling.md,
+    "Jitter")."""
+    if max_ms <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{task_id}:{nominal_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (max_ms + 1)
 
 
 class ScheduleError(ValueError):

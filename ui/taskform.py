@@ -52,6 +52,7 @@ FIELD_WIDGETS = {
     "task.retry_policy.initial_backoff": "e_backoff",
     "task.retry_policy.max_backoff": "e_max_backoff",
     "task.retry_policy.backoff_multiplier": "e_multiplier",
+    "task.max_jitter": "e_jitter",
 }
 
 
@@ -95,6 +96,7 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_backoff": 1.0,
         "e_max_backoff": 60.0,
         "e_multiplier": 2.0,
+        "e_jitter": 0.0,
     }
 
 
@@ -113,6 +115,7 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         e_backoff=task.retry_policy.initial_backoff.ToMilliseconds() / 1000 or 1.0,
         e_max_backoff=task.retry_policy.max_backoff.ToMilliseconds() / 1000 or 60.0,
         e_multiplier=task.retry_policy.backoff_multiplier or 2.0,
+        e_jitter=task.max_jitter.ToMilliseconds() / 1000,
     )
     if task.schedule.HasField("cron"):
         values.update(
@@ -211,7 +214,19 @@ def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
     task.retry_policy.initial_backoff.FromMilliseconds(int(float(values["e_backoff"]) * 1000))
     task.retry_policy.max_backoff.FromMilliseconds(int(float(values["e_max_backoff"]) * 1000))
     task.retry_policy.backoff_multiplier = float(values["e_multiplier"])
+    if jitter_ms := round(float(values.get("e_jitter") or 0) * 1000):
+        task.max_jitter.FromMilliseconds(jitter_ms)
     return task, errors
 
 
-UPDATE_PATHS = ("name", "description", "labels", "schedule", "target", "payload", "timeout", "retry_policy")
+UPDATE_PATHS = (
+    "name",
+    "description",
+    "labels",
+    "schedule",
+    "target",
+    "payload",
+    "timeout",
+    "retry_policy",
+    "max_jitter",
+)

@@ -47,6 +47,7 @@ class FireCommit:
     state: int
     ready_at_ms: int
     deferred_until_ms: int | None = None  # set: not planned; nothing written, read again then
+    waits: bool = False  # its run may not start before ready_at_ms: queued, not leased as it fires
 
     @classmethod
     def deferred(cls, task: DueTask, until_ms: int) -> FireCommit:

@@ -24,7 +24,6 @@ from schedcore.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    Violations,
 )
 from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import Window
@@ -33,12 +32,13 @@ from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
-from schedcore.timeutil import MAX_MS, ms_to_ts, ts_to_ms
+from schedcore.timeutil import ms_to_ts
 from services.api import access, sealed, validation
 from services.api.executions import ExecutionService
 from services.api.ids import new_task_id, with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
+from services.api.preview import preview
 
 ACTION = pb.AuditAction
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -387,18 +387,7 @@ class TaskService(ExecutionService):
     async def PreviewSchedule(
         self, request: pb.PreviewScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewScheduleResponse:
-        count = validation.preview_count(request.count)
-        v = Violations()
-        now = int(time.time() * 1000)
-        after = now
-        if request.HasField("after"):
-            after = ts_to_ms(request.after)
-            if not 0 <= after <= MAX_MS:
-                v.add("after", "must be between 1970-01-01 and 2286-11-20")
-        _, window = validation.schedule(v, "schedule", request.schedule, now, require_future=False)
-        v.raise_if_any()
-        assert window is not None
-        return pb.PreviewScheduleResponse(fire_times=[ms_to_ts(ms) for ms in window.preview_ms(after, count)])
+        return preview(request, int(time.time() * 1000))
 
 
 def _created(new: NewTask) -> pb.Task:

@@ -16,7 +16,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations, quote
 from schedcore.netpolicy import AddressPolicy
-from schedcore.schedule import MAX_INTERVAL_MS, MIN_INTERVAL_MS, Cron, ScheduleError, Window
+from schedcore.schedule import (
+    MAX_INTERVAL_MS,
+    MAX_JITTER_MS,
+    MIN_INTERVAL_MS,
+    Cron,
+    ScheduleError,
+    Window,
+)
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 from services.api.targetcheck import target
@@ -50,6 +57,7 @@ MUTABLE_FIELDS = (
     "payload",
     "timeout",
     "retry_policy",
+    "max_jitter",
 )
 
 
@@ -310,9 +318,19 @@ def task(
         timeout_ms = _duration_ms(v, "task.timeout", task_in.timeout, 1, MAX_TIMEOUT_MS) or timeout_ms
     spec.timeout.CopyFrom(ms_to_duration(timeout_ms))
     spec.retry_policy.CopyFrom(_retry(v, task_in.retry_policy))
+    if task_in.HasField("max_jitter") and (jitter := max_jitter(v, "task.max_jitter", task_in.max_jitter)):
+        spec.max_jitter.CopyFrom(ms_to_duration(jitter))
     v.raise_if_any()
     assert window is not None
     return ValidTask(spec, window)
+
+
+def max_jitter(v: Violations, path: str, d: Duration) -> int:
+    """A max_jitter in ms (0: none, also when refused: the violation is in `v`)."""
+    if d.nanos % 1_000_000:
+        v.add(path, "must be whole milliseconds")
+        return 0
+    return _duration_ms(v, path, d, 0, MAX_JITTER_MS) or 0
 
 
 def display_name(v: Violations, path: str, raw: str, limit: int) -> str:

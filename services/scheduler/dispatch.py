@@ -78,6 +78,9 @@ class Dispatcher:
         # round leases only what is left (docs/engine.md, "Leased as it fires").
         self.claimed = 0
         self.turn = 0  # which partition an uneven share of credits favours this round (rotates)
+        # When the soonest ready entry not due yet comes due (a retry's backoff, a jittered
+        # start), as of the last lease's Redis time: an idle round sleeps no longer than that.
+        self.next_ready: tuple[int, int] | None = None  # (its ms, the lease's now)
         # Whether this replica works partition p now (services/scheduler/ownership.py).
         self.owns: Callable[[int], bool] = lambda partition: True
 
@@ -111,13 +114,14 @@ class Dispatcher:
     def claim_for_fire(self, commits: list[FireCommit]) -> list[bool]:
         """Which commits of a firing round lease their run as they fire: in order, as many as the
         credits no round has claimed, never a command run (those take the ready path and its
-        routing). The claim holds until `unclaim`, which the firing round calls once its commit
-        returned, before it awaits anything else."""
+        routing) nor one that waits for its planned start (jitter: it waits in ready). The
+        claim holds until `unclaim`, which the firing round calls once its commit returned,
+        before it awaits anything else."""
         free = 0 if self.stopping else self._free(self.links.connected())
         flags = []
         for c in commits:
             take = free > 0 and bool(c.records) and c.records[0].status == PENDING
-            take = take and not runs_command(c.task.spec)
+            take = take and not c.waits and not runs_command(c.task.spec)
             flags.append(take)
             free -= take
         self.claimed += sum(flags)
@@ -204,6 +208,8 @@ class Dispatcher:
         peeks = await each([e.peek(e.keys.ready, lex=False, limit=size) for e in engines])
         now = max(peek[0] for peek in peeks)
         due = [ids for _, ids, _ in peeks]
+        later = [ms for _, _, ms in peeks if ms is not None]
+        self.next_ready = (min(later), now) if later else None
         due_command: list[list[str]] = [[] for _ in engines]
         if capable:  # only a replica that can run them looks at the command executions set aside
             peeks = await each([e.peek(e.keys.ready_command, lex=False, limit=size) for e in engines])
@@ -285,7 +291,11 @@ class Dispatcher:
                 continue
             if demand and any(link.credits for link in self.links.connected()):
                 continue
-            await wait_event(self.wake, self.settings.poll_interval_s)
+            wait = self.settings.poll_interval_s
+            if self.next_ready is not None:
+                at, now = self.next_ready
+                wait = min(wait, max(0.0, (at - now) / 1000))
+            await wait_event(self.wake, wait)
 
     async def reclaim_forever(self) -> None:
         """Executions whose lease expired (dead executor or scheduler) go back to ready."""

@@ -11,10 +11,10 @@ after now. Never a silent gap, never a flood.
 from __future__ import annotations
 
 from schedcore import pb
-from schedcore.schedule import Window
+from schedcore.schedule import Window, jitter_ms
 from schedcore.store.engine import DueTask, FireCommit
 from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.timeutil import ms_to_ts, ts_fields
+from schedcore.timeutil import duration_to_ms, ms_to_ts, ts_fields
 
 MAX_SKIPPED_RECORDS = 100
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -71,4 +71,10 @@ def plan(task: DueTask, now_ms: int, tolerance_ms: int) -> FireCommit:
                 skipped.status_message = reason
         following = w.next_after_ms(now_ms)
     state = ACTIVE if following is not None else COMPLETED
-    return FireCommit(task, records, following, state, ready_at_ms=now_ms)
+    if not task.spec.HasField("max_jitter"):
+        return FireCommit(task, records, following, state, ready_at_ms=now_ms)
+    # Jitter: the run is recorded now and waits in ready until its planned start.
+    planned = nominal + jitter_ms(task.task_id, nominal, duration_to_ms(task.spec.max_jitter))
+    run.planned_time.CopyFrom(ms_to_ts(planned))
+    waits = planned > now_ms
+    return FireCommit(task, records, following, state, ready_at_ms=max(now_ms, planned), waits=waits)

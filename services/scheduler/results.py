@@ -68,7 +68,8 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
     out.finish_time.CopyFrom(result.finish_time)
     start, finish = ts_to_ms(result.start_time), ts_to_ms(result.finish_time)
     out.duration.CopyFrom(ms_to_duration(max(0, finish - start)))
-    out.lag.CopyFrom(ms_to_duration(max(0, start - ts_to_ms(record.nominal_time))))
+    planned = record.planned_time if record.HasField("planned_time") else record.nominal_time
+    out.lag.CopyFrom(ms_to_duration(max(0, start - ts_to_ms(planned))))
     out.status = result.status
     policy = spec.retry_policy if spec is not None else pb.RetryPolicy(max_attempts=1)
     if result.status != SUCCEEDED and result.retryable and record.attempt < policy.max_attempts:

@@ -196,6 +196,9 @@ def test_every_creates_an_interval_and_an_update_of_it_keeps_the_phase(addr: str
         "startTime": "2031-01-01T00:00:07Z",
         "endTime": "2031-02-01T00:00:00Z",
     }
+    jittered = ok(addr, "update", task["id"], "--max-jitter", "2s")
+    assert "max jitter:" in jittered and "2.0s" in jittered
+    assert "maxJitter" not in ok_json(addr, "update", task["id"], "--max-jitter", "0s")
     wrong = schedctl(addr, "update", task["id"], "--tz", "Asia/Tokyo")
     assert wrong.returncode == 2 and "an interval is real time" in wrong.stderr
     refused = schedctl(addr, "create", "--name", "fast", "--every", "500ms")

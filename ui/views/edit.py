@@ -246,8 +246,15 @@ st.text_area(
 field_error("e_payload")
 
 st.subheader("Limits and retries")
-r1, r2, r3, r4, r5 = st.columns(5)
+r1, r2, r3, r4, r5, r6 = st.columns(6)
 r1.number_input("Timeout (s)", min_value=0.001, max_value=86400.0, key="e_timeout")
+r6.number_input(
+    "Max jitter (s)",
+    min_value=0.0,
+    max_value=3600.0,
+    key="e_jitter",
+    help="Each run starts up to this much after its time, by a delay fixed per task and time",
+)
 r2.number_input("Max attempts", min_value=1, max_value=100, key="e_attempts")
 r3.number_input("First backoff (s)", min_value=0.001, key="e_backoff")
 r4.number_input("Max backoff (s)", min_value=0.001, key="e_max_backoff")
@@ -258,6 +265,7 @@ for key, col in (
     ("e_backoff", r3),
     ("e_max_backoff", r4),
     ("e_multiplier", r5),
+    ("e_jitter", r6),
 ):
     with col:
         field_error(key)

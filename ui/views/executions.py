@@ -33,13 +33,22 @@ def detail(execution: pb.Execution) -> None:
     m = st.columns(5)
     m[0].metric("Status", label)
     m[1].metric("Attempt", execution.attempt or 1)
-    m[2].metric("Lag", fmt.dur(execution.lag, execution.HasField("lag")), help="Start minus nominal time")
+    m[2].metric(
+        "Lag",
+        fmt.dur(execution.lag, execution.HasField("lag")),
+        help="Start minus planned time (the nominal time, without jitter)",
+    )
     m[3].metric("Duration", fmt.dur(execution.duration, execution.HasField("duration")))
     m[4].metric("HTTP status", execution.result.http.status_code or "—")
     st.table(
         pd.DataFrame(
             [
                 ("Nominal time", fmt.ts(execution.nominal_time, tz)),
+                *(
+                    [("Planned start (jitter)", fmt.ts(execution.planned_time, tz))]
+                    if execution.HasField("planned_time")
+                    else []
+                ),
                 ("Fired", fmt.ts(execution.fire_time, tz)),
                 ("Started", fmt.ts(execution.start_time, tz)),
                 ("Finished", fmt.ts(execution.finish_time, tz)),
