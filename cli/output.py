@@ -37,6 +37,17 @@ def when(ts: Timestamp, present: bool = True) -> str:
     return datetime.fromtimestamp(ts.ToMilliseconds() / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def catch_up_text(catch_up: pb.CatchUp) -> str:
+    """`earliest`, `all (up to 10)`, `latest, within 1h00m` (docs/scheduling.md)."""
+    policy = pb.CatchUpPolicy.Name(catch_up.policy or pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_EARLIEST)
+    text = policy.removeprefix("CATCH_UP_POLICY_").removeprefix("RUN_").lower().replace("_", "-")
+    if catch_up.policy == pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL:
+        text += f" (up to {catch_up.limit or 10})"
+    if catch_up.window.ToMilliseconds():
+        text += f", within {span(catch_up.window)}"
+    return text
+
+
 def span(d: Duration, present: bool = True) -> str:
     if not present:
         return "-"

@@ -19,6 +19,12 @@ from cli.errors import UsageError
 from schedcore import pb
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+CATCH_UP = {
+    "skip-all": pb.CatchUpPolicy.CATCH_UP_POLICY_SKIP_ALL,
+    "earliest": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_EARLIEST,
+    "latest": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_LATEST,
+    "all": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL,
+}
 
 
 def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
@@ -93,6 +99,19 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
         metavar="DURATION",
         help="start each occurrence up to this much late, by a delay fixed per task and time (0-1h; 0: none)",
     )
+    run.add_argument(
+        "--catch-up",
+        choices=tuple(CATCH_UP),
+        help="occurrences found late (the suite was down): which run (default earliest)",
+    )
+    run.add_argument(
+        "--catch-up-limit", type=int, metavar="N", help="--catch-up all: at most N run (1-100, default 10)"
+    )
+    run.add_argument(
+        "--catch-up-window",
+        metavar="DURATION",
+        help="only late occurrences at most this old run (0: no window)",
+    )
     run.add_argument("--max-attempts", type=int, metavar="N", help="attempts including the first")
     run.add_argument("--initial-backoff", metavar="DURATION")
     run.add_argument("--max-backoff", metavar="DURATION")
@@ -120,6 +139,7 @@ def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
     if args.max_jitter is not None:
         task.max_jitter.CopyFrom(values.duration("--max-jitter", args.max_jitter))
         changed.add("max_jitter")
+    _catch_up(args, task, changed)
     _retry(args, task, changed)
     return changed
 
@@ -170,6 +190,21 @@ def _schedule(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> Non
     if args.end_time is not None:
         bounded.end_time.CopyFrom(values.instant("--end-time", args.end_time))
     changed.add("schedule")
+
+
+def _catch_up(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
+    """The flags change only what they name; the policy, limit and window stay as stored."""
+    if args.catch_up is not None:
+        task.catch_up.policy = CATCH_UP[args.catch_up]
+        if args.catch_up != "all":
+            task.catch_up.limit = 0
+        changed.add("catch_up")
+    if args.catch_up_limit is not None:
+        task.catch_up.limit = args.catch_up_limit
+        changed.add("catch_up")
+    if args.catch_up_window is not None:
+        task.catch_up.window.CopyFrom(values.duration("--catch-up-window", args.catch_up_window))
+        changed.add("catch_up")
 
 
 def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:

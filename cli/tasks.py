@@ -41,6 +41,7 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
     rows.append(("timeout", timeout))
     if task.max_jitter.ToMilliseconds():
         rows.append(("max jitter", output.span(task.max_jitter)))
+    rows.append(("catch-up", output.catch_up_text(task.catch_up)))
     policy = task.retry_policy
     rows.append(("max attempts", str(policy.max_attempts or 1)))
     if task.HasField("last_execution"):

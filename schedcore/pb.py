@@ -33,6 +33,8 @@ from schedcore.gen.scheduler.v1.execution_pb2 import (
     HttpResult,
 )
 from schedcore.gen.scheduler.v1.task_pb2 import (
+    CatchUp,
+    CatchUpPolicy,
     CommandTarget,
     CronSchedule,
     HttpMethod,
@@ -60,6 +62,8 @@ TERMINAL_STATUSES = frozenset(
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "CatchUp",
+    "CatchUpPolicy",
     "CommandResult",
     "CommandTarget",
     "CronSchedule",

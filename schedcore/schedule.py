@@ -253,6 +253,22 @@ class Window:
             return None
         return ms
 
+    def last_in(self, low_ms: int, high_ms: int) -> int | None:
+        """The latest fire time in [low_ms, high_ms], or None. Looks back from high_ms over
+        doubling spans (no schedule kind computes backwards), then walks forward inside the first
+        span that holds one: a handful of steps for a frequent schedule, about 40 for a yearly."""
+        span = 1000
+        while True:
+            start = max(low_ms, high_ms - span)
+            found = self.next_after_ms(start - 1)
+            if found is not None and found <= high_ms:
+                while (after := self.next_after_ms(found)) is not None and after <= high_ms:
+                    found = after
+                return found
+            if start == low_ms:
+                return None
+            span *= 2
+
     def preview_ms(self, after_ms: int, count: int) -> list[int]:
         times: list[int] = []
         current = after_ms

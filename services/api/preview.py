@@ -7,7 +7,7 @@ from schedcore import pb
 from schedcore.errors import Violations
 from schedcore.schedule import jitter_ms
 from schedcore.timeutil import MAX_MS, ms_to_ts, ts_to_ms
-from services.api import validation
+from services.api import schedulecheck, validation
 
 
 def preview(request: pb.PreviewScheduleRequest, now_ms: int) -> pb.PreviewScheduleResponse:
@@ -18,8 +18,8 @@ def preview(request: pb.PreviewScheduleRequest, now_ms: int) -> pb.PreviewSchedu
         after = ts_to_ms(request.after)
         if not 0 <= after <= MAX_MS:
             v.add("after", "must be between 1970-01-01 and 2286-11-20")
-    _, window = validation.schedule(v, "schedule", request.schedule, now_ms, require_future=False)
-    jitter = validation.max_jitter(v, "max_jitter", request.max_jitter)
+    _, window = schedulecheck.schedule(v, "schedule", request.schedule, now_ms, require_future=False)
+    jitter = schedulecheck.max_jitter(v, "max_jitter", request.max_jitter)
     if request.task_id:
         validation.task_id(request.task_id, "task_id")
     if bool(request.task_id) != request.HasField("max_jitter"):

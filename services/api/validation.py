@@ -10,22 +10,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations, quote
 from schedcore.netpolicy import AddressPolicy
 from schedcore.schedule import (
-    MAX_INTERVAL_MS,
-    MAX_JITTER_MS,
-    MIN_INTERVAL_MS,
-    Cron,
-    ScheduleError,
     Window,
 )
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
-from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
+from schedcore.timeutil import MAX_MS, ms_to_duration, ts_to_ms
+from services.api.schedulecheck import catch_up, duration_ms, max_jitter, schedule
 from services.api.targetcheck import target
 from services.api.urlcheck import CONTROL
 
@@ -58,6 +51,7 @@ MUTABLE_FIELDS = (
     "timeout",
     "retry_policy",
     "max_jitter",
+    "catch_up",
 )
 
 
@@ -128,127 +122,6 @@ def time_range(
     return start, end
 
 
-def _timestamp_ms(v: Violations, path: str, ts: Timestamp) -> int | None:
-    ms = ts_to_ms(ts)
-    if not 0 <= ms <= MAX_MS or not 0 <= ts.nanos < 1_000_000_000:
-        v.add(path, "must be between 1970-01-01 and 2286-11-20")
-        return None
-    return ms
-
-
-def _duration_ms(v: Violations, path: str, d: Duration, low_ms: int, high_ms: int) -> int | None:
-    ms = duration_to_ms(d)
-    if d.seconds < 0 or d.nanos < 0 or not low_ms <= ms <= high_ms:
-        v.add(path, f"must be between {low_ms / 1000:g}s and {high_ms / 1000:g}s")
-        return None
-    return ms
-
-
-def schedule(
-    v: Violations, path: str, sched: pb.Schedule, now_ms: int, *, require_future: bool
-) -> tuple[pb.Schedule, Window | None]:
-    """Normalize a schedule and build its Window; violations are added to `v`."""
-    kind = sched.WhichOneof("kind")
-    if kind is None:
-        v.add(path, "required: set once.run_time, cron.expression or interval.every")
-        return pb.Schedule(), None
-    if kind == "once":
-        out = _once(v, f"{path}.once", sched.once, now_ms, require_future)
-    elif kind == "interval":
-        out = _interval(v, f"{path}.interval", sched.interval, now_ms, require_future)
-    else:
-        out = _cron(v, f"{path}.cron", sched.cron, now_ms, require_future)
-    return (pb.Schedule(), None) if out is None else (out, Window.of(out))
-
-
-def _once(
-    v: Violations, path: str, once: pb.OneTimeSchedule, now_ms: int, require_future: bool
-) -> pb.Schedule | None:
-    if not once.HasField("run_time"):
-        v.add(f"{path}.run_time", "required")
-        return None
-    ms = _timestamp_ms(v, f"{path}.run_time", once.run_time)
-    if ms is None:
-        return None
-    if require_future and ms <= now_ms:
-        v.add(f"{path}.run_time", "is in the past")
-        return None
-    out = pb.Schedule()
-    out.once.run_time.CopyFrom(once.run_time)
-    return out
-
-
-def _bounds(
-    v: Violations,
-    path: str,
-    sched: pb.CronSchedule | pb.IntervalSchedule,
-    now_ms: int,
-    require_future: bool,
-) -> tuple[int | None, int | None]:
-    """The start and end times of a recurring schedule (ms; None: unset or refused)."""
-    start_ms = end_ms = None
-    if sched.HasField("start_time"):
-        start_ms = _timestamp_ms(v, f"{path}.start_time", sched.start_time)
-    if sched.HasField("end_time"):
-        end_ms = _timestamp_ms(v, f"{path}.end_time", sched.end_time)
-        if end_ms is not None and start_ms is not None and end_ms <= start_ms:
-            v.add(f"{path}.end_time", "must be after start_time")
-            end_ms = None
-        elif end_ms is not None and require_future and end_ms <= now_ms:
-            v.add(f"{path}.end_time", "is in the past")
-            end_ms = None
-    return start_ms, end_ms
-
-
-def _interval(
-    v: Violations, path: str, interval: pb.IntervalSchedule, now_ms: int, require_future: bool
-) -> pb.Schedule | None:
-    every_ms = None
-    if not interval.HasField("every"):
-        v.add(f"{path}.every", "required")
-    elif interval.every.nanos % 1_000_000:
-        v.add(f"{path}.every", "must be whole milliseconds")
-    elif (
-        not MIN_INTERVAL_MS <= duration_to_ms(interval.every) <= MAX_INTERVAL_MS or interval.every.seconds < 0
-    ):
-        v.add(f"{path}.every", f"must be between 1s and {MAX_INTERVAL_MS // 86_400_000} days")
-    else:
-        every_ms = duration_to_ms(interval.every)
-    start_ms, end_ms = _bounds(v, path, interval, now_ms, require_future)
-    if every_ms is None or (interval.HasField("start_time") and start_ms is None):
-        return None
-    out = pb.Schedule()
-    out.interval.every.CopyFrom(ms_to_duration(every_ms))
-    # Unset: anchored now, and stored so, so every replica and every restart keeps this phase.
-    out.interval.start_time.CopyFrom(interval.start_time if start_ms is not None else ms_to_ts(now_ms))
-    if end_ms is not None:
-        out.interval.end_time.CopyFrom(interval.end_time)
-    return out
-
-
-def _cron(
-    v: Violations, path: str, cron: pb.CronSchedule, now_ms: int, require_future: bool
-) -> pb.Schedule | None:
-    time_zone = cron.time_zone.strip() or "UTC"
-    try:
-        parsed = Cron.parse(cron.expression, time_zone)
-    except ScheduleError as exc:
-        where = "time_zone" if "time zone" in str(exc) else "expression"
-        v.add(f"{path}.{where}", str(exc))
-        parsed = None
-    start_ms, end_ms = _bounds(v, path, cron, now_ms, require_future)
-    if parsed is None:
-        return None
-    out = pb.Schedule()
-    out.cron.expression = parsed.expression
-    out.cron.time_zone = time_zone
-    if start_ms is not None:
-        out.cron.start_time.CopyFrom(cron.start_time)
-    if end_ms is not None:
-        out.cron.end_time.CopyFrom(cron.end_time)
-    return out
-
-
 def _retry(v: Violations, policy: pb.RetryPolicy) -> pb.RetryPolicy:
     path = "task.retry_policy"
     attempts = policy.max_attempts or 1
@@ -257,11 +130,11 @@ def _retry(v: Violations, policy: pb.RetryPolicy) -> pb.RetryPolicy:
     initial = DEFAULT_INITIAL_BACKOFF_MS
     if policy.HasField("initial_backoff"):
         initial = (
-            _duration_ms(v, f"{path}.initial_backoff", policy.initial_backoff, 1, MAX_BACKOFF_MS) or initial
+            duration_ms(v, f"{path}.initial_backoff", policy.initial_backoff, 1, MAX_BACKOFF_MS) or initial
         )
     maximum = max(DEFAULT_MAX_BACKOFF_MS, initial)
     if policy.HasField("max_backoff"):
-        got = _duration_ms(v, f"{path}.max_backoff", policy.max_backoff, 1, MAX_BACKOFF_MS)
+        got = duration_ms(v, f"{path}.max_backoff", policy.max_backoff, 1, MAX_BACKOFF_MS)
         if got is not None and got < initial:
             v.add(f"{path}.max_backoff", "must be at least initial_backoff")
         maximum = got or maximum
@@ -315,22 +188,18 @@ def task(
             spec.payload.CopyFrom(task_in.payload)
     timeout_ms = DEFAULT_TIMEOUT_MS
     if task_in.HasField("timeout"):
-        timeout_ms = _duration_ms(v, "task.timeout", task_in.timeout, 1, MAX_TIMEOUT_MS) or timeout_ms
+        timeout_ms = duration_ms(v, "task.timeout", task_in.timeout, 1, MAX_TIMEOUT_MS) or timeout_ms
     spec.timeout.CopyFrom(ms_to_duration(timeout_ms))
     spec.retry_policy.CopyFrom(_retry(v, task_in.retry_policy))
     if task_in.HasField("max_jitter") and (jitter := max_jitter(v, "task.max_jitter", task_in.max_jitter)):
         spec.max_jitter.CopyFrom(ms_to_duration(jitter))
+    if task_in.HasField("catch_up"):
+        spec.catch_up.CopyFrom(catch_up(v, task_in.catch_up))
+        if spec.catch_up.ByteSize() == 0:  # every field at its default: stored as unset
+            spec.ClearField("catch_up")
     v.raise_if_any()
     assert window is not None
     return ValidTask(spec, window)
-
-
-def max_jitter(v: Violations, path: str, d: Duration) -> int:
-    """A max_jitter in ms (0: none, also when refused: the violation is in `v`)."""
-    if d.nanos % 1_000_000:
-        v.add(path, "must be whole milliseconds")
-        return 0
-    return _duration_ms(v, path, d, 0, MAX_JITTER_MS) or 0
 
 
 def display_name(v: Violations, path: str, raw: str, limit: int) -> str:
@@ -421,7 +290,7 @@ def stats_window(request: pb.GetStatsRequest, max_minutes: int) -> tuple[int, in
     for path, d in (("window", request.window), ("bucket_width", request.bucket_width)):
         if not request.HasField(path):
             continue
-        ms = _duration_ms(v, path, d, 60_000, max_minutes * 60_000)
+        ms = duration_ms(v, path, d, 60_000, max_minutes * 60_000)
         if ms is not None and ms % 60_000:
             v.add(path, "must be a whole number of minutes")
         elif ms is not None and path == "window":

@@ -199,6 +199,12 @@ def test_every_creates_an_interval_and_an_update_of_it_keeps_the_phase(addr: str
     jittered = ok(addr, "update", task["id"], "--max-jitter", "2s")
     assert "max jitter:" in jittered and "2.0s" in jittered
     assert "maxJitter" not in ok_json(addr, "update", task["id"], "--max-jitter", "0s")
+    caught = ok(
+        addr, "update", task["id"], "--catch-up", "all", "--catch-up-limit", "3", "--catch-up-window", "1h"
+    )
+    assert "catch-up:" in caught and "all (up to 3), within 1h00m" in caught
+    latest = ok_json(addr, "update", task["id"], "--catch-up", "latest")
+    assert latest["catchUp"] == {"policy": "CATCH_UP_POLICY_RUN_LATEST", "window": "3600s"}
     wrong = schedctl(addr, "update", task["id"], "--tz", "Asia/Tokyo")
     assert wrong.returncode == 2 and "an interval is real time" in wrong.stderr
     refused = schedctl(addr, "create", "--name", "fast", "--every", "500ms")

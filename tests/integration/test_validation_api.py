@@ -90,6 +90,10 @@ def _interval(
     return task
 
 
+def _catch_up(**fields: object) -> pb.Task:
+    return once_task("c", catch_up=pb.CatchUp(**fields))  # type: ignore[arg-type]
+
+
 def _payload(size: int) -> pb.Task:
     task = once_task("p")
     task.payload.update({"d": "x" * size})
@@ -150,6 +154,17 @@ CREATE_CASES: list[tuple[str, Callable[[object], object], str]] = [
         _create(_interval(60_000, None, datetime(2020, 1, 1, tzinfo=UTC))),
         "task.schedule.interval.end_time",
     ),
+    ("catch-up-unknown-policy", _create(_catch_up(policy=9)), "task.catch_up.policy"),
+    ("catch-up-limit-without-run-all", _create(_catch_up(limit=3)), "task.catch_up.limit"),
+    ("catch-up-limit-over-100", _create(_catch_up(policy=4, limit=101)), "task.catch_up.limit"),
+    ("catch-up-limit-negative", _create(_catch_up(policy=4, limit=-1)), "task.catch_up.limit"),
+    ("catch-up-window-negative", _create(_catch_up(window={"seconds": -1})), "task.catch_up.window"),
+    (
+        "catch-up-window-over-366-days",
+        _create(_catch_up(window={"seconds": 366 * 86_400 + 1})),
+        "task.catch_up.window",
+    ),
+    ("max-jitter-over-an-hour", _create(once_task("j", max_jitter={"seconds": 3601})), "task.max_jitter"),
     ("name-empty", _create(once_task("")), "task.name"),
     ("name-blank", _create(once_task("   ")), "task.name"),
     ("name-too-long", _create(once_task("n" * 201)), "task.name"),

@@ -7,9 +7,10 @@
 -- scheduler's cost of firing. Each task's hash is written by one HSET (and one HDEL when it has
 -- no following occurrence); the counts of tasks by state and this minute's skipped records are
 -- added once per call.
--- A commit flagged `lease` creates its run (the PENDING record) leased to the caller, as
--- dispatch_lease.lua would: status RUNNING, token 1, in inflight until now + lease ms, not in
--- ready (docs/engine.md, "Leased as it fires").
+-- A commit flagged `lease` creates its run (its first record, when PENDING; a task caught up
+-- with several runs queues the others) leased to the caller, as dispatch_lease.lua would:
+-- status RUNNING, token 1, in inflight until now + lease ms, not in ready (docs/engine.md,
+-- "Leased as it fires").
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
 --       minute's execution stats, 6 inflight
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
@@ -53,7 +54,7 @@ for c = 1, #commits do
         end
         redis.call('ZADD', thist, 0, rid)
         gather(g, 'ZADD', KEYS[3], 0, member)
-        if status == STATUS.PENDING and lease == '1' then
+        if status == STATUS.PENDING and lease == '1' and i == 1 then
           expiry = expiry or now_ms() + tonumber(ARGV[2])
           redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1)
           gather(g, 'ZADD', KEYS[6], expiry, rid)
