@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from schedcore import pb
+from tests.conftest import backend_api, backend_stub
 from tests.integration import helpers
 from tests.integration.helpers import cron_task, get, invalid, list_all_tasks, once_task, rpc_error, snapshot
 
-api = helpers.api
-stub = helpers.stub
+# Every test runs on each of tests/conftest.py's BACKENDS (one Redis or a cluster, one partition or
+# four): a batch is one script in one partition wherever it lands. `snapshot` reads every key (on
+# a cluster, `rds` asks every primary).
+pytestmark = pytest.mark.backends()
+api = backend_api
+stub = backend_stub
 
 
 def batch(*tasks: pb.Task, ids: list[str] | None = None) -> pb.BatchCreateTasksRequest:
@@ -41,13 +47,17 @@ def test_one_invalid_request_creates_nothing_and_every_problem_is_named(stub, rd
     assert snapshot(rds) == before
 
 
-def test_request_ids_make_it_idempotent(stub, rds) -> None:
-    first = stub.BatchCreateTasks(batch(cron_task("a"), cron_task("b"), ids=["r-a", "r-b"])).tasks
+def test_request_ids_make_it_idempotent(stub, rds, backend) -> None:
+    # A batch looks every item's request id up in the partition of its first one (docs/partitions.md,
+    # "BatchCreateTasks"): the known ids below share one partition with four partitions as with one,
+    # so each batch finds them on every backend.
+    assert len({backend.parts.of_request(r) for r in ("r-a", "r-c", "r-d")}) == 1
+    first = stub.BatchCreateTasks(batch(cron_task("a"), cron_task("b"), ids=["r-a", "r-c"])).tasks
     # A retry of the same batch returns the same tasks and creates nothing.
-    again = stub.BatchCreateTasks(batch(cron_task("a"), cron_task("b"), ids=["r-a", "r-b"])).tasks
+    again = stub.BatchCreateTasks(batch(cron_task("a"), cron_task("b"), ids=["r-a", "r-c"])).tasks
     assert [t.id for t in again] == [t.id for t in first]
     # A batch mixing a known request with new ones creates only the new ones.
-    mixed = stub.BatchCreateTasks(batch(cron_task("b"), cron_task("c"), ids=["r-b", "r-c"])).tasks
+    mixed = stub.BatchCreateTasks(batch(cron_task("b"), cron_task("c"), ids=["r-c", "r-b"])).tasks
     assert mixed[0].id == first[1].id
     assert sorted(t.name for t in list_all_tasks(stub)) == ["a", "b", "c"]
     # Reusing a request id for different contents refuses the whole batch.

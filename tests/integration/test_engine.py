@@ -2,27 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from schedcore import pb
-from tests.integration.engine_support import Suite, every_second, http, once_in, suite
+from services.api.app import build as build_api
+from tests.conftest import Backend
+from tests.integration.engine_support import Suite, every_second, http, once_in
 from tests.sink import Sink
-from tests.support import RedisServer, free_port, wait_for
+from tests.support import ServiceThread, free_port, wait_for
 
 S = pb.ExecutionStatus
 
+# Every test runs on each of tests/conftest.py's BACKENDS: one Redis or a 3-primary cluster, one
+# partition or four (with four, a scheduler claims the partitions it works, docs/partitions.md).
+pytestmark = pytest.mark.backends()
+
+
+@dataclass
+class BackendSuite(Suite):
+    """A Suite whose every process is given the backend's REDIS_URL, REDIS_CLUSTER_NODES and
+    PARTITIONS (before a test's own overrides)."""
+
+    backend_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, port: int, **overrides: str) -> dict[str, str]:
+        return super().env(port, **{**self.backend_env, **overrides})
+
+
+@contextlib.contextmanager
+def suite(backend: Backend, schedulers: int = 1, executors: int = 1, **overrides: str) -> Iterator[Suite]:
+    """engine_support.suite on `backend`: the api in-process, executors and schedulers as processes;
+    `overrides` are more environment variables of the processes."""
+    api = ServiceThread(build_api, backend.settings())
+    # A cluster's url is its first primary's (the processes read credentials only from it).
+    s = BackendSuite(
+        backend.server,  # type: ignore[arg-type]
+        api,
+        free_port(),
+        [free_port() for _ in range(executors)],
+        backend_env=backend.env(),
+    )
+    try:
+        for port in s.executor_ports:
+            s.start_executor(port, **overrides)
+        for i in range(schedulers):
+            s.start_scheduler(None if i == 0 else free_port(), **overrides)
+        yield s
+    finally:
+        s.close()
+
+
+def tolerance(backend: Backend, seconds: str) -> dict[str, str]:
+    """MISSED_TOLERANCE_SECONDS, with a partition lease under half of it where there are several
+    partitions (the settings check refuses a longer one: docs/partitions.md, Invariant 2)."""
+    if backend.partitions == 1:
+        return {"MISSED_TOLERANCE_SECONDS": seconds}
+    return {"MISSED_TOLERANCE_SECONDS": seconds, "PARTITION_LEASE_SECONDS": f"{float(seconds) * 0.4:g}"}
+
 
 @pytest.fixture()
-def one(redis_srv: RedisServer, rds) -> Iterator[Suite]:
-    with suite(redis_srv) as s:
+def one(backend: Backend, rds) -> Iterator[Suite]:
+    with suite(backend) as s:
         yield s
 
 
@@ -124,14 +174,14 @@ def test_pause_resume_delete_and_run_now(one: Suite) -> None:
 
 
 def test_two_schedulers_two_executors_fire_500_tasks_exactly_once(
-    redis_srv: RedisServer,
+    backend: Backend,
     rds,
     sink: Sink,
 ) -> None:
     # 500 HTTP calls at one instant on a shared 2-core machine: a 2 s lease can expire before
     # the first renewal reaches Redis, and an expired lease runs the target again (at least once,
     # docs/engine.md "Known limits"). 5 s, like the fault suite; production's default is 10 s.
-    with suite(redis_srv, schedulers=2, executors=2, LEASE_SECONDS="5") as s:
+    with suite(backend, schedulers=2, executors=2, LEASE_SECONDS="5") as s:
         due = once_in(3.0)
         target = http(sink.url("/ok"))
         requests = [
@@ -153,13 +203,13 @@ def test_two_schedulers_two_executors_fire_500_tasks_exactly_once(
 
 
 def test_killed_scheduler_work_is_finished_once_by_another(
-    redis_srv: RedisServer,
+    backend: Backend,
     rds,
     sink: Sink,
 ) -> None:
     """kill -9 the only scheduler while the occurrences it leased run on the executor; a new
     scheduler on the same address takes over: every occurrence ends, once."""
-    with suite(redis_srv, schedulers=0, executors=1) as s:
+    with suite(backend, schedulers=0, executors=1) as s:
         proc = s.start_scheduler()
         due = once_in(1.5)
         tasks = [s.create(f"slow{i}", due, http(sink.url("/slow/1500"))) for i in range(20)]
@@ -179,8 +229,8 @@ def test_killed_scheduler_work_is_finished_once_by_another(
         assert all(sink.calls[e.id] == 1 for e in executions), dict(sink.calls)
 
 
-def test_missed_window_runs_once_and_records_skipped(redis_srv: RedisServer, rds) -> None:
-    with suite(redis_srv, MISSED_TOLERANCE_SECONDS="1") as s:
+def test_missed_window_runs_once_and_records_skipped(backend: Backend, rds) -> None:
+    with suite(backend, **tolerance(backend, "1")) as s:
         task = s.create("tick", every_second())
         wait_for(lambda: len(s.executions(task.id)) >= 1, 5)
         scheduler = s.processes[-1]
@@ -188,7 +238,7 @@ def test_missed_window_runs_once_and_records_skipped(redis_srv: RedisServer, rds
         assert scheduler.wait(10) == 0
         time.sleep(4.5)
         stopped_at = max(e.nominal_time.ToMilliseconds() for e in s.executions(task.id))
-        s.start_scheduler(free_port(), MISSED_TOLERANCE_SECONDS="1")
+        s.start_scheduler(free_port(), **tolerance(backend, "1"))
         wait_for(lambda: any(e.status == S.EXECUTION_STATUS_SKIPPED for e in s.executions(task.id)), 5)
         time.sleep(1.5)
         executions = sorted(s.executions(task.id), key=lambda e: e.nominal_time.ToMilliseconds())
@@ -205,10 +255,10 @@ def test_missed_window_runs_once_and_records_skipped(redis_srv: RedisServer, rds
         assert ran[0].id == first_missed.id
 
 
-def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(redis_srv: RedisServer, rds, sink: Sink) -> None:
+def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(backend: Backend, rds, sink: Sink) -> None:
     """Backpressure: an executor with no free slot gets no work (credits), so work due while it is
     busy runs at once on the other executor instead of queueing behind it."""
-    with suite(redis_srv, schedulers=0, executors=0) as s:
+    with suite(backend, schedulers=0, executors=0) as s:
         slow_port, fast_port = s.executor_ports = [free_port(), free_port()]
         s.start_executor(slow_port, EXECUTOR_CONCURRENCY="1", INSTANCE_ID="slow")
         s.start_scheduler()  # knows both addresses; only the slow executor is up
@@ -236,8 +286,8 @@ def test_a_busy_executor_is_sent_nothing_and_holds_up_no_one(redis_srv: RedisSer
         assert max(e.lag.ToMilliseconds() for e in ran) < 5000
 
 
-def test_scheduler_keeps_each_tasks_history_within_the_limit(redis_srv: RedisServer, rds) -> None:
-    with suite(redis_srv, HISTORY_MAX_PER_TASK="3") as s:
+def test_scheduler_keeps_each_tasks_history_within_the_limit(backend: Backend, rds) -> None:
+    with suite(backend, HISTORY_MAX_PER_TASK="3") as s:
         task = s.create("tick", every_second())
         other = s.create("tock", every_second())
 

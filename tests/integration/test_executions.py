@@ -14,10 +14,8 @@ from schedcore import pb, redisconn
 from schedcore.store import Store
 from services.api.app import build as build_api
 from services.api.retention import sweep_once
-from tests.conftest import api_settings
-from tests.integration import helpers
+from tests.conftest import Backend, backend_api, backend_stub
 from tests.integration.helpers import (
-    KEYS,
     TIMEOUT,
     create,
     cron_task,
@@ -33,9 +31,12 @@ from tests.integration.helpers import (
 )
 from tests.support import ServiceThread
 
-# The api once per module, and a client on a flushed Redis per test (see helpers.py).
-api = helpers.api
-stub = helpers.stub
+# Every test that reaches the backend runs on each of tests/conftest.py's BACKENDS (one Redis or a
+# cluster, one partition or four), with the api once per module and backend and the data emptied
+# before each test. Records are read where the execution's id puts them (Backend.execution_key).
+pytestmark = pytest.mark.backends()
+api = backend_api
+stub = backend_stub
 
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
@@ -49,9 +50,9 @@ def run(stub, task_id: str) -> pb.Execution:
     return execution
 
 
-def set_status(rds, execution_id: str, status: int) -> None:
+def set_status(rds, backend: Backend, execution_id: str, status: int) -> None:
     """What an executor does when an execution moves on: the record and its status field."""
-    key = KEYS.execution(execution_id)
+    key = backend.execution_key(execution_id)
     record = pb.Execution.FromString(rds.hget(key, "pb"))
     record.status = status  # type: ignore[assignment]
     rds.hset(key, mapping={"pb": record.SerializeToString(), "status": int(status)})
@@ -73,7 +74,7 @@ def exists(stub, execution_id: str) -> bool:
 # --- RunTask / GetExecution --------------------------------------------------------------------
 
 
-def test_run_task_creates_pending_manual_execution(stub, rds):
+def test_run_task_creates_pending_manual_execution(stub, rds, backend):
     task = once_task("runme")
     task.payload.update({"hello": "world"})
     created = create(stub, task)
@@ -106,14 +107,14 @@ def test_run_task_creates_pending_manual_execution(stub, rds):
     assert task_now.etag == created.etag
     assert task_now.next_run_time == created.next_run_time
     # It is queued for an executor.
-    assert rds.zscore(KEYS.ready, execution.id) is not None
+    assert rds.zscore(backend.parts.execution(execution.id).ready, execution.id) is not None
 
 
-def test_run_task_whatever_the_state(stub, rds):
+def test_run_task_whatever_the_state(stub, rds, backend):
     paused = create(stub, cron_task("paused"))
     stub.PauseTask(pb.PauseTaskRequest(id=paused.id), timeout=TIMEOUT)
     completed = create(stub, once_task("completed"))
-    rds.hset(KEYS.task(completed.id), "state", int(pb.TaskState.TASK_STATE_COMPLETED))
+    rds.hset(backend.task_key(completed.id), "state", int(pb.TaskState.TASK_STATE_COMPLETED))
     for task_id in (paused.id, completed.id):
         execution = stub.RunTask(pb.RunTaskRequest(id=task_id), timeout=TIMEOUT).execution
         assert execution.status == PENDING
@@ -158,11 +159,11 @@ def test_list_executions_newest_first_per_task_and_all(stub, history):
     assert listed == list(reversed(runs))  # the full records
 
 
-def test_list_executions_status_filter(stub, rds, history):
+def test_list_executions_status_filter(stub, rds, backend, history):
     a, _, runs = history
-    set_status(rds, runs[0].id, SUCCEEDED)
-    set_status(rds, runs[3].id, SUCCEEDED)
-    set_status(rds, runs[4].id, FAILED)
+    set_status(rds, backend, runs[0].id, SUCCEEDED)
+    set_status(rds, backend, runs[3].id, SUCCEEDED)
+    set_status(rds, backend, runs[4].id, FAILED)
     assert exec_ids(stub, status=SUCCEEDED) == [runs[3].id, runs[0].id]
     assert exec_ids(stub, status=FAILED) == [runs[4].id]
     assert exec_ids(stub, status=PENDING) == [runs[5].id, runs[2].id, runs[1].id]
@@ -241,8 +242,8 @@ def test_executions_outlive_their_task(stub, history):
 
 
 @pytest.fixture()
-def small_history_stub(redis_srv, rds):
-    service = ServiceThread(build_api, api_settings(redis_srv.url, history_max_per_task=3))
+def small_history_stub(backend, rds):
+    service = ServiceThread(build_api, backend.settings(history_max_per_task=3))
     try:
         with grpc.insecure_channel(service.target) as channel:
             yield pb.task_service_grpc.TaskServiceStub(channel)
@@ -250,32 +251,32 @@ def small_history_stub(redis_srv, rds):
         stop_service(service)
 
 
-def test_retention_by_count_keeps_newest_terminal_only(small_history_stub, rds):
+def test_retention_by_count_keeps_newest_terminal_only(small_history_stub, rds, backend):
     stub = small_history_stub
     task = create(stub, once_task("kept-3"))
     runs = [run(stub, task.id) for _ in range(4)]
     # Four executions, all pending: the oldest is beyond the limit but not terminal, so it stays.
     assert exec_ids(stub, task_id=task.id) == [e.id for e in reversed(runs)]
-    set_status(rds, runs[0].id, SUCCEEDED)
-    set_status(rds, runs[1].id, FAILED)
+    set_status(rds, backend, runs[0].id, SUCCEEDED)
+    set_status(rds, backend, runs[1].id, FAILED)
     runs.append(run(stub, task.id))
     kept = [e.id for e in reversed(runs[2:])]
     assert exec_ids(stub, task_id=task.id) == kept
     assert exec_ids(stub) == kept
     assert not exists(stub, runs[0].id) and not exists(stub, runs[1].id)
-    assert not rds.exists(KEYS.execution(runs[0].id))
-    assert rds.zcard(KEYS.task_history(task.id)) == 3
-    assert rds.zcard(KEYS.history) == 3
+    assert not rds.exists(backend.execution_key(runs[0].id))
+    assert rds.zcard(backend.task_keys(task.id).task_history(task.id)) == 3
+    assert backend.zcard(rds, "history") == 3
 
 
-def test_retention_by_count_never_deletes_non_terminal(small_history_stub, rds):
+def test_retention_by_count_never_deletes_non_terminal(small_history_stub, rds, backend):
     stub = small_history_stub
     task = create(stub, once_task("pending-stays"))
     other = create(stub, once_task("other"))
     other_runs = [run(stub, other.id) for _ in range(2)]
     runs = [run(stub, task.id) for _ in range(4)]
-    set_status(rds, runs[1].id, SUCCEEDED)  # runs[0] stays PENDING
-    set_status(rds, runs[2].id, SUCCEEDED)  # within the newest three: kept
+    set_status(rds, backend, runs[1].id, SUCCEEDED)  # runs[0] stays PENDING
+    set_status(rds, backend, runs[2].id, SUCCEEDED)  # within the newest three: kept
     runs.append(run(stub, task.id))
     assert exec_ids(stub, task_id=task.id) == [runs[4].id, runs[3].id, runs[2].id, runs[0].id]
     assert exists(stub, runs[0].id)
@@ -283,7 +284,7 @@ def test_retention_by_count_never_deletes_non_terminal(small_history_stub, rds):
     # Other tasks' history is untouched.
     assert exec_ids(stub, task_id=other.id) == [e.id for e in reversed(other_runs)]
     # Once the old one is terminal, the next run trims it.
-    set_status(rds, runs[0].id, SUCCEEDED)
+    set_status(rds, backend, runs[0].id, SUCCEEDED)
     runs.append(run(stub, task.id))
     assert exec_ids(stub, task_id=task.id) == [runs[5].id, runs[4].id, runs[3].id]
 
@@ -291,45 +292,45 @@ def test_retention_by_count_never_deletes_non_terminal(small_history_stub, rds):
 # --- retention by age --------------------------------------------------------------------------
 
 
-def sweep(url: str, max_age_s: int) -> int:
+def sweep(backend: Backend, max_age_s: int) -> int:
     async def main() -> int:
-        client = redisconn.from_url(url)
+        client = redisconn.connect(backend.settings())
         try:
-            return await sweep_once(Store(client), max_age_s)
+            return await sweep_once(Store(client, "ts", backend.partitions), max_age_s)
         finally:
             await client.aclose()
 
     return asyncio.run(main())
 
 
-def test_retention_by_age_deletes_old_terminal_executions(stub, rds, redis_srv):
+def test_retention_by_age_deletes_old_terminal_executions(stub, rds, backend):
     a = create(stub, once_task("a"))
     b = create(stub, once_task("b"))
     old = [run(stub, a.id), run(stub, b.id), run(stub, a.id), run(stub, a.id)]
     time.sleep(1.1)
     new = [run(stub, a.id), run(stub, b.id)]
-    set_status(rds, old[0].id, SUCCEEDED)
-    set_status(rds, old[1].id, FAILED)
-    set_status(rds, old[2].id, RUNNING)  # old, but not terminal: kept
+    set_status(rds, backend, old[0].id, SUCCEEDED)
+    set_status(rds, backend, old[1].id, FAILED)
+    set_status(rds, backend, old[2].id, RUNNING)  # old, but not terminal: kept
     # old[3] stays PENDING: kept
-    set_status(rds, new[0].id, SUCCEEDED)  # terminal, but young: kept
+    set_status(rds, backend, new[0].id, SUCCEEDED)  # terminal, but young: kept
 
-    assert sweep(redis_srv.url, 1) == 2
+    assert sweep(backend, 1) == 2
     assert not exists(stub, old[0].id) and not exists(stub, old[1].id)
     kept = [new[1], new[0], old[3], old[2]]
     assert exec_ids(stub) == [e.id for e in kept]
     assert exec_ids(stub, task_id=a.id) == [new[0].id, old[3].id, old[2].id]
     assert exec_ids(stub, task_id=b.id) == [new[1].id]
-    assert rds.zcard(KEYS.history) == 4
+    assert backend.zcard(rds, "history") == 4
     # Sweeping again deletes nothing more.
-    assert sweep(redis_srv.url, 1) == 0
+    assert sweep(backend, 1) == 0
     # With a long max age nothing is old enough.
-    set_status(rds, old[2].id, SUCCEEDED)
-    assert sweep(redis_srv.url, 3600) == 0
+    set_status(rds, backend, old[2].id, SUCCEEDED)
+    assert sweep(backend, 3600) == 0
     assert exists(stub, old[2].id)
 
 
-def test_retention_by_age_is_not_blocked_by_old_pending_executions(stub, rds, redis_srv):
+def test_retention_by_age_is_not_blocked_by_old_pending_executions(stub, rds, backend):
     """500 old executions that never finished (say, their executor died) must not stop the sweep
     from deleting the old terminal executions behind them."""
     stuck = create(stub, once_task("stuck"))
@@ -339,10 +340,10 @@ def test_retention_by_age_is_not_blocked_by_old_pending_executions(stub, rds, re
     done = create(stub, once_task("done"))
     finished = [run(stub, done.id) for _ in range(3)]
     for e in finished:
-        set_status(rds, e.id, SUCCEEDED)
+        set_status(rds, backend, e.id, SUCCEEDED)
     time.sleep(0.01)
 
-    deleted = sweep(redis_srv.url, 0)  # everything before now is "old"
+    deleted = sweep(backend, 0)  # everything before now is "old"
     assert [exists(stub, e.id) for e in finished] == [False, False, False], f"sweep deleted {deleted}"
     assert deleted == 3
     assert len(exec_ids(stub, task_id=stuck.id)) == 500

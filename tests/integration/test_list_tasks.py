@@ -7,13 +7,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 
 from schedcore import pb
 from services.api.app import build as build_api
-from tests.conftest import api_settings
-from tests.integration import helpers
+from tests.conftest import Backend, backend_api, backend_stub
 from tests.integration.helpers import (
-    KEYS,
     TIMEOUT,
     create,
     cron_task,
@@ -27,9 +26,12 @@ from tests.integration.helpers import (
 )
 from tests.support import ServiceThread
 
-# The api once per module, and a client on a flushed Redis per test (see helpers.py).
-api = helpers.api
-stub = helpers.stub
+# Every test that reaches the backend runs on each of tests/conftest.py's BACKENDS (one Redis or a
+# cluster, one partition or four), with the api once per module and backend and the data emptied
+# before each test: the merge of every partition's index under one cursor is what pages here.
+pytestmark = pytest.mark.backends()
+api = backend_api
+stub = backend_stub
 
 NAME = pb.TaskOrder.TASK_ORDER_NAME
 NEXT = pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME
@@ -144,7 +146,7 @@ def test_empty_list(stub):
     assert list(resp.tasks) == [] and resp.next_page_token == ""
 
 
-def _fixture_tasks(stub, rds) -> dict[str, pb.Task]:
+def _fixture_tasks(stub, rds, backend: Backend) -> dict[str, pb.Task]:
     made = {
         "alpha": create(stub, once_task("Alpha Report", labels={"env": "prod", "team": "a"})),
         "beta": create(stub, once_task("beta REPORT", labels={"env": "prod", "team": "b"})),
@@ -153,12 +155,12 @@ def _fixture_tasks(stub, rds) -> dict[str, pb.Task]:
         "eps": create(stub, once_task("epsilon")),
     }
     stub.PauseTask(pb.PauseTaskRequest(id=made["gamma"].id), timeout=TIMEOUT)
-    rds.hset(KEYS.task(made["delta"].id), "state", int(COMPLETED))
+    rds.hset(backend.task_key(made["delta"].id), "state", int(COMPLETED))
     return made
 
 
-def test_filters(stub, rds):
-    made = _fixture_tasks(stub, rds)
+def test_filters(stub, rds, backend):
+    made = _fixture_tasks(stub, rds, backend)
     name_of = {t.id: k for k, t in made.items()}
 
     def names(**filters: object) -> list[str]:
@@ -183,8 +185,8 @@ def test_filters(stub, rds):
     assert names(labels={"team": "a"}, page_size=1, order_by=NEXT) == ["alpha", "gamma"]
 
 
-def test_page_token_with_changed_filters_is_rejected(stub, rds):
-    _fixture_tasks(stub, rds)
+def test_page_token_with_changed_filters_is_rejected(stub, rds, backend):
+    _fixture_tasks(stub, rds, backend)
     first = stub.ListTasks(pb.ListTasksRequest(page_size=1, name_contains="report"), timeout=TIMEOUT)
     token = first.next_page_token
     assert token
@@ -205,10 +207,10 @@ def test_page_token_with_changed_filters_is_rejected(stub, rds):
     assert len(ok.tasks) == 1
 
 
-def test_page_token_works_on_another_replica(rds, redis_srv):
+def test_page_token_works_on_another_replica(rds, backend):
     """Replicas share the signing secret through Redis: a token one issued, another accepts."""
-    one = ServiceThread(build_api, api_settings(redis_srv.url))
-    two = ServiceThread(build_api, api_settings(redis_srv.url))
+    one = ServiceThread(build_api, backend.settings())
+    two = ServiceThread(build_api, backend.settings())
     try:
         with grpc.insecure_channel(one.target) as ch1, grpc.insecure_channel(two.target) as ch2:
             stub1 = pb.task_service_grpc.TaskServiceStub(ch1)

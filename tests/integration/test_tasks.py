@@ -15,9 +15,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.struct_pb2 import Struct
 
 from schedcore import pb
-from tests.integration import helpers
+from tests.conftest import Backend, backend_api, backend_stub
 from tests.integration.helpers import (
-    KEYS,
     TIMEOUT,
     create,
     cron_task,
@@ -33,9 +32,12 @@ from tests.integration.helpers import (
     ts_ms,
 )
 
-# The api once per module, and a client on a flushed Redis per test (see helpers.py).
-api = helpers.api
-stub = helpers.stub
+# Every test that reaches the backend runs on each of tests/conftest.py's BACKENDS (one Redis or a
+# cluster, one partition or four), with the api once per module and backend and the data emptied
+# before each test. Keys are read where the task's id puts them (Backend.task_key and friends).
+pytestmark = pytest.mark.backends()
+api = backend_api
+stub = backend_stub
 
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
 PAUSED = pb.TaskState.TASK_STATE_PAUSED
@@ -47,14 +49,15 @@ def update(stub, task: pb.Task, *paths: str) -> pb.Task:
     ).task
 
 
-def task_keys(rds) -> list[bytes]:
-    return rds.keys(KEYS.task("*"))
+def task_keys(rds, backend: Backend) -> list[bytes]:
+    """Every task hash, in every partition."""
+    return backend.keys(rds, lambda keys: keys.task("*"))
 
 
 # --- CreateTask / GetTask ----------------------------------------------------------------------
 
 
-def test_create_one_time_fills_defaults(stub, rds):
+def test_create_one_time_fills_defaults(stub, rds, backend):
     before = now_ms()
     run_at = before + 3_600_000
     task = pb.Task(name="  report  ", description="d", labels={"team": "ops"})
@@ -84,9 +87,9 @@ def test_create_one_time_fills_defaults(stub, rds):
 
     # GetTask returns exactly what CreateTask did, and it is in Redis.
     assert get(stub, created.id) == created
-    assert rds.hget(KEYS.task(created.id), "rev") == b"1"
-    assert rds.zcard(KEYS.by_name) == 1
-    assert rds.zrange(KEYS.by_next, 0, -1) == [f"{run_at:013d}:{created.id}".encode()]
+    assert rds.hget(backend.task_key(created.id), "rev") == b"1"
+    assert backend.zcard(rds, "by_name") == 1
+    assert backend.zrange(rds, "by_next") == [f"{run_at:013d}:{created.id}".encode()]
 
 
 def test_create_http_target_defaults_method_post(stub):
@@ -212,7 +215,7 @@ def test_update_star_resets_unset_fields(stub):
     assert get(stub, created.id) == updated
 
 
-def test_update_rename_changes_name_order(stub, rds):
+def test_update_rename_changes_name_order(stub, rds, backend):
     b = create(stub, once_task("b"))
     c = create(stub, once_task("c"))
     assert [t.name for t in list_all_tasks(stub)] == ["b", "c"]
@@ -220,10 +223,10 @@ def test_update_rename_changes_name_order(stub, rds):
     assert [(t.name, t.id) for t in list_all_tasks(stub)] == [("a", c.id), ("b", b.id)]
     assert [t.name for t in list_all_tasks(stub, order_by=pb.TaskOrder.TASK_ORDER_NAME)] == ["a", "b"]
     # The old index entry went away.
-    assert rds.zcard(KEYS.by_name) == 2
+    assert backend.zcard(rds, "by_name") == 2
 
 
-def test_update_schedule_recomputes_next_run_time(stub, rds):
+def test_update_schedule_recomputes_next_run_time(stub, rds, backend):
     created = create(stub, once_task("a", in_s=3600))
     new_at = now_ms() + 7_200_000
     change = pb.Task(id=created.id)
@@ -232,7 +235,7 @@ def test_update_schedule_recomputes_next_run_time(stub, rds):
     assert ms_of(updated.next_run_time) == new_at
     assert updated.state == ACTIVE
     assert get(stub, created.id).next_run_time == updated.next_run_time
-    assert rds.zrange(KEYS.by_next, 0, -1) == [f"{new_at:013d}:{created.id}".encode()]
+    assert backend.zrange(rds, "by_next") == [f"{new_at:013d}:{created.id}".encode()]
 
     # To a cron schedule: the next occurrence after now.
     change = pb.Task(id=created.id)
@@ -269,7 +272,7 @@ def test_update_with_current_etag_succeeds(stub):
 # --- DeleteTask --------------------------------------------------------------------------------
 
 
-def test_delete_task(stub, rds):
+def test_delete_task(stub, rds, backend):
     keep = create(stub, once_task("keep"))
     gone = create(stub, once_task("gone"))
     execution = stub.RunTask(pb.RunTaskRequest(id=gone.id), timeout=TIMEOUT).execution
@@ -277,8 +280,8 @@ def test_delete_task(stub, rds):
     rpc_error(lambda: get(stub, gone.id), grpc.StatusCode.NOT_FOUND)
     assert [t.id for t in list_all_tasks(stub)] == [keep.id]
     assert [t.id for t in list_all_tasks(stub, order_by=pb.TaskOrder.TASK_ORDER_NEXT_RUN_TIME)] == [keep.id]
-    assert not rds.exists(KEYS.task(gone.id))
-    assert rds.zcard(KEYS.by_name) == 1 and rds.zcard(KEYS.by_next) == 1
+    assert not any(rds.exists(keys.task(gone.id)) for keys in backend.parts.all)
+    assert backend.zcard(rds, "by_name") == 1 and backend.zcard(rds, "by_next") == 1
     # Its history is kept.
     got = stub.GetExecution(pb.GetExecutionRequest(id=execution.id), timeout=TIMEOUT).execution
     assert got.task_id == gone.id
@@ -293,7 +296,7 @@ def test_delete_task(stub, rds):
 # --- PauseTask / ResumeTask --------------------------------------------------------------------
 
 
-def test_pause_clears_next_run_and_is_idempotent(stub, rds):
+def test_pause_clears_next_run_and_is_idempotent(stub, rds, backend):
     created = create(stub, cron_task("a", "*/5 * * * *"))
     assert created.HasField("next_run_time")
     paused = stub.PauseTask(pb.PauseTaskRequest(id=created.id, etag=created.etag), timeout=TIMEOUT).task
@@ -301,8 +304,8 @@ def test_pause_clears_next_run_and_is_idempotent(stub, rds):
     assert not paused.HasField("next_run_time")
     assert paused.etag == "2"
     assert get(stub, created.id) == paused
-    assert rds.zrange(KEYS.by_next, 0, -1) == [f"~:{created.id}".encode()]
-    assert not rds.hexists(KEYS.task(created.id), "next")
+    assert backend.zrange(rds, "by_next") == [f"~:{created.id}".encode()]
+    assert not rds.hexists(backend.task_key(created.id), "next")
 
     again = stub.PauseTask(pb.PauseTaskRequest(id=created.id), timeout=TIMEOUT).task
     assert again == paused  # no-op: same etag, same update_time
@@ -358,29 +361,29 @@ def test_resume_one_time_task_whose_time_passed_runs_at_once(stub):
 # --- idempotent CreateTask ---------------------------------------------------------------------
 
 
-def test_create_with_request_id_is_idempotent(stub, rds):
+def test_create_with_request_id_is_idempotent(stub, rds, backend):
     task = once_task("idem")
     first = create(stub, task, request_id="req-1")
     retry = create(stub, task, request_id="req-1")
     assert retry.id == first.id
     assert retry == first
-    assert len(task_keys(rds)) == 1
-    assert rds.zcard(KEYS.by_name) == 1
+    assert len(task_keys(rds, backend)) == 1
+    assert backend.zcard(rds, "by_name") == 1
     # A retry after the task changed returns the task as it is now.
     stub.PauseTask(pb.PauseTaskRequest(id=first.id), timeout=TIMEOUT)
     again = create(stub, task, request_id="req-1")
     assert again.id == first.id and again.state == PAUSED and again.etag == "2"
-    assert len(task_keys(rds)) == 1
+    assert len(task_keys(rds, backend)) == 1
     # Another request id creates another task.
     assert create(stub, task, request_id="req-2").id != first.id
-    assert len(task_keys(rds)) == 2
+    assert len(task_keys(rds, backend)) == 2
     # Without a request id every call creates.
     create(stub, task)
     create(stub, task)
-    assert len(task_keys(rds)) == 4
+    assert len(task_keys(rds, backend)) == 4
 
 
-def test_concurrent_creates_with_same_request_id_make_one_task(stub, rds):
+def test_concurrent_creates_with_same_request_id_make_one_task(stub, rds, backend):
     task = cron_task("concurrent", "0 3 * * *", "Europe/Berlin")
     barrier = threading.Barrier(10)
 
@@ -391,8 +394,8 @@ def test_concurrent_creates_with_same_request_id_make_one_task(stub, rds):
     with ThreadPoolExecutor(10) as pool:
         got = list(pool.map(call, range(10)))
     assert len(set(got)) == 1
-    assert [k.decode() for k in task_keys(rds)] == [KEYS.task(got[0])]
-    assert rds.zcard(KEYS.by_name) == 1 and rds.zcard(KEYS.by_next) == 1
+    assert [k.decode() for k in task_keys(rds, backend)] == [backend.task_key(got[0])]
+    assert backend.zcard(rds, "by_name") == 1 and backend.zcard(rds, "by_next") == 1
     assert [t.id for t in list_all_tasks(stub)] == [got[0]]
 
 
