@@ -293,6 +293,10 @@ class Settings:
     # Scheduler and executor (they must agree): how long a lease on an occurrence or a running
     # attempt lasts without renewal.
     lease_s: float = var("LEASE_SECONDS", 10.0, p.number(0.5, 3600.0), LEASES)
+    # Scheduler: deliveries of one attempt whose executor was lost each time (its lease expired:
+    # the process died, or the target crashes it) after which the execution ends FAILED instead
+    # of being reclaimed again (docs/engine.md, "Known limits").
+    max_deliveries: int = var("MAX_DELIVERIES", 6, p.number(1, 100), SCHEDULER)
     # Scheduler: most occurrences or executions one script call takes.
     batch_size: int = var("BATCH_SIZE", 500, p.number(1, 10_000), SCHEDULER)
     # Scheduler: longest sleep between looks at the due index when nothing is due sooner.

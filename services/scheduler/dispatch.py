@@ -26,8 +26,6 @@ from services.scheduler.routing import route
 
 log = logging.getLogger("scheduler.dispatch")
 
-# An execution whose lease expires more often than this (its executor died each time) ends FAILED.
-MAX_LOSSES = 5
 # The target kind only some executors run (EXECUTOR_COMMAND_TARGETS=true), and how often a
 # scheduler linked to such an executor vouches for it in Redis; the api believes a vouch for
 # CAPABILITY_TTL_S (about three refreshes), so a dead scheduler's vouch soon lapses.
@@ -308,13 +306,14 @@ class Dispatcher:
         """One reclaim round over every partition; True when it found expired leases (so another
         round follows)."""
         size = self.settings.batch_size
-        rounds = await each([e.reclaim(size, MAX_LOSSES, self.lease_ms) for e in self.worked()])
+        losses = self.settings.max_deliveries - 1  # reclaimed this often; the next loss fails it
+        rounds = await each([e.reclaim(size, losses, self.lease_ms) for e in self.worked()])
         queued = [i for q, _ in rounds for i in q]
         failed = [lease for _, f in rounds for lease in f]
         metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
         metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
         if failed:
-            reason = f"failed: lost its executor {MAX_LOSSES + 1} times (did the target crash it?)"
+            reason = f"failed: lost its executor {losses + 1} times (did the target crash it?)"
             await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
             log.error("%d executions failed after losing their executor too often", len(failed))
         if queued:

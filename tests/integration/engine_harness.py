@@ -17,14 +17,17 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import ipb, pb, redisconn
 from schedcore.redisconn import StoreRedis
+from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.engine import DueTask, Fired
 from schedcore.store.keys import execution_id, pad_ms
 from schedcore.timeutil import ms_to_ts
-from services.scheduler.dispatch import MAX_LOSSES
 from services.scheduler.plan import plan
 from services.scheduler.results import apply
 from tests.integration.helpers import KEYS, TIMEOUT, create, cron_task
+
+# Deliveries lost that the reclaim takes back before it ends the execution FAILED (MAX_DELIVERIES).
+LOSSES = Settings().max_deliveries - 1
 
 S = pb.ExecutionStatus
 ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
@@ -216,7 +219,7 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
 async def reclaim(store: Store, limit: int = 100) -> list[str]:
     """Expired leases taken back to ready (no execution here loses its holder often enough to be
     ended FAILED by the reclaim)."""
-    queued, failed = await store.engine.reclaim(limit, MAX_LOSSES, 60_000)
+    queued, failed = await store.engine.reclaim(limit, LOSSES, 60_000)
     assert failed == []
     return queued
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from schedcore import pb, redisconn
+from schedcore.settings import Settings
 from schedcore.store import Store
-from services.scheduler.dispatch import MAX_LOSSES
 from services.scheduler.results import Recorder
 from tests.conftest import api_settings
 from tests.integration.helpers import once_task
 from tests.support import RedisServer
+
+# Deliveries lost that the reclaim takes back before it ends the execution FAILED (MAX_DELIVERIES).
+LOSSES = Settings().max_deliveries - 1
 
 
 def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisServer, stub) -> None:
@@ -23,10 +26,10 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
         settings = api_settings(redis_srv.url)
         seen = []
         try:
-            for _ in range(MAX_LOSSES + 1):
+            for _ in range(LOSSES + 1):
                 assert len(await store.engine.lease_ready(10, lease_ms=1)) == 1
                 await asyncio.sleep(0.01)  # the executor "dies": the lease expires
-                queued, failed = await store.engine.reclaim(10, MAX_LOSSES, 60_000)
+                queued, failed = await store.engine.reclaim(10, LOSSES, 60_000)
                 seen.append((len(queued), len(failed)))
                 if failed:
                     await Recorder(store, settings).fail_lost(failed, await store.now_ms(), "failed: lost")
@@ -38,7 +41,7 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
         return seen
 
     seen = asyncio.run(scenario())
-    assert seen == [(1, 0)] * MAX_LOSSES + [(0, 1)]
+    assert seen == [(1, 0)] * LOSSES + [(0, 1)]
     final = stub.GetExecution(pb.GetExecutionRequest(id=run.id)).execution
     assert final.status == pb.ExecutionStatus.EXECUTION_STATUS_FAILED
     assert final.status_message == "failed: lost"
