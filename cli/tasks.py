@@ -154,6 +154,22 @@ def run(client: Client, args: argparse.Namespace) -> None:
     executions.show(execution, args)
 
 
+def backfill(client: Client, args: argparse.Namespace) -> None:
+    request = pb.BackfillTaskRequest(
+        id=args.id,
+        start_time=values.instant("--from", args.start),
+        end_time=values.instant("--to", args.end),
+        dry_run=args.dry_run,
+    )
+    reply = client.call(client.stub.BackfillTask, request)
+    if args.output == "json":
+        output.print_json(output.to_json(reply))
+        return
+    verb = "would create" if args.dry_run else "created"
+    count = reply.occurrences - reply.existing if args.dry_run else reply.created
+    print(f"{reply.occurrences} occurrences, {reply.existing} with a record already, {verb} {count}")
+
+
 def delete(client: Client, args: argparse.Namespace) -> None:
     client.call(client.stub.DeleteTask, pb.DeleteTaskRequest(id=args.id, etag=args.etag or ""))
     if args.output == "json":
@@ -208,3 +224,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p = sub.add_parser("run", parents=[common], help="run a task now, outside its schedule")
     p.add_argument("id")
     p.set_defaults(func=run)
+    p = sub.add_parser(
+        "backfill", parents=[common], help="create the executions a past range of the schedule lacks"
+    )
+    p.add_argument("id")
+    p.add_argument("--from", dest="start", required=True, metavar="TIME", help="first instant (inclusive)")
+    p.add_argument("--to", dest="end", required=True, metavar="TIME", help="end (exclusive), not after now")
+    p.add_argument("--dry-run", action="store_true", help="count what would be created; create nothing")
+    p.set_defaults(func=backfill)

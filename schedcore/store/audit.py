@@ -141,6 +141,13 @@ class AuditStore:
         self.redis = redis
         self.partitions = partitions
 
+    async def append(self, partition: int, entry: AuditEntry) -> None:
+        """Append an event on its own, for a change made by many scripts (BackfillTask: one
+        event for its executions, written after them)."""
+        fields = dict(zip(entry.fields[::2], entry.fields[1::2], strict=True))
+        keys = self.partitions.all[partition]
+        await self.redis.xadd(keys.audit, fields, maxlen=entry.max_events, approximate=True)  # type: ignore[arg-type]
+
     def parse(self, event_id: str) -> Position | None:
         """Where the event `event_id` sorts, or None when it is not an id of this deployment."""
         return parse_event_id(event_id, self.partitions.count)

@@ -8,6 +8,7 @@ alone, without reading a record.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections import defaultdict
@@ -108,6 +109,30 @@ class ExecutionStore:
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
             raise passed("runs", namespace, full, used, int(result[2]), 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
+
+    async def create_missing(
+        self, executions: Sequence[pb.Execution], ready_at_ms: int, in_flight: int = 8
+    ) -> int:
+        """Record each execution whose id has no record yet and queue it (the create script of
+        RunTask, without a quota: BackfillTask bounds its own count); `in_flight` calls at once
+        (each holds a pooled connection, and the pool is bounded: a few, so that concurrent
+        backfills leave room for every other call).
+        Returns how many were created. NotFound when the task went away meanwhile."""
+        created = 0
+        for start in range(0, len(executions), in_flight):
+            chunk = executions[start : start + in_flight]
+            done = await asyncio.gather(*(self.create(e, ready_at_ms) for e in chunk))
+            created += sum(done)
+        return created
+
+    async def count_existing(self, execution_ids: Sequence[str]) -> int:
+        """How many of these executions have a record (one pipelined EXISTS each)."""
+        if not execution_ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for e in execution_ids:
+                pipe.exists(self.partitions.execution(e).execution(e))
+            return sum(await pipe.execute())
 
     async def get(self, execution_id: str) -> pb.Execution:
         row = await self.get_many([execution_id])

@@ -60,6 +60,7 @@ _RULES_BY_NAME: dict[str, Rule] = {
     "TaskService.PauseTask": Rule(EDITOR),
     "TaskService.ResumeTask": Rule(EDITOR),
     "TaskService.RunTask": Rule(EDITOR),
+    "TaskService.BackfillTask": Rule(EDITOR),
     "TaskService.PreviewSchedule": Rule(VIEWER),
     "TaskService.ListExecutions": Rule(VIEWER),
     "TaskService.GetExecution": Rule(VIEWER),

@@ -1,5 +1,6 @@
 """The executions half of TaskService: the shared state and helpers of the service, running a
-task now (RunTask), reading executions (ListExecutions, GetExecution) and GetStats.
+task now (RunTask), filling a past range (BackfillTask), reading executions (ListExecutions,
+GetExecution) and GetStats.
 
 TaskService (services/api/servicer.py) adds the task RPCs on top; both halves are the one gRPC
 service that services/api/app.py registers. An execution's namespace is its task's, copied into
@@ -23,7 +24,7 @@ from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import execution_id
 from schedcore.store.tasks import StoredTask
 from schedcore.timeutil import ms_to_ts
-from services.api import access, validation
+from services.api import access, backfill, validation
 from services.api.ids import with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
@@ -87,6 +88,26 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
         await with_fresh_id("an execution id", attempt, tries=5)
         await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
         return pb.RunTaskResponse(execution=execution)
+
+    async def BackfillTask(
+        self, request: pb.BackfillTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackfillTaskResponse:
+        task_id = validation.task_id(request.id)
+        stored = await self._get(task_id)
+        now = await self.store.now_ms()
+        times = backfill.occurrences(request, stored.spec, now)
+        made = backfill.records(task_id, stored.spec, stored.namespace, times, now)
+        if request.dry_run:
+            existing = await self.store.executions.count_existing([r.id for r in made])
+            return pb.BackfillTaskResponse(occurrences=len(times), existing=existing)
+        created = await self.store.executions.create_missing(made, ready_at_ms=now)
+        if created:
+            audit = self._audit(
+                ACTION.AUDIT_ACTION_BACKFILL_TASK, namespace=stored.namespace, task_id=task_id
+            )
+            await self.store.audit.append(self.store.partitions.of_task(task_id), audit)
+            await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
+        return pb.BackfillTaskResponse(occurrences=len(times), existing=len(times) - created, created=created)
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext

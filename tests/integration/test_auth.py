@@ -122,6 +122,9 @@ def test_a_viewer_is_refused_every_write_and_nothing_changes(
         "PauseTask": pb.PauseTaskRequest(id=task.id),
         "ResumeTask": pb.ResumeTaskRequest(id=task.id),
         "RunTask": pb.RunTaskRequest(id=task.id),
+        "BackfillTask": pb.BackfillTaskRequest(
+            id=task.id, start_time={"seconds": 1_700_000_000}, end_time={"seconds": 1_700_000_060}
+        ),
         "CreateToken": pb.CreateTokenRequest(token=pb.Token(name="x", role=ADMIN)),
         "ListTokens": pb.ListTokensRequest(),
         "RevokeToken": pb.RevokeTokenRequest(id=token.id),

@@ -211,6 +211,27 @@ def test_every_creates_an_interval_and_an_update_of_it_keeps_the_phase(addr: str
     assert refused.returncode == 13 and "task.schedule.interval.every" in refused.stderr
 
 
+def test_backfill_counts_then_creates_once(addr: str) -> None:
+    task = ok_json(addr, "create", "--name", "bf", "--every", "1m", "--start-time", "2026-01-01T00:00:00Z")
+    dry = ok(
+        addr,
+        "backfill",
+        task["id"],
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-01T00:10:00Z",
+        "--dry-run",
+    )
+    assert dry.strip() == "10 occurrences, 0 with a record already, would create 10"
+    done = ok_json(
+        addr, "backfill", task["id"], "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:10:00Z"
+    )
+    assert done == {"occurrences": 10, "created": 10}
+    again = ok(addr, "backfill", task["id"], "--from", "2026-01-01T00:05:00Z", "--to", "2026-01-01T00:15:00Z")
+    assert again.strip() == "10 occurrences, 5 with a record already, created 5"
+
+
 def test_pause_resume_delete(addr: str) -> None:
     task_id = ok_json(addr, "create", "--name", "p", "--cron", "@daily")["id"]
     assert "state:" in ok(addr, "pause", task_id) and "paused" in ok(addr, "get", task_id)

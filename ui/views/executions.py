@@ -25,11 +25,11 @@ def detail(execution: pb.Execution) -> None:
     tz = zone()
     label = fmt.status(execution.status)
     st.subheader(f"{fmt.STATUS_ICONS.get(label, '')} Execution `{execution.id}`")
-    manual = execution.trigger == pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL
-    st.markdown(
-        f"Task **{task_name(execution.task_id)}** (`{execution.task_id}`) · "
-        f"{'manual run' if manual else 'scheduled'}"
-    )
+    made_by = {
+        pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL: "manual run",
+        pb.ExecutionTrigger.EXECUTION_TRIGGER_BACKFILL: "backfilled",
+    }.get(execution.trigger, "scheduled")
+    st.markdown(f"Task **{task_name(execution.task_id)}** (`{execution.task_id}`) · {made_by}")
     m = st.columns(5)
     m[0].metric("Status", label)
     m[1].metric("Attempt", execution.attempt or 1)
