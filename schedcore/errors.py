@@ -144,6 +144,20 @@ class StoreUnavailable(Unavailable):
         self.reason = reason
 
 
+class NotReplicated(StoreUnavailable):
+    """REDIS_WAIT_REPLICAS: a write its primary applied was acknowledged by fewer replicas than
+    asked within the wait (docs/partitions.md, "Acknowledged writes"). UNAVAILABLE: the write may
+    stand, and a retry with the same request id does not repeat a create."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"WAIT {wanted} {timeout_ms}: {acknowledged} replicas acknowledged")
+        self.args = (
+            f"the write was acknowledged by {acknowledged} of the {wanted} replicas "
+            f"REDIS_WAIT_REPLICAS asks for within {timeout_ms} ms; it may have been applied: "
+            f"retry (with the same request_id a create is not repeated)",
+        )
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message a client sees for an exception."""
     if isinstance(exc, SchedulerError):

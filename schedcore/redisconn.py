@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import Any
 
 from redis import exceptions
@@ -38,7 +40,26 @@ CLUSTER_UNAVAILABLE = (
 )
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
+def closed_under_us(exc: BaseException) -> bool:
+    """Whether `exc` is redis-py's asyncio connection used after another task closed it: its
+    stream writer or reader is None then, and the call fails with AttributeError or TypeError
+    instead of ConnectionError (redis-py issues 3546 and 4287). redis-py's cluster client closes
+    every connection, those in use too, after CLUSTERDOWN or every few MOVED (a slot migrated, a
+    failover), so concurrent calls meet it. As after a lost connection, the command may or may
+    not have run: UNAVAILABLE."""
+    if not isinstance(exc, AttributeError | TypeError) or "NoneType" not in str(exc):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in _CONNECTION_CODE)
+
+
+# Where the closed stream raises: redis-py's connection and parsers, asyncio's streams.
+_CONNECTION_CODE = (f"redis{os.sep}asyncio{os.sep}", f"redis{os.sep}_parsers{os.sep}", f"asyncio{os.sep}")
+CLOSED_UNDER_US = (AttributeError, TypeError)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    """The StoreUnavailable a redis-py failure surfaces as; its reason (for logs) names it."""
     return StoreUnavailable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
@@ -51,7 +72,7 @@ class StoreRedis(Redis):
         try:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py
         except UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> StorePipeline:
         return StorePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -69,7 +90,7 @@ class StorePipeline(Pipeline):
         try:
             return await super().execute(raise_on_error)
         except UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
 
 class StoreRedisCluster(RedisCluster):
@@ -82,16 +103,20 @@ class StoreRedisCluster(RedisCluster):
         try:
             await super().initialize(*args, **kwargs)
         except CLUSTER_UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         except exceptions.RedisClusterException as exc:  # no node reachable, slots not all covered
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
         except CLUSTER_UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
+        except CLOSED_UNDER_US as exc:
+            if closed_under_us(exc):
+                raise unavailable(exc) from exc
+            raise
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> StoreClusterPipeline:
         if shard_hint:
@@ -106,14 +131,18 @@ class StoreClusterPipeline(ClusterPipeline):
         try:
             await super().initialize()
         except CLUSTER_UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         return self
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         try:
             return await super().execute(raise_on_error, allow_redirections)
         except CLUSTER_UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
+        except CLOSED_UNDER_US as exc:
+            if closed_under_us(exc):
+                raise unavailable(exc) from exc
+            raise
 
 
 # The client the store takes: one Redis (or Sentinel's master), or a Redis Cluster.

@@ -166,6 +166,10 @@ class Settings:
     partitions: int = var("PARTITIONS", 1, p.number(1, 256), REDIS)
     # Seconds a Redis command may take before the call fails with UNAVAILABLE.
     redis_timeout_s: float = var("REDIS_TIMEOUT_SECONDS", 5.0, p.number(0.05, 300.0), REDIS)
+    # Api: replicas that must acknowledge each write a client gets acknowledged (WAIT n, for up
+    # to half of REDIS_TIMEOUT_SECONDS); fewer: UNAVAILABLE, the write may stand. 0: no wait
+    # (docs/partitions.md, "Acknowledged writes").
+    redis_wait_replicas: int = var("REDIS_WAIT_REPLICAS", 0, p.number(0, 16), API)
     # Address and port the gRPC server listens on (the port's default is the service's own:
     # from_env's default_port).
     grpc_host: str = var("GRPC_HOST", "0.0.0.0")

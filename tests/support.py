@@ -278,6 +278,41 @@ class RedisCluster:
             port = next(port for low, high, port in _layout(client) if low <= slot <= high)
         return next(node for node in self.nodes if node.port == port)
 
+    def primaries(self) -> list[RedisServer]:
+        """The running nodes that are primaries now (a promoted replica among them)."""
+        found = []
+        for node in self.running():
+            with contextlib.closing(node.client()) as client:
+                if client.info("replication")["role"] == "master":
+                    found.append(node)
+        return found
+
+    def migrate_slot(self, slot: int, to: RedisServer, batch: int = 10, pause_s: float = 0.0) -> int:
+        """Move `slot` from its primary to the primary `to` while clients use it, as
+        `redis-cli --cluster reshard` does: `to` IMPORTING it and its owner MIGRATING it, its keys
+        MIGRATEd `batch` at a time (KEYS, REPLACE; `pause_s` after each batch) until the owner
+        has none left, then CLUSTER SETSLOT NODE on every primary (`to`, the owner, the others).
+        Meanwhile the owner answers ASK for keys already moved, and TRYAGAIN to a command whose
+        keys are split between the two. Returns how many keys moved."""
+        source = self.owner(slot)
+        if source is to:
+            raise ValueError(f"slot {slot} is already on 127.0.0.1:{to.port}")
+        with contextlib.closing(source.client()) as src, contextlib.closing(to.client()) as dst:
+            source_id = src.execute_command("CLUSTER", "MYID").decode()
+            target_id = dst.execute_command("CLUSTER", "MYID").decode()
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            moved = 0
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 10_000, "REPLACE", "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause_s)
+        others = [node for node in self.primaries() if node not in (to, source)]
+        for node in (to, source, *others):
+            with contextlib.closing(node.client()) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
     def flush(self) -> None:
         """Empty every primary (replicas follow)."""
         for node in self.running():

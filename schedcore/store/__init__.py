@@ -17,6 +17,7 @@ from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys, Partitions
 from schedcore.store.migrate import parse_record
 from schedcore.store.ownership import OwnershipStore
+from schedcore.store.replicas import NO_WAIT, ReplicaWait
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import StatsStore
 from schedcore.store.tasks import TaskStore
@@ -26,7 +27,10 @@ from schedcore.store.tokens import TokenStore
 class Store:
     """Everything the api and the scheduler read and write in Redis."""
 
-    def __init__(self, client: StoreClient, prefix: str = "ts", partitions: int = 1) -> None:
+    def __init__(
+        self, client: StoreClient, prefix: str = "ts", partitions: int = 1, wait: ReplicaWait = NO_WAIT
+    ) -> None:
+        """`wait`: the api's acknowledged writes wait for replicas (REDIS_WAIT_REPLICAS)."""
         if not isinstance(client, StoreRedis | StoreRedisCluster):  # failures as StoreUnavailable
             raise TypeError(
                 "Store needs a schedcore.redisconn.StoreRedis or StoreRedisCluster client (connect())"
@@ -39,11 +43,13 @@ class Store:
         self.redis = redis
         self.partitions = Partitions(prefix, partitions)
         self.keys = self.partitions.home  # partition 0: the global keys
-        scripts = Scripts(redis)
+        scripts = Scripts(redis, wait)
         self.tasks = TaskStore(redis, self.partitions, scripts)
         self.executions = ExecutionStore(redis, self.partitions, scripts)
         # One engine per partition: the scheduler fires, dispatches and reclaims each on its own.
-        self.engines = tuple(EngineStore(redis, keys, scripts) for keys in self.partitions.all)
+        # Under Redis Cluster the engine declares every key its scripts touch: a slot may migrate.
+        cluster = isinstance(client, StoreRedisCluster)
+        self.engines = tuple(EngineStore(redis, keys, scripts, cluster) for keys in self.partitions.all)
         self.engine = self.engines[0]
         self.stats = StatsStore(redis, self.partitions)
         self.tokens = TokenStore(redis, self.keys, scripts)

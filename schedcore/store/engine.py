@@ -97,10 +97,19 @@ class Completion:
 
 
 class EngineStore:
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts, declare_items: bool = False) -> None:
+        """`declare_items` (Redis Cluster): the keys a script builds from a prefix are declared
+        in its KEYS too, after the ones it reads there (it builds them all the same), so that
+        while the partition's slot migrates Redis answers TRYAGAIN or ASK before the script runs
+        where some are missing, instead of failing it halfway through ("non local key")."""
         self.redis = redis
         self.keys = keys
         self.scripts = scripts
+        self.declare_items = declare_items
+
+    def _items(self, keys: Sequence[str]) -> list[str]:
+        """`keys` to declare after a script's own (once each), or none without a cluster."""
+        return list(dict.fromkeys(keys)) if self.declare_items else []
 
     async def peek(self, key: str, *, lex: bool, limit: int) -> tuple[int, list[str], int | None]:
         """(now, due members oldest first, ms when the next one comes due or None)."""
@@ -116,7 +125,8 @@ class EngineStore:
         ids = [m.split(b":", 1)[1].decode() for m in members]
         due: list[DueTask] = []
         if ids:
-            rows = await self.scripts.fire_read(keys=[self.keys.by_next], args=[self.keys.task_prefix, *ids])
+            keys = [self.keys.by_next, *self._items([self.keys.task(i) for i in ids])]
+            rows = await self.scripts.fire_read(keys=keys, args=[self.keys.task_prefix, *ids])
             for task_id, (nxt, spec, srev) in zip(ids, rows, strict=True):
                 if nxt is not None and spec is not None and int(nxt) <= int(now):
                     due.append(DueTask(task_id, int(nxt), pb.Task.FromString(spec), srev.decode()))
@@ -154,6 +164,11 @@ class EngineStore:
             )
         packed = msgpack.packb(rows, use_bin_type=False)
         prefixes = [k.task_prefix, k.task_history_prefix, k.execution_prefix]
+        if self.declare_items:
+            for c in commits:
+                keys.append(k.task(c.task.task_id))
+                if c.records:
+                    keys += [k.task_history(c.task.task_id), *(k.execution(r.id) for r in c.records)]
         replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms, *prefixes])
         return [Fired(int(created), int(queued), int(leased)) for created, queued, leased in replies]
 
@@ -171,6 +186,9 @@ class EngineStore:
         if not ids:
             return []
         keys = [queue, self.keys.inflight]
+        keys += self._items(
+            [key for i in ids for key in (self.keys.execution(i), self.keys.task(task_of_execution(i)))]
+        )
         prefixes = [self.keys.execution_prefix, self.keys.task_prefix]
         rows = await self.scripts.dispatch_lease(keys=keys, args=[lease_ms, *prefixes, *ids])
         items = []
@@ -238,6 +256,14 @@ class EngineStore:
             return Completed([], [])
         k = self.keys
         keys = [k.inflight, k.ready, k.minute_stats(minute_of(now_ms))]
+        keys += self._items(
+            [
+                key
+                for c in completions
+                for task_id in (task_of_execution(c.execution.id),)
+                for key in (k.execution(c.execution.id), k.task(task_id), k.task_history(task_id))
+            ]
+        )
         rows = []
         for c in completions:
             e = c.execution

@@ -66,6 +66,14 @@ def history_member(execution_id: str) -> str:
     return f"{match.group(2)}:{execution_id}"
 
 
+def wait_mark(key: str) -> str:
+    """String "1", rewritten before each WAIT of REDIS_WAIT_REPLICAS in the partition of `key`
+    (its hash tag): WAIT counts only the writes of its own connection, and a call may change
+    nothing and still acknowledge a write another connection made (a retried create finding its
+    request id), so each waited call writes this first (schedcore/store/replicas.py)."""
+    return key[: key.index("}") + 1] + ":waitmark"
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "ts"

@@ -11,6 +11,7 @@ from schedcore.redisconn import connect
 from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
+from schedcore.store.replicas import ReplicaWait
 from services.api.access import PUBLIC_SERVICES, Authenticator
 from services.api.audit import AuditService
 from services.api.auth import AuthService, bootstrap
@@ -24,7 +25,9 @@ log = logging.getLogger("api")
 
 async def build(settings: Settings) -> GrpcService:
     redis = connect(settings)
-    store = Store(redis, settings.redis_key_prefix, settings.partitions)
+    # Writes a client gets acknowledged wait for REDIS_WAIT_REPLICAS replicas; the scheduler's never do.
+    wait = ReplicaWait.of(settings.redis_wait_replicas, settings.redis_timeout_s)
+    store = Store(redis, settings.redis_key_prefix, settings.partitions, wait)
     tokens = PageTokens(settings.page_token_secret.encode(), settings.page_token_ttl_s)
     authenticator = Authenticator(
         store.tokens,

@@ -5,7 +5,6 @@ NOT_SERVING, and both come back by themselves once the node is back or its repli
 
 from __future__ import annotations
 
-import contextlib
 import signal
 from collections.abc import Callable, Iterator
 
@@ -15,47 +14,18 @@ from redis.crc import key_slot
 
 from schedcore import pb
 from schedcore.store.keys import Partitions
-from services.api.app import build as build_api
-from tests.conftest import api_settings
-from tests.integration.engine_support import Suite, once_in
+from tests.integration.cluster_support import cluster_api, cluster_state, cluster_suite, code_of
+from tests.integration.engine_support import once_in
 from tests.integration.helpers import TIMEOUT, create, cron_task
-from tests.support import (
-    RedisCluster,
-    RedisServer,
-    ServiceThread,
-    free_port,
-    redis_cluster,
-    serving,
-    wait_for,
-)
+from tests.support import RedisCluster, redis_cluster, serving, wait_for
 
 P = 4
 PARTS = Partitions("ts", P)
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 
 
-def cluster_api(cluster: RedisCluster) -> ServiceThread:
-    return ServiceThread(
-        build_api, api_settings(cluster.url, redis_cluster_nodes=cluster.seeds, partitions=P)
-    )
-
-
-@contextlib.contextmanager
-def cluster_suite(cluster: RedisCluster, **overrides: str) -> Iterator[Suite]:
-    """engine_support.suite on a cluster: the api in-process, an executor and a scheduler as
-    processes given REDIS_CLUSTER_NODES."""
-    env = {"REDIS_CLUSTER_NODES": cluster.seeds_env, "PARTITIONS": str(P), **overrides}
-    s = Suite(cluster, cluster_api(cluster), free_port(), [free_port()])  # type: ignore[arg-type]
-    try:
-        s.start_executor(s.executor_ports[0], **env)
-        s.start_scheduler(**env)
-        yield s
-    finally:
-        s.close()
-
-
 def test_once_tasks_in_every_partition_fire_once_and_complete(cluster: RedisCluster) -> None:
-    with cluster_suite(cluster) as s:
+    with cluster_suite(cluster, P) as s:
         made: dict[int, list[pb.Task]] = {p: [] for p in range(P)}
         i = 0
         while min(len(v) for v in made.values()) < 3:
@@ -70,20 +40,6 @@ def test_once_tasks_in_every_partition_fire_once_and_complete(cluster: RedisClus
         assert len(s.executions()) == i
 
 
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
-
-
-def cluster_state(node: RedisServer) -> str:
-    with contextlib.closing(node.client()) as client:
-        info = client.execute_command("CLUSTER", "INFO").decode()
-    return dict(line.split(":", 1) for line in info.split() if ":" in line)["cluster_state"]
-
-
 @pytest.fixture()
 def own_cluster() -> Iterator[RedisCluster]:
     """A cluster of 3 primaries, each with a replica, that a test may break."""
@@ -92,7 +48,7 @@ def own_cluster() -> Iterator[RedisCluster]:
 
 
 def test_a_lost_primary_gives_unavailable_until_its_replica_takes_over(own_cluster: RedisCluster) -> None:
-    api = cluster_api(own_cluster)
+    api = cluster_api(own_cluster, P)
     try:
         with grpc.insecure_channel(api.target) as channel:
             stub = pb.task_service_grpc.TaskServiceStub(channel)
@@ -131,7 +87,7 @@ def test_a_lost_primary_gives_unavailable_until_its_replica_takes_over(own_clust
 
 def test_a_partition_without_any_node_is_unavailable_and_health_follows() -> None:
     with redis_cluster(masters=3, replicas=0) as cluster:
-        api = cluster_api(cluster)
+        api = cluster_api(cluster, P)
         try:
             with grpc.insecure_channel(api.target) as channel:
                 stub = pb.task_service_grpc.TaskServiceStub(channel)
