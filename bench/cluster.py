@@ -72,6 +72,9 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
     partitions: int = 1
     primaries: int = 1
+    # With one primary: a replica of it (REPLICAOF), for what REDIS_WAIT_REPLICAS costs.
+    replica: bool = False
+    replica_server: RedisServer | None = field(init=False, default=None)
     redis: RedisServer | RedisCluster = field(init=False)
     procs: list[Proc] = field(default_factory=list)
     token: str = field(init=False, default="", repr=False)
@@ -106,6 +109,11 @@ class Cluster:
             wiring["REDIS_CLUSTER_NODES"] = self.redis.seeds_env
         try:
             self.redis.start()
+            if self.replica and isinstance(self.redis, RedisServer):
+                of = ["--replicaof", "127.0.0.1", str(self.redis.port)]
+                self.replica_server = RedisServer(appendfsync="everysec", extra_args=of)
+                self.replica_server.start()
+                self._wait_replicated()
             self._start("api", self.api_port, wiring)
             self._wait_for_token()
             for i, port in enumerate(executor_ports):
@@ -180,7 +188,21 @@ class Cluster:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGKILL)
                 proc.popen.wait(10)
+        if self.replica_server is not None:
+            self.replica_server.cleanup()
         self.redis.cleanup()
+
+    def _wait_replicated(self) -> None:
+        """Until the primary counts its replica as connected."""
+        deadline = time.monotonic() + 30
+        client = self.client()
+        try:
+            while client.info("replication").get("connected_slaves", 0) < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not connect")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     @property
     def api_addr(self) -> str:
