@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -113,6 +114,9 @@ class Suite:
         return self.executions(task_id)
 
 
+SuiteT = TypeVar("SuiteT", bound=Suite)
+
+
 def service_argv(module: str) -> list[str]:
     """How tests launch a service; the container images run the same (tests/deploy checks it)."""
     return [sys.executable, "-m", module]
@@ -143,7 +147,16 @@ def suite(redis: RedisServer, schedulers: int = 1, executors: int = 1, **overrid
     variables of the processes (PARTITIONS is given to the api as well: every service must agree)."""
     partitions = int(overrides.get("PARTITIONS", "1"))
     api = ServiceThread(build_api, api_settings(redis.url, partitions=partitions))
-    s = Suite(redis, api, free_port(), [free_port() for _ in range(executors)])
+    with running(
+        Suite(redis, api, free_port(), [free_port() for _ in range(executors)]), schedulers, **overrides
+    ) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running(s: SuiteT, schedulers: int, **overrides: str) -> Iterator[SuiteT]:
+    """`s` with its executors and `schedulers` schedulers started (processes given `overrides`),
+    closed after."""
     try:
         for port in s.executor_ports:
             s.start_executor(port, **overrides)

@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from schedcore import pb
 from services.api.app import build as build_api
 from tests.conftest import Backend
-from tests.integration.engine_support import Suite, every_second, http, once_in
+from tests.integration.engine_support import Suite, every_second, http, once_in, running
 from tests.sink import Sink
 from tests.support import ServiceThread, free_port, wait_for
 
@@ -52,14 +52,8 @@ def suite(backend: Backend, schedulers: int = 1, executors: int = 1, **overrides
         [free_port() for _ in range(executors)],
         backend_env=backend.env(),
     )
-    try:
-        for port in s.executor_ports:
-            s.start_executor(port, **overrides)
-        for i in range(schedulers):
-            s.start_scheduler(None if i == 0 else free_port(), **overrides)
-        yield s
-    finally:
-        s.close()
+    with running(s, schedulers, **overrides) as started:
+        yield started
 
 
 def tolerance(backend: Backend, seconds: str) -> dict[str, str]:
