@@ -21,9 +21,17 @@ from schedcore import pb
 from schedcore.errors import NotFound
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
-from schedcore.store.keys import DEFAULT_NAMESPACE, EXECUTION_ID, Partitions, history_member, pad_ms
+from schedcore.store.keys import (
+    DEFAULT_NAMESPACE,
+    EXECUTION_ID,
+    Partitions,
+    history_member,
+    pad_ms,
+)
+from schedcore.store.keys import execution_id as occurrence_id
 from schedcore.store.quotas import NOTHING, passed, share
 from schedcore.store.scripts import Scripts
+from schedcore.timeutil import ts_fields
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
 
@@ -43,6 +51,27 @@ def decode(status: int, raw: bytes) -> pb.Execution:
     if not execution.namespace:  # recorded before namespaces existed, like its task
         execution.namespace = DEFAULT_NAMESPACE
     return execution
+
+
+def new_record(
+    spec: pb.Task, task_id: str, nominal_ms: int, fire_ms: int, status: int, trigger: int, suffix: str = ""
+) -> pb.Execution:
+    """A new execution's record: the occurrence's id (plus `suffix` for a manual run), attempt 1,
+    and the task's namespace and payload copied in, so reading it needs no lookup of its task.
+    The scheduler's plan, RunTask and BackfillTask all build them here."""
+    record = pb.Execution(
+        id=occurrence_id(task_id, nominal_ms, suffix),
+        task_id=task_id,
+        namespace=spec.namespace or DEFAULT_NAMESPACE,
+        attempt=1,
+        status=status,  # type: ignore[arg-type]
+        trigger=trigger,  # type: ignore[arg-type]
+        nominal_time=ts_fields(nominal_ms),
+        fire_time=ts_fields(fire_ms),
+    )
+    if spec.HasField("payload"):
+        record.payload.CopyFrom(spec.payload)
+    return record
 
 
 def summary(execution: pb.Execution) -> pb.ExecutionSummary:

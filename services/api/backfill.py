@@ -8,8 +8,7 @@ from __future__ import annotations
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations
 from schedcore.schedule import Window
-from schedcore.store.keys import execution_id
-from schedcore.timeutil import ms_to_ts
+from schedcore.store.executions import new_record
 from services.api import schedulecheck
 
 # Most occurrences one call may cover: a bounded amount of work and of records per call.
@@ -49,21 +48,6 @@ def occurrences(request: pb.BackfillTaskRequest, spec: pb.Task, now_ms: int) -> 
     return times
 
 
-def records(task_id: str, spec: pb.Task, namespace: str, times: list[int], now_ms: int) -> list[pb.Execution]:
+def records(task_id: str, spec: pb.Task, times: list[int], now_ms: int) -> list[pb.Execution]:
     """The PENDING records a backfill creates for these fire times (where none exists)."""
-    out = []
-    for nominal in times:
-        record = pb.Execution(
-            id=execution_id(task_id, nominal),
-            task_id=task_id,
-            namespace=namespace,
-            attempt=1,
-            status=PENDING,
-            trigger=BACKFILL,
-            nominal_time=ms_to_ts(nominal),
-            fire_time=ms_to_ts(now_ms),
-        )
-        if spec.HasField("payload"):
-            record.payload.CopyFrom(spec.payload)
-        out.append(record)
-    return out
+    return [new_record(spec, task_id, nominal, now_ms, PENDING, BACKFILL) for nominal in times]

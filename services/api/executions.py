@@ -96,7 +96,7 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
         stored = await self._get(task_id)
         now = await self.store.now_ms()
         times = backfill.occurrences(request, stored.spec, now)
-        made = backfill.records(task_id, stored.spec, stored.namespace, times, now)
+        made = backfill.records(task_id, stored.spec, times, now)
         if request.dry_run:
             existing = await self.store.executions.count_existing([r.id for r in made])
             return pb.BackfillTaskResponse(occurrences=len(times), existing=existing)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from schedcore import pb
 from schedcore.schedule import Window, jitter_ms
 from schedcore.store.engine import DueTask, FireCommit
-from schedcore.store.keys import DEFAULT_NAMESPACE, execution_id
-from schedcore.timeutil import duration_to_ms, ms_to_ts, ts_fields
+from schedcore.store.executions import new_record
+from schedcore.timeutil import duration_to_ms, ms_to_ts
 
 MAX_SKIPPED_RECORDS = 100
 # RUN_ALL's limit when the task names none.
@@ -32,20 +32,7 @@ RUN_ALL = pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL
 
 
 def _record(task: DueTask, nominal_ms: int, now_ms: int, status: int) -> pb.Execution:
-    record = pb.Execution(
-        id=execution_id(task.task_id, nominal_ms),
-        task_id=task.task_id,
-        # Copied from the task, so reading an execution needs no lookup of its task.
-        namespace=task.spec.namespace or DEFAULT_NAMESPACE,
-        attempt=1,
-        status=status,  # type: ignore[arg-type]
-        trigger=SCHEDULE,
-        nominal_time=ts_fields(nominal_ms),
-        fire_time=ts_fields(now_ms),
-    )
-    if task.spec.HasField("payload"):
-        record.payload.CopyFrom(task.spec.payload)
-    return record
+    return new_record(task.spec, task.task_id, nominal_ms, now_ms, status, SCHEDULE)
 
 
 def plan(task: DueTask, now_ms: int, tolerance_ms: int) -> FireCommit:
