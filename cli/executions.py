@@ -1,4 +1,5 @@
-"""Execution commands: list, get, and follow (poll and print new and changed executions)."""
+"""Execution commands: list, get, cancel, rerun, and follow (poll and print new and changed
+executions)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,13 @@ def show(e: pb.Execution, args: argparse.Namespace) -> None:
         ("task", e.task_id),
         ("status", output.status_name(e.status)),
         ("trigger", pb.ExecutionTrigger.Name(e.trigger).removeprefix("EXECUTION_TRIGGER_").lower()),
+        *([("rerun of", e.rerun_of)] if e.rerun_of else []),
         ("attempt", str(e.attempt)),
         ("nominal", output.when(e.nominal_time)),
         *([("planned", output.when(e.planned_time))] if e.HasField("planned_time") else []),
         ("fired", output.when(e.fire_time, e.HasField("fire_time"))),
         ("started", output.when(e.start_time, e.HasField("start_time"))),
+        *([("cancel asked", output.when(e.cancel_time))] if e.HasField("cancel_time") else []),
         ("finished", output.when(e.finish_time, e.HasField("finish_time"))),
         ("lag", output.span(e.lag, e.HasField("lag"))),
         ("duration", output.span(e.duration, e.HasField("duration"))),
@@ -89,6 +92,15 @@ def get(client: Client, args: argparse.Namespace) -> None:
     show(client.call(client.stub.GetExecution, pb.GetExecutionRequest(id=args.id)).execution, args)
 
 
+def cancel(client: Client, args: argparse.Namespace) -> None:
+    request = pb.CancelExecutionRequest(id=args.id, reason=args.reason or "")
+    show(client.call(client.stub.CancelExecution, request).execution, args)
+
+
+def rerun(client: Client, args: argparse.Namespace) -> None:
+    show(client.call(client.stub.RerunExecution, pb.RerunExecutionRequest(id=args.id)).execution, args)
+
+
 def follow(client: Client, args: argparse.Namespace) -> None:
     """Print executions (of a task, or all) whose nominal time is within --since, then every one
     that appears or changes, polling ListExecutions every --interval seconds, until Ctrl-C.
@@ -130,8 +142,10 @@ def _all_pages(client: Client, request: pb.ListExecutionsRequest) -> list[pb.Exe
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("executions", parents=[common], help="list, show and follow executions")
-    subs = p.add_subparsers(dest="executions_command", metavar="{list,get,follow}", required=True)
+    p = sub.add_parser("executions", parents=[common], help="list, show, cancel, rerun and follow executions")
+    subs = p.add_subparsers(
+        dest="executions_command", metavar="{list,get,cancel,rerun,follow}", required=True
+    )
 
     q = subs.add_parser("list", parents=[common], help="list executions, newest first")
     q.add_argument("--task", metavar="ID", help="only this task's")
@@ -149,6 +163,23 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     q = subs.add_parser("get", parents=[common], help="show an execution and its output")
     q.add_argument("id")
     q.set_defaults(func=get)
+
+    q = subs.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a pending execution, or stop a running one (it ends CANCELLED once stopped)",
+    )
+    q.add_argument("id")
+    q.add_argument("--reason", help="recorded in its status message")
+    q.set_defaults(func=cancel)
+
+    q = subs.add_parser(
+        "rerun",
+        parents=[common],
+        help="run an execution's occurrence again: a new execution (trigger RERUN), the original kept",
+    )
+    q.add_argument("id")
+    q.set_defaults(func=rerun)
 
     q = subs.add_parser("follow", parents=[common], help="print new and changed executions until Ctrl-C")
     q.add_argument("--task", metavar="ID", help="only this task's")

@@ -48,6 +48,14 @@ def catch_up_text(catch_up: pb.CatchUp) -> str:
     return text
 
 
+def overlap_text(overlap: pb.Overlap) -> str:
+    """`allow`, `skip (max 1)`, `cancel-other (max 2)`, `allow (max 3)` (docs/scheduling.md)."""
+    policy = pb.OverlapPolicy.Name(overlap.policy or pb.OverlapPolicy.OVERLAP_POLICY_ALLOW)
+    text = policy.removeprefix("OVERLAP_POLICY_").lower().replace("_", "-")
+    limit = overlap.max_concurrent or (0 if text == "allow" else 1)
+    return text + (f" (max {limit})" if limit else "")
+
+
 def span(d: Duration, present: bool = True) -> str:
     if not present:
         return "-"

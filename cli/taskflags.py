@@ -19,6 +19,12 @@ from cli.errors import UsageError
 from schedcore import pb
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+OVERLAP = {
+    "allow": pb.OverlapPolicy.OVERLAP_POLICY_ALLOW,
+    "skip": pb.OverlapPolicy.OVERLAP_POLICY_SKIP,
+    "buffer": pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE,
+    "cancel": pb.OverlapPolicy.OVERLAP_POLICY_CANCEL_OTHER,
+}
 CATCH_UP = {
     "skip-all": pb.CatchUpPolicy.CATCH_UP_POLICY_SKIP_ALL,
     "earliest": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_EARLIEST,
@@ -112,6 +118,24 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
         metavar="DURATION",
         help="only late occurrences at most this old run (0: no window)",
     )
+    run.add_argument(
+        "--overlap",
+        choices=tuple(OVERLAP),
+        help="an occurrence due while earlier runs are active: allow (default), skip it, buffer one, "
+        "or cancel the oldest",
+    )
+    run.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="runs of the task active at once (1-100; default 1, or no limit with --overlap allow)",
+    )
+    run.add_argument(
+        "--pause-after-failures",
+        type=int,
+        metavar="N",
+        help="pause the task after N executions in a row failed or timed out (0: never)",
+    )
     run.add_argument("--max-attempts", type=int, metavar="N", help="attempts including the first")
     run.add_argument("--initial-backoff", metavar="DURATION")
     run.add_argument("--max-backoff", metavar="DURATION")
@@ -140,6 +164,15 @@ def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
         task.max_jitter.CopyFrom(values.duration("--max-jitter", args.max_jitter))
         changed.add("max_jitter")
     _catch_up(args, task, changed)
+    if args.overlap is not None:
+        task.overlap.policy = OVERLAP[args.overlap]
+        changed.add("overlap")
+    if args.pause_after_failures is not None:
+        task.pause_after_failures = args.pause_after_failures
+        changed.add("pause_after_failures")
+    if args.max_concurrent is not None:
+        task.overlap.max_concurrent = args.max_concurrent
+        changed.add("overlap")
     _retry(args, task, changed)
     return changed
 

@@ -42,6 +42,11 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
     if task.max_jitter.ToMilliseconds():
         rows.append(("max jitter", output.span(task.max_jitter)))
     rows.append(("catch-up", output.catch_up_text(task.catch_up)))
+    rows.append(("overlap", output.overlap_text(task.overlap)))
+    if task.pause_after_failures:
+        rows.append(("pause after", f"{task.pause_after_failures} failures in a row"))
+    if task.pause_reason:
+        rows.append(("paused because", task.pause_reason))
     policy = task.retry_policy
     rows.append(("max attempts", str(policy.max_attempts or 1)))
     if task.HasField("last_execution"):

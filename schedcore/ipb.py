@@ -6,6 +6,7 @@ from schedcore.gen.scheduler.internal.v1 import executor_pb2, scheduler_pb2
 from schedcore.gen.scheduler.internal.v1 import executor_pb2_grpc as executor_grpc
 from schedcore.gen.scheduler.internal.v1 import scheduler_pb2_grpc as scheduler_grpc
 from schedcore.gen.scheduler.internal.v1.executor_pb2 import (
+    CancelAttempt,
     ExecuteRequest,
     ExecuteResponse,
     LeaseRenewal,
@@ -16,6 +17,7 @@ from schedcore.gen.scheduler.internal.v1.executor_pb2 import (
 from schedcore.gen.scheduler.internal.v1.scheduler_pb2 import ReportResultsRequest, ReportResultsResponse
 
 __all__ = [
+    "CancelAttempt",
     "ExecuteRequest",
     "ExecuteResponse",
     "LeaseRenewal",

@@ -50,9 +50,14 @@ LEASES_TAKEN = Counter(
     "Dispatch leases taken, by path: ready (a dispatch round) or fire (a run leased as it fired).",
     ["path"],
 )
+TASKS_PAUSED_BY_FAILURES = Counter(
+    "tasksched_tasks_paused_by_failures_total",
+    "Tasks that paused themselves after pause_after_failures failed executions in a row.",
+)
 LEASES_RECLAIMED = Counter(
     "tasksched_leases_reclaimed_total",
-    "Expired dispatch leases taken back, by outcome (requeued, or failed after too many losses).",
+    "Expired dispatch leases taken back, by outcome (requeued; failed after too many losses; "
+    "cancelled, being cancelled when the lease ran out).",
     ["outcome"],
 )
 DISPATCH_BATCH = Histogram(

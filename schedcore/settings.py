@@ -249,8 +249,9 @@ class Settings:
     secret_keys: tuple[str, ...] = var("SECRET_KEYS", (), p.fernet_keys, TARGETS, secret=True)
     # Api: seconds a replica trusts a verified token before reading it again.
     auth_cache_s: float = var("AUTH_CACHE_SECONDS", 2.0, p.number(0.0, 300.0), API)
-    # Api: newest audit events kept (the stream is trimmed approximately).
-    audit_max_events: int = var("AUDIT_MAX_EVENTS", 1_000_000, p.number(1000, 1_000_000_000), API)
+    # Api and scheduler (which audits a task pausing itself): newest audit events kept (the
+    # stream is trimmed approximately).
+    audit_max_events: int = var("AUDIT_MAX_EVENTS", 1_000_000, p.number(1000, 1_000_000_000), REDIS)
     # Api: most tasks one namespace may hold (0: no limit), and per-namespace exceptions.
     namespace_max_tasks: int = var("NAMESPACE_MAX_TASKS", 100_000, p.number(0, MAX_QUOTA), API)
     namespace_max_tasks_overrides: tuple[tuple[str, int], ...] = var(
@@ -264,8 +265,8 @@ class Settings:
     namespace_max_task_bytes_overrides: tuple[tuple[str, int], ...] = var(
         "NAMESPACE_MAX_TASK_BYTES_OVERRIDES", (), p.overrides(MAX_BYTES_QUOTA), API
     )
-    # Api: most RunTask calls one namespace may make in a minute of the Redis clock (0: no
-    # limit), and per-namespace exceptions.
+    # Api: most RunTask and RerunExecution calls (together) one namespace may make in a minute
+    # of the Redis clock (0: no limit), and per-namespace exceptions.
     namespace_max_runs_per_minute: int = var(
         "NAMESPACE_MAX_RUNS_PER_MINUTE", 600, p.number(0, MAX_QUOTA), API
     )

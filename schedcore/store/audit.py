@@ -67,6 +67,7 @@ class AuditEntry:
         execution_id: str = "",
         token_id: str = "",
         update_mask: Sequence[str] = (),
+        reason: str = "",
     ) -> AuditEntry:
         out = ["a", str(int(action)), *actor.fields()]
         for field, value in (
@@ -75,6 +76,7 @@ class AuditEntry:
             ("exec", execution_id),
             ("tok", token_id),
             ("mask", ",".join(update_mask)),
+            ("why", reason),
         ):
             if value:
                 out += [field, value]
@@ -127,6 +129,7 @@ def decode(event_id: str, raw: dict[bytes, bytes]) -> pb.AuditEvent:
         execution_id=f.get("exec", ""),
         token_id=f.get("tok", ""),
         request_id=f.get("rid", ""),
+        reason=f.get("why", ""),
     )
     event.time.CopyFrom(ms_to_ts(int(event_id.split("-", 1)[0])))
     if f.get("mask"):

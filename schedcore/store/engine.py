@@ -11,7 +11,7 @@ same item. The invariants are listed in docs/engine.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 from redis.asyncio import Redis
@@ -25,6 +25,22 @@ from schedcore.timeutil import duration_to_ms
 
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 RUNNING = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
+ALLOW = (pb.OverlapPolicy.OVERLAP_POLICY_UNSPECIFIED, pb.OverlapPolicy.OVERLAP_POLICY_ALLOW)
+# What fire_commit.lua calls each overlap policy that holds a run back.
+OVERLAP_RULES = {
+    pb.OverlapPolicy.OVERLAP_POLICY_SKIP: "skip",
+    pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE: "buffer",
+    pb.OverlapPolicy.OVERLAP_POLICY_CANCEL_OTHER: "cancel",
+}
+
+
+def overlap_rule(spec: pb.Task) -> list[str | int] | str:
+    """The task's overlap rule as fire_commit.lua takes it: [policy, max concurrent], or "" for
+    none (ALLOW with no limit: nothing to check)."""
+    policy, limit = spec.overlap.policy, spec.overlap.max_concurrent
+    if policy in ALLOW:
+        return ["skip", limit] if limit else ""
+    return [OVERLAP_RULES[policy], limit or 1]
 
 
 @dataclass(frozen=True)
@@ -73,10 +89,32 @@ class Completed:
 
     recorded: list[bool]
     over_limit: list[str]
+    # (task id, failures in a row, the last one's execution id) of tasks to pause
+    failing: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return sum(self.recorded)
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """What renew extended: how many leases, and (id, token, reason) of the executions among
+    them that are being cancelled: their executor must stop them."""
+
+    count: int
+    cancels: list[tuple[str, int, str]]
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """What reclaim took back: ids queued again; (id, token) of those lost too often, and
+    (id, token, reason) of those being cancelled, both now leased to the caller to end (FAILED,
+    CANCELLED) through complete."""
+
+    queued: list[str]
+    failed: list[tuple[str, int]]
+    cancelled: list[tuple[str, int, str]]
 
 
 @dataclass(frozen=True)
@@ -94,6 +132,7 @@ class Completion:
     token: int
     retry_at_ms: int | None
     summary: pb.ExecutionSummary | None
+    pause_after: int = 0  # the task's pause_after_failures (0: never)
 
 
 class EngineStore:
@@ -142,6 +181,7 @@ class EngineStore:
             return []
         k = self.keys
         keys = [k.by_next, k.ready, k.history, k.task_counts, k.minute_stats(minute_of(now_ms)), k.inflight]
+        keys.append(k.ready_command)
         rows = []
         flags = [*lease, *([False] * (len(commits) - len(lease)))]
         for c, leased in zip(commits, flags, strict=True):
@@ -160,15 +200,17 @@ class EngineStore:
                     ],
                     pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
                     "1" if leased else "",
+                    overlap_rule(c.task.spec),
                 ]
             )
         packed = msgpack.packb(rows, use_bin_type=False)
-        prefixes = [k.task_prefix, k.task_history_prefix, k.execution_prefix]
+        prefixes = [k.task_prefix, k.task_history_prefix, k.execution_prefix, k.task_active_prefix]
         if self.declare_items:
             for c in commits:
                 keys.append(k.task(c.task.task_id))
                 if c.records:
-                    keys += [k.task_history(c.task.task_id), *(k.execution(r.id) for r in c.records)]
+                    keys += [k.task_history(c.task.task_id), k.task_active(c.task.task_id)]
+                    keys += [k.execution(r.id) for r in c.records]
         replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms, *prefixes])
         return [Fired(int(created), int(queued), int(leased)) for created, queued, leased in replies]
 
@@ -261,7 +303,12 @@ class EngineStore:
                 key
                 for c in completions
                 for task_id in (task_of_execution(c.execution.id),)
-                for key in (k.execution(c.execution.id), k.task(task_id), k.task_history(task_id))
+                for key in (
+                    k.execution(c.execution.id),
+                    k.task(task_id),
+                    k.task_history(task_id),
+                    k.task_active(task_id),
+                )
             ]
         )
         rows = []
@@ -279,9 +326,10 @@ class EngineStore:
                     c.summary.SerializeToString() if c.summary is not None else "",
                     str(int(e.status)) if final else "",
                     lag,
+                    str(c.pause_after) if c.pause_after else "",
                 ]
             )
-        flags, over = await self.scripts.dispatch_complete(
+        flags, over, failing = await self.scripts.dispatch_complete(
             keys=keys,
             args=[
                 history_limit,
@@ -289,30 +337,41 @@ class EngineStore:
                 k.execution_prefix,
                 k.task_prefix,
                 k.task_history_prefix,
+                k.task_active_prefix,
             ],
         )
-        return Completed([flag == ord("1") for flag in flags], [t.decode() for t in over])
+        return Completed(
+            [flag == ord("1") for flag in flags],
+            [t.decode() for t in over],
+            [(t.decode(), int(n), e.decode()) for t, n, e in failing],
+        )
 
-    async def renew(self, leases: Sequence[tuple[str, int]], lease_ms: int) -> int:
+    async def renew(self, leases: Sequence[tuple[str, int]], lease_ms: int) -> Renewed:
+        """Extend the leases whose tokens hold (dispatch_renew.lua): how many, and those of them
+        whose execution is being cancelled (the holder tells their executor to stop them)."""
         if not leases:
-            return 0
+            return Renewed(0, [])
         keys = [self.keys.inflight, *(self.keys.execution(i) for i, _ in leases)]
         args: list[str | int] = [lease_ms]
         for execution_id, token in leases:
             args += [execution_id, token]
-        return int(await self.scripts.dispatch_renew(keys=keys, args=args))
+        renewed, cancels = await self.scripts.dispatch_renew(keys=keys, args=args)
+        return Renewed(int(renewed), [(i.decode(), int(t), r.decode()) for i, t, r in cancels])
 
-    async def reclaim(
-        self, limit: int, max_losses: int, lease_ms: int
-    ) -> tuple[list[str], list[tuple[str, int]]]:
-        """Expired leases: (ids queued again, (id, token) of those lost too often, now leased
-        to the caller to end FAILED)."""
+    async def reclaim(self, limit: int, max_losses: int, lease_ms: int) -> Reclaimed:
+        """Take back expired leases (dispatch_reclaim.lua)."""
         _, ids, _ = await self.peek(self.keys.inflight, lex=False, limit=limit)
         if not ids:
-            return [], []
+            return Reclaimed([], [], [])
         keys = [self.keys.inflight, self.keys.ready, *(self.keys.execution(i) for i in ids)]
-        queued, failed = await self.scripts.dispatch_reclaim(keys=keys, args=[max_losses, lease_ms, *ids])
-        return [i.decode() for i in queued], [(i.decode(), int(t)) for i, t in failed]
+        queued, failed, cancelled = await self.scripts.dispatch_reclaim(
+            keys=keys, args=[max_losses, lease_ms, *ids]
+        )
+        return Reclaimed(
+            [i.decode() for i in queued],
+            [(i.decode(), int(t)) for i, t in failed],
+            [(i.decode(), int(t), r.decode()) for i, t, r in cancelled],
+        )
 
     async def ready_count(self, now_ms: int) -> int:
         return int(await self.redis.zcount(self.keys.ready, "-inf", now_ms))

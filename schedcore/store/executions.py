@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from schedcore import pb
-from schedcore.errors import NotFound
+from schedcore.errors import FailedPrecondition, NotFound
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
 from schedcore.store.keys import (
@@ -27,10 +27,12 @@ from schedcore.store.keys import (
     Partitions,
     history_member,
     pad_ms,
+    task_of_execution,
 )
 from schedcore.store.keys import execution_id as occurrence_id
 from schedcore.store.quotas import NOTHING, passed, share
 from schedcore.store.scripts import Scripts
+from schedcore.store.stats import minute_of
 from schedcore.timeutil import ts_fields
 
 _TERMINAL_ARGS = [str(int(s)) for s in sorted(pb.TERMINAL_STATUSES)]
@@ -118,6 +120,7 @@ class ExecutionStore:
                 k.ready,
                 k.audit,
                 k.quota_runs(minute),
+                k.task_active(execution.task_id),
             ],
             args=[
                 execution.id,
@@ -138,6 +141,39 @@ class ExecutionStore:
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
             raise passed("runs", namespace, full, used, int(result[2]), 1, "run", retry_s=wait_s)
         return bool(result[0] == b"ok")
+
+    async def cancel(
+        self, execution_id: str, reason: str, now_ms: int, audit: AuditEntry | None = None
+    ) -> str:
+        """Cancel an execution (execution_cancel.lua): "cancelled" (it was PENDING: ended now),
+        "requested" (RUNNING: its executor is told to stop it) or "cancelling" (asked before).
+        NotFound without a record; FailedPrecondition once it has ended."""
+        k = self.partitions.execution(execution_id)
+        task_id = task_of_execution(execution_id)
+        result = await self.scripts.execution_cancel(
+            keys=[
+                k.execution(execution_id),
+                k.ready,
+                k.ready_command,
+                k.task(task_id),
+                k.task_active(task_id),
+                k.minute_stats(minute_of(now_ms)),
+                k.audit,
+            ],
+            args=[
+                execution_id,
+                reason,
+                k.execution_prefix,
+                *(audit.args() if audit is not None else NO_AUDIT_ARGS),
+            ],
+        )
+        outcome = str(result[0].decode())
+        if outcome == "missing":
+            raise NotFound(f"execution {execution_id!r} not found")
+        if outcome == "ended":
+            status = pb.ExecutionStatus.Name(int(result[1]))[len("EXECUTION_STATUS_") :]
+            raise FailedPrecondition(f"execution {execution_id!r} has ended ({status}): nothing to cancel")
+        return outcome
 
     async def create_missing(
         self, executions: Sequence[pb.Execution], ready_at_ms: int, in_flight: int = 8

@@ -102,11 +102,17 @@ class Keys:
     def task_history_prefix(self) -> str:
         return f"{self._base}:hist:"
 
+    @property
+    def task_active_prefix(self) -> str:
+        return f"{self._base}:act:"
+
     def task(self, task_id: str) -> str:
         """Hash: spec (Task protobuf, user-owned fields), rev, state, next, nm, nx, last, the
         firing lease (lease: expiry ms, ltok: token), and ns, sz: the namespace whose quotas count
         the task and the bytes of its spec they count (absent for a task stored before quotas
-        existed: it is not counted)."""
+        existed: it is not counted), and buf: "<max concurrent>:<ready ms>:<execution id>" of
+        the run waiting under the BUFFER_ONE or CANCEL_OTHER overlap policy (docs/engine.md,
+        "Overlap")."""
         return self.task_prefix + task_id
 
     @property
@@ -142,6 +148,12 @@ class Keys:
     def task_history(self, task_id: str) -> str:
         """Sorted set, scores 0, members execution ids (which sort by nominal time)."""
         return self.task_history_prefix + task_id
+
+    def task_active(self, task_id: str) -> str:
+        """Set: ids of the task's executions that are PENDING or RUNNING (a superset: scripts
+        reading it check each record's status and drop the ended), except the one waiting in
+        the task's overlap buffer (the task hash's `buf`). docs/engine.md, "Overlap"."""
+        return self.task_active_prefix + task_id
 
     @property
     def history(self) -> str:
@@ -189,8 +201,9 @@ class Keys:
         return f"{self._base}:quota:bytes"
 
     def quota_runs(self, minute: int) -> str:
-        """Hash for one minute (ms // 60000, Redis clock): namespace -> RunTask calls it made in
-        that minute, against its runs-per-minute quota. Expires two minutes after it is made."""
+        """Hash for one minute (ms // 60000, Redis clock): namespace -> RunTask and
+        RerunExecution calls it made in that minute, against its runs-per-minute quota. Expires
+        two minutes after it is made."""
         return f"{self._base}:quota:runs:{minute}"
 
     def minute_stats(self, minute: int) -> str:

@@ -250,6 +250,7 @@ class Migration:
             keys.task_counts,
             keys.quota_tasks,
             keys.quota_bytes,
+            keys.task_active(task_id),
         ]
 
     async def _move_request_ids(self, span: Partitions, new: Partitions, dry_run: bool) -> int:

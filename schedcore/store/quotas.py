@@ -1,5 +1,5 @@
 """Per-namespace quotas: how many tasks, how many bytes their stored specs take (payload, target
-and all), and how many manual runs (RunTask) a minute. The counters live in hashes
+and all), and how many manual runs (RunTask, RerunExecution) a minute. The counters live in hashes
 (Keys.quota_tasks, Keys.quota_bytes, Keys.quota_runs) that the scripts check and move in the same
 call as the write they bound (lua/prelude.lua), so concurrent writes through any number of api
 replicas cannot pass a limit together.
@@ -44,7 +44,10 @@ class OverQuota(ResourceExhausted):
             held = f"stores {used} bytes of tasks and may store at most {limit}"
             more = f"{adding} bytes"
         else:
-            held = f"ran tasks {used} times this minute (RunTask) and may run them {limit} times a minute"
+            held = (
+                f"ran tasks {used} times this minute (RunTask, RerunExecution) and may run them "
+                f"{limit} times a minute"
+            )
             more = "a run"
         super().__init__(
             f"{name} exceeded: namespace {namespace!r} {held} ({setting}); {more} more would pass "

@@ -37,6 +37,7 @@ class Scripts:
         self.task_write = write("task_write")
         self.task_delete = write("task_delete")
         self.execution_create = write("execution_create")
+        self.execution_cancel = write("execution_cancel")
         self.execution_trim = load("execution_trim")
         self.token_create = write("token_create")
         self.token_revoke = write("token_revoke")

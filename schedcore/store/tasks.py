@@ -31,7 +31,7 @@ from schedcore.store.quotas import NO_QUOTA, NOTHING, OverQuota, elsewhere, less
 from schedcore.store.scripts import Scripts
 from schedcore.timeutil import ms_to_ts
 
-_FIELDS = ("spec", "rev", "state", "next", "last")
+_FIELDS = ("spec", "rev", "state", "next", "last", "pr")
 
 
 class _Keep:
@@ -58,6 +58,7 @@ class StoredTask:
     state: int
     next_ms: int | None
     last: bytes | None
+    pause_reason: str = ""  # why the suite paused it itself (the hash's `pr`)
 
     @property
     def etag(self) -> str:
@@ -77,12 +78,13 @@ class StoredTask:
             task.next_run_time.CopyFrom(ms_to_ts(self.next_ms))
         if self.last:
             task.last_execution.ParseFromString(self.last)
+        task.pause_reason = self.pause_reason
         task.etag = self.etag
         return redact(task)
 
     @classmethod
     def decode(cls, values: Sequence[bytes | None]) -> StoredTask | None:
-        spec, rev, state, nxt, last = values
+        spec, rev, state, nxt, last, reason = values
         if spec is None or rev is None or state is None:
             return None
         return cls(
@@ -91,6 +93,7 @@ class StoredTask:
             state=int(state),
             next_ms=int(nxt) if nxt is not None else None,
             last=last,
+            pause_reason=reason.decode() if reason else "",
         )
 
 
@@ -277,8 +280,10 @@ class TaskStore:
         next_ms: int | _Keep | None = KEEP,
         audit: AuditEntry | None = None,
         quota: NamespaceQuota = NO_QUOTA,
+        reason: str = "",
     ) -> int:
         """Compare-and-set: apply the changes if the task's rev is still `expected_rev`.
+        `reason`: why the state changes, when the suite changes it itself (pause_reason).
 
         Returns the new rev. Raises NotFound, Aborted when the rev moved on, or OverQuota when a
         larger spec would take the task's namespace past `quota` (nothing is written then)."""
@@ -302,6 +307,7 @@ class TaskStore:
                 next_arg,
                 name_member(spec.name, task_id) if spec is not None else "",
                 mine.max_task_bytes,
+                reason,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
@@ -321,6 +327,8 @@ class TaskStore:
                 k.audit,
                 k.quota_tasks,
                 k.quota_bytes,
+                k.task_active(task_id),
+                k.ready,
             ],
             args=[
                 task_id,

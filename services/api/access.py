@@ -61,6 +61,8 @@ _RULES_BY_NAME: dict[str, Rule] = {
     "TaskService.ResumeTask": Rule(EDITOR),
     "TaskService.RunTask": Rule(EDITOR),
     "TaskService.BackfillTask": Rule(EDITOR),
+    "TaskService.RerunExecution": Rule(EDITOR),
+    "TaskService.CancelExecution": Rule(EDITOR),
     "TaskService.PreviewSchedule": Rule(VIEWER),
     "TaskService.ListExecutions": Rule(VIEWER),
     "TaskService.GetExecution": Rule(VIEWER),

@@ -1,6 +1,7 @@
 """The executions half of TaskService: the shared state and helpers of the service, running a
-task now (RunTask), filling a past range (BackfillTask), reading executions (ListExecutions,
-GetExecution) and GetStats.
+task now (RunTask), filling a past range (BackfillTask), running an execution's occurrence again
+(RerunExecution, services/api/rerun.py), reading executions (ListExecutions, GetExecution) and
+GetStats.
 
 TaskService (services/api/servicer.py) adds the task RPCs on top; both halves are the one gRPC
 service that services/api/app.py registers. An execution's namespace is its task's, copied into
@@ -24,13 +25,15 @@ from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import execution_id
 from schedcore.store.tasks import StoredTask
 from schedcore.timeutil import ms_to_ts
-from services.api import access, backfill, validation
+from services.api import access, backfill, rerun, validation
 from services.api.ids import with_fresh_id
 from services.api.pagetoken import PageTokens
 from services.api.paging import page
 from services.api.stats import get_stats
 
 ACTION = pb.AuditAction
+# Longest reason a CancelExecution may give (it goes into the record's status message).
+MAX_CANCEL_REASON = 500
 
 
 class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignore[misc]  # grpc is untyped
@@ -164,6 +167,32 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
         execution = await self.store.executions.get(validation.execution_id(request.id))
         access.check_namespace(execution.namespace, f"execution {execution.id}")
         return pb.GetExecutionResponse(execution=execution)
+
+    async def RerunExecution(
+        self, request: pb.RerunExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RerunExecutionResponse:
+        execution = await rerun.rerun(self.store, self.settings, request.id, self._audit)
+        return pb.RerunExecutionResponse(execution=execution)
+
+    async def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelExecutionResponse:
+        eid = validation.execution_id(request.id)
+        if len(request.reason) > MAX_CANCEL_REASON:
+            raise InvalidArgument.field("reason", f"at most {MAX_CANCEL_REASON} characters")
+        execution = await self.store.executions.get(eid)
+        access.check_namespace(execution.namespace, f"execution {eid}")
+        actor = access.current().actor()
+        reason = "CancelExecution" + (f" by {actor.name}" if actor.name else "")
+        reason += f": {request.reason}" if request.reason else ""
+        audit = self._audit(
+            ACTION.AUDIT_ACTION_CANCEL_EXECUTION,
+            namespace=execution.namespace,
+            task_id=execution.task_id,
+            execution_id=eid,
+        )
+        await self.store.executions.cancel(eid, reason, await self.store.now_ms(), audit)
+        return pb.CancelExecutionResponse(execution=await self.store.executions.get(eid))
 
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext

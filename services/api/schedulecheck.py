@@ -144,6 +144,10 @@ def _cron(
     return out
 
 
+# Most executions of one task an overlap rule may let run at once (each fire reads them all).
+MAX_CONCURRENT = 100
+
+
 def catch_up(v: Violations, catch_up: pb.CatchUp) -> pb.CatchUp:
     path = "task.catch_up"
     out = pb.CatchUp()
@@ -162,6 +166,20 @@ def catch_up(v: Violations, catch_up: pb.CatchUp) -> pb.CatchUp:
             v.add(f"{path}.window", "must be whole milliseconds")
         elif window_ms := duration_ms(v, f"{path}.window", catch_up.window, 0, MAX_INTERVAL_MS):
             out.window.CopyFrom(ms_to_duration(window_ms))
+    return out
+
+
+def overlap(v: Violations, overlap: pb.Overlap) -> pb.Overlap:
+    path = "task.overlap"
+    out = pb.Overlap()
+    if overlap.policy not in pb.OverlapPolicy.values():
+        v.add(f"{path}.policy", f"unknown policy {overlap.policy}")
+    elif overlap.policy != pb.OverlapPolicy.OVERLAP_POLICY_UNSPECIFIED:
+        out.policy = overlap.policy
+    if not 0 <= overlap.max_concurrent <= MAX_CONCURRENT:
+        v.add(f"{path}.max_concurrent", f"must be between 1 and {MAX_CONCURRENT} (0: the policy's default)")
+    else:
+        out.max_concurrent = overlap.max_concurrent
     return out
 
 

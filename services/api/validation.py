@@ -18,7 +18,7 @@ from schedcore.schedule import (
 )
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, ms_to_duration, ts_to_ms
-from services.api.schedulecheck import catch_up, duration_ms, max_jitter, schedule
+from services.api.schedulecheck import catch_up, duration_ms, max_jitter, overlap, schedule
 from services.api.targetcheck import target
 from services.api.urlcheck import CONTROL
 
@@ -37,6 +37,8 @@ DEFAULT_MAX_BACKOFF_MS = 60_000
 MAX_BACKOFF_MS = 24 * 3600 * 1000
 DEFAULT_MULTIPLIER = 2.0
 MAX_PREVIEW = 100
+# Most failures in a row a task may wait for before it pauses itself.
+MAX_PAUSE_AFTER_FAILURES = 1000
 
 LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.\-/]{0,62}$")
 REQUEST_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}$")
@@ -52,6 +54,8 @@ MUTABLE_FIELDS = (
     "retry_policy",
     "max_jitter",
     "catch_up",
+    "overlap",
+    "pause_after_failures",
 )
 
 
@@ -197,6 +201,14 @@ def task(
         spec.catch_up.CopyFrom(catch_up(v, task_in.catch_up))
         if spec.catch_up.ByteSize() == 0:  # every field at its default: stored as unset
             spec.ClearField("catch_up")
+    if not 0 <= task_in.pause_after_failures <= MAX_PAUSE_AFTER_FAILURES:
+        v.add("task.pause_after_failures", f"must be between 0 (never) and {MAX_PAUSE_AFTER_FAILURES}")
+    else:
+        spec.pause_after_failures = task_in.pause_after_failures
+    if task_in.HasField("overlap"):
+        spec.overlap.CopyFrom(overlap(v, task_in.overlap))
+        if spec.overlap.ByteSize() == 0:
+            spec.ClearField("overlap")
     v.raise_if_any()
     assert window is not None
     return ValidTask(spec, window)
@@ -260,7 +272,7 @@ def merged(stored: pb.Task, task_in: pb.Task, paths: list[str]) -> pb.Task:
         out.ClearField(path)
         if path == "labels":
             out.labels.update(task_in.labels)
-        elif path in ("name", "description"):
+        elif path in ("name", "description", "pause_after_failures"):
             setattr(out, path, getattr(task_in, path))
         elif task_in.HasField(path):
             getattr(out, path).CopyFrom(getattr(task_in, path))
@@ -270,7 +282,7 @@ def merged(stored: pb.Task, task_in: pb.Task, paths: list[str]) -> pb.Task:
 def _is_set(task_in: pb.Task, name: str) -> bool:
     if name == "labels":
         return len(task_in.labels) > 0
-    if name in ("name", "description"):
+    if name in ("name", "description", "pause_after_failures"):
         return bool(getattr(task_in, name))
     return task_in.HasField(name)
 

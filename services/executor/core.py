@@ -18,7 +18,17 @@ queued (start_time is taken when the attempt starts). Draining hands queued item
 The prefetch follows the executor's pace: at most what it finished over the last second would
 finish in PREFETCH_HORIZON_S (Little's law: the queue then waits about that long), capped by
 EXECUTOR_PREFETCH. An executor whose attempts are slow or stuck prefetches nothing, so work due
-meanwhile waits in Redis for whichever executor frees a slot, not behind a busy one."""
+meanwhile waits in Redis for whichever executor frees a slot, not behind a busy one.
+
+Cancels (ExecuteRequest.cancels, on any stream): an attempt held under that execution id and
+token is stopped and reported CANCELLED on its own stream, like any result. A queued one is
+dropped at once (never started); a running one gets its reason set and its task cancelled: the
+target stops (an http call is aborted; a command's process group gets SIGTERM, then SIGKILL if
+it outlives 1 s) and the runner reports CANCELLED when the task ends, which frees the slot. The
+one result comes from the task ending (whatever made it end, the cancel or the attempt's own
+end), so an attempt that ends as the cancel arrives reports once. A cancel for an attempt not
+held (ended already, another executor's, an older token) is ignored. An attempt being stopped
+is no longer renewed."""
 
 from __future__ import annotations
 
@@ -26,10 +36,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schedcore import metrics
-from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult
+from schedcore.ipb import ExecuteRequest, LeaseRenewal, WorkItem, WorkResult, executor_pb2
 from schedcore.server import cancel_and_wait
 from services.executor.flow import Credits, RecentRate
 from services.executor.outbox import MAX_RESULTS, Outbox
@@ -66,6 +77,10 @@ class Attempt:
     item: WorkItem
     stream: Stream
     task: asyncio.Task[None] | None = field(default=None)
+    # Its task has begun (a task cancelled before that never runs its code).
+    started: bool = False
+    # Set once the scheduler cancelled it (CancelAttempt): why, for its CANCELLED result.
+    cancel_reason: str | None = None
 
 
 class Engine:
@@ -124,8 +139,11 @@ class Engine:
             stream.name = stream.outbox.scheduler = request.scheduler_id
         if request.acks:
             stream.outbox.ack(request.acks)
-            if not (request.items or request.release or request.demand):
-                return  # acks alone: the demand last reported still holds (it is not zeroed)
+        freed = self._cancel(request.cancels) if request.cancels else False
+        if (request.acks or request.cancels) and not (request.items or request.release or request.demand):
+            if freed:  # a cancelled queued item's credit is free again
+                self._regrant()
+            return  # acks, cancels alone: the demand last reported still holds (it is not zeroed)
         items = list(request.items)
         covered = 0 if self.draining else self.credits.take(stream, len(items))
         for item in items[:covered]:
@@ -215,9 +233,38 @@ class Engine:
                 self._launch(key, attempt)
         metrics.ATTEMPTS_QUEUED.set(len(self.queued))
 
+    def _cancel(self, cancels: Iterable[executor_pb2.CancelAttempt]) -> bool:
+        """Stop the attempts named (module docstring, "Cancels"); others are ignored. Returns
+        whether a queued item was dropped (its credit is free now)."""
+        freed = False
+        for cancel in cancels:
+            key = (cancel.execution_id, cancel.lease_token)
+            attempt = self.attempts.get(key)
+            if attempt is None or attempt.cancel_reason is not None:
+                continue  # not held (ended already, or never here), or being stopped already
+            attempt.cancel_reason = cancel.reason
+            log.info(
+                "attempt cancelled by the scheduler",
+                extra={"execution_id": cancel.execution_id, "running": attempt.task is not None},
+            )
+            if attempt.task is None:  # queued: never starts
+                self.queued.remove((key, attempt))
+                metrics.ATTEMPTS_QUEUED.set(len(self.queued))
+                self._forget(key, attempt)
+                self._deliver(attempt.stream, self.runner.cancelled(attempt.item, cancel.reason))
+                freed = True
+            elif attempt.started:
+                attempt.task.cancel()
+            # else its task has not begun yet: it sees the reason first thing (_attempt)
+        return freed
+
     async def _attempt(self, key: tuple[str, int], attempt: Attempt) -> None:
+        attempt.started = True
         try:
-            result = await self.runner.run(attempt.item)
+            if attempt.cancel_reason is not None:  # cancelled before its task began: never run
+                result = self.runner.cancelled(attempt.item, attempt.cancel_reason)
+            else:
+                result = await self.runner.run(attempt.item, lambda: attempt.cancel_reason)
         finally:
             self.active -= 1
             self.finished.add(time.monotonic())
@@ -247,6 +294,8 @@ class Engine:
             await asyncio.sleep(self.lease_s / 3)
             orphans: list[LeaseRenewal] = []
             for attempt in self.attempts.values():
+                if attempt.cancel_reason is not None:
+                    continue  # being stopped: its result comes shortly (or its lease runs out)
                 renewal = LeaseRenewal(
                     execution_id=attempt.item.execution_id, lease_token=attempt.item.lease_token
                 )

@@ -1,17 +1,22 @@
 """Runs one attempt: picks the target by kind, enforces the timeout, turns every ending into a
-WorkResult carrying times, the executor's id and the lease token."""
+WorkResult carrying times, the executor's id and the lease token.
+
+An attempt's task cancelled ends it one of two ways, told apart by `cancel_reason`: CANCELLED
+(final, not retryable) when the scheduler asked for it (a CancelAttempt), else PENDING (handed
+back: the executor is shutting down). A timeout is neither: it ends TIMED_OUT."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schedcore import metrics, pb
+from schedcore.errors import MAX_MESSAGE, clip
 from schedcore.ipb import WorkItem, WorkResult
 from schedcore.timeutil import duration_to_ms
 from services.executor.targets import AttemptContext, Outcome, Target
@@ -24,12 +29,19 @@ DEFAULT_TIMEOUT_S = 60.0
 OWN_TIMEOUT_MARGIN_S = 10.0
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
+CANCELLED = pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
 
 
 def now_ts() -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(time.time_ns())
     return ts
+
+
+def cancelled_outcome(reason: str) -> Outcome:
+    """An attempt the scheduler stopped (CancelAttempt): final, never retried."""
+    message = f"cancelled: {reason}" if reason else "cancelled"
+    return Outcome(CANCELLED, status_message=clip(message, MAX_MESSAGE), retryable=False)
 
 
 def timeout_s(item: WorkItem) -> float:
@@ -66,6 +78,11 @@ class Runner:
         outcome = Outcome(PENDING, status_message=why, retryable=True)
         return self.result(item, outcome, start if start is not None else now_ts())
 
+    def cancelled(self, item: WorkItem, reason: str) -> WorkResult:
+        """The item the scheduler cancelled before it started: CANCELLED, never run (its start
+        time is the cancel's, as a hand-back's is)."""
+        return self.result(item, cancelled_outcome(reason), now_ts())
+
     def run_inline(self, item: WorkItem) -> WorkResult | None:
         """The attempt of an inline target (Target.inline), run to its end now; None when the
         item's target is not inline (run() it)."""
@@ -95,8 +112,9 @@ class Runner:
         status = "handed_back" if outcome.status == PENDING else pb.ExecutionStatus.Name(outcome.status)
         metrics.ATTEMPTS.labels(kind or "unknown", metrics.status_label(status)).inc()
 
-    async def run(self, item: WorkItem) -> WorkResult:
-        """Run the attempt to its end. Cancelled (shutdown), it ends as a hand-back."""
+    async def run(self, item: WorkItem, cancel_reason: Callable[[], str | None] | None = None) -> WorkResult:
+        """Run the attempt to its end. Cancelled, it ends CANCELLED if `cancel_reason` then gives
+        the scheduler's reason, else (shutdown) as a hand-back."""
         start = now_ts()
         metrics.ATTEMPTS_IN_FLIGHT.inc()
         try:
@@ -105,8 +123,12 @@ class Runner:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            why = "executor shutting down: attempt cancelled before it ended"
-            outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
+            reason = cancel_reason() if cancel_reason is not None else None
+            if reason is not None:
+                outcome = cancelled_outcome(reason)
+            else:
+                why = "executor shutting down: attempt cancelled before it ended"
+                outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
         finally:
             metrics.ATTEMPTS_IN_FLIGHT.dec()
         self._count(item, outcome)

@@ -18,7 +18,14 @@ The contract as a scheduler sees it:
   never acks, gets its results twice (fencing drops the second copy). When the executor ends the
   call (shutting down), it first waits up to ACK_WAIT_S for the acks of what it sent.
 - A message carrying acks and nothing else (no items, no release, demand 0) leaves the demand
-  last reported as it is: acks alone never zero it.
+  last reported as it is: acks alone never zero it. The same holds for cancels.
+- `cancels` stop attempts the executor holds under that (execution id, lease token), whichever
+  stream brought them: one not started yet never starts; a running one is stopped (http call
+  aborted; command process group SIGTERMed, SIGKILLed if it outlives 1 s). Each is reported
+  once, on its own stream: CANCELLED, "cancelled: <reason>", not retryable, start_time when it
+  started (for one never started, the time of the cancel). A cancel the executor holds no such
+  attempt for is ignored; an attempt that ended as the cancel came reports its own result
+  instead. An attempt being stopped is not renewed.
 - The first message of an executor that runs kinds beyond log and http (EXECUTOR_COMMAND_TARGETS)
   names them in `capabilities`; the scheduler sends such items only on streams that named them.
 - One ExecuteResponse may carry grants, results and renewals; a renewal never accompanies the

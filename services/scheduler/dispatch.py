@@ -97,7 +97,8 @@ class Dispatcher:
                     await self.recorder.record(response.results, link.sent)
                     link.acknowledge(response.results)
                 if response.renewals:
-                    await self.recorder.renew(response.renewals)
+                    renewed = await self.recorder.renew(response.renewals)
+                    link.cancel(renewed.cancels)
                 return
             except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("results").inc()
@@ -308,10 +309,14 @@ class Dispatcher:
         size = self.settings.batch_size
         losses = self.settings.max_deliveries - 1  # reclaimed this often; the next loss fails it
         rounds = await each([e.reclaim(size, losses, self.lease_ms) for e in self.worked()])
-        queued = [i for q, _ in rounds for i in q]
-        failed = [lease for _, f in rounds for lease in f]
+        queued = [i for r in rounds for i in r.queued]
+        failed = [lease for r in rounds for lease in r.failed]
+        cancelled = [lease for r in rounds for lease in r.cancelled]
         metrics.LEASES_RECLAIMED.labels("requeued").inc(len(queued))
         metrics.LEASES_RECLAIMED.labels("failed").inc(len(failed))
+        metrics.LEASES_RECLAIMED.labels("cancelled").inc(len(cancelled))
+        if cancelled:
+            await self.recorder.end_cancelled(cancelled, await self.store.now_ms())
         if failed:
             reason = f"failed: lost its executor {losses + 1} times (did the target crash it?)"
             await self.recorder.fail_lost(failed, await self.store.now_ms(), reason)
@@ -319,4 +324,4 @@ class Dispatcher:
         if queued:
             log.warning("reclaimed %d executions whose lease expired", len(queued))
             self.poke()
-        return bool(queued or failed)
+        return bool(queued or failed or cancelled)

@@ -99,6 +99,18 @@ class Link:
         acks = [ipb.ResultAck(execution_id=r.execution_id, lease_token=r.lease_token) for r in results]
         self.send(ipb.ExecuteRequest(acks=acks, demand=max(self.last_demand, 0)))  # demand is absolute
 
+    def cancel(self, cancels: Sequence[tuple[str, int, str]]) -> None:
+        """Tell the executor to stop these attempts ((execution id, lease token, reason)), those
+        sent on this stream (another stream's are not its executor's). Asked again at each renewal
+        until the attempt ends: the executor ignores what it no longer holds."""
+        stops = [
+            ipb.CancelAttempt(execution_id=i, lease_token=t, reason=r)
+            for i, t, r in cancels
+            if (item := self.sent.get(i)) is not None and item.token == t
+        ]
+        if stops:
+            self.send(ipb.ExecuteRequest(cancels=stops, demand=max(self.last_demand, 0)))
+
     def _release_if_idle(self, waiting: int) -> None:
         if waiting or self.credits <= self.standby:
             self.idle_since = None

@@ -13,9 +13,11 @@ from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 
 from schedcore import ipb, metrics, pb
+from schedcore.errors import Aborted, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.engine import Completed, Completion, DispatchItem, EngineStore
+from schedcore.store.audit import Actor, AuditEntry
+from schedcore.store.engine import Completed, Completion, DispatchItem, EngineStore, Renewed
 from schedcore.store.executions import summary
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 from services.scheduler.partitioned import per_partition
@@ -25,10 +27,13 @@ log = logging.getLogger("scheduler.results")
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 CANCELLED = pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
+ACTIVE = pb.TaskState.TASK_STATE_ACTIVE
+PAUSED = pb.TaskState.TASK_STATE_PAUSED
 # What an executor may report: an end of an attempt, or PENDING for work handed back unrun.
 REPORTABLE = {
     PENDING,
     SUCCEEDED,
+    CANCELLED,
     pb.ExecutionStatus.EXECUTION_STATUS_FAILED,
     pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT,
 }
@@ -72,7 +77,8 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
     out.lag.CopyFrom(ms_to_duration(max(0, start - ts_to_ms(planned))))
     out.status = result.status
     policy = spec.retry_policy if spec is not None else pb.RetryPolicy(max_attempts=1)
-    if result.status != SUCCEEDED and result.retryable and record.attempt < policy.max_attempts:
+    retry = result.status not in (SUCCEEDED, CANCELLED) and result.retryable
+    if retry and record.attempt < policy.max_attempts:
         retry_at = now_ms + backoff_ms(policy, record.attempt)
         out.status = PENDING
         out.attempt = record.attempt + 1
@@ -82,7 +88,8 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
             f"{result.status_message}; attempt {out.attempt} at {ms_to_ts(retry_at).ToJsonString()}"
         )
         return Completion(out, result.lease_token, retry_at, summary(out))
-    return Completion(out, result.lease_token, None, summary(out))
+    pause_after = spec.pause_after_failures if spec is not None else 0
+    return Completion(out, result.lease_token, None, summary(out), pause_after)
 
 
 def count(recorded: Sequence[tuple[pb.Execution, Completion]]) -> None:
@@ -147,7 +154,38 @@ class Recorder:
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
         for task_id in done.over_limit:
             await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
+        for task_id, failures, execution_id in done.failing:
+            await self.pause_failing(task_id, failures, execution_id)
         return recorded
+
+    async def pause_failing(self, task_id: str, failures: int, execution_id: str) -> None:
+        """Pause a task whose executions failed `failures` times in a row (pause_after_failures),
+        with its reason and an audit event, by the same compare-and-set as PauseTask. A task
+        paused, resumed or changed meanwhile is left alone: if it fails again it is named again."""
+        try:
+            stored = await self.store.tasks.get(task_id)
+        except NotFound:
+            return
+        if stored.state != ACTIVE:
+            return
+        reason = f"paused after {failures} failed executions in a row (the last: {execution_id})"
+        audit = AuditEntry.of(
+            self.settings.audit_max_events,
+            pb.AuditAction.AUDIT_ACTION_PAUSE_TASK,
+            Actor(name="scheduler"),
+            namespace=stored.namespace,
+            task_id=task_id,
+            execution_id=execution_id,
+            reason=reason,
+        )
+        try:
+            await self.store.tasks.write(
+                task_id, stored.rev, state=PAUSED, next_ms=None, audit=audit, reason=reason
+            )
+        except (Aborted, NotFound):
+            return
+        metrics.TASKS_PAUSED_BY_FAILURES.inc()
+        log.warning("task %s %s", task_id, reason)
 
     async def records(self, ids: Sequence[str]) -> list[tuple[pb.Execution | None, pb.Task | None]]:
         """Current record and task spec of each execution, read in its partition."""
@@ -168,19 +206,23 @@ class Recorder:
 
         recorded = [False] * len(completions)
         over: list[str] = []
+        failing: list[tuple[str, int, str]] = []
         for at, done in await per_partition(self.store, [c.execution.id for c in completions], call):
             for i, flag in zip(at, done.recorded, strict=True):
                 recorded[i] = flag
             over += done.over_limit
-        return Completed(recorded, over)
+            failing += done.failing
+        return Completed(recorded, over, failing)
 
-    async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> int:
+    async def renew(self, renewals: Sequence[ipb.LeaseRenewal]) -> Renewed:
+        """Extend leases, each in its partition: how many, and those being cancelled."""
         leases = [(r.execution_id, r.lease_token) for r in renewals]
 
-        def call(engine: EngineStore, at: list[int]) -> Awaitable[int]:
+        def call(engine: EngineStore, at: list[int]) -> Awaitable[Renewed]:
             return engine.renew([leases[i] for i in at], self.lease_ms)
 
-        return sum(n for _, n in await per_partition(self.store, [i for i, _ in leases], call))
+        done = [r for _, r in await per_partition(self.store, [i for i, _ in leases], call)]
+        return Renewed(sum(r.count for r in done), [c for r in done for c in r.cancels])
 
     async def hand_back(self, items: Sequence[tuple[pb.Execution, int]], now_ms: int) -> None:
         """Executions leased for dispatch that no executor received: ready again at once."""
@@ -201,6 +243,14 @@ class Recorder:
         records = await self.records([i for i, _ in leases])
         items = [(r, token) for (r, _), (_, token) in zip(records, leases, strict=True) if r is not None]
         await self._end(items, now_ms, pb.ExecutionStatus.EXECUTION_STATUS_FAILED, reason)
+
+    async def end_cancelled(self, leases: Sequence[tuple[str, int, str]], now_ms: int) -> None:
+        """End CANCELLED the executions being cancelled whose lease ran out before their executor
+        stopped them (reclaim leased them to us for this)."""
+        records = await self.records([i for i, _, _ in leases])
+        for (record, _), (_, token, reason) in zip(records, leases, strict=True):
+            if record is not None:
+                await self._end([(record, token)], now_ms, CANCELLED, f"cancelled: {reason}")
 
     async def _end(
         self, items: Sequence[tuple[pb.Execution, int]], now_ms: int, status: int, reason: str

@@ -259,6 +259,8 @@ METHODS = {
     "PauseTask": pb.PauseTaskRequest,
     "ResumeTask": pb.ResumeTaskRequest,
     "RunTask": pb.RunTaskRequest,
+    "RerunExecution": pb.RerunExecutionRequest,
+    "CancelExecution": pb.CancelExecutionRequest,
     "PreviewSchedule": pb.PreviewScheduleRequest,
     "ListExecutions": pb.ListExecutionsRequest,
     "GetExecution": pb.GetExecutionRequest,

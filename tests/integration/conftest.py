@@ -15,6 +15,7 @@ import redis
 
 from tests.integration.auth_support import AuthApi, start_auth_api
 from tests.integration.helpers import stop_service
+from tests.integration.slow_target import SlowTarget
 from tests.integration.test_executor import HttpServer
 from tests.support import RedisServer
 
@@ -50,3 +51,11 @@ def http_server() -> Iterator[HttpServer]:
         server.gate(name).set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture()
+def target() -> Iterator[SlowTarget]:
+    """A slow http target in a thread of its own (tests/integration/slow_target.py)."""
+    t = SlowTarget()
+    threading.Thread(target=t.serve, daemon=True).start()
+    yield t

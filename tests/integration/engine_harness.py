@@ -219,9 +219,9 @@ async def finish(store: Store, exec_id: str, token: int, status: int = S.EXECUTI
 async def reclaim(store: Store, limit: int = 100) -> list[str]:
     """Expired leases taken back to ready (no execution here loses its holder often enough to be
     ended FAILED by the reclaim)."""
-    queued, failed = await store.engine.reclaim(limit, LOSSES, 60_000)
-    assert failed == []
-    return queued
+    taken = await store.engine.reclaim(limit, LOSSES, 60_000)
+    assert taken.failed == [] and taken.cancelled == []
+    return taken.queued
 
 
 async def ready_score(store: Store, exec_id: str) -> float | None:

@@ -111,6 +111,7 @@ def test_a_viewer_is_refused_every_write_and_nothing_changes(
     service, method = item
     admin = auth_api.admin
     task = create(admin.tasks, cron_task("target"))  # type: ignore[arg-type]
+    run = admin.tasks.RunTask(pb.RunTaskRequest(id=task.id)).execution
     token, _ = admin.new_token("someone", VIEWER)
     _, viewer = admin.new_token("viewer", VIEWER)
     # Requests that would succeed with the right role.
@@ -122,6 +123,8 @@ def test_a_viewer_is_refused_every_write_and_nothing_changes(
         "PauseTask": pb.PauseTaskRequest(id=task.id),
         "ResumeTask": pb.ResumeTaskRequest(id=task.id),
         "RunTask": pb.RunTaskRequest(id=task.id),
+        "RerunExecution": pb.RerunExecutionRequest(id=run.id),
+        "CancelExecution": pb.CancelExecutionRequest(id=run.id),
         "BackfillTask": pb.BackfillTaskRequest(
             id=task.id, start_time={"seconds": 1_700_000_000}, end_time={"seconds": 1_700_000_060}
         ),

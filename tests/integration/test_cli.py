@@ -232,6 +232,23 @@ def test_backfill_counts_then_creates_once(addr: str) -> None:
     assert again.strip() == "10 occurrences, 5 with a record already, created 5"
 
 
+def test_executions_rerun_prints_the_new_execution(addr: str) -> None:
+    task_id = ok_json(addr, "create", "--name", "again", "--cron", "@daily", "--payload", '{"x": 1}')["id"]
+    original = ok_json(addr, "run", task_id)
+    made = ok_json(addr, "executions", "rerun", original["id"])
+    assert made["trigger"] == "EXECUTION_TRIGGER_RERUN" and made["status"] == "EXECUTION_STATUS_PENDING"
+    assert made["rerunOf"] == original["id"] and made["id"] != original["id"]
+    assert made["nominalTime"] == original["nominalTime"] and made["payload"] == {"x": 1}
+    shown = ok(addr, "executions", "rerun", original["id"])
+    details = dict(line.split(":", 1) for line in shown.splitlines() if ":" in line)
+    assert details["trigger"].strip() == "rerun" and details["rerun of"].strip() == original["id"]
+    assert ok(addr, "executions", "get", made["id"]).count(original["id"]) == 1  # its "rerun of" line
+    bad = schedctl(addr, "executions", "rerun", "nope")
+    assert bad.returncode == 13 and "id" in bad.stderr, bad.stderr
+    missing = schedctl(addr, "executions", "rerun", f"{MISSING}-1795822485123")
+    assert missing.returncode == 15 and missing.stderr.startswith("error: NOT_FOUND: "), missing.stderr
+
+
 def test_pause_resume_delete(addr: str) -> None:
     task_id = ok_json(addr, "create", "--name", "p", "--cron", "@daily")["id"]
     assert "state:" in ok(addr, "pause", task_id) and "paused" in ok(addr, "get", task_id)

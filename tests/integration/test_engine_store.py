@@ -145,10 +145,10 @@ def test_renew_extends_only_with_the_current_token_and_unrenewed_leases_are_recl
         kept, lost = sorted(items)
         expiry = {e: await inflight_score(store, e) for e in items}
 
-        assert await store.engine.renew([(lost, items[lost].token + 1)], 60_000) == 0
-        assert await store.engine.renew([(lost, items[lost].token - 1)], 60_000) == 0
+        assert (await store.engine.renew([(lost, items[lost].token + 1)], 60_000)).count == 0
+        assert (await store.engine.renew([(lost, items[lost].token - 1)], 60_000)).count == 0
         assert await inflight_score(store, lost) == expiry[lost], "a wrong token extended a lease"
-        assert await store.engine.renew([(kept, items[kept].token)], 60_000) == 1
+        assert (await store.engine.renew([(kept, items[kept].token)], 60_000)).count == 1
         assert (await inflight_score(store, kept) or 0) > (expiry[kept] or 0) + 30_000
 
         await wait_past(store, int(max(expiry.values()) or 0))
@@ -160,7 +160,7 @@ def test_renew_extends_only_with_the_current_token_and_unrenewed_leases_are_recl
         # back into inflight.
         current = int(await field(store, store.keys.execution(lost), "tok") or 0)
         for token in (items[lost].token, current):
-            assert await store.engine.renew([(lost, token)], 60_000) == 0
+            assert (await store.engine.renew([(lost, token)], 60_000)).count == 0
         assert await inflight_score(store, lost) is None and await ready_score(store, lost) is not None
 
     run(redis_srv.url, body)

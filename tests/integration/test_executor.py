@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import queue
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -132,10 +134,17 @@ class SchedulerStream:
         finally:
             self.ended.set()
 
-    def send(self, items: Iterable[ipb.WorkItem] = (), demand: int = 0, release: int = 0) -> None:
-        self._requests.put(
-            ipb.ExecuteRequest(items=list(items), demand=demand, release=release, scheduler_id="test")
+    def send(
+        self,
+        items: Iterable[ipb.WorkItem] = (),
+        demand: int = 0,
+        release: int = 0,
+        cancels: Iterable[ipb.executor_pb2.CancelAttempt] = (),
+    ) -> None:
+        request = ipb.ExecuteRequest(
+            items=list(items), demand=demand, release=release, scheduler_id="test", cancels=list(cancels)
         )
+        self._requests.put(request)
 
     def ack(self, results: Iterable[ipb.WorkResult]) -> None:
         """Acknowledge results as recorded (a message carrying acks only)."""
@@ -191,8 +200,9 @@ def scheduler_stream(service: ServiceThread, auto_ack: bool = False) -> Iterator
 class Endpoint(BaseHTTPRequestHandler):
     """/ok, /status/<code>, /echo (the request headers as JSON), /form (the request headers
     URL-encoded, as a form body), /big/<bytes>, /sleep/<seconds>,
-    /hang, /block/<name> (waits until the test opens the gate of that name). Every request is
-    recorded."""
+    /hang, /block/<name> (waits until the test opens the gate of that name), /linger/<seconds>
+    (answers after that long unless the client hangs up first: the path is then in the server's
+    `hangups`). Every request is recorded."""
 
     server: HttpServer
     protocol_version = "HTTP/1.1"
@@ -222,6 +232,9 @@ class Endpoint(BaseHTTPRequestHandler):
             self.server.stopping.wait(30)
         elif parts[0] == "block":
             self.server.gate(parts[1]).wait(30)
+        elif parts[0] == "linger" and self._hung_up_within(float(parts[1])):
+            self.server.hangups.append(self.path)
+            return
         self.send_response(status)
         self.send_header("Content-Length", str(len(payload)))
         if status in (301, 302, 303, 307, 308):
@@ -229,6 +242,18 @@ class Endpoint(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _hung_up_within(self, seconds: float) -> bool:
+        """Whether the client closed the connection within `seconds` (it sends nothing more)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except ConnectionError:
+                    return True
+        return False
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
@@ -239,6 +264,7 @@ class HttpServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Endpoint)
         self.received: list[dict[str, Any]] = []
+        self.hangups: list[str] = []
         self.stopping = threading.Event()
         self._gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()

@@ -102,6 +102,7 @@ def test_another_namespace_is_refused_on_every_task_rpc_and_nothing_changes(
         "ResumeTask": lambda: a.tasks.ResumeTask(pb.ResumeTaskRequest(id=b_id)),
         "RunTask": lambda: a.tasks.RunTask(pb.RunTaskRequest(id=b_id)),
         "GetExecution": lambda: a.tasks.GetExecution(pb.GetExecutionRequest(id=run_b)),
+        "RerunExecution": lambda: a.tasks.RerunExecution(pb.RerunExecutionRequest(id=run_b)),
         "ListExecutions by task": lambda: a.tasks.ListExecutions(pb.ListExecutionsRequest(task_id=b_id)),
         "ListExecutions of b": lambda: a.tasks.ListExecutions(pb.ListExecutionsRequest(namespace="team-b")),
         "ListTasks of b": lambda: a.tasks.ListTasks(pb.ListTasksRequest(namespace="team-b")),
@@ -250,6 +251,7 @@ def test_a_refusal_on_another_namespaces_task_does_not_name_that_namespace(teams
         "PauseTask": lambda: a.tasks.PauseTask(pb.PauseTaskRequest(id=b_id)),
         "RunTask": lambda: a.tasks.RunTask(pb.RunTaskRequest(id=b_id)),
         "GetExecution": lambda: a.tasks.GetExecution(pb.GetExecutionRequest(id=run_b)),
+        "RerunExecution": lambda: a.tasks.RerunExecution(pb.RerunExecutionRequest(id=run_b)),
         "ListExecutions by task": lambda: a.tasks.ListExecutions(pb.ListExecutionsRequest(task_id=b_id)),
     }
     for name, call in calls.items():

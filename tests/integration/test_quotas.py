@@ -1,7 +1,7 @@
 """Per-namespace quotas on tasks and on the bytes their specs take: counted and enforced in the
 scripts that create, update and delete tasks, so concurrent creates through several api replicas
 never pass a limit; RESOURCE_EXHAUSTED names the quota and its limit; GetStats shows each
-namespace's usage."""
+namespace's usage. Manual runs a minute (RunTask and RerunExecution together) likewise."""
 
 from __future__ import annotations
 
@@ -271,3 +271,20 @@ def test_manual_runs_per_minute_are_bounded_across_replicas(stubs, rds: redis.Re
     # Another namespace runs on its own (default) quota.
     other = create(stubs[0], cron_task("other"))
     stubs[0].RunTask(pb.RunTaskRequest(id=other.id), timeout=TIMEOUT)
+
+
+def test_reruns_count_against_the_same_runs_per_minute_quota(stubs, rds: redis.Redis) -> None:
+    task = create(stubs[0], cron_task("rerun me", namespace="runner"))
+    clear_of_a_minute_boundary(rds)
+    first = stubs[0].RunTask(pb.RunTaskRequest(id=task.id), timeout=TIMEOUT).execution
+    for i in range(RUNS - 1):
+        stubs[i % 2].RerunExecution(pb.RerunExecutionRequest(id=first.id), timeout=TIMEOUT)
+    before = snapshot(rds)
+    for call in (
+        lambda: stubs[0].RerunExecution(pb.RerunExecutionRequest(id=first.id), timeout=TIMEOUT),
+        lambda: stubs[1].RunTask(pb.RunTaskRequest(id=task.id), timeout=TIMEOUT),
+    ):
+        err = rpc_error(call, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert "run quota" in (err.details() or "") and "RerunExecution" in (err.details() or "")
+    assert snapshot(rds) == before, "a refused rerun writes nothing"
+    assert rds.zcard(KEYS.task_history(task.id)) == RUNS

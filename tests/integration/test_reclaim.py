@@ -29,10 +29,12 @@ def test_execution_losing_its_executor_too_often_ends_failed(redis_srv: RedisSer
             for _ in range(LOSSES + 1):
                 assert len(await store.engine.lease_ready(10, lease_ms=1)) == 1
                 await asyncio.sleep(0.01)  # the executor "dies": the lease expires
-                queued, failed = await store.engine.reclaim(10, LOSSES, 60_000)
-                seen.append((len(queued), len(failed)))
-                if failed:
-                    await Recorder(store, settings).fail_lost(failed, await store.now_ms(), "failed: lost")
+                taken = await store.engine.reclaim(10, LOSSES, 60_000)
+                seen.append((len(taken.queued), len(taken.failed)))
+                if taken.failed:
+                    await Recorder(store, settings).fail_lost(
+                        taken.failed, await store.now_ms(), "failed: lost"
+                    )
             assert await store.engine.lease_ready(10, lease_ms=1) == []
             assert await redis.zcard(store.keys.inflight) == 0
             assert await redis.zcard(store.keys.ready) == 0

@@ -181,7 +181,7 @@ def test_dispatch_shares_credits_among_partitions_and_records_each_in_its_own(
         # Renewals and results spanning partitions: one script per partition touched.
         spy.calls.clear()
         renewals = [ipb.LeaseRenewal(execution_id=i.execution.id, lease_token=i.token) for i in link.pushed]
-        assert await recorder.renew(renewals) == 12
+        assert (await recorder.renew(renewals)).count == 12
         assert spy.partitions("dispatch_renew") == ["0", "1", "2"]
         known = {i.execution.id: i for i in link.pushed[::2]}  # the others are read back
         assert await recorder.record([succeeded(i.execution.id) for i in link.pushed], known) == 12
@@ -238,7 +238,7 @@ def test_with_one_partition_a_round_makes_the_calls_it_always_made(
         await dispatcher.dispatch_once()
         assert sorted(i.execution.id for i in link.pushed) == sorted(runs)
         renewals = [ipb.LeaseRenewal(execution_id=i, lease_token=1) for i in runs]
-        assert await recorder.renew(renewals) == 3
+        assert (await recorder.renew(renewals)).count == 3
         assert await recorder.record([succeeded(i) for i in runs]) == 3
         assert not await dispatcher._reclaim_once()
         assert spy.calls == [

@@ -164,6 +164,23 @@ CREATE_CASES: list[tuple[str, Callable[[object], object], str]] = [
         _create(_catch_up(window={"seconds": 366 * 86_400 + 1})),
         "task.catch_up.window",
     ),
+    ("overlap-unknown-policy", _create(once_task("o", overlap=pb.Overlap(policy=9))), "task.overlap.policy"),  # type: ignore[arg-type]
+    (
+        "overlap-max-concurrent-over-100",
+        _create(once_task("o", overlap=pb.Overlap(max_concurrent=101))),
+        "task.overlap.max_concurrent",
+    ),
+    (
+        "overlap-max-concurrent-negative",
+        _create(once_task("o", overlap=pb.Overlap(policy=2, max_concurrent=-1))),  # type: ignore[arg-type]
+        "task.overlap.max_concurrent",
+    ),
+    ("pause-after-negative", _create(once_task("f", pause_after_failures=-1)), "task.pause_after_failures"),
+    (
+        "pause-after-over-1000",
+        _create(once_task("f", pause_after_failures=1001)),
+        "task.pause_after_failures",
+    ),
     ("max-jitter-over-an-hour", _create(once_task("j", max_jitter={"seconds": 3601})), "task.max_jitter"),
     ("name-empty", _create(once_task("")), "task.name"),
     ("name-blank", _create(once_task("   ")), "task.name"),

@@ -3,20 +3,30 @@
 -- An execution that ended for good is counted in this minute's stats (status, and lag bucket
 -- when it started), and its task is named in the answer when its history outgrew the limit, so
 -- the caller trims only those (retention by count).
+-- An execution being cancelled (`cx`: CancelExecution, or the CANCEL_OTHER overlap policy) that
+-- would run again (a retry, or a hand-back unrun) ends CANCELLED instead. One that ended for
+-- good leaves its task's active set, and the run waiting in the task's overlap buffer starts if
+-- there is room now (docs/engine.md, "Overlap").
+-- A task with pause_after_failures counts its executions that ended FAILED or TIMED_OUT in a row
+-- (task hash `cf`; a SUCCEEDED one clears it) and is named in the answer once the count reaches
+-- its threshold: the caller pauses it (docs/engine.md, "Pause after failures").
 -- The completions come as one MessagePack blob (eight arguments each, packed by the client, were
 -- most of the cost of recording).
 -- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats
 -- ARGV: 1 history limit per task (0: do not check), 2 MessagePack array of completions, each
 --       {id, token, status, record, retry-at ms ("" = final), summary ("" = none),
---        stats status ("" = not counted), lag bucket ("" = none)}, 3-5 the key prefixes of
---       execution hashes, task hashes and task histories (each plus an id)
+--        stats status ("" = not counted), lag bucket ("" = none), failures that pause the task
+--        ("" = never)}, 3-6 the key prefixes of
+--       execution hashes, task hashes, task histories and active sets (each plus an id)
 -- Returns {one character per execution, in order: "1" recorded, "0" dropped (stale token),
---          {task ids whose history is over the limit}}
+--          {task ids whose history is over the limit}, {{task id, failures in a row, execution id},
+--          ...} to pause}
 local items = cmsgpack.unpack(ARGV[2])
 local limit = tonumber(ARGV[1])
-local execution_prefix, task_prefix, history_prefix = ARGV[3], ARGV[4], ARGV[5]
+local execution_prefix, task_prefix, history_prefix, active_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now  -- Redis time, read when first needed
 local recorded = {}
-local over, seen, counts = {}, {}, {}
+local over, seen, counts, failing = {}, {}, {}, {}
 local ids = {}
 for i = 1, #items do ids[i] = items[i][1] end
 local leased = zmscore(KEYS[1], ids)  -- one read of whether each is still leased
@@ -24,16 +34,22 @@ local g = gathered()  -- inflight and ready: one write each per call
 local done = {}  -- an id given twice is recorded once
 for i = 1, #items do
   local c = items[i]
-  local id, token, status, record, retry_at, last, stats_status, lag =
-    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+  local id, token, status, record, retry_at, last, stats_status, lag, pause_after =
+    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
   local task_id = task_of_execution(id)
   local ek, tk, hk = execution_prefix .. id, task_prefix .. task_id, history_prefix .. task_id
   recorded[i] = '0'
-  local v = redis.call('HMGET', ek, 'tok', 'lost')
+  local v = redis.call('HMGET', ek, 'tok', 'lost', 'cx')
   -- the token holds and the execution is still leased (and not recorded earlier in this call)
   if v[1] == token and leased[i] and not done[id] then
     done[id] = true
     gather(g, 'ZREM', KEYS[1], id)
+    if v[3] and stats_status == '' then  -- being cancelled: it does not run again
+      now = now or now_ms()
+      status, retry_at, stats_status, lag = STATUS.CANCELLED, '', STATUS.CANCELLED, ''
+      record = pb_ended(record, status, 'cancelled: ' .. v[3], now)
+      if last ~= '' then last = last .. pb_int(2, tonumber(status)) .. pb_time(4, now) end
+    end
     redis.call('HSET', ek, 'pb', record, 'status', status)
     if v[2] then redis.call('HDEL', ek, 'lost') end  -- it came back from an executor: not a poison
     if retry_at ~= '' then gather(g, 'ZADD', KEYS[2], retry_at, id) end
@@ -44,6 +60,19 @@ for i = 1, #items do
       end
     end
     if stats_status ~= '' then
+      local act = active_prefix .. task_id
+      if redis.call('SREM', act, id) == 1 or v[3] then
+        now = now or now_ms()
+        release_buffered(tk, act, KEYS[2], execution_prefix, now)
+      end
+      if pause_after ~= '' and redis.call('EXISTS', tk) == 1 then
+        if status == STATUS.FAILED or status == STATUS.TIMED_OUT then
+          local n = redis.call('HINCRBY', tk, 'cf', 1)
+          if n >= tonumber(pause_after) then failing[#failing + 1] = {task_id, n, id} end
+        elseif status == STATUS.SUCCEEDED then
+          redis.call('HDEL', tk, 'cf')
+        end
+      end
       counts['s' .. stats_status] = (counts['s' .. stats_status] or 0) + 1
       if lag ~= '' then counts['l' .. lag] = (counts['l' .. lag] or 0) + 1 end
       if limit > 0 and not seen[hk] and redis.call('ZCARD', hk) > limit then
@@ -56,4 +85,4 @@ for i = 1, #items do
 end
 flush(g)
 if add_counts(KEYS[3], counts) then redis.call('EXPIRE', KEYS[3], 90000, 'NX') end
-return {table.concat(recorded), over}
+return {table.concat(recorded), over, failing}

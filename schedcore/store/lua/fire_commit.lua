@@ -11,28 +11,84 @@
 -- with several runs queues the others) leased to the caller, as dispatch_lease.lua would:
 -- status RUNNING, token 1, in inflight until now + lease ms, not in ready (docs/engine.md,
 -- "Leased as it fires").
+-- A commit with an overlap rule ({policy, limit}: "skip", "buffer" or "cancel") decides each of
+-- its runs against the task's active executions here, in the same script that creates it
+-- (docs/engine.md, "Overlap"): fewer than `limit` active, it runs; otherwise it is recorded
+-- SKIPPED, or waits in the task's buffer (one at most), or (cancel) the oldest active ones are
+-- cancelled and it runs, or waits for them to end. Every run created joins the active set.
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
---       minute's execution stats, 6 inflight
+--       minute's execution stats, 6 inflight, 7 command ready queue
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
 --       read, following occurrence (13-digit ms, "" none), state, summary of the first record
 --       (set as the task's last if that record is new and not older than the current last; ""
 --       none), ready score (ms), {{record id, protobuf, status, global history member}, ...},
 --       deferred until (13-digit ms; "" not deferred: a task that could not be planned keeps its
 --       `next` and records nothing, and its index entry comes due again then), lease ("1":
---       lease the run to the caller; "" queue it in ready)}; 2 lease ms, 3-5 the key prefixes
---       of task hashes, task histories and execution hashes (each plus an id)
+--       lease the run to the caller; "" queue it in ready), overlap rule ("" none)}; 2 lease ms,
+--       3-6 the key prefixes of task hashes, task histories, execution hashes and active sets
+--       (each plus an id)
 -- Returns per commit {records created, of them PENDING (queued to run), of those leased}, or
 -- {-1, 0, 0} on conflict.
 local commits = cmsgpack.unpack(ARGV[1])
 local out, by_state, ended = {}, {}, {}
-local task_prefix, history_prefix, execution_prefix = ARGV[3], ARGV[4], ARGV[5]
-local expiry  -- of the leases taken here: Redis time, read once, when the first is taken
+local task_prefix, history_prefix, execution_prefix, active_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now  -- Redis time, read once, when first needed (a lease's expiry, an overlap decision)
+local function clock()
+  now = now or now_ms()
+  return now
+end
 local g = gathered()  -- the index, ready and global history: one write each per call
+
+-- One execution ended (CANCELLED) by an overlap decision: out of its task's active set and
+-- counted in this minute's stats.
+local function ended_cancelled(act, o)
+  redis.call('SREM', act, o)
+  ended['s' .. STATUS.CANCELLED] = (ended['s' .. STATUS.CANCELLED] or 0) + 1
+end
+
+-- What overlap rule `ov` makes of run `rid` of the task with hash `tk`: 'run', 'buffer' (it
+-- waits in the task's buffer) or 'skip', and the status message of its record.
+local function overlap_fate(ov, tk, act, rid)
+  local policy, limit = ov[1], tonumber(ov[2])
+  local live = live_active(act, execution_prefix)
+  if #live < limit then return 'run' end
+  local buffered = redis.call('HGET', tk, 'buf')
+  buffered = buffered and string.match(buffered, '^%d+:%d+:(.+)$')
+  if policy == 'cancel' then
+    local ending, need = 0, #live - limit + 1
+    for _, o in ipairs(live) do
+      if redis.call('HEXISTS', execution_prefix .. o, 'cx') == 1 then ending = ending + 1 end
+    end
+    local why = 'the overlap policy CANCEL_OTHER: ' .. rid .. ' came due'
+    for _, o in ipairs(live) do
+      if ending >= need then break end
+      local r = cancel_execution(o, execution_prefix .. o, why, clock(), KEYS[2], KEYS[7])
+      if r == 'ended' then ended_cancelled(act, o) end
+      if r then ending = ending + 1 end
+    end
+    live = live_active(act, execution_prefix)
+    if #live < limit then return 'run' end
+    if buffered then  -- the newest waits: the one waiting before it never starts
+      redis.call('HDEL', tk, 'buf')
+      local why2 = 'the overlap policy CANCEL_OTHER: superseded by ' .. rid
+      if cancel_execution(buffered, execution_prefix .. buffered, why2, clock(), KEYS[2], KEYS[7]) then
+        ended_cancelled(act, buffered)
+      end
+    end
+    return 'buffer', 'waiting: the overlap policy CANCEL_OTHER starts it once ' .. some_ids(live) .. ' stopped'
+  end
+  if policy == 'buffer' and not buffered then
+    return 'buffer', 'waiting: the overlap policy BUFFER_ONE starts it when one of ' .. some_ids(live) .. ' ended'
+  end
+  local message = 'overlap: ' .. some_ids(live) .. ' still active (max_concurrent ' .. limit .. ')'
+  if buffered then message = message .. '; ' .. buffered .. ' waits already' end
+  return 'skip', message
+end
 for c = 1, #commits do
   local t = commits[c]
-  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease =
-    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
-  local key, thist = task_prefix .. id, history_prefix .. id
+  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease, ov =
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11]
+  local key, thist, act = task_prefix .. id, history_prefix .. id, active_prefix .. id
   local v = redis.call('HMGET', key, 'next', 'srev', 'nx', 'state', 'lastid')
   if v[1] ~= nominal or (v[2] or '0') ~= srev then
     out[c] = {-1, 0, 0}
@@ -49,18 +105,33 @@ for c = 1, #commits do
       local rid, record, status, member = records[i][1], records[i][2], records[i][3], records[i][4]
       local ek = execution_prefix .. rid
       if redis.call('EXISTS', ek) == 0 then
-        if i == 1 and first_summary ~= '' and newer_last(v[5], rid) then
-          set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'last', first_summary, 'lastid', rid
+        local fate, message = 'run', nil
+        if status == STATUS.PENDING and ov ~= '' then fate, message = overlap_fate(ov, key, act, rid) end
+        local summary = first_summary
+        if fate == 'skip' then
+          status = STATUS.SKIPPED
+          record = pb_ended(record, status, message, clock()) .. pb_int(FIELD.attempt, 0)
+          if summary ~= '' then summary = summary .. pb_int(2, tonumber(status)) .. pb_time(4, clock()) end
+        elseif fate == 'buffer' then
+          record = record .. pb_bytes(FIELD.status_message, message)
+        end
+        if i == 1 and summary ~= '' and newer_last(v[5], rid) then
+          set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'last', summary, 'lastid', rid
         end
         redis.call('ZADD', thist, 0, rid)
         gather(g, 'ZADD', KEYS[3], 0, member)
-        if status == STATUS.PENDING and lease == '1' and i == 1 then
-          expiry = expiry or now_ms() + tonumber(ARGV[2])
+        if status == STATUS.PENDING and fate == 'buffer' then
+          redis.call('HSET', ek, 'pb', record, 'status', status)
+          redis.call('HSET', key, 'buf', ov[2] .. ':' .. ready_at .. ':' .. rid)
+          queued = queued + 1
+        elseif status == STATUS.PENDING and lease == '1' and i == 1 then
           redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1)
-          gather(g, 'ZADD', KEYS[6], expiry, rid)
+          redis.call('SADD', act, rid)
+          gather(g, 'ZADD', KEYS[6], clock() + tonumber(ARGV[2]), rid)
           queued, leased = queued + 1, leased + 1
         elseif status == STATUS.PENDING then
           redis.call('HSET', ek, 'pb', record, 'status', status)
+          redis.call('SADD', act, rid)
           gather(g, 'ZADD', KEYS[2], ready_at, rid)
           queued = queued + 1
         else  -- born ended (a skipped occurrence): counted in this minute's stats

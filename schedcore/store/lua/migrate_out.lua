@@ -16,7 +16,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[12])
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   redis.call('DEL', ARGV[1] .. id)

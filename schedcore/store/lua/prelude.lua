@@ -96,3 +96,99 @@ local function zmscore(key, members)
   end
   return out
 end
+
+-- Protobuf wire encoding of the few Execution fields a script sets in a stored record. Appending
+-- a field to a serialized message sets it: the last value of a scalar field wins, and a message
+-- field (a Timestamp) merges into the one before (protobuf's merging of concatenated messages).
+-- Field numbers of scheduler.v1.Execution (tests/unit/test_lua_prelude.py checks them).
+local FIELD = {attempt = 7, finish_time = 6, status = 8, status_message = 12, cancel_time = 18}
+
+local function pb_varint(n)
+  local out = {}
+  while n >= 128 do
+    out[#out + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out[#out + 1] = string.char(n)
+  return table.concat(out)
+end
+
+local function pb_bytes(field, s)
+  return pb_varint(field * 8 + 2) .. pb_varint(#s) .. s
+end
+
+local function pb_int(field, n)
+  return pb_varint(field * 8) .. pb_varint(n)
+end
+
+-- A Timestamp field of `ms` (whole seconds and nanos: both set, so a merge replaces both).
+local function pb_time(field, ms)
+  return pb_bytes(field, pb_int(1, math.floor(ms / 1000)) .. pb_int(2, (ms % 1000) * 1000000))
+end
+
+-- The record `record` ended `status` at `ms`, with `message`.
+local function pb_ended(record, status, message, ms)
+  return record .. pb_int(FIELD.status, tonumber(status)) .. pb_bytes(FIELD.status_message, message)
+    .. pb_time(FIELD.finish_time, ms)
+end
+
+-- Overlap (docs/engine.md, "Overlap"): each task's active set names its PENDING and RUNNING
+-- executions; the one waiting in the task's buffer (task hash `buf`) is not in it until it starts.
+
+-- The task's active executions, oldest first: the members of `act` whose records are PENDING or
+-- RUNNING. The others (ended by a path that did not remove them, or gone) are removed.
+local function live_active(act, execution_prefix)
+  local live = {}
+  for _, id in ipairs(redis.call('SMEMBERS', act)) do
+    local s = redis.call('HGET', execution_prefix .. id, 'status')
+    if s == STATUS.PENDING or s == STATUS.RUNNING then
+      live[#live + 1] = id
+    else
+      redis.call('SREM', act, id)
+    end
+  end
+  table.sort(live)
+  return live
+end
+
+-- Up to five of `ids`, for a status message ("a, b and 3 more").
+local function some_ids(ids)
+  local shown = {}
+  for i = 1, math.min(5, #ids) do shown[i] = ids[i] end
+  local text = table.concat(shown, ', ')
+  if #ids > 5 then text = text .. ' and ' .. (#ids - 5) .. ' more' end
+  return text
+end
+
+-- The run waiting in task `tk`'s buffer starts (into `ready` at its start time, and into the
+-- active set) once fewer than the limit it waits under are active. Returns its id if it did.
+local function release_buffered(tk, act, ready, execution_prefix, now)
+  local buf = redis.call('HGET', tk, 'buf')
+  if not buf then return false end
+  local limit, at, id = string.match(buf, '^(%d+):(%d+):(.+)$')
+  if #live_active(act, execution_prefix) >= tonumber(limit) then return false end
+  redis.call('HDEL', tk, 'buf')
+  if redis.call('HGET', execution_prefix .. id, 'status') ~= STATUS.PENDING then return false end
+  redis.call('SADD', act, id)
+  redis.call('ZADD', ready, math.max(tonumber(at), now), id)
+  return id
+end
+
+-- Cancel execution `id` (hash `ek`) for `reason`. A PENDING one ends CANCELLED now (out of
+-- `ready` and `ready_command`; the caller takes it out of its task's active set or buffer). A
+-- RUNNING one is marked (`cx`: the reason; cancel_time in its record) and ends CANCELLED once
+-- its executor stopped it (dispatch_complete.lua) or its lease ran out (dispatch_reclaim.lua).
+-- Returns 'ended', 'requested', or false (it had ended, or was being cancelled already).
+local function cancel_execution(id, ek, reason, now, ready, ready_command)
+  local v = redis.call('HMGET', ek, 'status', 'cx', 'pb')
+  if v[1] == STATUS.PENDING then
+    redis.call('ZREM', ready, id)
+    redis.call('ZREM', ready_command, id)
+    redis.call('HSET', ek, 'status', STATUS.CANCELLED, 'pb', pb_ended(v[3], STATUS.CANCELLED, 'cancelled: ' .. reason, now))
+    return 'ended'
+  elseif v[1] == STATUS.RUNNING and not v[2] then
+    redis.call('HSET', ek, 'cx', reason, 'pb', v[3] .. pb_time(FIELD.cancel_time, now))
+    return 'requested'
+  end
+  return false
+end

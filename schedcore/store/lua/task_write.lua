@@ -6,8 +6,9 @@
 --       6 task bytes quota usage (namespace -> bytes)
 -- ARGV: 1 task id, 2 expected rev ("" = any), 3 spec ("" = keep), 4 state ("" = keep),
 --       5 next run (padded ms; "" = keep; "-" = none), 6 name index member ("" = keep),
---       7 the namespace's task bytes quota (0 = none), 8 audit stream bound ("" = record
---       nothing), 9... the audit event's fields and values
+--       7 the namespace's task bytes quota (0 = none), 8 why the state changes ("": a change
+--       through the API; any change of state sets or clears the hash's `pr`), 9 audit stream
+--       bound ("" = record nothing), 10... the audit event's fields and values
 -- Returns {"ok", new rev} | {"missing"} | {"conflict", current rev}
 --       | {"quota", "bytes", counted now, bytes the change adds}
 local rev = redis.call('HGET', KEYS[1], 'rev')
@@ -33,6 +34,7 @@ if ARGV[4] ~= '' then
     redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
     redis.call('HSET', KEYS[1], 'state', ARGV[4])
   end
+  if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'pr', ARGV[8]) else redis.call('HDEL', KEYS[1], 'pr') end
 end
 if ARGV[6] ~= '' then
   redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'nm'))
@@ -54,7 +56,7 @@ end
 -- srev moves only with what the engine's commit would otherwise overwrite (state, next), so a
 -- rename while the task is being fired does not hold its schedule back.
 if ARGV[4] ~= '' or ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[1], 'srev', 1) end
-if ARGV[8] and ARGV[8] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 9))
+if ARGV[9] and ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 10))
 end
 return {'ok', redis.call('HINCRBY', KEYS[1], 'rev', 1)}
