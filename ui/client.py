@@ -194,6 +194,13 @@ class Api:
     def run_task(self, task_id: str) -> pb.Execution:
         return self._call(self.stub.RunTask, pb.RunTaskRequest(id=task_id)).execution
 
+    def cancel_execution(self, execution_id: str, reason: str = "") -> pb.Execution:
+        request = pb.CancelExecutionRequest(id=execution_id, reason=reason)
+        return self._call(self.stub.CancelExecution, request).execution
+
+    def rerun_execution(self, execution_id: str) -> pb.Execution:
+        return self._call(self.stub.RerunExecution, pb.RerunExecutionRequest(id=execution_id)).execution
+
     def preview(self, schedule: pb.Schedule, count: int = 5) -> list[int]:
         """Next fire times (ms since the epoch)."""
         reply = self._call(

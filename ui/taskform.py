@@ -8,6 +8,7 @@ builds the Task the api receives and collects client-side errors per widget key,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,6 +54,26 @@ FIELD_WIDGETS = {
     "task.retry_policy.max_backoff": "e_max_backoff",
     "task.retry_policy.backoff_multiplier": "e_multiplier",
     "task.max_jitter": "e_jitter",
+    "task.pause_after_failures": "e_pause_after",
+    "task.overlap": "e_overlap",
+    "task.overlap.max_concurrent": "e_max_concurrent",
+    "task.catch_up": "e_catch_up",
+    "task.catch_up.limit": "e_catch_up_limit",
+    "task.catch_up.window": "e_catch_up_window",
+}
+
+# The policies' choices as the form shows them (docs/scheduling.md, "Overlap" and "Catch-up").
+OVERLAP_CHOICES = {
+    "Allow": pb.OverlapPolicy.OVERLAP_POLICY_ALLOW,
+    "Skip": pb.OverlapPolicy.OVERLAP_POLICY_SKIP,
+    "Buffer one": pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE,
+    "Cancel other": pb.OverlapPolicy.OVERLAP_POLICY_CANCEL_OTHER,
+}
+CATCH_UP_CHOICES = {
+    "Run the earliest": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_EARLIEST,
+    "Run the latest": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_LATEST,
+    "Run all (up to the limit)": pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL,
+    "Skip all": pb.CatchUpPolicy.CATCH_UP_POLICY_SKIP_ALL,
 }
 
 
@@ -97,6 +118,12 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_max_backoff": 60.0,
         "e_multiplier": 2.0,
         "e_jitter": 0.0,
+        "e_pause_after": 0,
+        "e_overlap": "Allow",
+        "e_max_concurrent": 0,
+        "e_catch_up": "Run the earliest",
+        "e_catch_up_limit": 10,
+        "e_catch_up_window": 0.0,
     }
 
 
@@ -116,6 +143,12 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         e_max_backoff=task.retry_policy.max_backoff.ToMilliseconds() / 1000 or 60.0,
         e_multiplier=task.retry_policy.backoff_multiplier or 2.0,
         e_jitter=task.max_jitter.ToMilliseconds() / 1000,
+        e_overlap=_choice(OVERLAP_CHOICES, task.overlap.policy, "Allow"),
+        e_max_concurrent=task.overlap.max_concurrent,
+        e_pause_after=task.pause_after_failures,
+        e_catch_up=_choice(CATCH_UP_CHOICES, task.catch_up.policy, "Run the earliest"),
+        e_catch_up_limit=task.catch_up.limit or 10,
+        e_catch_up_window=task.catch_up.window.ToMilliseconds() / 1000,
     )
     if task.schedule.HasField("cron"):
         values.update(
@@ -216,7 +249,29 @@ def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
     task.retry_policy.backoff_multiplier = float(values["e_multiplier"])
     if jitter_ms := round(float(values.get("e_jitter") or 0) * 1000):
         task.max_jitter.FromMilliseconds(jitter_ms)
+    _policies(values, task)
     return task, errors
+
+
+def _choice(choices: Mapping[str, int], value: int, default: str) -> str:
+    return next((label for label, v in choices.items() if v == value), default)
+
+
+def _policies(values: dict[str, Any], task: pb.Task) -> None:
+    """Overlap and catch-up: stored only when they differ from the defaults."""
+    overlap = OVERLAP_CHOICES[values.get("e_overlap") or "Allow"]
+    limit = int(values.get("e_max_concurrent") or 0)
+    if overlap != pb.OverlapPolicy.OVERLAP_POLICY_ALLOW or limit:
+        task.overlap.CopyFrom(pb.Overlap(policy=overlap, max_concurrent=limit))
+    task.pause_after_failures = int(values.get("e_pause_after") or 0)
+    catch_up = CATCH_UP_CHOICES[values.get("e_catch_up") or "Run the earliest"]
+    window_ms = round(float(values.get("e_catch_up_window") or 0) * 1000)
+    if catch_up != pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_EARLIEST or window_ms:
+        task.catch_up.policy = catch_up
+        if catch_up == pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL:
+            task.catch_up.limit = int(values.get("e_catch_up_limit") or 10)
+        if window_ms:
+            task.catch_up.window.FromMilliseconds(window_ms)
 
 
 UPDATE_PATHS = (
@@ -229,4 +284,7 @@ UPDATE_PATHS = (
     "timeout",
     "retry_policy",
     "max_jitter",
+    "overlap",
+    "catch_up",
+    "pause_after_failures",
 )

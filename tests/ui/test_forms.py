@@ -208,3 +208,38 @@ def test_edit_shows_secret_header_names_and_keeps_values_left_blank(api, stub, r
         "Authorization": "Bearer kept-secret",
         "X-New": "fresh",
     }
+
+
+def test_policies_are_sent_and_loaded_back(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("careful")
+    at.selectbox(key="e_overlap").select("Buffer one")
+    at.number_input(key="e_max_concurrent").set_value(2)
+    at.selectbox(key="e_catch_up").select("Run all (up to the limit)")
+    at.number_input(key="e_catch_up_limit").set_value(3)
+    at.number_input(key="e_catch_up_window").set_value(600.0)
+    at.number_input(key="e_pause_after").set_value(4)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert any("Created task" in s.value for s in at.success), texts(at)
+    [task] = list_all_tasks(stub)
+    assert task.overlap == pb.Overlap(policy=pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE, max_concurrent=2)
+    assert task.catch_up.policy == pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL
+    assert task.catch_up.limit == 3 and task.catch_up.window.ToMilliseconds() == 600_000
+    assert task.pause_after_failures == 4
+    edit = open_page(monkeypatch, api.target, EDIT, id=task.id)
+    assert edit.selectbox(key="e_overlap").value == "Buffer one"
+    assert edit.number_input(key="e_max_concurrent").value == 2
+    assert edit.selectbox(key="e_catch_up").value == "Run all (up to the limit)"
+    assert edit.number_input(key="e_pause_after").value == 4
+    # Back to the defaults: stored as unset.
+    edit.selectbox(key="e_overlap").select("Allow")
+    edit.number_input(key="e_max_concurrent").set_value(0)
+    edit.selectbox(key="e_catch_up").select("Run the earliest")
+    edit.number_input(key="e_catch_up_window").set_value(0.0)
+    edit.number_input(key="e_pause_after").set_value(0)
+    edit.button(key="e_save").click()
+    rerun_ok(edit)
+    again = get(stub, task.id)
+    assert not again.HasField("overlap") and not again.HasField("catch_up")
+    assert again.pause_after_failures == 0

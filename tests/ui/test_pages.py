@@ -170,3 +170,22 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
     assert "broken hook" in recent and "say hello" not in recent, "each failure names its task"
     links = [p for p in overview.get("page_link")]
     assert any(failed.id in str(p.proto) for p in links), "each failure links to its log"
+
+
+def test_an_execution_is_cancelled_and_rerun_from_its_detail(api, stub, monkeypatch) -> None:
+    task = create(stub, cron_task("nightly", expression="0 3 * * *"))
+    run = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution  # PENDING: no scheduler here
+    at = open_page(monkeypatch, api.target, EXECUTIONS, id=run.id)
+    at.button(key="x_cancel").click()
+    rerun_ok(at)
+    assert "Cancel asked" in texts(at)
+    cancelled = stub.GetExecution(pb.GetExecutionRequest(id=run.id)).execution
+    assert cancelled.status == pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
+    assert cancelled.status_message == "cancelled: CancelExecution: from the dashboard"
+    assert at.button(key="x_cancel").disabled  # it has ended
+    at.button(key="x_rerun").click()
+    rerun_ok(at)
+    runs = stub.ListExecutions(pb.ListExecutionsRequest(task_id=task.id)).executions
+    [again] = [e for e in runs if e.rerun_of == run.id]
+    assert at.text_input(key="x_open").value == again.id  # the rerun is opened
+    assert again.status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING

@@ -17,6 +17,7 @@ ACTIONS = {
     pb.AuditAction.AUDIT_ACTION_PAUSE_TASK: "paused task",
     pb.AuditAction.AUDIT_ACTION_RESUME_TASK: "resumed task",
     pb.AuditAction.AUDIT_ACTION_RUN_TASK: "ran task",
+    pb.AuditAction.AUDIT_ACTION_RERUN_EXECUTION: "reran execution",
     pb.AuditAction.AUDIT_ACTION_CREATE_TOKEN: "created token",
     pb.AuditAction.AUDIT_ACTION_REVOKE_TOKEN: "revoked token",
 }

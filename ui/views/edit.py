@@ -270,6 +270,60 @@ for key, col in (
     with col:
         field_error(key)
 
+st.subheader("Policies")
+o1, o2, o3, o4, o5, o6 = st.columns(6)
+o1.selectbox(
+    "When runs overlap",
+    tuple(tf.OVERLAP_CHOICES),
+    key="e_overlap",
+    help="An occurrence due while earlier runs are still active: run anyway, skip it, let one wait, "
+    "or cancel the oldest (docs/scheduling.md, Overlap)",
+)
+o2.number_input(
+    "Max concurrent (0: default)",
+    min_value=0,
+    max_value=100,
+    key="e_max_concurrent",
+    help="Runs of this task active at once; 0 means 1, or no limit with Allow",
+)
+o3.selectbox(
+    "Late occurrences",
+    tuple(tf.CATCH_UP_CHOICES),
+    key="e_catch_up",
+    help="Occurrences found late (the suite was down): which run; the others are recorded skipped",
+)
+o4.number_input(
+    "Catch-up limit",
+    min_value=1,
+    max_value=100,
+    key="e_catch_up_limit",
+    help="With Run all: at most this many",
+)
+o5.number_input(
+    "Catch-up window (s, 0: none)",
+    min_value=0.0,
+    max_value=366 * 86400.0,
+    key="e_catch_up_window",
+    help="Only occurrences at most this old when found may run",
+)
+o6.number_input(
+    "Pause after failures (0: never)",
+    min_value=0,
+    max_value=1000,
+    key="e_pause_after",
+    help="The task pauses itself after this many executions in a row failed or timed out",
+)
+for key, col in (
+    ("e_pause_after", o6),
+    ("e_overlap", o1),
+    ("e_max_concurrent", o2),
+    ("e_catch_up", o3),
+    ("e_catch_up_limit", o4),
+    ("e_catch_up_window", o5),
+):
+    with col:
+        field_error(key)
+
 st.button(
     "Create task" if editing is None else "Save changes",
     type="primary",

@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from schedcore import pb
 from schedcore.store.keys import TASK_ID
 from ui import format as fmt
+from ui import login
 from ui.client import ApiError
 from ui.common import api, page_guard, show_unreachable, task_name, zone
 from ui.paging import Pager
@@ -21,6 +22,53 @@ STATUSES = {"All": 0, **{label.capitalize(): value for value, label in fmt.STATU
 RANGES = {"Last hour": 3600, "Last 24 hours": 86400, "Last 7 days": 7 * 86400, "All time": None}
 
 
+def _planned_why(execution: pb.Execution) -> str:
+    """What set the planned start: the task's jitter, or a rerun (planned when it was asked for)."""
+    return (
+        " (rerun asked)" if execution.trigger == pb.ExecutionTrigger.EXECUTION_TRIGGER_RERUN else " (jitter)"
+    )
+
+
+def actions(execution: pb.Execution) -> None:
+    """Cancel (PENDING or RUNNING, not being cancelled yet) and Rerun, for editors."""
+    if flash := st.session_state.pop("x_flash", None):
+        (st.error if flash.startswith("!") else st.success)(flash.lstrip("!"))
+    read_only = not login.can_edit()
+    active = execution.status in (S.EXECUTION_STATUS_PENDING, S.EXECUTION_STATUS_RUNNING)
+    if execution.HasField("cancel_time") and active:
+        st.warning("Cancel asked: its executor is stopping the attempt.", icon=":material/hourglass_top:")
+    b1, b2, _ = st.columns([1, 1, 4])
+    b1.button(
+        "Cancel",
+        icon=":material/cancel:",
+        key="x_cancel",
+        disabled=read_only or not active or execution.HasField("cancel_time"),
+        help="A pending execution ends at once; a running one once its executor stopped it",
+        on_click=_act,
+        args=("Cancel asked", lambda: api().cancel_execution(execution.id, "from the dashboard")),
+    )
+    b2.button(
+        "Rerun",
+        icon=":material/replay:",
+        key="x_rerun",
+        disabled=read_only,
+        help="Run this occurrence again, as a new execution",
+        on_click=_act,
+        args=("Rerun created", lambda: api().rerun_execution(execution.id)),
+    )
+
+
+def _act(what: str, call) -> None:  # type: ignore[no-untyped-def]
+    """A button's callback (before the page reruns, so it may open the execution it made)."""
+    try:
+        made = call()
+    except ApiError as err:
+        st.session_state["x_flash"] = f"!{what} failed: {err}"
+        return
+    st.session_state["x_flash"] = f"{what}: {made.id}"
+    st.session_state["x_open"] = made.id
+
+
 def detail(execution: pb.Execution) -> None:
     tz = zone()
     label = fmt.status(execution.status)
@@ -28,6 +76,7 @@ def detail(execution: pb.Execution) -> None:
     made_by = {
         pb.ExecutionTrigger.EXECUTION_TRIGGER_MANUAL: "manual run",
         pb.ExecutionTrigger.EXECUTION_TRIGGER_BACKFILL: "backfilled",
+        pb.ExecutionTrigger.EXECUTION_TRIGGER_RERUN: f"rerun of `{execution.rerun_of}`",
     }.get(execution.trigger, "scheduled")
     st.markdown(f"Task **{task_name(execution.task_id)}** (`{execution.task_id}`) · {made_by}")
     m = st.columns(5)
@@ -45,7 +94,7 @@ def detail(execution: pb.Execution) -> None:
             [
                 ("Nominal time", fmt.ts(execution.nominal_time, tz)),
                 *(
-                    [("Planned start (jitter)", fmt.ts(execution.planned_time, tz))]
+                    [("Planned start" + _planned_why(execution), fmt.ts(execution.planned_time, tz))]
                     if execution.HasField("planned_time")
                     else []
                 ),
@@ -60,6 +109,7 @@ def detail(execution: pb.Execution) -> None:
     if execution.status_message:
         failed = execution.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_TIMED_OUT)
         (st.error if failed else st.info)(execution.status_message)
+    actions(execution)
     st.markdown("**Output**" + (" (truncated)" if execution.result.output_truncated else ""))
     output = execution.result.output
     if not output:

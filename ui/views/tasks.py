@@ -89,6 +89,8 @@ st.markdown(
 )
 if task.description:
     st.caption(task.description)
+if task.pause_reason:
+    st.warning(task.pause_reason.capitalize(), icon=":material/pause_circle:")
 
 
 def act(label: str, call, done: str) -> None:  # type: ignore[no-untyped-def]
