@@ -17,7 +17,17 @@ from tests.faults import scale as scales
 from tests.faults.checker import Figures
 
 ROWS: list[Figures] = []
-COLUMNS = ("scenario", "due", "executions", "lost", "duplicates", "re-runs", "skipped", "slowest (s)")
+COLUMNS = (
+    "scenario",
+    "due",
+    "executions",
+    "lost",
+    "duplicates",
+    "re-runs",
+    "skipped",
+    "overlap-skipped",
+    "slowest (s)",
+)
 
 
 class Recorder:
@@ -41,7 +51,17 @@ def figures() -> Iterator[Recorder]:
 def table(rows: list[Figures]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " | notes |", "|" + "---|" * (len(COLUMNS) + 1)]
     for f in sorted(rows, key=lambda r: r.scenario):
-        cells = (f.scenario, f.due, f.executions, f.lost, f.duplicates, f.reruns, f.skipped, f.slowest_s)
+        cells = (
+            f.scenario,
+            f.due,
+            f.executions,
+            f.lost,
+            f.duplicates,
+            f.reruns,
+            f.skipped,
+            f.overlapped,
+            f.slowest_s,
+        )
         lines.append("| " + " | ".join(str(c) for c in cells) + f" | {f.notes} |")
     return "\n".join(lines)
 

@@ -1,6 +1,8 @@
 """The workload of a scenario: one-time tasks spread over a window and every-second cron tasks
 bounded to that window (start_time/end_time), so the occurrences that come due are known exactly.
-Targets are http calls to the sink; `slow_ms` makes the one-time ones slow."""
+Targets are http calls to the sink; `slow_ms` makes the one-time ones slow. The cron tasks take
+turns at the overlap policies (ALLOW, SKIP, BUFFER_ONE), so every scenario runs with them in use:
+whatever a kill does, each occurrence still gets one record (an overlap SKIP is one)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from tests.faults.scale import Scale
 
 # Calls in flight while creating tasks (both api replicas take turns).
 CREATE_CONCURRENCY = 32
+OVERLAP_TURNS = (
+    pb.OverlapPolicy.OVERLAP_POLICY_ALLOW,
+    pb.OverlapPolicy.OVERLAP_POLICY_SKIP,
+    pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE,
+)
 
 
 @dataclass
@@ -82,6 +89,7 @@ def build(
                     )
                 ),
                 target=pb.Target(http=pb.HttpTarget(url=cluster.sink.url("/ok"))),
+                overlap=pb.Overlap(policy=OVERLAP_TURNS[i % len(OVERLAP_TURNS)]),
             )
         )
     channels = [cluster.stub(api) for api in cluster.apis]
