@@ -288,3 +288,36 @@ def test_deleting_a_task_queues_its_buffered_run_to_be_cancelled(redis_srv: Redi
         assert not await store.redis.exists(store.keys.task_active(task_id))
 
     run(redis_srv.url, body)
+
+
+def test_cancel_other_with_a_catch_up_of_several_runs_leaves_only_the_newest_queued(
+    redis_srv: RedisServer, rds: object
+) -> None:
+    """RUN_ALL catches up three runs in one commit: each cancels the one before it (PENDING,
+    created in the same script), and none of the cancelled stays in ready to be leased."""
+
+    async def body(stores: Stores) -> None:
+        store = stores.new()
+        task_id = secrets.token_hex(8)
+        spec = spec_of("caught up")
+        spec.id = task_id
+        spec.overlap.policy = OV.OVERLAP_POLICY_CANCEL_OTHER
+        spec.catch_up.policy = pb.CatchUpPolicy.CATCH_UP_POLICY_RUN_ALL
+        spec.catch_up.limit = 3
+        assert await store.tasks.create(task_id, spec, ACTIVE, await whole_second_ago(store, 5)) is None
+        [due] = await read(store)
+        now = await store.now_ms()
+        commit = plan(due, now, 1_000)  # found late: a catch-up
+        runs = [r.id for r in commit.records if r.status == S.EXECUTION_STATUS_PENDING]
+        assert len(runs) == 3
+        await store.engine.commit_fire([commit], now)
+        statuses = [(await record(store, r)).status for r in runs]
+        assert statuses == [
+            S.EXECUTION_STATUS_CANCELLED,
+            S.EXECUTION_STATUS_CANCELLED,
+            S.EXECUTION_STATUS_PENDING,
+        ]
+        assert [await ready_score(store, r) is not None for r in runs] == [False, False, True]
+        assert [i.execution.id for i in await store.engine.lease_ready(10, 60_000)] == [runs[2]]
+
+    run(redis_srv.url, body)

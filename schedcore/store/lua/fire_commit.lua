@@ -132,7 +132,11 @@ for c = 1, #commits do
         elseif status == STATUS.PENDING then
           redis.call('HSET', ek, 'pb', record, 'status', status)
           redis.call('SADD', act, rid)
-          gather(g, 'ZADD', KEYS[2], ready_at, rid)
+          if ov == '' then
+            gather(g, 'ZADD', KEYS[2], ready_at, rid)
+          else  -- at once: a later run of this commit may cancel it, which takes it out of ready
+            redis.call('ZADD', KEYS[2], ready_at, rid)
+          end
           queued = queued + 1
         else  -- born ended (a skipped occurrence): counted in this minute's stats
           redis.call('HSET', ek, 'pb', record, 'status', status)
