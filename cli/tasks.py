@@ -166,13 +166,16 @@ def backfill(client: Client, args: argparse.Namespace) -> None:
         end_time=values.instant("--to", args.end),
         dry_run=args.dry_run,
     )
+    if args.overlap is not None:
+        request.overlap.policy = taskflags.OVERLAP[args.overlap]
     reply = client.call(client.stub.BackfillTask, request)
     if args.output == "json":
         output.print_json(output.to_json(reply))
         return
     verb = "would create" if args.dry_run else "created"
     count = reply.occurrences - reply.existing if args.dry_run else reply.created
-    print(f"{reply.occurrences} occurrences, {reply.existing} with a record already, {verb} {count}")
+    skipped = f" ({reply.skipped} of them SKIPPED by the overlap rule)" if reply.skipped else ""
+    print(f"{reply.occurrences} occurrences, {reply.existing} with a record already, {verb} {count}{skipped}")
 
 
 def delete(client: Client, args: argparse.Namespace) -> None:
@@ -236,4 +239,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--from", dest="start", required=True, metavar="TIME", help="first instant (inclusive)")
     p.add_argument("--to", dest="end", required=True, metavar="TIME", help="end (exclusive), not after now")
     p.add_argument("--dry-run", action="store_true", help="count what would be created; create nothing")
+    p.add_argument(
+        "--overlap",
+        choices=tuple(taskflags.OVERLAP),
+        help="the overlap rule the runs are decided by, oldest first (default: the task's)",
+    )
     p.set_defaults(func=backfill)

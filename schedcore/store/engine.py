@@ -34,13 +34,19 @@ OVERLAP_RULES = {
 }
 
 
-def overlap_rule(spec: pb.Task) -> list[str | int] | str:
-    """The task's overlap rule as fire_commit.lua takes it: [policy, max concurrent], or "" for
-    none (ALLOW with no limit: nothing to check)."""
-    policy, limit = spec.overlap.policy, spec.overlap.max_concurrent
+def overlap_rule(overlap: pb.Overlap) -> list[str | int] | str:
+    """An overlap rule as fire_commit.lua takes it: [policy, max concurrent], or "" for none
+    (ALLOW with no limit: nothing to check)."""
+    policy, limit = overlap.policy, overlap.max_concurrent
     if policy in ALLOW:
         return ["skip", limit] if limit else ""
     return [OVERLAP_RULES[policy], limit or 1]
+
+
+def overlap_arg(overlap: pb.Overlap) -> str:
+    """The rule as execution_create.lua takes it: "<policy>:<limit>", or "" for none."""
+    rule = overlap_rule(overlap)
+    return f"{rule[0]}:{rule[1]}" if rule else ""
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ class EngineStore:
                     ],
                     pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
                     "1" if leased else "",
-                    overlap_rule(c.task.spec),
+                    overlap_rule(c.task.spec.overlap),
                 ]
             )
         packed = msgpack.packb(rows, use_bin_type=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,11 +99,13 @@ class ExecutionStore:
         ready_at_ms: int,
         audit: AuditEntry | None = None,
         quota: NamespaceQuota | None = None,
-    ) -> bool:
-        """Record a new execution (and its audit event, when given) and queue it for dispatch.
-        False if that id already exists; NotFound if its task does not. With `quota` (a manual
-        run), it counts against its namespace's runs in the minute of `ready_at_ms` (the store's
-        clock): OverQuota past the limit, and nothing is written."""
+        overlap: str = "",
+    ) -> str | None:
+        """Record a new execution (and its audit event, when given) and queue it for dispatch:
+        "run", or with an `overlap` rule ("<policy>:<limit>", engine.overlap_rule) what the rule
+        made of it ("buffer", "skip"). None if that id already exists; NotFound if its task does
+        not. With `quota` (a manual run), it counts against its namespace's runs in the minute of
+        `ready_at_ms` (the store's clock): OverQuota past the limit, and nothing is written."""
         partition = self.partitions.of_task(execution.task_id)
         k = self.partitions.all[partition]
         minute = ready_at_ms // 60_000
@@ -121,6 +123,8 @@ class ExecutionStore:
                 k.audit,
                 k.quota_runs(minute),
                 k.task_active(execution.task_id),
+                k.ready_command,
+                k.minute_stats(minute_of(ready_at_ms)),
             ],
             args=[
                 execution.id,
@@ -131,6 +135,8 @@ class ExecutionStore:
                 summary(execution).SerializeToString(),
                 namespace if quota is not None else "",
                 quota.max_runs_per_minute if quota is not None else 0,
+                overlap,
+                k.execution_prefix,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
@@ -140,7 +146,7 @@ class ExecutionStore:
             assert full is not None
             wait_s = 60 - (ready_at_ms % 60_000) // 1000
             raise passed("runs", namespace, full, used, int(result[2]), 1, "run", retry_s=wait_s)
-        return bool(result[0] == b"ok")
+        return result[1].decode() if result[0] == b"ok" else None
 
     async def cancel(
         self, execution_id: str, reason: str, now_ms: int, audit: AuditEntry | None = None
@@ -176,19 +182,22 @@ class ExecutionStore:
         return outcome
 
     async def create_missing(
-        self, executions: Sequence[pb.Execution], ready_at_ms: int, in_flight: int = 8
-    ) -> int:
+        self, executions: Sequence[pb.Execution], ready_at_ms: int, overlap: str = "", in_flight: int = 8
+    ) -> Counter[str]:
         """Record each execution whose id has no record yet and queue it (the create script of
         RunTask, without a quota: BackfillTask bounds its own count); `in_flight` calls at once
         (each holds a pooled connection, and the pool is bounded: a few, so that concurrent
-        backfills leave room for every other call).
-        Returns how many were created. NotFound when the task went away meanwhile."""
-        created = 0
-        for start in range(0, len(executions), in_flight):
-            chunk = executions[start : start + in_flight]
-            done = await asyncio.gather(*(self.create(e, ready_at_ms) for e in chunk))
-            created += sum(done)
-        return created
+        backfills leave room for every other call). With an `overlap` rule each is decided by
+        it, one at a time and oldest first (each decision depends on the ones before).
+        Returns how many were created, by what the rule made of them ("run", "buffer", "skip").
+        NotFound when the task went away meanwhile."""
+        made: Counter[str] = Counter()
+        step = 1 if overlap else in_flight
+        for start in range(0, len(executions), step):
+            chunk = executions[start : start + step]
+            done = await asyncio.gather(*(self.create(e, ready_at_ms, overlap=overlap) for e in chunk))
+            made.update(fate for fate in done if fate is not None)
+        return made
 
     async def count_existing(self, execution_ids: Sequence[str]) -> int:
         """How many of these executions have a record (one pipelined EXISTS each)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations
 from schedcore.schedule import Window
+from schedcore.store.engine import overlap_arg
 from schedcore.store.executions import new_record
 from services.api import schedulecheck
 
@@ -29,6 +30,8 @@ def occurrences(request: pb.BackfillTaskRequest, spec: pb.Task, now_ms: int) -> 
         start = schedulecheck.timestamp_ms(v, "start_time", request.start_time)
     if request.HasField("end_time"):
         end = schedulecheck.timestamp_ms(v, "end_time", request.end_time)
+    if request.HasField("overlap"):
+        schedulecheck.overlap(v, request.overlap, "overlap")
     if start is not None and end is not None and end <= start:
         v.add("end_time", "must be after start_time")
     elif end is not None and end > now_ms:
@@ -46,6 +49,12 @@ def occurrences(request: pb.BackfillTaskRequest, spec: pb.Task, now_ms: int) -> 
         times.append(found)
         current = found
     return times
+
+
+def overlap(request: pb.BackfillTaskRequest, spec: pb.Task) -> str:
+    """The overlap rule the backfilled runs are decided by (execution_create.lua's form): the
+    request's, else the task's (validated by occurrences())."""
+    return overlap_arg(request.overlap if request.HasField("overlap") else spec.overlap)
 
 
 def records(task_id: str, spec: pb.Task, times: list[int], now_ms: int) -> list[pb.Execution]:

@@ -103,14 +103,17 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
         if request.dry_run:
             existing = await self.store.executions.count_existing([r.id for r in made])
             return pb.BackfillTaskResponse(occurrences=len(times), existing=existing)
-        created = await self.store.executions.create_missing(made, ready_at_ms=now)
+        fates = await self.store.executions.create_missing(made, now, backfill.overlap(request, stored.spec))
+        created = fates.total()
         if created:
             audit = self._audit(
                 ACTION.AUDIT_ACTION_BACKFILL_TASK, namespace=stored.namespace, task_id=task_id
             )
             await self.store.audit.append(self.store.partitions.of_task(task_id), audit)
             await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
-        return pb.BackfillTaskResponse(occurrences=len(times), existing=len(times) - created, created=created)
+        return pb.BackfillTaskResponse(
+            occurrences=len(times), existing=len(times) - created, created=created, skipped=fates["skip"]
+        )
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext

@@ -169,8 +169,7 @@ def catch_up(v: Violations, catch_up: pb.CatchUp) -> pb.CatchUp:
     return out
 
 
-def overlap(v: Violations, overlap: pb.Overlap) -> pb.Overlap:
-    path = "task.overlap"
+def overlap(v: Violations, overlap: pb.Overlap, path: str = "task.overlap") -> pb.Overlap:
     out = pb.Overlap()
     if overlap.policy not in pb.OverlapPolicy.values():
         v.add(f"{path}.policy", f"unknown policy {overlap.policy}")

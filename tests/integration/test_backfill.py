@@ -83,6 +83,33 @@ def test_two_clients_at_once_create_each_occurrence_once(api, stub) -> None:  # 
     assert len(runs) == len({e.id for e in runs}) == 500
 
 
+def test_the_overlap_rule_decides_the_backfilled_runs_oldest_first(api, stub, rds) -> None:  # type: ignore[no-untyped-def]
+    """The task's rule by default: with BUFFER_ONE the oldest runs, the next waits, the rest are
+    SKIPPED naming the active run; a rule in the request overrides it (ALLOW: all run)."""
+    start = (now_ms() // 60_000 - 60) * 60_000
+    task = every_minute(stub, start)
+    task.overlap.CopyFrom(pb.Overlap(policy=pb.OverlapPolicy.OVERLAP_POLICY_BUFFER_ONE))
+    stub.UpdateTask(pb.UpdateTaskRequest(task=task, update_mask={"paths": ["overlap"]}), timeout=TIMEOUT)
+    done = backfill(stub, task.id, start, start + 5 * 60_000)
+    assert (done.occurrences, done.created, done.skipped) == (5, 5, 3)
+    runs = sorted(list_all_executions(stub, task_id=task.id), key=lambda e: ms_of(e.nominal_time))
+    S = pb.ExecutionStatus
+    assert [e.status for e in runs] == [S.EXECUTION_STATUS_PENDING] * 2 + [S.EXECUTION_STATUS_SKIPPED] * 3
+    assert "BUFFER_ONE" in runs[1].status_message
+    assert all(e.status_message.startswith(f"overlap: {runs[0].id} still active") for e in runs[2:])
+    assert rds.zscore("ts:{0}:ready", runs[0].id) is not None
+    assert rds.zscore("ts:{0}:ready", runs[1].id) is None  # in the task's buffer
+    # Asked to ALLOW, a later range runs whole.
+    request = pb.BackfillTaskRequest(
+        id=task.id,
+        start_time=ts_ms(start + 10 * 60_000),
+        end_time=ts_ms(start + 14 * 60_000),
+        overlap=pb.Overlap(policy=pb.OverlapPolicy.OVERLAP_POLICY_ALLOW),
+    )
+    allowed = stub.BackfillTask(request, timeout=TIMEOUT)
+    assert (allowed.created, allowed.skipped) == (4, 0)
+
+
 def test_bad_ranges_are_refused_naming_the_field(stub, rds) -> None:
     now = now_ms()
     every_second = pb.Task(
@@ -109,6 +136,15 @@ def test_bad_ranges_are_refused_naming_the_field(stub, rds) -> None:
             "end_time",
         ),
         (pb.BackfillTaskRequest(id="nope", start_time=ts_ms(now - 5000), end_time=ts_ms(now)), "id"),
+        (
+            pb.BackfillTaskRequest(
+                id=task.id,
+                start_time=ts_ms(now - 5000),
+                end_time=ts_ms(now - 1000),
+                overlap=pb.Overlap(max_concurrent=101),
+            ),
+            "overlap.max_concurrent",
+        ),
     ]
     for request, field in cases:
         invalid(lambda r=request: stub.BackfillTask(r, timeout=TIMEOUT), field)

@@ -39,50 +39,9 @@ local function clock()
 end
 local g = gathered()  -- the index, ready and global history: one write each per call
 
--- One execution ended (CANCELLED) by an overlap decision: out of its task's active set and
--- counted in this minute's stats.
-local function ended_cancelled(act, o)
-  redis.call('SREM', act, o)
+-- An execution an overlap decision ended (CANCELLED): counted in this minute's stats.
+local function ended_cancelled()
   ended['s' .. STATUS.CANCELLED] = (ended['s' .. STATUS.CANCELLED] or 0) + 1
-end
-
--- What overlap rule `ov` makes of run `rid` of the task with hash `tk`: 'run', 'buffer' (it
--- waits in the task's buffer) or 'skip', and the status message of its record.
-local function overlap_fate(ov, tk, act, rid)
-  local policy, limit = ov[1], tonumber(ov[2])
-  local live = live_active(act, execution_prefix)
-  if #live < limit then return 'run' end
-  local buffered = redis.call('HGET', tk, 'buf')
-  buffered = buffered and string.match(buffered, '^%d+:%d+:(.+)$')
-  if policy == 'cancel' then
-    local ending, need = 0, #live - limit + 1
-    for _, o in ipairs(live) do
-      if redis.call('HEXISTS', execution_prefix .. o, 'cx') == 1 then ending = ending + 1 end
-    end
-    local why = 'the overlap policy CANCEL_OTHER: ' .. rid .. ' came due'
-    for _, o in ipairs(live) do
-      if ending >= need then break end
-      local r = cancel_execution(o, execution_prefix .. o, why, clock(), KEYS[2], KEYS[7])
-      if r == 'ended' then ended_cancelled(act, o) end
-      if r then ending = ending + 1 end
-    end
-    live = live_active(act, execution_prefix)
-    if #live < limit then return 'run' end
-    if buffered then  -- the newest waits: the one waiting before it never starts
-      redis.call('HDEL', tk, 'buf')
-      local why2 = 'the overlap policy CANCEL_OTHER: superseded by ' .. rid
-      if cancel_execution(buffered, execution_prefix .. buffered, why2, clock(), KEYS[2], KEYS[7]) then
-        ended_cancelled(act, buffered)
-      end
-    end
-    return 'buffer', 'waiting: the overlap policy CANCEL_OTHER starts it once ' .. some_ids(live) .. ' stopped'
-  end
-  if policy == 'buffer' and not buffered then
-    return 'buffer', 'waiting: the overlap policy BUFFER_ONE starts it when one of ' .. some_ids(live) .. ' ended'
-  end
-  local message = 'overlap: ' .. some_ids(live) .. ' still active (max_concurrent ' .. limit .. ')'
-  if buffered then message = message .. '; ' .. buffered .. ' waits already' end
-  return 'skip', message
 end
 for c = 1, #commits do
   local t = commits[c]
@@ -106,7 +65,9 @@ for c = 1, #commits do
       local ek = execution_prefix .. rid
       if redis.call('EXISTS', ek) == 0 then
         local fate, message = 'run', nil
-        if status == STATUS.PENDING and ov ~= '' then fate, message = overlap_fate(ov, key, act, rid) end
+        if status == STATUS.PENDING and ov ~= '' then
+          fate, message = overlap_fate(ov, key, act, rid, execution_prefix, KEYS[2], KEYS[7], clock(), ended_cancelled)
+        end
         local summary = first_summary
         if fate == 'skip' then
           status = STATUS.SKIPPED

@@ -192,3 +192,47 @@ local function cancel_execution(id, ek, reason, now, ready, ready_command)
   end
   return false
 end
+
+-- What overlap rule `ov` ({policy, limit}: "skip", "buffer" or "cancel") makes of a new run
+-- `rid` of the task with hash `tk` and active set `act` (docs/engine.md, "Overlap"): 'run',
+-- 'buffer' (it waits in the task's buffer) or 'skip', and the status message for its record.
+-- Executions it cancels leave `act`, and `on_cancelled()` is called for each one ended now.
+local function overlap_fate(ov, tk, act, rid, execution_prefix, ready, ready_command, now, on_cancelled)
+  local policy, limit = ov[1], tonumber(ov[2])
+  local live = live_active(act, execution_prefix)
+  if #live < limit then return 'run' end
+  local buffered = redis.call('HGET', tk, 'buf')
+  buffered = buffered and string.match(buffered, '^%d+:%d+:(.+)$')
+  if policy == 'cancel' then
+    local ending, need = 0, #live - limit + 1
+    for _, o in ipairs(live) do
+      if redis.call('HEXISTS', execution_prefix .. o, 'cx') == 1 then ending = ending + 1 end
+    end
+    local why = 'the overlap policy CANCEL_OTHER: ' .. rid .. ' came due'
+    for _, o in ipairs(live) do
+      if ending >= need then break end
+      local r = cancel_execution(o, execution_prefix .. o, why, now, ready, ready_command)
+      if r == 'ended' then
+        redis.call('SREM', act, o)
+        on_cancelled()
+      end
+      if r then ending = ending + 1 end
+    end
+    live = live_active(act, execution_prefix)
+    if #live < limit then return 'run' end
+    if buffered then  -- the newest waits: the one waiting before it never starts
+      redis.call('HDEL', tk, 'buf')
+      local superseded = 'the overlap policy CANCEL_OTHER: superseded by ' .. rid
+      if cancel_execution(buffered, execution_prefix .. buffered, superseded, now, ready, ready_command) then
+        on_cancelled()
+      end
+    end
+    return 'buffer', 'waiting: the overlap policy CANCEL_OTHER starts it once ' .. some_ids(live) .. ' stopped'
+  end
+  if policy == 'buffer' and not buffered then
+    return 'buffer', 'waiting: the overlap policy BUFFER_ONE starts it when one of ' .. some_ids(live) .. ' ended'
+  end
+  local message = 'overlap: ' .. some_ids(live) .. ' still active (max_concurrent ' .. limit .. ')'
+  if buffered then message = message .. '; ' .. buffered .. ' waits already' end
+  return 'skip', message
+end
