@@ -59,10 +59,17 @@ def slow_share(scale: Scale, per_second: int = 50) -> float:
 
 
 def build(
-    cluster: Cluster, scale: Scale, *, slow_ms: int = 0, slow_share: float = 1.0, lead_s: float | None = None
+    cluster: Cluster,
+    scale: Scale,
+    *,
+    slow_ms: int = 0,
+    slow_share: float = 1.0,
+    lead_s: float | None = None,
+    overlap: bool = True,
 ) -> Workload:
     """Create the tasks; the first occurrence is `lead_s` from now (enough to create them all).
-    `slow_share` of the one-time tasks call a target that takes `slow_ms`."""
+    `slow_share` of the one-time tasks call a target that takes `slow_ms`. `overlap`: the cron
+    tasks take turns at the overlap policies (False: all ALLOW)."""
     lead = lead_s if lead_s is not None else 2.0 + scale.one_time / 400
     now = cluster.now_ms()
     start = (now + int(lead * 1000)) // 1000 * 1000 + 1000
@@ -89,7 +96,9 @@ def build(
                     )
                 ),
                 target=pb.Target(http=pb.HttpTarget(url=cluster.sink.url("/ok"))),
-                overlap=pb.Overlap(policy=OVERLAP_TURNS[i % len(OVERLAP_TURNS)]),
+                overlap=pb.Overlap(
+                    policy=OVERLAP_TURNS[i % len(OVERLAP_TURNS)] if overlap else OVERLAP_TURNS[0]
+                ),
             )
         )
     channels = [cluster.stub(api) for api in cluster.apis]
