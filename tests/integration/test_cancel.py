@@ -5,6 +5,7 @@ audit trail names the call, and bad or late requests are refused without changin
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -114,3 +115,37 @@ def test_bad_cancel_requests_are_refused_naming_the_field(redis_srv: RedisServer
         assert rds.zscore("ts:{0}:ready", pending.id) is None
         got = s.stub.GetTask(pb.GetTaskRequest(id=created.id)).task
         assert got.last_execution.status == S.EXECUTION_STATUS_CANCELLED
+
+
+def test_a_running_execution_whose_executor_was_killed_ends_cancelled_and_never_runs_again(
+    redis_srv: RedisServer, rds: redis.Redis, target: SlowTarget
+) -> None:
+    """The executor is SIGKILLed mid-call, then the execution is cancelled: nobody can stop the
+    attempt, so its lease runs out and reclaim ends it CANCELLED; an executor started afterwards
+    never calls the target again."""
+    env = {"LEASE_SECONDS": "3"}
+    with suite(redis_srv, schedulers=1, executors=1, **env) as s:
+        task = pb.Task(
+            name="http",
+            schedule=PAUSED_SCHEDULE,
+            target=pb.Target(http=pb.HttpTarget(url=f"http://127.0.0.1:{target.port}/hang")),
+        )
+        task.timeout.FromSeconds(120)
+        created = s.stub.CreateTask(pb.CreateTaskRequest(task=task)).task
+        eid = s.stub.RunTask(pb.RunTaskRequest(id=created.id)).execution.id
+        wait_for(lambda: bool(target.calls["/hang"]), 20)
+        [executor, _] = s.processes
+        executor.send_signal(signal.SIGKILL)
+        executor.wait(5)
+        reply = s.stub.CancelExecution(pb.CancelExecutionRequest(id=eid))
+        assert reply.execution.status == S.EXECUTION_STATUS_RUNNING
+        s.start_executor(s.executor_ports[0], **env)
+
+        def ended() -> pb.Execution:
+            return s.stub.GetExecution(pb.GetExecutionRequest(id=eid)).execution
+
+        wait_for(lambda: ended().status == S.EXECUTION_STATUS_CANCELLED, 20)
+        assert ended().status_message == "cancelled: CancelExecution"
+        time.sleep(2)
+        assert len(target.calls["/hang"]) == 1  # not run again by the new executor
+        assert rds.zscore("ts:{0}:inflight", eid) is None and rds.zscore("ts:{0}:ready", eid) is None
