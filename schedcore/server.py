@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from schedcore import logs
 from schedcore.errors import StoreUnavailable
 from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
+from schedcore.reflection import enable_reflection
 from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
 from schedcore.supervisor import die_with_parent, process_count, supervise
 from schedcore.tls import ServerCertificates, server_certificates
@@ -112,9 +112,7 @@ class GrpcService:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(register(self.server))
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_reflection(self.server, [*self.service_names, health.SERVICE_NAME])
         # A certificate that cannot be used stops the service here, before it binds anything.
         self.certificates: ServerCertificates | None = server_certificates(settings)
         # HEALTH_PORT: the health service alone, plaintext, for Kubernetes' grpc probes.

@@ -1,14 +1,17 @@
 // A Node.js client of the suite's api (scheduler.v1.TaskService): it creates a one-time task due
-// in a second, finds it with ListTasks, then waits for its execution and prints it.
+// in a second, lists every task page by page (ListTasks) and finds its own among them, then waits
+// for its execution and prints it.
 //
 //   npm ci                                      # at the project's root (package-lock.json)
 //   API_ADDR=localhost:50051 SCHEDCTL_TOKEN=$(cat .data/dev-admin-token) node examples/node/client.js
 //
 // The token (SCHEDCTL_TOKEN, as for schedctl) goes with every call as `authorization: Bearer`.
+// PAGE_SIZE (default 100, at most 1000) is the page_size of each ListTasks call.
 //
 // Stubs are built at run time from protos/ by @grpc/proto-loader; the google/protobuf types the
 // protos import (Timestamp, Duration, Struct, FieldMask) are bundled with protobufjs.
-// Each step prints one JSON line; the exit status is 0 once an execution has ended.
+// Each step prints one JSON line (one per page of ListTasks); the exit status is 0 once an
+// execution has ended.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -20,6 +23,7 @@ const PROTOS = path.resolve(__dirname, "..", "..", "protos");
 const API_ADDR = process.env.API_ADDR || "localhost:50051";
 const TOKEN = process.env.SCHEDCTL_TOKEN || "";
 const WAIT_SECONDS = Number(process.env.WAIT_SECONDS || 30);
+const PAGE_SIZE = Number(process.env.PAGE_SIZE || 100);
 const TERMINAL = new Set([
   "EXECUTION_STATUS_SUCCEEDED",
   "EXECUTION_STATUS_FAILED",
@@ -72,10 +76,23 @@ async function main() {
   });
   print("created", { id: task.id, name: task.name, state: task.state, etag: task.etag });
 
-  const listed = await call("ListTasks", { name_contains: name, page_size: 10 });
-  const found = listed.tasks.find((t) => t.id === task.id);
-  if (!found) throw new Error(`ListTasks did not return task ${task.id}`);
-  print("listed", { id: found.id, name: found.name, state: found.state, count: listed.tasks.length });
+  // Every task the token may see, one page per call. A page may hold fewer tasks than asked even
+  // when more follow: only an empty next_page_token ends the list. Each next call passes the
+  // previous page's token with the same filters (here: none).
+  let found;
+  let count = 0;
+  let pages = 0;
+  let page_token = "";
+  do {
+    const reply = await call("ListTasks", { page_size: PAGE_SIZE, page_token });
+    pages += 1;
+    count += reply.tasks.length;
+    print("page", { page: pages, ids: reply.tasks.map((t) => t.id) });
+    found = found || reply.tasks.find((t) => t.id === task.id);
+    page_token = reply.next_page_token;
+  } while (page_token);
+  if (!found) throw new Error(`ListTasks did not return task ${task.id} in ${pages} pages`);
+  print("listed", { id: found.id, name: found.name, state: found.state, count, pages });
 
   const deadline = Date.now() + WAIT_SECONDS * 1000;
   for (;;) {

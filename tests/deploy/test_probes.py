@@ -83,11 +83,12 @@ def test_kubelet_grpc_probes_reach_a_tls_service_on_its_health_port(
             assert reply.status == SERVING
         # The health port serves the health service and nothing else.
         with grpc.insecure_channel(f"127.0.0.1:{health_port}") as ch:
-            with pytest.raises(grpc.RpcError) as info:
-                ch.unary_unary("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")(
-                    b"", timeout=2
-                )
-            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            for version in ("v1", "v1alpha"):
+                with pytest.raises(grpc.RpcError) as info:
+                    ch.unary_unary(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo")(
+                        b"", timeout=2
+                    )
+                assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         proc.terminate()
         proc.wait(20)

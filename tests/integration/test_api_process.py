@@ -17,9 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
 from schedcore import pb
@@ -228,19 +229,90 @@ def test_health_is_serving_for_the_server_and_task_service(shared_api: ApiProces
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_lists_the_services(shared_api: ApiProcess) -> None:
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+
+
+def reflection_call(
+    channel: grpc.Channel, service: str, requests: list[reflection_pb2.ServerReflectionRequest]
+) -> list[reflection_pb2.ServerReflectionResponse]:
+    """One reflection stream to `service` (v1 or v1alpha). The v1 messages are the v1alpha ones
+    on the wire (only the package differs), so the v1alpha classes encode both."""
+    info = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return list(info(iter(requests), timeout=5))
+
+
+@pytest.mark.parametrize("service", [REFLECTION_V1, REFLECTION_V1ALPHA])
+def test_reflection_lists_the_services(shared_api: ApiProcess, service: str) -> None:
     with shared_api.channel() as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        requests = [
-            reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol=TASK_SERVICE),
-        ]
-        listed, described = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
+        listed, described, itself = reflection_call(
+            channel,
+            service,
+            [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=TASK_SERVICE),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=service),
+            ],
+        )
     names = {s.name for s in listed.list_services_response.service}
-    assert {TASK_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert {TASK_SERVICE, "grpc.health.v1.Health", REFLECTION_V1, REFLECTION_V1ALPHA} <= names
     # The descriptors themselves are served, so grpcurl-like tools can call the api.
     assert described.file_descriptor_response.file_descriptor_proto
     assert b"CreateTask" in b"".join(described.file_descriptor_response.file_descriptor_proto)
+    # Both reflection services describe themselves, each under its own package.
+    (proto,) = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in itself.file_descriptor_response.file_descriptor_proto
+    ]
+    assert f"{proto.package}.{proto.service[0].name}" == service
+    (method,) = proto.service[0].method
+    assert method.name == "ServerReflectionInfo" and method.client_streaming and method.server_streaming
+    assert method.input_type == f".{proto.package}.ServerReflectionRequest"
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_a_reflection_client_lists_describes_and_calls(
+    shared_api: ApiProcess, protocol: str, tmp_path: Path
+) -> None:
+    # buf curl (node_modules, `make tools`): a reflection client of its own, in Go, like grpcurl.
+    assert BUF.exists(), "run `make tools` (npm ci) first"
+
+    def buf_curl(*args: str) -> str:
+        done = subprocess.run(
+            [
+                str(BUF),
+                "curl",
+                "--protocol",
+                "grpc",
+                "--http2-prior-knowledge",
+                "--reflect-protocol",
+                protocol,
+                *args,
+            ],
+            env={**os.environ, "BUF_CACHE_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    base = f"http://{shared_api.target}"
+    services = buf_curl("--list-services", base).split()
+    assert {TASK_SERVICE, "grpc.health.v1.Health", REFLECTION_V1, REFLECTION_V1ALPHA} <= set(services)
+    # Listing methods takes every service's file descriptors.
+    methods = buf_curl("--list-methods", base).split()
+    assert f"{TASK_SERVICE}/CreateTask" in methods
+    assert f"{REFLECTION_V1}/ServerReflectionInfo" in methods
+    # A call whose request and response the client encodes from the reflected schema alone.
+    reply = json.loads(buf_curl("-d", '{"service": ""}', f"{base}/grpc.health.v1.Health/Check"))
+    assert reply == {"status": "SERVING"}
 
 
 def test_logs_are_json_lines_on_stdout(shared_api: ApiProcess) -> None:

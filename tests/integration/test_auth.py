@@ -32,7 +32,7 @@ from tests.integration.auth_support import (
     start_auth_api,
 )
 from tests.integration.helpers import TIMEOUT, create, cron_task, rpc_error, snapshot, stop_service
-from tests.integration.test_api_process import api_process
+from tests.integration.test_api_process import REFLECTION_V1, api_process, reflection_call
 from tests.support import RedisServer, ServiceThread, wait_for
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -318,6 +318,11 @@ def test_health_and_reflection_answer_without_a_token(auth_api: AuthApi) -> None
     )
     names = {s.name for s in replies[0].list_services_response.service}
     assert {"scheduler.v1.TaskService", "scheduler.v1.AuthService", "scheduler.v1.AuditService"} <= names
+    # Reflection v1 too (the same messages on the wire, under grpc.reflection.v1).
+    (listed,) = reflection_call(
+        auth_api.channel, REFLECTION_V1, [reflection_pb2.ServerReflectionRequest(list_services="")]
+    )
+    assert names == {s.name for s in listed.list_services_response.service}
 
 
 @pytest.fixture()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
+from tests.integration.test_api_process import REFLECTION_V1, REFLECTION_V1ALPHA, reflection_call
 from tests.integration.test_executor import (
     PENDING,
     SUCCEEDED,
@@ -111,6 +113,38 @@ def test_sigterm_hands_back_long_attempts_and_exits_0(http_server: HttpServer, t
     assert 0.5 <= took < 8
     logs = out.read_text()
     assert "executor shutting down" in logs and "executor stopped" in logs
+
+
+def test_reflection_v1_and_v1alpha_describe_the_executor() -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), REDIS_URL="redis://127.0.0.1:1/0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.executor"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    service = "scheduler.internal.v1.ExecutorService"
+    try:
+        wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
+        with grpc.insecure_channel(target) as channel:
+            for reflection in (REFLECTION_V1, REFLECTION_V1ALPHA):
+                listed, described = reflection_call(
+                    channel,
+                    reflection,
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol=service),
+                    ],
+                )
+                names = {s.name for s in listed.list_services_response.service}
+                assert {service, REFLECTION_V1, REFLECTION_V1ALPHA} <= names, reflection
+                assert described.file_descriptor_response.file_descriptor_proto, reflection
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def test_health_turns_not_serving_while_draining(http_server: HttpServer, tmp_path: Path) -> None:
