@@ -5,9 +5,9 @@ sets one header of an http target, `--label` sets one label. The top-level field
 the update_mask.
 
 Secret header and secret environment values never come back from the api (names only, with empty
-values, which an update keeps as stored); `--secret-header 'NAME: @FILE'` and `--secret-env
-NAME=@FILE` read the value from a file so that it stays out of shell history and process
-listings."""
+values, which an update keeps as stored), nor do signing secrets (one empty string each, which an
+update keeps); `--secret-header 'NAME: @FILE'`, `--secret-env NAME=@FILE` and `--signing-secret
+@FILE` read the value from a file so that it stays out of shell history and process listings."""
 
 from __future__ import annotations
 
@@ -75,10 +75,19 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
         metavar="'NAME: VALUE|@FILE'",
         help="repeatable; write-only: never shown, logged or returned",
     )
+    target.add_argument(
+        "--signing-secret",
+        action="append",
+        default=[],
+        metavar="whsec_...|@FILE",
+        help="sign each request (Standard Webhooks); at most 2 (rotation); write-only"
+        + ("; the ones given replace the stored ones" if update else ""),
+    )
     if update:
         target.add_argument(
             "--remove-header", action="append", default=[], metavar="NAME", help="plain or secret; repeatable"
         )
+        target.add_argument("--remove-signing-secrets", action="store_true", help="stop signing the requests")
     target.add_argument("--body", metavar="TEXT|@FILE")
     target.add_argument("--expected-status", type=int, metavar="CODE", help="default: any 2xx")
     target.add_argument(
@@ -244,11 +253,14 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
     _kind(args, task, changed)
     _command(args, task, changed)
     removed = getattr(args, "remove_header", [])
+    unsigned = getattr(args, "remove_signing_secrets", False)
     http_flags = (
         args.method,
         args.header or None,
         args.secret_header or None,
         removed or None,
+        args.signing_secret or None,
+        unsigned or None,
         args.body,
         args.expected_status,
     )
@@ -256,13 +268,19 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
         return
     if task.target.WhichOneof("kind") != "http":
         raise UsageError(
-            "--method, --header, --secret-header, --remove-header, --body and --expected-status "
-            "need an http target (--http-url)"
+            "--method, --header, --secret-header, --remove-header, --signing-secret, "
+            "--remove-signing-secrets, --body and --expected-status need an http target (--http-url)"
         )
     http = task.target.http
     if args.method is not None:
         http.method = pb.HttpMethod.Value(f"HTTP_METHOD_{args.method}")  # type: ignore[assignment]
     _headers(args, http, removed)
+    if unsigned and args.signing_secret:
+        raise UsageError("--remove-signing-secrets and --signing-secret: give one or the other")
+    if unsigned or args.signing_secret:  # the ones given (none: stop signing) replace the stored ones
+        del http.signing_secrets[:]
+        given = args.signing_secret
+        http.signing_secrets.extend(_secret("--signing-secret", s, "a signing secret") for s in given)
     if args.body is not None:
         http.body = values.read_arg("--body", args.body).encode()
     if args.expected_status is not None:
@@ -302,11 +320,16 @@ def _headers(args: argparse.Namespace, http: pb.HttpTarget, removed: list[str]) 
             http.headers[name] = value
     if args.secret_header:
         for name, value in values.pairs("--secret-header", args.secret_header, sep=":").items():
-            secret = values.read_arg("--secret-header", value).strip() if value.startswith("@") else value
-            if not secret:
-                raise UsageError(f"--secret-header: the value of {name!r} is empty")
             _drop(http.headers, name)
-            http.secret_headers[name] = secret
+            http.secret_headers[name] = _secret("--secret-header", value, f"the value of {name!r}")
+
+
+def _secret(flag: str, value: str, what: str) -> str:
+    """A secret flag's value, or the content of the file `@FILE` names (stripped); never empty."""
+    secret = values.read_arg(flag, value).strip() if value.startswith("@") else value
+    if not secret:
+        raise UsageError(f"{flag}: {what} is empty")
+    return secret
 
 
 def _drop(headers: MutableMapping[str, str], name: str) -> None:
@@ -328,11 +351,8 @@ def _command(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None
         command.secret_env.pop(name, None)  # a variable is either secret or not: this one is not now
         command.env[name] = value
     for name, value in values.pairs("--secret-env", args.secret_env).items():
-        secret = values.read_arg("--secret-env", value).strip() if value.startswith("@") else value
-        if not secret:
-            raise UsageError(f"--secret-env: the value of {name!r} is empty")
         command.env.pop(name, None)
-        command.secret_env[name] = secret
+        command.secret_env[name] = _secret("--secret-env", value, f"the value of {name!r}")
     if args.workdir is not None:
         command.working_dir = args.workdir
     changed.add("target")

@@ -67,6 +67,7 @@ def _target_rows(target: pb.Target) -> list[tuple[str, str]]:
         http = target.http
         rows += [(f"  header {k}", v) for k, v in sorted(http.headers.items())]
         rows += [(f"  header {k}", "(secret)") for k in sorted(http.secret_headers)]
+        rows += [("  signing secret", "(secret)") for _ in http.signing_secrets]
         if http.body:
             rows.append(("  body", output.short(http.body.decode(errors="replace"), 100)))
         if http.expected_status:

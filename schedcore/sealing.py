@@ -1,5 +1,6 @@
 """Secret target values sealed at rest (docs/security.md, "Safe targets"): an http target's
-secret header values and a command target's secret environment values (`secret_maps`).
+secret header values and signing secrets, and a command target's secret environment values
+(`secret_maps`).
 
 With SECRET_KEYS set (Fernet keys: AES-128-CBC with HMAC-SHA256, from `cryptography`), the api
 stores every secret value as `sealed:v1:<Fernet token>` and only the executor, about to send the
@@ -12,7 +13,7 @@ Without SECRET_KEYS values are stored as they are (and opened as they are).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -38,11 +39,43 @@ def is_sealed(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
+class Positions(MutableMapping[str, str]):
+    """A repeated string field seen as a map from positions ("0", "1", ...) to values, so a list
+    of secrets goes through the same steps as a map of them (a path reads `field[0]`). Values
+    can be replaced in place; removing one is not supported (positions would shift)."""
+
+    def __init__(self, values: MutableSequence[str]) -> None:
+        self._values = values
+
+    def _index(self, key: str) -> int:
+        if not (key.isdigit() and int(key) < len(self._values)):
+            raise KeyError(key)
+        return int(key)
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[self._index(key)]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._values[self._index(key)] = value
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("positions of a list of secrets cannot be removed one by one")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([str(i) for i in range(len(self._values))])
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 def secret_maps(target: pb.Target) -> list[tuple[str, MutableMapping[str, str]]]:
     """The target's maps of secret values, each with its field path under the target: the one
     list every step (validate, seal, keep on update, redact, open) walks."""
     if target.HasField("http"):
-        return [("http.secret_headers", target.http.secret_headers)]
+        return [
+            ("http.secret_headers", target.http.secret_headers),
+            ("http.signing_secrets", Positions(target.http.signing_secrets)),
+        ]
     if target.HasField("command"):
         return [("command.secret_env", target.command.secret_env)]
     return []

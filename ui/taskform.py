@@ -108,6 +108,9 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_url": "",
         "e_headers": "",
         "e_secret_headers": "",
+        # How many signing secrets the task being edited has: the form sends that many empty
+        # strings, which keep them (schedctl or the api set them; the form does not).
+        "e_signing": 0,
         "e_command": None,
         "e_body": "",
         "e_expected": 0,
@@ -173,6 +176,7 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
             e_headers="\n".join(f"{k}: {v}" for k, v in sorted(http.headers.items())),
             # Write-only: the api shows names only; a name left blank keeps its stored value.
             e_secret_headers="\n".join(f"{k}:" for k in sorted(http.secret_headers)),
+            e_signing=len(http.signing_secrets),
             e_body=http.body.decode("utf-8", "replace"),
             e_expected=http.expected_status,
         )
@@ -237,6 +241,7 @@ def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
             http.secret_headers.update(fmt.parse_headers(values.get("e_secret_headers", "")))
         except ValueError as exc:
             errors["e_secret_headers"] = str(exc)
+        http.signing_secrets.extend([""] * int(values.get("e_signing") or 0))
         task.target.http.CopyFrom(http)
     elif values["e_target"] == COMMAND and values.get("e_command"):
         task.target.ParseFromString(values["e_command"])

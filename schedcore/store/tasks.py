@@ -42,9 +42,9 @@ KEEP: Final = _Keep()
 
 
 def redact(task: pb.Task) -> pb.Task:
-    """`task` with its target's secret values (http secret headers, command secret env) emptied,
-    names kept: every api response carrying a task is built by StoredTask.to_proto, which calls
-    this."""
+    """`task` with its target's secret values (http secret headers and signing secrets, command
+    secret env) emptied, names (and the number of signing secrets) kept: every api response
+    carrying a task is built by StoredTask.to_proto, which calls this."""
     for _, values in secret_maps(task.target):
         for name in list(values):
             values[name] = ""

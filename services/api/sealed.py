@@ -1,8 +1,9 @@
 """A target's secret values (schedcore/sealing.py, `secret_maps`) on their way through the api.
 
-Clients send them in the clear and read back names only (empty values). On UpdateTask a name sent
-with an empty value keeps its stored value, which is opened here (to be validated in the clear
-and sealed again with the first key) and nowhere else in the api.
+Clients send them in the clear and read back names only (empty values; a list of signing secrets
+is a map by position). On UpdateTask a name sent with an empty value keeps its stored value,
+which is opened here (to be validated in the clear and sealed again with the first key) and
+nowhere else in the api.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from schedcore import pb
+from schedcore import pb, signing
 from schedcore.errors import Violations, quote
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import is_sealed
@@ -57,6 +57,7 @@ def _http(
         v.add(f"{path}.method", f"unknown method {http.method}")
     _headers(v, http)
     _secret_headers(v, http)
+    _signing_secrets(v, http)
     if len(http.body) > max_bytes:
         v.add(f"{path}.body", f"larger than {max_bytes} bytes")
     if http.expected_status and not 100 <= http.expected_status <= 599:
@@ -103,6 +104,23 @@ def _secret_headers(v: Violations, http: pb.HttpTarget) -> None:
         seen.add(name.lower())
     if size > MAX_SECRET_HEADER_BYTES:
         v.add(path, f"names and values larger than {MAX_SECRET_HEADER_BYTES} bytes")
+
+
+def _signing_secrets(v: Violations, http: pb.HttpTarget) -> None:
+    """At most two, each whsec_ + base64 of 24-64 bytes (schedcore/signing.py)."""
+    path = "task.target.http.signing_secrets"
+    if len(http.signing_secrets) > signing.MAX_SECRETS:
+        v.add(path, f"at most {signing.MAX_SECRETS} secrets (two while a target rotates)")
+        return
+    for i, secret in enumerate(http.signing_secrets):
+        # A secret sealed at rest (an update that leaves the target as it is) was checked in the
+        # clear when it was sealed.
+        if is_sealed(secret):
+            continue
+        try:
+            signing.secret_key(secret)
+        except ValueError as exc:
+            v.add(f"{path}[{i}]", str(exc))
 
 
 def _command(v: Violations, command: pb.CommandTarget) -> pb.CommandTarget:

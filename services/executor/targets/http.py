@@ -14,12 +14,14 @@ connecting, sending and reading alike. Messages quote a URL with its credentials
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
-from schedcore import pb
+from schedcore import pb, signing
 from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
-from schedcore.sealing import Sealer, SealError
+from schedcore.sealing import Sealer, SealError, secret_maps
 from schedcore.settings import Settings
 from schedcore.urlsecrets import redact
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target
@@ -36,6 +38,7 @@ METHODS: dict[int, str] = {
     pb.HttpMethod.HTTP_METHOD_HEAD: "HEAD",
 }
 IDEMPOTENCY_KEY = "Idempotency-Key"
+SIGNING = "http.signing_secrets"
 # Connections kept open between attempts, per executor.
 MAX_KEEPALIVE = 100
 
@@ -64,31 +67,38 @@ class HttpTarget(Target):
         method = METHODS.get(target.method)
         if method is None:
             return Outcome.failed(f"unknown http method {target.method}", retryable=False)
-        try:
-            opened = self.sealer.open_each(target.secret_headers)  # sealed at rest: opened only here
-        except SealError as exc:
-            return Outcome.failed(f"secret header {exc}", retryable=False)
-        headers = {
-            k: v
-            for k, v in [*target.headers.items(), *opened.items()]
-            if k.lower() != IDEMPOTENCY_KEY.lower()
-        }
+        # Sealed at rest: opened only here, and one way for both kinds (schedcore/sealing.py).
+        opened: dict[str, dict[str, str]] = {}
+        for what, values in secret_maps(item.target):
+            try:
+                opened[what] = self.sealer.open_each(values)
+            except SealError as exc:
+                kind = "signing secret" if what == SIGNING else "secret header"
+                return Outcome.failed(f"{kind} {exc}", retryable=False)
+        sent = opened["http.secret_headers"]
+        keys = list(opened[SIGNING].values())
+        reserved = {IDEMPOTENCY_KEY.lower(), *(signing.HEADERS if keys else ())}
+        headers = {k: v for k, v in [*target.headers.items(), *sent.items()] if k.lower() not in reserved}
         headers[IDEMPOTENCY_KEY] = item.execution_id
-        secrets = [v for v in opened.values() if v]
-        outcome = await self._call(item, ctx, method, headers, ctx.output_limit + margin(secrets))
+        secrets = [v for v in [*sent.values(), *keys] if v]
+        outcome = await self._call(item, method, headers, keys, ctx.output_limit + margin(secrets))
         return scrubbed(outcome, secrets, ctx.output_limit)
 
     async def _call(
-        self, item: WorkItem, ctx: AttemptContext, method: str, headers: dict[str, str], read_limit: int
+        self, item: WorkItem, method: str, headers: dict[str, str], keys: list[str], read_limit: int
     ) -> Outcome:
-        """The request and its outcome, with up to `read_limit` bytes of the body as output (the
-        caller scrubs secrets, then cuts it to the bound)."""
+        """The request (signed with `keys`, the signing secrets in the clear, when there are any)
+        and its outcome, with up to `read_limit` bytes of the body as output (the caller scrubs
+        secrets, then cuts it to the bound)."""
         target = item.target.http
         shown = redact(target.url)
         try:
             request = self.client.build_request(
                 method, target.url, headers=headers, content=target.body or None
             )
+            if keys:  # over the bytes httpx sends; the timestamp is this attempt's sending time
+                signed = signing.signature_headers(keys, item.execution_id, int(time.time()), request.content)
+                request.headers.update(signed)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
             return Outcome.failed(f"cannot build the request: {exc}", retryable=False)
         try:
