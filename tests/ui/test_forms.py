@@ -168,6 +168,37 @@ def test_edit_loads_the_task_and_saves_with_its_etag(api, stub, monkeypatch) -> 
     assert get(stub, task.id).description == "theirs"
 
 
+def test_a_change_made_meanwhile_keeps_the_typed_edit_and_refuses_the_save(api, stub, monkeypatch) -> None:
+    """The page reruns when a field is left: the task read then has a new etag, and the form
+    must neither reload over what was typed nor save it against the new version unseen."""
+    task = create(stub, cron_task("nightly", expression="0 3 * * *"))
+    at = open_page(monkeypatch, api.target, EDIT, id=task.id)
+    stub.UpdateTask(
+        pb.UpdateTaskRequest(
+            task=pb.Task(id=task.id, retry_policy=pb.RetryPolicy(max_attempts=3)),
+            update_mask={"paths": ["retry_policy"]},
+        )
+    )
+    at.text_area(key="e_desc").input("mine")
+    rerun_ok(at)  # leaving the field
+    assert at.text_area(key="e_desc").value == "mine"
+    assert "changed by someone else" in texts(at)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert "changed by someone else" in "\n".join(e.value for e in at.error), [e.value for e in at.error]
+    assert "Saved task" not in texts(at)
+    stored = get(stub, task.id)
+    assert (stored.description, stored.retry_policy.max_attempts) == ("", 3)
+    assert at.text_area(key="e_desc").value == "mine"  # the edit is still in the form
+    at.button(key="e_overwrite").click()
+    rerun_ok(at)
+    stored = get(stub, task.id)
+    # Overwritten: the form's values, its attempts included, over the change made meanwhile.
+    assert (stored.description, stored.retry_policy.max_attempts) == ("mine", 1)
+    assert "Saved task" in texts(at)
+    assert "changed by someone else" not in texts(at)
+
+
 @pytest.mark.parametrize("page", [None, "views/tasks.py", EDIT, "views/executions.py"])
 def test_unreachable_api_is_a_readable_message(monkeypatch, page) -> None:
     from tests.support import free_port

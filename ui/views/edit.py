@@ -19,8 +19,11 @@ ERRORS = "e_errors"  # widget key -> message, from the last save attempt
 KEYS = list(tf.defaults(datetime.now(UTC)))
 
 
-def load(values: dict[str, Any], marker: object) -> None:
-    """Put a task's (or a blank form's) values into the widgets, once per task.
+def load(values: dict[str, Any], marker: object, etag: str = "") -> None:
+    """Put a task's (or a blank form's) values into the widgets, once per task: a change made
+    elsewhere while the form is open does not replace what the user typed. `etag`: the version
+    the form was loaded from, which the save sends, so such a change makes the save fail (ABORTED)
+    instead of being overwritten unseen.
 
     Streamlit forgets the value of a widget that a run does not render (the one-time fields
     while the cron ones show, every field after a visit to another page), so the values are
@@ -28,6 +31,7 @@ def load(values: dict[str, Any], marker: object) -> None:
     if st.session_state.get("e_loaded") != marker:
         st.session_state["e_values"] = dict(values)
         st.session_state["e_loaded"] = marker
+        st.session_state["e_etag"] = etag
         st.session_state[ERRORS] = {}
         st.session_state["e_request_id"] = str(uuid.uuid4())
         st.session_state.update(values)
@@ -44,14 +48,21 @@ def current() -> dict[str, Any]:
     return values
 
 
+def general_refusal() -> bool:
+    """The last save was refused as a whole (not field by field)."""
+    return st.session_state.get("e_general") is not None
+
+
 def field_error(key: str) -> None:
     message = st.session_state.get(ERRORS, {}).get(key)
     if message:
         st.error(message, icon=":material/warning:")
 
 
-def save(editing: Any) -> None:
-    """The Save button's callback: runs before the page renders, so errors land by their fields."""
+def save(editing: Any, overwrite: bool = False) -> None:
+    """The Save button's callback: runs before the page renders, so errors land by their fields.
+    An edit is saved against the version the form was loaded from; `overwrite`: against the
+    current one, replacing a change made meanwhile with the form's values."""
     task, errors = tf.to_task(current())
     st.session_state[ERRORS] = errors
     st.session_state.pop("e_general", None)
@@ -62,7 +73,8 @@ def save(editing: Any) -> None:
             saved = api().create_task(task, st.session_state["e_request_id"])
             verb = "Created"
         else:
-            task.id, task.etag = editing.id, editing.etag
+            task.id = editing.id
+            task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
             saved = api().update_task(task, tf.UPDATE_PATHS)
             verb = "Saved"
     except ApiError as err:
@@ -106,10 +118,16 @@ if edit_id:
             st.warning(f"Task `{edit_id}` cannot be edited: {err.message}. Starting a new task instead.")
             st.session_state.pop("edit_id", None)
 if editing is not None:
-    load(tf.from_task(editing, datetime.now(UTC)), (editing.id, editing.etag))
+    load(tf.from_task(editing, datetime.now(UTC)), editing.id, editing.etag)
 else:
     load(tf.defaults(datetime.now(UTC), zone()), "new")
 
+if editing is not None and editing.etag != st.session_state.get("e_etag") and not general_refusal():
+    st.warning(
+        "This task was changed by someone else since you opened it. Saving will ask whether to "
+        "reload it or save your edits over it.",
+        icon=":material/sync_problem:",
+    )
 head, new = st.columns([5, 1])
 head.title(f"Edit {editing.name}" if editing is not None else "Create a task")
 if editing is not None and new.button("New task", icon=":material/add:", width="stretch"):
@@ -126,16 +144,25 @@ if general:
     refusal, items = general
     if refusal.unreachable:
         show_unreachable(refusal)
-    elif refusal.code == grpc.StatusCode.ABORTED:
+    elif refusal.code == grpc.StatusCode.ABORTED and editing is not None:
         st.error(
             "Not saved: this task was changed by someone else since you opened it "
-            f"({refusal.message}). Reload it to see the current version; your edits here are discarded.",
+            f"({refusal.message}). Your edits are still in the form. Reload the task to see the "
+            "current version (your edits are discarded), or save your edits over it.",
             icon=":material/sync_problem:",
         )
-        if st.button("Reload the task", key="e_reload"):
+        r1, r2, _ = st.columns([1, 1, 3])
+        if r1.button("Reload the task", key="e_reload", width="stretch"):
             st.session_state["e_loaded"] = None
             st.session_state.pop("e_general", None)
             st.rerun()
+        r2.button(
+            "Overwrite with my edits",
+            key="e_overwrite",
+            width="stretch",
+            on_click=save,
+            args=(editing, True),
+        )
     else:
         st.error(
             f"Not saved: {refusal.message}" + "".join(f"\n- {i}" for i in items), icon=":material/warning:"

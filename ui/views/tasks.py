@@ -108,6 +108,7 @@ read_only = not login.can_edit()
 a1, a2, a3, a4, a5 = st.columns(5)
 if a1.button("Edit", icon=":material/edit:", key="t_edit", width="stretch", disabled=read_only):
     st.session_state["edit_id"] = task.id
+    st.session_state["e_loaded"] = None  # opening Edit loads the task's current version
     st.switch_page("views/edit.py")
 if task.state == pb.TaskState.TASK_STATE_PAUSED:
     if a2.button("Resume", icon=":material/play_arrow:", key="t_resume", width="stretch", disabled=read_only):
