@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 
 import grpc
 import streamlit as st
@@ -72,3 +73,10 @@ def _task_name(addr: str, who: str, task_id: str, _token: str) -> str:
 def task_name(task_id: str) -> str:
     """A task's name for display (cached briefly: lists show many rows of few tasks)."""
     return _task_name(api_addr(), login.token_digest(), task_id, login.token())
+
+
+def rows_key(prefix: str, ids: Sequence[str]) -> str:
+    """The widget key of a selectable table showing the rows `ids`, in order. A table keeps its
+    selection by row position: when a refresh brings other rows, a new key starts it afresh, so a
+    row picked before never names the row that took its place."""
+    return f"{prefix}:{hashlib.blake2s(' '.join(ids).encode(), digest_size=6).hexdigest()}"

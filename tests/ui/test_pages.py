@@ -14,6 +14,7 @@ from tests.integration.engine_support import Suite, http, once_in, suite
 from tests.integration.helpers import create, cron_task, get, list_all_tasks, rpc_error
 from tests.support import RedisServer, free_port
 from tests.ui.dash import open_page, rerun_ok, texts
+from ui.common import rows_key
 
 TASKS, EXECUTIONS = "views/tasks.py", "views/executions.py"
 api = helpers.api
@@ -189,3 +190,21 @@ def test_an_execution_is_cancelled_and_rerun_from_its_detail(api, stub, monkeypa
     [again] = [e for e in runs if e.rerun_of == run.id]
     assert at.text_input(key="x_open").value == again.id  # the rerun is opened
     assert again.status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+
+
+def test_a_refresh_keeps_the_opened_execution_when_a_newer_one_takes_its_row(api, stub, monkeypatch) -> None:
+    task = create(stub, cron_task("nightly", expression="0 3 * * *"))
+    first = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution
+    at = open_page(monkeypatch, api.target, EXECUTIONS)
+    at.toggle(key="x_live").set_value(True)
+    rerun_ok(at)
+    assert list(table(at)["ID"]) == [first.id]
+    at.session_state[rows_key("x_table", [first.id])] = {"selection": {"rows": [0], "columns": []}}
+    rerun_ok(at)  # the row is clicked
+    assert at.text_input(key="x_open").value == first.id
+    newer = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution
+    rerun_ok(at)  # the refresh: the newer execution is row 0 now
+    assert list(table(at)["ID"]) == [newer.id, first.id]
+    assert at.text_input(key="x_open").value == first.id
+    assert {m.label: m.value for m in at.metric}["Status"] == "pending"
+    assert first.id in texts(at)

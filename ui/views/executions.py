@@ -14,7 +14,7 @@ from schedcore.store.keys import TASK_ID
 from ui import format as fmt
 from ui import login
 from ui.client import ApiError
-from ui.common import api, page_guard, show_unreachable, task_name, zone
+from ui.common import api, page_guard, rows_key, show_unreachable, task_name, zone
 from ui.paging import Pager
 
 S = pb.ExecutionStatus
@@ -191,8 +191,9 @@ def listing() -> None:
         }
         for e in reply.executions
     ]
+    key = rows_key("x_table", [e.id for e in reply.executions])
     event = st.dataframe(
-        pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row", key="x_table"
+        pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row", key=key
     )
     picked = event.selection.rows if event is not None else []
     if picked and st.session_state.get("x_open") != reply.executions[picked[0]].id:
