@@ -19,8 +19,6 @@ from ui.client import api_addr  # noqa: E402
 from ui.common import base_api, show_unreachable  # noqa: E402
 
 st.set_page_config(page_title="Scheduler", page_icon=":material/schedule:", layout="wide")
-me = login.gate(base_api(), show_unreachable)  # the sign-in form until there is a token
-
 pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
     st.Page("views/tasks.py", title="Tasks", icon=":material/list:"),
@@ -28,9 +26,16 @@ pages = [
     st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
     st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
 ]
-if me.role >= pb.Role.ROLE_ADMIN:
-    pages.append(st.Page("views/access.py", title="Access", icon=":material/key:"))
-page = st.navigation(pages)
+access = st.Page("views/access.py", title="Access", icon=":material/key:")
+known = login.who()
+if known is None:
+    # Resolve the page the URL names before the sign-in form shows, so a deep link
+    # (/executions?task=...) survives it: the gate keeps its query and reruns once signed in.
+    st.navigation([*pages, access], position="hidden")
+me = login.gate(base_api(), show_unreachable)  # the sign-in form until there is a token
+if known is None:
+    st.rerun()  # now with the pages this caller may see
+page = st.navigation(pages + ([access] if me.role >= pb.Role.ROLE_ADMIN else []))
 
 with st.sidebar:
     st.selectbox("Show times in", fmt.time_zones(), key="display_tz")

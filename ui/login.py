@@ -20,6 +20,7 @@ from ui.client import Api, ApiError
 TOKEN = "_auth_token"
 WHO = "_auth_who"
 NOTICE = "_auth_notice"
+QUERY = "_auth_query"  # the query of the link opened before signing in
 ROLE_NAMES = {
     pb.Role.ROLE_VIEWER: "viewer",
     pb.Role.ROLE_EDITOR: "editor",
@@ -70,6 +71,8 @@ def gate(client: Api, on_unreachable: object) -> pb.Token:
     else:
         st.session_state[WHO] = me
         return me
+    if QUERY not in st.session_state:
+        st.session_state[QUERY] = st.query_params.to_dict()  # the deep link's, for after sign-in
     _form(client)
     st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
@@ -104,6 +107,7 @@ def _form(client: Api) -> None:
         return
     st.session_state[TOKEN] = typed.strip()
     st.session_state[WHO] = me
+    st.query_params.from_dict(st.session_state.pop(QUERY, {}))
     st.rerun()
 
 

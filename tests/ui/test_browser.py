@@ -126,13 +126,16 @@ def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tm
         page.set_default_timeout(30_000)
         expect.set_options(timeout=30_000)
         page.on("request", lambda request: seen.append(request.url))
-        page.goto(f"{secured_dashboard}/tasks")
+        # A deep link: signing in lands on the page (and filter) the link names, not on Overview.
+        page.goto(f"{secured_dashboard}/executions?task=nightly")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         page.screenshot(path=str(shots / "dashboard-sign-in.png"))
         page.get_by_label("API token").fill(BOOTSTRAP)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Signed in as")).to_be_visible()
-        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        expect(page.get_by_role("heading", name="Executions")).to_be_visible()
+        expect(page.get_by_text("No task's name contains 'nightly'")).to_be_visible()
+        assert page.url.endswith("/executions?task=nightly"), page.url
         # Within the session (a page load would start a new one, which asks again).
         page.get_by_role("link", name="Tasks").click()
         expect(page.get_by_text("No tasks yet")).to_be_visible()
