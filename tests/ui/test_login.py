@@ -136,8 +136,20 @@ def test_an_admin_creates_and_revokes_a_token_on_the_access_page(secured: Servic
     assert not at.code, "the secret is not shown again"
     frame = at.dataframe[0].value
     assert "ci robot" in set(frame["Name"])
-    at.selectbox(key="a_pick").select(me.id)
+    # Nothing is picked to begin with; each token is named, the one in use said so.
+    picker = at.selectbox(key="a_pick")
+    assert picker.value is None and at.button(key="a_revoke").disabled
+    assert any("the token you are signed in with" in option for option in picker.options)
+    assert any(o.startswith("ci robot · viewer · all namespaces") for o in picker.options)
+    picker.select(me.id)
+    rerun_ok(at)
     at.button(key="a_revoke").click()
+    rerun_ok(at)
+    assert "Revoke **ci robot" in texts(at)  # asked first: not revoked yet
+    with grpc.insecure_channel(secured.target) as channel:
+        auth = pb.auth_service_grpc.AuthServiceStub(channel)
+        assert auth.WhoAmI(pb.WhoAmIRequest(), metadata=_meta(secret), timeout=10).token.id == me.id
+    at.button(key="a_revoke_yes").click()
     rerun_ok(at)
     assert "Revoked ci robot." in texts(at)
     with grpc.insecure_channel(secured.target) as channel, pytest.raises(grpc.RpcError) as err:

@@ -100,13 +100,45 @@ st.dataframe(
 )
 live = [t for t in reply.tokens if not t.HasField("revoke_time")]
 if live:
+    me = login.who()
+    mine = me.id if me is not None else ""
+    labels = {
+        t.id: f"{t.name} · {names.get(t.role, '?')} · {t.namespace or 'all namespaces'} ({t.id})"
+        + (" · the token you are signed in with" if t.id == mine else "")
+        for t in live
+    }
     r1, r2 = st.columns([4, 1])
-    pick = r1.selectbox("Token to revoke", [t.id for t in live], key="a_pick", format_func=lambda i: f"{i}")
-    if r2.button("Revoke", icon=":material/block:", key="a_revoke", width="stretch"):
-        with page_guard():
-            gone = api().revoke_token(str(pick))
-        st.session_state["a_flash"] = f"Revoked {gone.name}."
-        st.rerun()
+    pick = r1.selectbox(
+        "Token to revoke",
+        list(labels),
+        index=None,
+        placeholder="Choose a token",
+        key="a_pick",
+        format_func=labels.__getitem__,
+    )
+    chosen = r2.button(
+        "Revoke...", icon=":material/block:", key="a_revoke", width="stretch", disabled=pick is None
+    )
+    if chosen:
+        st.session_state["a_confirm"] = pick
+    confirm = st.session_state.get("a_confirm")
+    if confirm in labels:
+        st.warning(
+            f"Revoke **{labels[confirm]}**? Every client using it is refused from now on; this "
+            "cannot be undone."
+            + (" You are signed in with it: this session is signed out." if confirm == mine else ""),
+            icon=":material/block:",
+        )
+        c1, c2, _ = st.columns([1, 1, 4])
+        if c1.button("Yes, revoke it", type="primary", key="a_revoke_yes", width="stretch"):
+            st.session_state.pop("a_confirm", None)
+            with page_guard():
+                gone = api().revoke_token(str(confirm))
+            st.session_state["a_flash"] = f"Revoked {gone.name}."
+            st.rerun()
+        if c2.button("Cancel", key="a_revoke_no", width="stretch"):
+            st.session_state.pop("a_confirm", None)
+            st.rerun()
 flash = st.session_state.pop("a_flash", None)
 if flash:
     st.success(flash, icon=":material/check_circle:")
