@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 import grpc
 import streamlit as st
 
+from schedcore.store.keys import TASK_ID
 from ui import login
 from ui.client import Api, ApiError, api_addr
 
@@ -80,3 +81,26 @@ def rows_key(prefix: str, ids: Sequence[str]) -> str:
     selection by row position: when a refresh brings other rows, a new key starts it afresh, so a
     row picked before never names the row that took its place."""
     return f"{prefix}:{hashlib.blake2s(' '.join(ids).encode(), digest_size=6).hexdigest()}"
+
+
+def task_filter(typed: str, key: str) -> str:
+    """The task a "Task (name or id)" filter names: an id as typed; for a name, the one picked
+    (selectbox `key`) among the tasks whose name contains it, the page stopped with a warning when
+    none does; "" when nothing is typed (every task)."""
+    if not typed:
+        return ""
+    if TASK_ID.match(typed):
+        st.caption(f"Task: **{task_name(typed)}**")
+        return typed
+    with page_guard():
+        matches = api().list_tasks(name_contains=typed, page_size=20).tasks
+    if not matches:
+        st.warning(f"No task's name contains {typed!r}.")
+        st.stop()
+    names = {t.id: f"{t.name} ({t.id})" for t in matches}
+    return str(st.selectbox("Matching tasks", list(names), format_func=names.__getitem__, key=key))
+
+
+def task_label(task_id: str) -> str:
+    """A task column's cell: its name and id ("" for none)."""
+    return f"{task_name(task_id)} ({task_id})" if task_id else ""

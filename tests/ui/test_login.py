@@ -192,9 +192,18 @@ def test_the_audit_trail_shows_who_did_what(secured: ServiceThread, monkeypatch)
     at = sign_in(open_page(monkeypatch, secured.target), secret)
     at.switch_page("views/audit.py").run()
     frame = at.dataframe[0].value
-    mine = frame[frame["Task"] == task.id]
+    mine = frame[frame["Task"] == f"audited ({task.id})"]  # named, not a bare id
     assert list(mine["Action"]) == ["paused task", "created task"]
     assert set(mine["Who"]) == {"alice"}
+    # The filter takes (part of) a name, as on Executions; no match is said in words.
+    at.text_input(key="au_task").input("udit")
+    rerun_ok(at)
+    assert at.selectbox(key="au_match").value == task.id
+    assert set(at.dataframe[0].value["Task"]) == {f"audited ({task.id})"}
+    at.text_input(key="au_task").input("no-such-task")
+    rerun_ok(at)
+    assert "No task's name contains 'no-such-task'" in texts(at)
+    assert "INVALID_ARGUMENT" not in texts(at)
     # An editor is not offered the Access page.
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page("views/access.py")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from schedcore import pb
 from ui import format as fmt
-from ui.common import api, page_guard, zone
+from ui.common import api, page_guard, task_filter, task_label, zone
 from ui.paging import Pager
 
 ACTIONS = {
@@ -24,9 +24,10 @@ ACTIONS = {
 
 st.title("Audit trail")
 f1, f2, f3 = st.columns([3, 3, 1])
-task_id = f1.text_input("Task id", key="au_task", placeholder="all tasks").strip()
+typed = f1.text_input("Task (name or id)", key="au_task", placeholder="all tasks").strip()
 namespace = f2.text_input("Namespace", key="au_ns", placeholder="every namespace you may see").strip()
 size = f3.selectbox("Per page", [25, 50, 100], index=1, key="au_size")
+task_id = task_filter(typed, "au_match")
 pager = Pager("audit", (task_id, namespace, size))
 with page_guard():
     reply = api().list_audit_events(
@@ -44,9 +45,10 @@ st.dataframe(
                 "Time": fmt.ts(e.time, tz),
                 "Who": e.actor or "(anonymous)",
                 "Action": ACTIONS.get(e.action, "?"),
-                "Task": e.task_id,
+                "Task": task_label(e.task_id),
                 "Namespace": e.namespace,
                 "Detail": ", ".join(e.update_mask.paths) or e.execution_id or e.token_id,
+                "Reason": e.reason,
                 "Request id": e.request_id,
             }
             for e in reply.events

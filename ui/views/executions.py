@@ -10,11 +10,10 @@ import streamlit as st
 from google.protobuf import json_format
 
 from schedcore import pb
-from schedcore.store.keys import TASK_ID
 from ui import format as fmt
 from ui import login
 from ui.client import ApiError
-from ui.common import api, page_guard, rows_key, show_unreachable, task_name, zone
+from ui.common import api, page_guard, rows_key, show_unreachable, task_filter, task_name, zone
 from ui.paging import Pager
 
 S = pb.ExecutionStatus
@@ -136,19 +135,8 @@ range_name = f3.selectbox("Time range (nominal time)", list(RANGES), key="x_rang
 size = f4.selectbox("Per page", [25, 50, 100, 200], index=1, key="x_size")
 live = st.toggle("Auto-refresh every 5 s", key="x_live")
 
-task_filter = ""
-if TASK_ID.match(typed):
-    task_filter = typed
-    st.caption(f"Task: **{task_name(typed)}**")
-elif typed:  # a name: the api finds the tasks whose name contains it
-    with page_guard():
-        matches = api().list_tasks(name_contains=typed, page_size=20).tasks
-    if not matches:
-        st.warning(f"No task's name contains {typed!r}.")
-        st.stop()
-    names = {t.id: f"{t.name} ({t.id})" for t in matches}
-    task_filter = st.selectbox("Matching tasks", list(names), format_func=names.__getitem__, key="x_match")
-pager = Pager("executions", (task_filter, status_name, range_name, size))
+task_id = task_filter(typed, "x_match")
+pager = Pager("executions", (task_id, status_name, range_name, size))
 
 
 @st.fragment(run_every=5 if live else None)
@@ -157,7 +145,7 @@ def listing() -> None:
     start_ms = int(time.time() * 1000) - span * 1000 if span else None
     try:
         reply = api().list_executions(
-            task_id=task_filter,
+            task_id=task_id,
             status=STATUSES[status_name or "All"],
             start_ms=start_ms,
             page_size=size,
