@@ -117,13 +117,16 @@ def audit(client: Client, args: argparse.Namespace) -> None:
     found, more = client.pages(
         client.audit.ListAuditEvents, request, "events", None if args.all else args.limit
     )
+    names = client.task_names(e.task_id for e in found) if args.output != "json" else {}
     rows = [
         (
             output.when(e.time),
             action_name(e.action),
             output.short(e.actor, 30) or "-",
             e.namespace or "*",
-            e.task_id or (f"token {e.token_id}" if e.token_id else "-"),
+            f"{output.short(names.get(e.task_id, '?'), 30)} ({e.task_id})"
+            if e.task_id
+            else (f"token {e.token_id}" if e.token_id else "-"),
             e.execution_id or ",".join(e.update_mask.paths) or "-",
             e.request_id or "-",
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+import grpc
 
 from schedcore import pb
 from schedcore.channels import ChannelSecurity, channel
@@ -81,6 +83,19 @@ class Client:
             request.page_token = page.next_page_token
             if not page.next_page_token or (limit is not None and len(found) >= limit):
                 return found, request.page_token
+
+    def task_names(self, ids: Iterable[str]) -> dict[str, str]:
+        """The name of each task named in `ids` (one GetTask per distinct id), for the tables
+        people read; "(deleted)" for a task that is gone, "?" for one this token may not read."""
+        names: dict[str, str] = {}
+        for task_id in dict.fromkeys(i for i in ids if i):
+            try:
+                names[task_id] = self.call(self.stub.GetTask, pb.GetTaskRequest(id=task_id)).task.name
+            except grpc.RpcError as err:
+                if err.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+                names[task_id] = "(deleted)" if err.code() == grpc.StatusCode.NOT_FOUND else "?"
+        return names
 
     def close(self) -> None:
         self.channel.close()

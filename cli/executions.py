@@ -18,10 +18,12 @@ HEADERS = ("ID", "TASK", "STATUS", "ATTEMPT", "NOMINAL", "LAG", "DURATION", "MES
 FOLLOW_WIDTHS = (36, 16, 9, 7, 20, 8, 8)
 
 
-def row(e: pb.Execution) -> tuple[str, ...]:
+def row(e: pb.Execution, names: dict[str, str] | None = None) -> tuple[str, ...]:
+    """A table row; `names`: task names by id, shown in place of the id (which the execution id
+    starts with)."""
     return (
         e.id,
-        e.task_id,
+        (names or {}).get(e.task_id, e.task_id),
         output.status_name(e.status),
         str(e.attempt),
         output.when(e.nominal_time),
@@ -85,7 +87,8 @@ def list_executions(client: Client, args: argparse.Namespace) -> None:
     found, more = client.pages(
         client.stub.ListExecutions, request, "executions", None if args.all else args.limit
     )
-    output.listing(args.output, "executions", found, more, HEADERS, [row(e) for e in found])
+    names = client.task_names(e.task_id for e in found) if args.output != "json" else {}
+    output.listing(args.output, "executions", found, more, HEADERS, [row(e, names) for e in found])
 
 
 def get(client: Client, args: argparse.Namespace) -> None:

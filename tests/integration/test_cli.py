@@ -413,6 +413,7 @@ def test_run_and_executions_list_get_follow(live: Suite) -> None:
     table = ok(addr, "executions", "list", "--task", task_id, "--status", "succeeded").splitlines()
     assert table[0].split()[:3] == ["ID", "TASK", "STATUS"]
     assert {line.split()[0] for line in table[1:]} == {scheduled["id"], manual["id"]}
+    assert {line.split()[1] for line in table[1:]} == {"job"}  # the task's name, not its id
 
 
 def test_stats_counts_what_ran(live: Suite) -> None:

@@ -80,6 +80,7 @@ def test_audit_lists_what_was_done(auth_api: AuthApi) -> None:
     rows = out.splitlines()
     assert rows[0].split()[:3] == ["TIME", "ACTION", "ACTOR"]
     assert [r.split()[1] for r in rows[1:]] == ["pause-task", "create-task"]
+    assert all(f"job ({created['id']})" in r for r in rows[1:]), rows  # named, with the id
     assert ok_json(auth_api, BOOTSTRAP, "audit", "--namespace", "nothing-here")["events"] == []
     tasks = ok_json(auth_api, BOOTSTRAP, "list", "--namespace", "team-a")["tasks"]
     assert [t["id"] for t in tasks] == [created["id"]]
