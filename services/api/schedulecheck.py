@@ -17,7 +17,7 @@ from schedcore.schedule import (
     ScheduleError,
     Window,
 )
-from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
+from schedcore.timeutil import MAX_MS, duration_to_ms, ms_to_datetime, ms_to_duration, ms_to_ts, ts_to_ms
 
 # Most runs a RUN_ALL catch-up may name (as many as the skipped records one finding keeps).
 MAX_CATCH_UP_RUNS = 100
@@ -66,11 +66,20 @@ def _once(
     if ms is None:
         return None
     if require_future and ms <= now_ms:
-        v.add(f"{path}.run_time", "is in the past")
+        v.add(f"{path}.run_time", _past(ms, now_ms, "a one-time task must run later"))
         return None
     out = pb.Schedule()
     out.once.run_time.CopyFrom(once.run_time)
     return out
+
+
+def _past(ms: int, now_ms: int, why: str) -> str:
+    """The message for a time that must be in the future, naming both times (UTC)."""
+    return f"is in the past ({_utc(ms)}, now {_utc(now_ms)}): {why}"
+
+
+def _utc(ms: int) -> str:
+    return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _bounds(
@@ -90,7 +99,7 @@ def _bounds(
             v.add(f"{path}.end_time", "must be after start_time")
             end_ms = None
         elif end_ms is not None and require_future and end_ms <= now_ms:
-            v.add(f"{path}.end_time", "is in the past")
+            v.add(f"{path}.end_time", _past(end_ms, now_ms, "the schedule would never run again"))
             end_ms = None
     return start_ms, end_ms
 

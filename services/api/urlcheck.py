@@ -19,8 +19,10 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def url_problem(url: str, addresses: AddressPolicy | None) -> str | None:
     """What is wrong with an http target's (stripped, non-empty) URL, or None. Never quotes it."""
-    if len(url) > MAX_URL or CONTROL.search(url) or " " in url:
-        return f"must be at most {MAX_URL} characters without spaces or control characters"
+    if len(url) > MAX_URL:
+        return f"must be at most {MAX_URL} characters (it has {len(url)})"
+    if CONTROL.search(url) or " " in url:
+        return "must be a URL without spaces or control characters (encode a space as %20)"
     try:
         parts = urlsplit(url)
         port_ok = parts.port is None or 0 < parts.port < 65536

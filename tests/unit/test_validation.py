@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
@@ -188,10 +190,17 @@ def test_bad_urls(url: str) -> None:
     assert got == [("task.target.http.url", "must be an absolute http:// or https:// URL with a host")]
 
 
-@pytest.mark.parametrize("url", ["http://h/a b", "http://h/\x00", "http://h/a\rb", "http://h/" + "a" * 2048])
-def test_urls_with_spaces_control_characters_or_too_long(url: str) -> None:
+@pytest.mark.parametrize("url", ["http://h/a b", "http://h/\x00", "http://h/a\rb", "not a url"])
+def test_urls_with_spaces_or_control_characters(url: str) -> None:
     got = violations(http_task(url))
-    assert got[0][0] == "task.target.http.url" and "without spaces or control characters" in got[0][1]
+    assert got == [
+        ("task.target.http.url", "must be a URL without spaces or control characters (encode a space as %20)")
+    ]
+
+
+def test_a_url_too_long_says_its_length() -> None:
+    got = violations(http_task("http://h/" + "a" * 2048))
+    assert got == [("task.target.http.url", "must be at most 2048 characters (it has 2057)")]
 
 
 def test_url_required() -> None:
@@ -315,7 +324,12 @@ def test_schedule_required() -> None:
 
 def test_once_must_be_in_the_future_unless_unchanged() -> None:
     past = make_task(schedule=pb.Schedule(once=pb.OneTimeSchedule(run_time=ms_to_ts(NOW))))
-    assert violations(past) == [("task.schedule.once.run_time", "is in the past")]
+    assert violations(past) == [
+        (
+            "task.schedule.once.run_time",
+            f"is in the past ({_utc(NOW)}, now {_utc(NOW)}): a one-time task must run later",
+        )
+    ]
     assert valid(past, require_future=False).window.once_ms == NOW
     future = make_task(schedule=pb.Schedule(once=pb.OneTimeSchedule(run_time=ms_to_ts(NOW + 1))))
     assert valid(future).window.once_ms == NOW + 1
@@ -359,7 +373,9 @@ def test_cron_start_and_end() -> None:
     assert violations(cron(NOW + 1000, NOW + 1000)) == [
         ("task.schedule.cron.end_time", "must be after start_time")
     ]
-    assert violations(cron(None, NOW - 1)) == [("task.schedule.cron.end_time", "is in the past")]
+    [(field, message)] = violations(cron(None, NOW - 1))
+    assert field == "task.schedule.cron.end_time"
+    assert message.startswith("is in the past (") and message.endswith("the schedule would never run again")
     assert valid(cron(None, NOW - 1), require_future=False).window.end_ms == NOW - 1
     assert valid(cron(NOW - 10**9, None)).window.start_ms == NOW - 10**9  # a past start is fine
 
@@ -538,3 +554,7 @@ def test_keep_stored_keeps_blank_values_drops_missing_and_replaces_new() -> None
     sealed.keep_stored(sealer, same, stored_env)
     assert not sealed.changes(sealer, same, stored_env)
     assert sealed.changes(Sealer([new_key()]), same, stored_env), "a value that cannot open counts as changed"
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
