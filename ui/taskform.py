@@ -130,6 +130,18 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
     }
 
 
+def _whole(value: Any) -> Any:
+    """A payload read back, its whole numbers shown as typed: a Struct holds every number as a
+    double, so `"rows": 3` comes back 3.0 (2**53 and beyond stay as they are)."""
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
     """The form's values for editing `task`."""
     values = defaults(now)
@@ -137,7 +149,7 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         e_name=task.name,
         e_desc=task.description,
         e_labels=fmt.labels(dict(task.labels)),
-        e_payload=json.dumps(json_format.MessageToDict(task.payload), indent=2)
+        e_payload=json.dumps(_whole(json_format.MessageToDict(task.payload)), indent=2)
         if task.HasField("payload")
         else "{}",
         e_timeout=task.timeout.ToMilliseconds() / 1000 if task.HasField("timeout") else 60.0,

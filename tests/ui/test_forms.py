@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -145,9 +146,15 @@ def test_api_errors_land_by_their_fields(api, stub, monkeypatch) -> None:
 
 
 def test_edit_loads_the_task_and_saves_with_its_etag(api, stub, monkeypatch) -> None:
-    task = create(stub, cron_task("nightly", expression="0 3 * * *", time_zone="Asia/Tokyo"))
+    spec = cron_task("nightly", expression="0 3 * * *", time_zone="Asia/Tokyo")
+    spec.payload.update({"rows": 3, "ratio": 0.5, "each": [1, 2.5]})
+    task = create(stub, spec)
     at = open_page(monkeypatch, api.target, EDIT, id=task.id)
     assert at.text_input(key="e_name").value == "nightly"
+    # Whole numbers read back as typed (a Struct keeps them as doubles: 3.0).
+    assert json.loads(at.text_area(key="e_payload").value) == {"rows": 3, "ratio": 0.5, "each": [1, 2.5]}
+    shown = at.text_area(key="e_payload").value
+    assert '"rows": 3' in shown and "3.0" not in shown and "1.0" not in shown
     assert at.text_input(key="e_cron").value == "0 3 * * *"
     assert at.selectbox(key="e_tz").value == "Asia/Tokyo"
     # Someone else edits the task meanwhile: the save is refused, not silently overwritten.
