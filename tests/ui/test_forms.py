@@ -113,6 +113,7 @@ def test_invalid_cron_shows_the_error_by_the_field_and_creates_nothing(api, stub
     # ...and saving puts the api's field violation in the cron field's column.
     errors = [e.value for e in column_with(at, "e_cron").error]
     assert len(errors) == 1 and "61" in errors[0], errors
+    assert len([e for e in at.error if "61" in e.value]) == 1, "said once, not again by the preview"
     assert not any("Created task" in s.value for s in at.success)
     assert list_all_tasks(stub) == []
     assert snapshot(rds) == before, "a rejected create changed Redis"

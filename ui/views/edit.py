@@ -17,6 +17,7 @@ from ui.common import api, page_guard, show_unreachable, zone
 
 ERRORS = "e_errors"  # widget key -> message, from the last save attempt
 KEYS = list(tf.defaults(datetime.now(UTC)))
+SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_tz")
 
 
 def load(values: dict[str, Any], marker: object, etag: str = "") -> None:
@@ -223,7 +224,7 @@ try:
 except ApiError as err:
     if err.unreachable:
         show_unreachable(err)
-    else:
+    elif not any(st.session_state[ERRORS].get(k) for k in SCHEDULE_KEYS):  # said by its field
         st.error(
             f"Invalid schedule: {err.field_error('schedule') or err.message}", icon=":material/schedule:"
         )
