@@ -3,6 +3,7 @@ must happen, real scheduler and executor processes)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -154,6 +155,16 @@ def test_executions_show_in_the_log_viewer_and_overview(live: Suite, monkeypatch
     assert metrics["Success rate"] == "50.0 %"
     assert metrics["Lag p99"] != "—"
     assert len(overview.get("vega_lite_chart")) == 1, "the chart of executions over time"
+    for window, span_s in (("Last hour", 3600), ("Last 24 hours", 86400)):
+        overview.segmented_control(key="ov_window").set_value(window)
+        rerun_ok(overview)
+        [chart] = overview.get("vega_lite_chart")
+        x = json.loads(chart.proto.spec)["encoding"]
+        # The whole window on the axis (not only the minutes that had executions), and each bar
+        # as wide as its bucket.
+        low, high = x["x"]["scale"]["domain"]
+        assert high - low == span_s * 1000, x["x"]
+        assert x["x2"]["field"] == "end"
     [quotas] = overview.dataframe
     [row] = quotas.value.to_dict("records")
     assert row["Bytes"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -81,6 +82,7 @@ st.subheader(f"Executions that ended, {window_name.lower() if window_name else '
 rows = [
     {
         "time": wall_clock_ms(b.start_time.ToMilliseconds()),
+        "end": wall_clock_ms(b.start_time.ToMilliseconds() + bucket_s * 1000),
         "when": fmt.ts(b.start_time, zone()),
         "status": fmt.status(c.status),
         "count": c.count,
@@ -91,6 +93,10 @@ rows = [
 if rows:
     frame = pd.DataFrame(rows)
     present = [s for s in fmt.STATUS_COLORS if s in set(frame["status"])]
+    # The whole window on the axis, each bar as wide as its bucket: executions of the last few
+    # minutes are one narrow bar at the right, not the whole chart.
+    now_ms = int(time.time() * 1000)
+    domain = [wall_clock_ms(now_ms - window_s * 1000), wall_clock_ms(now_ms)]
     chart = (
         alt.Chart(frame)
         .mark_bar()
@@ -99,9 +105,10 @@ if rows:
             x=alt.X(
                 "time:T",
                 title=None,
-                scale=alt.Scale(type="utc"),
+                scale=alt.Scale(type="utc", domain=domain),
                 axis=alt.Axis(format="%H:%M", tickMinStep=bucket_s * 1000),
             ),
+            x2="end:T",
             y=alt.Y("sum(count):Q", title="executions"),
             color=alt.Color(
                 "status:N",
