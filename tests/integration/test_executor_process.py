@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,6 +36,15 @@ def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_", "SHUTDOWN_", "TLS_"))}
     env.update({"GRPC_PLAINTEXT": "true", **overrides})  # local development's explicit opt-out
     return env
+
+
+def start_executor(
+    env: dict[str, str], stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`python -m services.executor` with `env`, as the Deployment runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
+    )
 
 
 def test_importing_the_executor_does_not_load_redis() -> None:
@@ -73,9 +83,7 @@ def test_sigterm_hands_back_long_attempts_and_exits_0(http_server: HttpServer, t
     )
     out, err = tmp_path / "executor.out", tmp_path / "executor.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
-        )
+        proc = start_executor(env, stdout, stderr)
     stream: SchedulerStream | None = None
     try:
 
@@ -119,13 +127,7 @@ def test_reflection_v1_and_v1alpha_describe_the_executor() -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"
     env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), REDIS_URL="redis://127.0.0.1:1/0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.executor"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_executor(env)
     service = "scheduler.internal.v1.ExecutorService"
     try:
         wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
@@ -151,13 +153,7 @@ def test_health_turns_not_serving_while_draining(http_server: HttpServer, tmp_pa
     port = free_port()
     target = f"127.0.0.1:{port}"
     env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), SHUTDOWN_GRACE_SECONDS="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.executor"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_executor(env)
     stream: SchedulerStream | None = None
     try:
         wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
@@ -192,9 +188,7 @@ def test_logs_do_not_print_credentials_of_a_url(http_server: HttpServer, tmp_pat
     env = clean_env(GRPC_HOST="127.0.0.1", GRPC_PORT=str(port), LOG_LEVEL="INFO", INSTANCE_ID="executor-logs")
     out = tmp_path / "executor.out"
     with open(out, "wb") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stdout=stdout, stderr=stdout
-        )
+        proc = start_executor(env, stdout, stdout)
     stream: SchedulerStream | None = None
     try:
         wait_for(lambda: _health_or_none(target) == SERVING, timeout=20)
@@ -229,7 +223,7 @@ def test_starts_with_a_malformed_redis_url_it_never_uses(tmp_path: Path) -> None
     env["REDIS_TIMEOUT_SECONDS"] = "abc"
     err = tmp_path / "executor.err"
     with open(err, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=ROOT, env=env, stderr=stderr)
+        proc = start_executor(env, None, stderr)
     try:
         wait_for(
             lambda: proc.poll() is not None or _health_or_none(f"127.0.0.1:{port}") == SERVING, timeout=20
