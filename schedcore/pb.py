@@ -7,12 +7,14 @@ from __future__ import annotations
 
 try:
     from schedcore.gen.scheduler.v1 import (
+        alert_service_pb2,
         audit_service_pb2,
         auth_service_pb2,
         execution_pb2,
         task_pb2,
         task_service_pb2,
     )
+    from schedcore.gen.scheduler.v1 import alert_service_pb2_grpc as alert_service_grpc
     from schedcore.gen.scheduler.v1 import audit_service_pb2_grpc as audit_service_grpc
     from schedcore.gen.scheduler.v1 import auth_service_pb2_grpc as auth_service_grpc
     from schedcore.gen.scheduler.v1 import task_service_pb2_grpc as task_service_grpc
@@ -21,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - a set-up mistake, not a runtime
         "generated protobuf code is missing: run `make proto` (it writes schedcore/gen/)"
     ) from exc
 
+from schedcore.gen.scheduler.v1.alert_service_pb2 import *  # noqa: F403 - every message and enum
 from schedcore.gen.scheduler.v1.audit_service_pb2 import *  # noqa: F403 - every message and enum
 from schedcore.gen.scheduler.v1.auth_service_pb2 import *  # noqa: F403 - every message and enum
 from schedcore.gen.scheduler.v1.execution_pb2 import (
@@ -33,6 +36,7 @@ from schedcore.gen.scheduler.v1.execution_pb2 import (
     HttpResult,
 )
 from schedcore.gen.scheduler.v1.task_pb2 import (
+    AlertPolicy,
     CatchUp,
     CatchUpPolicy,
     CommandTarget,
@@ -64,6 +68,7 @@ TERMINAL_STATUSES = frozenset(
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AlertPolicy",
     "CatchUp",
     "CatchUpPolicy",
     "CommandResult",
@@ -87,6 +92,8 @@ __all__ = [
     "Target",
     "Task",
     "TaskState",
+    "alert_service_grpc",
+    "alert_service_pb2",
     "audit_service_grpc",
     "audit_service_pb2",
     "auth_service_grpc",

@@ -263,6 +263,50 @@ class Keys:
         partition migration before it takes the stream's place."""
         return f"{self._base}:audit:merging"
 
+    # --- alerts (docs/alerts.md) ---------------------------------------------------------------
+
+    @property
+    def notification_prefix(self) -> str:
+        return f"{self._base}:notif:"
+
+    def notification(self, notification_id: str) -> str:
+        """Hash of one alert to one channel: k kind, t task id, e execution id, c channel id, ns,
+        m message, at raised (ms), st state (p, d, f), a attempts, err, end (ms), tok lease
+        token; expires NOTIFICATION_RETENTION_DAYS after it ended."""
+        return self.notification_prefix + notification_id
+
+    @property
+    def notifications_due(self) -> str:
+        """Sorted set: PENDING notification ids, scored by when the next attempt may start (a
+        leased one: when its lease expires)."""
+        return f"{self._base}:notifs:due"
+
+    @property
+    def task_notifications_prefix(self) -> str:
+        return f"{self._base}:notifs:task:"
+
+    def task_notifications(self, task_id: str) -> str:
+        """Sorted set: the task's notification ids scored by when they were raised (the newest
+        NOTIFICATIONS_PER_TASK)."""
+        return self.task_notifications_prefix + task_id
+
+    @property
+    def alert_watch(self) -> str:
+        """Sorted set: `l:<execution id>:<channel ids>` (late-start check) and `r:...`
+        (running-long check) of tasks with those rules, scored by when the sweep looks."""
+        return f"{self._base}:alerts:watch"
+
+    def channel(self, channel_id: str) -> str:
+        """Hash of a notification channel (partition 0's): pb (Channel protobuf, secrets sealed),
+        rev, ns, name."""
+        return f"{self._base}:chan:{channel_id}"
+
+    @property
+    def channels(self) -> str:
+        """Sorted set (partition 0's), scores 0, members "<namespace>\x00<name>\x00<id>":
+        ListChannels by name, and unique names per namespace."""
+        return f"{self._base}:idx:chan"
+
     @property
     def page_token_secret(self) -> str:
         """String: the secret that signs page tokens when PAGE_TOKEN_SECRET is not set."""
