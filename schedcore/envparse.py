@@ -134,6 +134,25 @@ def redis_url(env: Env, name: str, default: str) -> str:
     return url
 
 
+def web_url(env: Env, name: str, default: str) -> str:
+    """An http:// or https:// address with a host (a link others will follow), or ""."""
+    url = text(env, name, default)
+    if not url:
+        return url
+    try:
+        parsed = urlparse(url)
+        ok = (
+            parsed.scheme in ("http", "https")
+            and bool(parsed.hostname)
+            and (parsed.port is None or parsed.port > 0)
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SettingsError(f"{name}: expected http(s)://host[:port][/path], got {url!r}")
+    return url
+
+
 def sentinels(env: Env, name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
     """host:port[,host:port...]. That REDIS_URL is not unix:// with them is Settings' check."""
     raw = text(env, name, "")

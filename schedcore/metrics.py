@@ -71,6 +71,18 @@ REDIS_ERRORS = Counter(
     ["operation"],
 )
 
+# --- alerts (scheduler) -----------------------------------------------------------------------
+
+NOTIFICATION_ATTEMPTS = Counter(
+    "tasksched_notification_attempts_total",
+    "Notification delivery attempts, by channel kind and outcome (delivered, retried, failed).",
+    ["channel", "outcome"],
+)
+ALERTS_SWEPT = Counter(
+    "tasksched_alerts_raised_by_sweep_total",
+    "LATE and RUNNING_LONG alerts raised by the alert sweep.",
+)
+
 # --- executor ---------------------------------------------------------------------------------
 
 ATTEMPTS = Counter(

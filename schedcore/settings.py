@@ -72,6 +72,10 @@ EXECUTOR = frozenset({"executor"})
 REDIS = frozenset({"api", "scheduler"})  # the executor never connects to Redis
 TARGETS = frozenset({"api", "executor"})  # where targets are checked (api) and run (executor)
 LEASES = frozenset({"scheduler", "executor"})
+# Where outbound calls are made: http targets (executor), alert deliveries (scheduler), and
+# where they are checked (api).
+EGRESS = ALL
+ALERTS = frozenset({"api", "scheduler"})  # the scheduler delivers; the api's TestChannel too
 
 
 @dataclass(frozen=True)
@@ -234,11 +238,11 @@ class Settings:
     standby_credits: int = var("STANDBY_CREDITS", 0, p.number(0, 10_000), SCHEDULER)
     # Networks http targets may not reach (api: URLs naming such an address; executor: any address
     # a host resolves to), and, when set, the only networks they may reach. Comma-separated.
-    http_deny_networks: str = var("HTTP_DENY_NETWORKS", DEFAULT_DENY, p.networks, TARGETS)
-    http_allow_networks: str = var("HTTP_ALLOW_NETWORKS", "", p.networks, TARGETS)
+    http_deny_networks: str = var("HTTP_DENY_NETWORKS", DEFAULT_DENY, p.networks, EGRESS)
+    http_allow_networks: str = var("HTTP_ALLOW_NETWORKS", "", p.networks, EGRESS)
     # Api and executor: http targets may not reach loopback, private, CGNAT, link-local or unique
     # local addresses either (schedcore/netpolicy.py lists them). The k8s manifests turn it on.
-    http_deny_private: bool = var("HTTP_DENY_PRIVATE", False, p.parse_bool, TARGETS)
+    http_deny_private: bool = var("HTTP_DENY_PRIVATE", False, p.parse_bool, EGRESS)
     # Api: `token` requires a bearer token on every public call (docs/security.md); `none` makes
     # every caller an anonymous admin (local development and tests only).
     auth_mode: str = var("AUTH_MODE", "token", p.choice(*AUTH_MODES), API)
@@ -246,7 +250,7 @@ class Settings:
     auth_bootstrap_token: str = var("AUTH_BOOTSTRAP_TOKEN", "", p.bearer_secret, API, secret=True)
     # Api and executor: keys that seal secret target values (header values, command environment
     # values) at rest (schedcore/sealing.py); the first seals, all open. Empty: stored as they are.
-    secret_keys: tuple[str, ...] = var("SECRET_KEYS", (), p.fernet_keys, TARGETS, secret=True)
+    secret_keys: tuple[str, ...] = var("SECRET_KEYS", (), p.fernet_keys, EGRESS, secret=True)
     # Api: seconds a replica trusts a verified token before reading it again.
     auth_cache_s: float = var("AUTH_CACHE_SECONDS", 2.0, p.number(0.0, 300.0), API)
     # Api and scheduler (which audits a task pausing itself): newest audit events kept (the
@@ -312,6 +316,28 @@ class Settings:
     # heartbeat (one every third of it); a dead replica's partitions are taken on within about
     # this. Under half of MISSED_TOLERANCE_SECONDS, so a takeover never makes occurrences missed.
     partition_lease_s: float = var("PARTITION_LEASE_SECONDS", 3.0, p.number(0.3, 600.0), SCHEDULER)
+
+    # Alerts (docs/alerts.md). Scheduler: seconds between looks at the late-start and
+    # running-long checks; delivery attempts before a notification ends FAILED; deliveries one
+    # replica makes at once; seconds one may take; days an ended notification is kept.
+    alert_sweep_s: float = var("ALERT_SWEEP_SECONDS", 5.0, p.number(0.1, 3600.0), SCHEDULER)
+    alert_max_attempts: int = var("ALERT_MAX_ATTEMPTS", 12, p.number(1, 100), SCHEDULER)
+    alert_concurrency: int = var("ALERT_CONCURRENCY", 16, p.number(1, 1000), SCHEDULER)
+    alert_timeout_s: float = var("ALERT_TIMEOUT_SECONDS", 10.0, p.number(0.1, 300.0), ALERTS)
+    notification_retention_days: int = var("NOTIFICATION_RETENTION_DAYS", 30, p.number(1, 3650), SCHEDULER)
+    # The dashboard's address as its users reach it (https://host[:port]): notifications link to
+    # the execution there. Empty: no link.
+    dashboard_url: str = var("DASHBOARD_URL", "", p.web_url, ALERTS)
+    # The SMTP server email channels send through: host ("" = email channels fail with "no SMTP
+    # server"), port, credentials, the From address, and STARTTLS (on by default; port 465's
+    # implicit TLS when SMTP_TLS is true).
+    smtp_host: str = var("SMTP_HOST", "", p.text, ALERTS)
+    smtp_port: int = var("SMTP_PORT", 587, p.number(1, 65535), ALERTS)
+    smtp_username: str = var("SMTP_USERNAME", "", p.text, ALERTS)
+    smtp_password: str = var("SMTP_PASSWORD", "", p.text, ALERTS, secret=True)
+    smtp_from: str = var("SMTP_FROM", "tasksched@localhost", p.text, ALERTS)
+    smtp_starttls: bool = var("SMTP_STARTTLS", True, p.parse_bool, ALERTS)
+    smtp_tls: bool = var("SMTP_TLS", False, p.parse_bool, ALERTS)
 
     def quota(self, namespace: str) -> NamespaceQuota:
         """The quotas of `namespace`: its overrides, else the defaults."""

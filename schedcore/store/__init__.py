@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from schedcore.redisconn import StoreClient, StoreRedis, StoreRedisCluster
 from schedcore.settings import SettingsError
+from schedcore.store.alerts import AlertStore
 from schedcore.store.audit import AuditStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
@@ -51,6 +52,7 @@ class Store:
         cluster = isinstance(client, StoreRedisCluster)
         self.engines = tuple(EngineStore(redis, keys, scripts, cluster) for keys in self.partitions.all)
         self.engine = self.engines[0]
+        self.alerts = tuple(AlertStore(redis, keys, scripts) for keys in self.partitions.all)
         self.stats = StatsStore(redis, self.partitions)
         self.tokens = TokenStore(redis, self.keys, scripts)
         self.audit = AuditStore(redis, self.partitions)

@@ -17,14 +17,17 @@ import msgpack
 from redis.asyncio import Redis
 
 from schedcore import pb
+from schedcore.store.alerts import alert_args, raised_keys, rule_arg
 from schedcore.store.executions import summary
-from schedcore.store.keys import Keys, history_member, pad_ms, task_of_execution
+from schedcore.store.keys import DEFAULT_NAMESPACE, Keys, history_member, pad_ms, task_of_execution
 from schedcore.store.scripts import Scripts
 from schedcore.store.stats import lag_bucket, minute_of
 from schedcore.timeutil import duration_to_ms
 
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
 RUNNING = pb.ExecutionStatus.EXECUTION_STATUS_RUNNING
+# How much of an execution's status message a FAILING alert quotes.
+ALERT_MESSAGE_CHARS = 300
 ALLOW = (pb.OverlapPolicy.OVERLAP_POLICY_UNSPECIFIED, pb.OverlapPolicy.OVERLAP_POLICY_ALLOW)
 # What fire_commit.lua calls each overlap policy that holds a run back.
 OVERLAP_RULES = {
@@ -139,6 +142,7 @@ class Completion:
     retry_at_ms: int | None
     summary: pb.ExecutionSummary | None
     pause_after: int = 0  # the task's pause_after_failures (0: never)
+    alert: str = ""  # the task's alert rule (schedcore/store/alerts.py, rule_arg; "": none)
 
 
 class EngineStore:
@@ -190,6 +194,10 @@ class EngineStore:
         keys.append(k.ready_command)
         rows = []
         flags = [*lease, *([False] * (len(commits) - len(lease)))]
+        rules = {
+            c.task.task_id: rule_arg(c.task.spec.alerts, c.task.spec.namespace or DEFAULT_NAMESPACE)
+            for c in commits
+        }
         for c, leased in zip(commits, flags, strict=True):
             rows.append(
                 [
@@ -207,6 +215,7 @@ class EngineStore:
                     pad_ms(c.deferred_until_ms) if c.deferred_until_ms is not None else "",
                     "1" if leased else "",
                     overlap_rule(c.task.spec.overlap),
+                    rules[c.task.task_id],
                 ]
             )
         packed = msgpack.packb(rows, use_bin_type=False)
@@ -217,6 +226,12 @@ class EngineStore:
                 if c.records:
                     keys += [k.task_history(c.task.task_id), k.task_active(c.task.task_id)]
                     keys += [k.execution(r.id) for r in c.records]
+                    if rule := rules[c.task.task_id]:
+                        keys += [
+                            k.alert_watch,
+                            *raised_keys(k, rule, ("skipped",), [r.id for r in c.records]),
+                        ]
+        prefixes += [*alert_args(k), k.alert_watch]
         replies = await self.scripts.fire_commit(keys=keys, args=[packed, lease_ms, *prefixes])
         return [Fired(int(created), int(queued), int(leased)) for created, queued, leased in replies]
 
@@ -314,6 +329,7 @@ class EngineStore:
                     k.task(task_id),
                     k.task_history(task_id),
                     k.task_active(task_id),
+                    *raised_keys(k, c.alert, ("failing", "recovered"), [c.execution.id]),
                 )
             ]
         )
@@ -333,6 +349,8 @@ class EngineStore:
                     str(int(e.status)) if final else "",
                     lag,
                     str(c.pause_after) if c.pause_after else "",
+                    c.alert,
+                    e.status_message[:ALERT_MESSAGE_CHARS] if c.alert else "",
                 ]
             )
         flags, over, failing = await self.scripts.dispatch_complete(
@@ -344,6 +362,7 @@ class EngineStore:
                 k.task_prefix,
                 k.task_history_prefix,
                 k.task_active_prefix,
+                *alert_args(k),
             ],
         )
         return Completed(

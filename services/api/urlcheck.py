@@ -2,7 +2,7 @@
 address (or a localhost name), and no credentials in it (schedcore/urlsecrets.py).
 
 The api does not resolve host names: a name that resolves to a refused address is refused by the
-executor, which resolves every host itself before it connects (services/executor/targets/guard.py).
+executor, which resolves every host itself before it connects (schedcore/egress.py).
 """
 
 from __future__ import annotations

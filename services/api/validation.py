@@ -56,6 +56,7 @@ MUTABLE_FIELDS = (
     "catch_up",
     "overlap",
     "pause_after_failures",
+    "alerts",
 )
 
 
@@ -197,6 +198,14 @@ def task(
     spec.retry_policy.CopyFrom(_retry(v, task_in.retry_policy))
     if task_in.HasField("max_jitter") and (jitter := max_jitter(v, "task.max_jitter", task_in.max_jitter)):
         spec.max_jitter.CopyFrom(ms_to_duration(jitter))
+    _policies(v, task_in, spec)
+    v.raise_if_any()
+    assert window is not None
+    return ValidTask(spec, window)
+
+
+def _policies(v: Violations, task_in: pb.Task, spec: pb.Task) -> None:
+    """The policies of a task (catch-up, overlap, pause after failures, alerts) into `spec`."""
     if task_in.HasField("catch_up"):
         spec.catch_up.CopyFrom(catch_up(v, task_in.catch_up))
         if spec.catch_up.ByteSize() == 0:  # every field at its default: stored as unset
@@ -205,13 +214,12 @@ def task(
         v.add("task.pause_after_failures", f"must be between 0 (never) and {MAX_PAUSE_AFTER_FAILURES}")
     else:
         spec.pause_after_failures = task_in.pause_after_failures
+    if task_in.HasField("alerts"):
+        spec.alerts.CopyFrom(task_in.alerts)
     if task_in.HasField("overlap"):
         spec.overlap.CopyFrom(overlap(v, task_in.overlap))
         if spec.overlap.ByteSize() == 0:
             spec.ClearField("overlap")
-    v.raise_if_any()
-    assert window is not None
-    return ValidTask(spec, window)
 
 
 def display_name(v: Violations, path: str, raw: str, limit: int) -> str:

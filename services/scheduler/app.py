@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schedcore import ipb
+from schedcore.alerting import Sender
 from schedcore.channels import ChannelSecurity
 from schedcore.redisconn import connect
 from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
+from services.scheduler.alerts import AlertLoop
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.firing import Firer
 from services.scheduler.links import Links
@@ -42,6 +44,8 @@ async def build(settings: Settings) -> GrpcService:
     dispatcher.owns = ownership.owns
     for p, firer in enumerate(firers):
         firer.owns = functools.partial(ownership.owns, p)
+    sender = Sender(settings)
+    alert_loop = AlertLoop(store, settings, sender, ownership.owns)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:
@@ -63,6 +67,7 @@ async def build(settings: Settings) -> GrpcService:
             ("reclaim", dispatcher.reclaim_forever),
             ("discovery", links.run),
             ("capabilities", dispatcher.publish_capabilities_forever),
+            ("alerts", alert_loop.run),
         ):
             tasks[name] = asyncio.create_task(once_checked(loop), name=name)
 
@@ -76,8 +81,9 @@ async def build(settings: Settings) -> GrpcService:
             firer.stopping = True
         dispatcher.stopping = True
         dispatcher.poke()
+        alert_loop.stopping.set()  # the sends under way end and are recorded, or their lease runs out
         await cancel_and_wait(tasks["discovery"])  # the set of streams stays as it is
-        loops = [tasks[f"firing-{p}"] for p in range(len(firers))] + [tasks["dispatch"]]
+        loops = [tasks[f"firing-{p}"] for p in range(len(firers))] + [tasks["dispatch"], tasks["alerts"]]
         await asyncio.wait(loops, timeout=min(grace, ROUND_WAIT_S))
         for task in loops:
             await cancel_and_wait(task)
@@ -86,9 +92,11 @@ async def build(settings: Settings) -> GrpcService:
         await links.drain(grace)
 
     async def close() -> None:
+        alert_loop.stopping.set()
         for task in tasks.values():
             await cancel_and_wait(task)
         links.close()
+        await sender.aclose()
         await redis.aclose()
 
     return GrpcService("scheduler", settings, register, store.ready, close, on_start=start, drain=drain)

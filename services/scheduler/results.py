@@ -16,9 +16,11 @@ from schedcore import ipb, metrics, pb
 from schedcore.errors import Aborted, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
+from schedcore.store.alerts import rule_arg
 from schedcore.store.audit import Actor, AuditEntry
 from schedcore.store.engine import Completed, Completion, DispatchItem, EngineStore, Renewed
 from schedcore.store.executions import summary
+from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 from services.scheduler.partitioned import per_partition
 
@@ -88,8 +90,10 @@ def apply(record: pb.Execution, spec: pb.Task | None, result: ipb.WorkResult, no
             f"{result.status_message}; attempt {out.attempt} at {ms_to_ts(retry_at).ToJsonString()}"
         )
         return Completion(out, result.lease_token, retry_at, summary(out))
-    pause_after = spec.pause_after_failures if spec is not None else 0
-    return Completion(out, result.lease_token, None, summary(out), pause_after)
+    if spec is None:
+        return Completion(out, result.lease_token, None, summary(out))
+    alert = rule_arg(spec.alerts, spec.namespace or DEFAULT_NAMESPACE)
+    return Completion(out, result.lease_token, None, summary(out), spec.pause_after_failures, alert)
 
 
 def count(recorded: Sequence[tuple[pb.Execution, Completion]]) -> None:

@@ -5,17 +5,22 @@ NOT_SERVING, and both come back by themselves once the node is back or its repli
 
 from __future__ import annotations
 
+import base64
+import secrets as random
 import signal
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
+from redis.cluster import ClusterNode
+from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
 from schedcore import pb
 from schedcore.store.keys import Partitions
+from tests import alert_receiver
 from tests.integration.cluster_support import cluster_api, cluster_state, cluster_suite, code_of
-from tests.integration.engine_support import once_in
+from tests.integration.engine_support import http, once_in
 from tests.integration.helpers import TIMEOUT, create, cron_task
 from tests.support import RedisCluster, redis_cluster, serving, wait_for
 
@@ -119,3 +124,36 @@ def test_a_partition_without_any_node_is_unavailable_and_health_follows() -> Non
                 assert code_of(listing) is grpc.StatusCode.OK
         finally:
             api.stop()
+
+
+def test_alerts_are_raised_and_delivered_in_every_partition(cluster: RedisCluster) -> None:
+    """A failing task in each partition raises FAILING in its own slot (the notification keys
+    share the partition's hash tag) and its webhook arrives, signed."""
+    secret = "whsec_" + base64.b64encode(random.token_bytes(32)).decode()
+    receiver = alert_receiver.start()
+    client = ClusterClient(startup_nodes=[ClusterNode(h, p) for h, p in cluster.seeds])
+    try:
+        channel = pb.Channel(id=random.token_hex(8), name="ops", namespace="default")
+        channel.webhook.url, channel.webhook.signing_secrets[:] = f"{receiver.url}/hook", [secret]
+        client.hset(PARTS.home.channel(channel.id), mapping={"pb": channel.SerializeToString(), "rev": 1})
+        with cluster_suite(cluster, P, ALERT_TIMEOUT_SECONDS="1") as s:
+            made: dict[int, pb.Task] = {}
+            i = 0
+            while len(made) < P:
+                every = pb.Schedule(interval=pb.IntervalSchedule())
+                every.interval.every.FromMilliseconds(1_000)
+                alerts = pb.AlertPolicy(channel_ids=[channel.id], consecutive_failures=1)
+                task = s.create(f"failing-{i}", every, http(f"{receiver.url}/target/500"), alerts=alerts)
+                made.setdefault(PARTS.of_task(task.id), task)
+                i += 1
+            wanted = {t.id for t in made.values()}
+            wait_for(lambda: wanted <= {r.json["data"]["task"]["id"] for r in receiver.notifications()}, 30)
+            for r in receiver.notifications():
+                assert alert_receiver.verify(secret, r.headers, r.body)
+            for p, task in made.items():
+                [nid] = [r.id for r in receiver.notifications() if r.json["data"]["task"]["id"] == task.id]
+                key = PARTS.all[p].notification(nid)
+                wait_for(lambda key=key: client.hget(key, "st") == b"d", 10)  # type: ignore[misc]
+    finally:
+        client.close()
+        receiver.close()

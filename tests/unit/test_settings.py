@@ -133,6 +133,19 @@ FULL_ENV = {
     "API_RATE_LIMIT": "2.5",
     "API_RATE_BURST": "10",
     "API_PROCESSES": "0",
+    "ALERT_SWEEP_SECONDS": "0.5",
+    "ALERT_MAX_ATTEMPTS": "3",
+    "ALERT_CONCURRENCY": "4",
+    "ALERT_TIMEOUT_SECONDS": "2",
+    "NOTIFICATION_RETENTION_DAYS": "7",
+    "DASHBOARD_URL": "https://sched.example.com",
+    "SMTP_HOST": "smtp.example.com",
+    "SMTP_PORT": "465",
+    "SMTP_USERNAME": "alerts",
+    "SMTP_PASSWORD": "pw",
+    "SMTP_FROM": "alerts@example.com",
+    "SMTP_STARTTLS": "false",
+    "SMTP_TLS": "true",
 }
 ENV_NAMES = list(FULL_ENV)
 
@@ -205,6 +218,19 @@ def test_every_variable_is_parsed() -> None:
         api_rate_limit=2.5,
         api_rate_burst=10,
         api_processes=0,
+        alert_sweep_s=0.5,
+        alert_max_attempts=3,
+        alert_concurrency=4,
+        alert_timeout_s=2.0,
+        notification_retention_days=7,
+        dashboard_url="https://sched.example.com",
+        smtp_host="smtp.example.com",
+        smtp_port=465,
+        smtp_username="alerts",
+        smtp_password="pw",
+        smtp_from="alerts@example.com",
+        smtp_starttls=False,
+        smtp_tls=True,
     )
     # Every field of Settings has a variable here: a new setting needs a line in this test.
     assert len(dataclasses.fields(Settings)) == len(FULL_ENV)
@@ -274,6 +300,15 @@ BAD_VALUES = [
     ("API_RATE_LIMIT", "fast", "expected a number"),
     ("API_RATE_BURST", "0", "between 1 and"),
     ("API_PROCESSES", "-1", "between 0 and 256"),
+    ("ALERT_SWEEP_SECONDS", "0", "between 0.1 and"),
+    ("ALERT_MAX_ATTEMPTS", "0", "between 1 and 100"),
+    ("ALERT_CONCURRENCY", "lots", "expected an integer"),
+    ("ALERT_TIMEOUT_SECONDS", "301", "between 0.1 and 300"),
+    ("NOTIFICATION_RETENTION_DAYS", "0", "between 1 and"),
+    ("DASHBOARD_URL", "sched.example.com", "expected http(s)://host"),
+    ("SMTP_PORT", "0", "between 1 and 65535"),
+    ("SMTP_STARTTLS", "maybe", "expected"),
+    ("SMTP_TLS", "maybe", "expected"),
 ]
 
 
@@ -547,6 +582,7 @@ def test_every_parsed_variable_has_a_bad_value_in_these_tests() -> None:
         "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_KEY_PREFIX", "GRPC_HOST",
         "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "TLS_CLIENT_CA_FILE", "PAGE_TOKEN_SECRET",
         "INSTANCE_ID", "SCHEDULER_ADDR", "EXECUTOR_ADDRS",
+        "SMTP_HOST", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM",
     }  # fmt: skip
     assert {v.name for _, v in variables()} - free_text == set(BAD)
 

@@ -10,20 +10,26 @@
 -- A task with pause_after_failures counts its executions that ended FAILED or TIMED_OUT in a row
 -- (task hash `cf`; a SUCCEEDED one clears it) and is named in the answer once the count reaches
 -- its threshold: the caller pauses it (docs/engine.md, "Pause after failures").
+-- A task with an alert rule counts them the same way: the count reaching the rule's failures
+-- raises FAILING once and opens an incident (task hash `ai`); the first SUCCEEDED one after it
+-- closes the incident and raises RECOVERED when the rule asks (docs/alerts.md).
 -- The completions come as one MessagePack blob (eight arguments each, packed by the client, were
 -- most of the cost of recording).
 -- KEYS: 1 inflight, 2 ready, 3 this minute's execution stats
 -- ARGV: 1 history limit per task (0: do not check), 2 MessagePack array of completions, each
 --       {id, token, status, record, retry-at ms ("" = final), summary ("" = none),
 --        stats status ("" = not counted), lag bucket ("" = none), failures that pause the task
---        ("" = never)}, 3-6 the key prefixes of
---       execution hashes, task hashes, task histories and active sets (each plus an id)
+--        ("" = never), alert rule ("" = none: prelude's alert_rule), status message for an
+--        alert ("" = none)}, 3-6 the key prefixes of execution hashes, task hashes, task
+--        histories and active sets (each plus an id), 7-9 notification prefix, due set, task
+--        notification list prefix (docs/alerts.md)
 -- Returns {one character per execution, in order: "1" recorded, "0" dropped (stale token),
 --          {task ids whose history is over the limit}, {{task id, failures in a row, execution id},
 --          ...} to pause}
 local items = cmsgpack.unpack(ARGV[2])
 local limit = tonumber(ARGV[1])
 local execution_prefix, task_prefix, history_prefix, active_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local alerts_at = {ARGV[7], ARGV[8], ARGV[9]}
 local now  -- Redis time, read when first needed
 local recorded = {}
 local over, seen, counts, failing = {}, {}, {}, {}
@@ -34,8 +40,8 @@ local g = gathered()  -- inflight and ready: one write each per call
 local done = {}  -- an id given twice is recorded once
 for i = 1, #items do
   local c = items[i]
-  local id, token, status, record, retry_at, last, stats_status, lag, pause_after =
-    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+  local id, token, status, record, retry_at, last, stats_status, lag, pause_after, rule, why =
+    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], alert_rule(c[10]), c[11]
   local task_id = task_of_execution(id)
   local ek, tk, hk = execution_prefix .. id, task_prefix .. task_id, history_prefix .. task_id
   recorded[i] = '0'
@@ -65,12 +71,23 @@ for i = 1, #items do
         now = now or now_ms()
         release_buffered(tk, act, KEYS[2], execution_prefix, now)
       end
-      if pause_after ~= '' and redis.call('EXISTS', tk) == 1 then
+      if (pause_after ~= '' or rule) and redis.call('EXISTS', tk) == 1 then
         if status == STATUS.FAILED or status == STATUS.TIMED_OUT then
           local n = redis.call('HINCRBY', tk, 'cf', 1)
-          if n >= tonumber(pause_after) then failing[#failing + 1] = {task_id, n, id} end
+          if pause_after ~= '' and n >= tonumber(pause_after) then failing[#failing + 1] = {task_id, n, id} end
+          if rule and rule.failures and n >= rule.failures and redis.call('HSETNX', tk, 'ai', id) == 1 then
+            now = now or now_ms()
+            local said = n == 1 and '1 execution ended FAILED or TIMED_OUT: '
+              or n .. ' executions in a row ended FAILED or TIMED_OUT; the last: '
+            raise_alert(alerts_at, ALERT.FAILING, id, rule, said .. why, now)
+          end
         elseif status == STATUS.SUCCEEDED then
-          redis.call('HDEL', tk, 'cf')
+          local open = redis.call('HGET', tk, 'ai')
+          redis.call('HDEL', tk, 'cf', 'ai')
+          if open and rule and rule.recovery then
+            now = now or now_ms()
+            raise_alert(alerts_at, ALERT.RECOVERED, id, rule, 'succeeded again, after the FAILING alert raised by ' .. open, now)
+          end
         end
       end
       counts['s' .. stats_status] = (counts['s' .. stats_status] or 0) + 1

@@ -24,7 +24,7 @@ for i = 1, #ids do
     local v = redis.call('HMGET', ek, 'pb', 'tok')
     if v[1] then
       local token = tonumber(v[2] or '0') + 1
-      redis.call('HSET', ek, 'status', STATUS.RUNNING, 'tok', token)
+      redis.call('HSET', ek, 'status', STATUS.RUNNING, 'tok', token, 'lt', now)
       gather(g, 'ZADD', KEYS[2], expiry, id)
       if specs[tk] == nil then specs[tk] = redis.call('HGET', tk, 'spec') or false end
       out[#out + 1] = {id, token, v[1], specs[tk]}

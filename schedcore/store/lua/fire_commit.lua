@@ -16,6 +16,9 @@
 -- (docs/engine.md, "Overlap"): fewer than `limit` active, it runs; otherwise it is recorded
 -- SKIPPED, or waits in the task's buffer (one at most), or (cancel) the oldest active ones are
 -- cancelled and it runs, or waits for them to end. Every run created joins the active set.
+-- A commit with an alert rule (docs/alerts.md) raises SKIPPED once for the records it created
+-- SKIPPED (when the rule asks), and puts each run it created in the alert watch set when the
+-- rule has a late-start or a running-long limit (alert_sweep.lua looks at them).
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
 --       minute's execution stats, 6 inflight, 7 command ready queue
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
@@ -24,14 +27,16 @@
 --       none), ready score (ms), {{record id, protobuf, status, global history member}, ...},
 --       deferred until (13-digit ms; "" not deferred: a task that could not be planned keeps its
 --       `next` and records nothing, and its index entry comes due again then), lease ("1":
---       lease the run to the caller; "" queue it in ready), overlap rule ("" none)}; 2 lease ms,
---       3-6 the key prefixes of task hashes, task histories, execution hashes and active sets
---       (each plus an id)
+--       lease the run to the caller; "" queue it in ready), overlap rule ("" none), alert rule
+--       ("" none: prelude's alert_rule)}; 2 lease ms, 3-6 the key prefixes of task hashes, task
+--       histories, execution hashes and active sets (each plus an id), 7-9 notification prefix,
+--       due set, task notification list prefix, 10 the alert watch set
 -- Returns per commit {records created, of them PENDING (queued to run), of those leased}, or
 -- {-1, 0, 0} on conflict.
 local commits = cmsgpack.unpack(ARGV[1])
 local out, by_state, ended = {}, {}, {}
 local task_prefix, history_prefix, execution_prefix, active_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local alerts_at, watch = {ARGV[7], ARGV[8], ARGV[9]}, ARGV[10]
 local now  -- Redis time, read once, when first needed (a lease's expiry, an overlap decision)
 local function clock()
   now = now or now_ms()
@@ -45,8 +50,8 @@ local function ended_cancelled()
 end
 for c = 1, #commits do
   local t = commits[c]
-  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease, ov =
-    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11]
+  local id, nominal, srev, following, state, first_summary, ready_at, records, deferred, lease, ov, rule =
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], alert_rule(t[12])
   local key, thist, act = task_prefix .. id, history_prefix .. id, active_prefix .. id
   local v = redis.call('HMGET', key, 'next', 'srev', 'nx', 'state', 'lastid')
   if v[1] ~= nominal or (v[2] or '0') ~= srev then
@@ -60,6 +65,7 @@ for c = 1, #commits do
   else
     local created, queued, leased = 0, 0, 0
     local set, del = {}, {}
+    local skipped, skip_message = {}, nil
     for i = 1, #records do
       local rid, record, status, member = records[i][1], records[i][2], records[i][3], records[i][4]
       local ek = execution_prefix .. rid
@@ -71,6 +77,7 @@ for c = 1, #commits do
         local summary = first_summary
         if fate == 'skip' then
           status = STATUS.SKIPPED
+          skip_message = skip_message or message
           record = pb_ended(record, status, message, clock()) .. pb_int(FIELD.attempt, 0)
           if summary ~= '' then summary = summary .. pb_int(2, tonumber(status)) .. pb_time(4, clock()) end
         elseif fate == 'buffer' then
@@ -86,7 +93,7 @@ for c = 1, #commits do
           redis.call('HSET', key, 'buf', ov[2] .. ':' .. ready_at .. ':' .. rid)
           queued = queued + 1
         elseif status == STATUS.PENDING and lease == '1' and i == 1 then
-          redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1)
+          redis.call('HSET', ek, 'pb', record, 'status', STATUS.RUNNING, 'tok', 1, 'lt', clock())
           redis.call('SADD', act, rid)
           gather(g, 'ZADD', KEYS[6], clock() + tonumber(ARGV[2]), rid)
           queued, leased = queued + 1, leased + 1
@@ -102,6 +109,11 @@ for c = 1, #commits do
         else  -- born ended (a skipped occurrence): counted in this minute's stats
           redis.call('HSET', ek, 'pb', record, 'status', status)
           ended['s' .. status] = (ended['s' .. status] or 0) + 1
+        end
+        if rule and status == STATUS.SKIPPED then
+          skipped[#skipped + 1] = rid
+        elseif rule and status == STATUS.PENDING then
+          watch_run(watch, rule, rid)
         end
         created = created + 1
       end
@@ -122,6 +134,11 @@ for c = 1, #commits do
     end
     redis.call('HSET', key, unpack(set))
     if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+    if #skipped > 0 and rule.skipped then
+      local what = skip_message or 'missed: the suite was not running at their time'
+      raise_alert(alerts_at, ALERT.SKIPPED, skipped[1], rule, #skipped .. ' occurrence(s) recorded SKIPPED, the first '
+        .. skipped[1] .. ' (' .. what .. ')', clock())
+    end
     out[c] = {created, queued, leased}
   end
 end

@@ -236,3 +236,59 @@ local function overlap_fate(ov, tk, act, rid, execution_prefix, ready, ready_com
   if buffered then message = message .. '; ' .. buffered .. ' waits already' end
   return 'skip', message
 end
+
+-- Alerts (docs/alerts.md). Kinds as stored in a notification's `k` (the numbers of the protobuf
+-- enum AlertKind, checked by tests/unit/test_lua_prelude.py) and the name in its id.
+local ALERT = {
+  FAILING = {'1', 'failing'}, RECOVERED = {'2', 'recovered'}, SKIPPED = {'3', 'skipped'},
+  LATE = {'4', 'late'}, RUNNING_LONG = {'5', 'running_long'},
+}
+local NOTIFICATIONS_PER_TASK = 200
+
+-- The parts of a task's alert rule as the engine passes it: "<failures>|<flags>|<namespace>|
+-- <channel ids, comma-separated>|<late ms>|<running ms>" (schedcore/store/alerts.py, rule_arg);
+-- flags: "r" recovery, "s" skipped. Returns nil for "".
+local function alert_rule(rule)
+  if rule == nil or rule == '' then return nil end
+  local failures, flags, ns, channels, late, running =
+    string.match(rule, '^(%d*)|(%a*)|([^|]*)|([^|]*)|(%d*)|(%d*)$')
+  return {
+    failures = tonumber(failures), recovery = string.find(flags, 'r', 1, true) ~= nil,
+    skipped = string.find(flags, 's', 1, true) ~= nil, ns = ns, channels = channels,
+    late = tonumber(late), running = tonumber(running),
+  }
+end
+
+-- Raise alert `kind` (an ALERT entry) about execution `eid` to each channel of the rule: one
+-- notification per channel, `<kind>.<execution id>.<channel id>`, created only if it does not
+-- exist (the same id on every replica: invariant 1), due now, and listed under its task (the
+-- newest NOTIFICATIONS_PER_TASK). `at` = {notification prefix, due set, task list prefix}.
+local function raise_alert(at, kind, eid, rule, message, now)
+  local task_id = task_of_execution(eid)
+  for channel in string.gmatch(rule.channels, '[^,]+') do
+    local nid = kind[2] .. '.' .. eid .. '.' .. channel
+    local nk = at[1] .. nid
+    if redis.call('EXISTS', nk) == 0 then
+      redis.call('HSET', nk, 'k', kind[1], 't', task_id, 'e', eid, 'c', channel, 'ns', rule.ns,
+        'm', message, 'at', now, 'st', 'p', 'a', 0)
+      redis.call('ZADD', at[2], now, nid)
+      local list = at[3] .. task_id
+      redis.call('ZADD', list, now, nid)
+      redis.call('ZREMRANGEBYRANK', list, 0, -NOTIFICATIONS_PER_TASK - 1)
+    end
+  end
+end
+
+-- The nominal time (ms) of execution id `eid` (its 13 digits after the task id).
+local function nominal_of(eid)
+  return tonumber(string.sub(eid, 18, 30))
+end
+
+-- Put run `rid` in the alert watch set for each limit its rule has: `<l|r>:<limit ms>:<rid>:
+-- <namespace>:<channels>`, first looked at when the limit is up after its nominal time (it
+-- cannot have started, or run that long, before); alert_sweep.lua does the rest.
+local function watch_run(watch, rule, rid)
+  local tail = ':' .. rid .. ':' .. rule.ns .. ':' .. rule.channels
+  if rule.late then redis.call('ZADD', watch, nominal_of(rid) + rule.late, 'l:' .. rule.late .. tail) end
+  if rule.running then redis.call('ZADD', watch, nominal_of(rid) + rule.running, 'r:' .. rule.running .. tail) end
+end

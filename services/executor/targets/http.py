@@ -19,13 +19,13 @@ import time
 import httpx
 
 from schedcore import pb, signing
+from schedcore.egress import AddressRefused, GuardedTransport, proxy_mounts
 from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
 from schedcore.sealing import Sealer, SealError, secret_maps
 from schedcore.settings import Settings
 from schedcore.urlsecrets import redact
 from services.executor.targets.base import SUCCEEDED, AttemptContext, Outcome, Target
-from services.executor.targets.guard import AddressRefused, GuardedTransport, proxy_mounts
 from services.executor.targets.scrub import margin, scrubbed
 
 METHODS: dict[int, str] = {

@@ -1,4 +1,5 @@
-"""The http target's connections go only where the address policy allows (schedcore/netpolicy.py).
+"""Outbound http (http targets' calls, alert deliveries) goes only where the address policy
+allows (schedcore/netpolicy.py).
 
 A network backend for httpcore: it resolves the host itself, refuses the connection when any of
 its addresses is refused, and connects to a checked address, so a name cannot resolve to an
