@@ -71,6 +71,24 @@ REDIS_ERRORS = Counter(
     ["operation"],
 )
 
+# Backlog, per partition, read from Redis every few seconds by the one replica reporting that
+# partition (services/scheduler/backlog.py): `sum` over replicas counts each partition once.
+EXECUTIONS_READY = Gauge(
+    "tasksched_executions_ready",
+    "Executions queued for dispatch in the partition (retries waiting out their backoff too).",
+    ["partition"],
+)
+EXECUTIONS_IN_FLIGHT = Gauge(
+    "tasksched_executions_in_flight",
+    "Executions handed to an executor under a dispatch lease in the partition.",
+    ["partition"],
+)
+EXECUTIONS_WAITING_COMMAND = Gauge(
+    "tasksched_executions_waiting_command",
+    "Executions of command tasks in the partition waiting for a command-capable executor.",
+    ["partition"],
+)
+
 # --- executor ---------------------------------------------------------------------------------
 
 ATTEMPTS = Counter(

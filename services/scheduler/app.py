@@ -1,4 +1,4 @@
-"""Assembles the scheduler service: firing, dispatch, reclaim, and SchedulerService.
+"""Assembles the scheduler service: firing, dispatch, reclaim, backlog gauges, and SchedulerService.
 
 One firing loop per partition ("firing-<p>"), one dispatch loop and one reclaim loop over them
 all; with PARTITIONS above 1 each works only the partitions this replica owns now (ownership.py,
@@ -17,6 +17,7 @@ from schedcore.redisconn import connect
 from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
+from services.scheduler.backlog import BacklogGauges
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.firing import Firer
 from services.scheduler.links import Links
@@ -42,6 +43,7 @@ async def build(settings: Settings) -> GrpcService:
     dispatcher.owns = ownership.owns
     for p, firer in enumerate(firers):
         firer.owns = functools.partial(ownership.owns, p)
+    backlog = BacklogGauges(store.stats, settings.partitions, ownership.reports)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:
@@ -63,6 +65,7 @@ async def build(settings: Settings) -> GrpcService:
             ("reclaim", dispatcher.reclaim_forever),
             ("discovery", links.run),
             ("capabilities", dispatcher.publish_capabilities_forever),
+            ("backlog", backlog.run),
         ):
             tasks[name] = asyncio.create_task(once_checked(loop), name=name)
 
