@@ -1,13 +1,14 @@
 """The monitoring artifacts (docs/metrics.md, "Alerts, dashboard, monitoring component"): the alert
 rules pass promtool's check and unit tests, the component's PrometheusRule is the rules file's
-twin, the component builds on every overlay and scrapes every metrics port, and the rules read
-only metrics the code defines.
+twin, the component builds on every overlay and scrapes every metrics port, and rules and
+dashboard read only metrics the code defines.
 
 kubernetes-validate knows no CRD: the PrometheusRule and PodMonitors are checked here by their
 structure (the fields the operator requires), not against the operator's schemas."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from tools import gen_prometheusrule
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES_FILE = MONITORING / "prometheus-rules.yaml"
 RULES_TESTS = Path(__file__).with_name("prometheus-rules-test.yaml")
+DASHBOARD = MONITORING / "grafana-dashboard.json"
 COMPONENT = K8S / "components" / "monitoring"
 SCRAPED = ("api", "scheduler", "executor")
 SEVERITIES = {"critical", "warning", "info"}
@@ -155,3 +157,52 @@ def test_the_component_adds_rules_and_scrapes_every_metrics_port(overlay: str, t
         assert [e["port"] for e in monitor["podMetricsEndpoints"]] == ports, name
         path = plain.pod_template(name)["metadata"]["annotations"]["prometheus.io/path"]
         assert all(e["path"] == path for e in monitor["podMetricsEndpoints"]), name
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+
+def panels() -> list[dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    flat = []
+    for panel in dashboard["panels"]:
+        flat += [panel, *panel.get("panels", [])]
+    return flat
+
+
+def test_the_dashboard_takes_its_datasource_from_a_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus"
+    uid = "${" + variable["name"] + "}"
+    ids = [p["id"] for p in panels()]
+    assert len(ids) == len(set(ids))
+    for panel in panels():
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], panel["title"]
+        assert all(t["datasource"]["uid"] == uid for t in panel["targets"]), panel["title"]
+
+
+def test_the_dashboard_reads_only_metrics_the_code_defines() -> None:
+    defined = defined_names()
+    read: set[str] = set()
+    for panel in panels():
+        for target in panel.get("targets", []):
+            used = metric_names(target["expr"])
+            assert used and used <= defined, (panel["title"], used - defined)
+            read |= used
+    # The panels the issue asks for: lag, fires, outcomes, backlog, Redis, capacity, RPCs.
+    assert {
+        "tasksched_execution_lag_seconds_bucket",
+        "tasksched_occurrences_fired_total",
+        "tasksched_executions_finished_total",
+        "tasksched_executions_ready",
+        "tasksched_executions_in_flight",
+        "tasksched_executions_waiting_command",
+        "tasksched_redis_errors_total",
+        "tasksched_executor_attempts_in_flight",
+        "tasksched_executor_concurrency",
+        "tasksched_rpc_handled_total",
+    } <= read
