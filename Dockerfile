@@ -14,12 +14,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Only the dependencies from pyproject.toml (not the project itself): the services run from
-# /app like they do from a checkout. This layer is rebuilt only when pyproject.toml changes.
+# The dependencies from pyproject.toml, then the project's metadata alone: installed while no
+# code is in /src, it puts no package in the venv (the services run from /app like they do from a
+# checkout), only the dist-info whose version tasksched_build_info reports (docs/metrics.md).
+# Its `schedctl` script does not work here: cli/ is not in the images. This layer is rebuilt only
+# when pyproject.toml changes.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d['dependencies']))" > requirements.txt \
  && python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d['optional-dependencies']['ui']))" > requirements-ui.txt \
- && pip install -r requirements.txt
+ && pip install -r requirements.txt \
+ && pip install --no-deps .
 COPY protos ./protos
 COPY tools/gen_protos.py ./tools/
 COPY schedcore ./schedcore

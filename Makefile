@@ -17,6 +17,7 @@ DEPS_STAMP := $(VENV)/.deps-stamp
 PROTO_STAMP := schedcore/gen/.stamp
 NPM_STAMP := node_modules/.npm-stamp
 KUBECTL := .tools/kubectl
+PROMTOOL := .tools/promtool
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 LINT_PATHS := schedcore services cli tests tools ui bench
 PYTEST_ARGS ?=
@@ -35,7 +36,7 @@ help:
 	@echo "make deps       .venv with the pinned dependencies, and redis-server"
 	@echo "make proto      regenerate schedcore/gen/ from protos/"
 	@echo "make screenshots  refresh docs/img/ (the dashboard in chromium, by its browser test)"
-	@echo "make tools      node_modules (buf, the Node example's grpc libraries) and .tools/kubectl"
+	@echo "make tools      node_modules (buf, the Node example's grpc libraries), .tools/kubectl and .tools/promtool"
 	@echo "make breaking   buf breaking-change check of protos/ against the previous commit"
 	@echo "make clean      remove .venv, node_modules, generated code and caches (keeps .data/)"
 
@@ -101,7 +102,12 @@ $(KUBECTL): tools/fetch_kubectl.py
 	$(PYTHON) tools/fetch_kubectl.py
 	@touch $@
 
-tools: $(NPM_STAMP) $(KUBECTL)
+# promtool (Debian's prometheus package, the binary alone) for the alert rules' tests.
+$(PROMTOOL): tools/fetch_promtool.py
+	$(PYTHON) tools/fetch_promtool.py
+	@touch $@
+
+tools: $(NPM_STAMP) $(KUBECTL) $(PROMTOOL)
 
 # Runs every checker, then fails if any failed.
 lint: $(DEPS_STAMP) $(NPM_STAMP)

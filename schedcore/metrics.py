@@ -12,6 +12,8 @@ where the code already does per-execution work.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -20,6 +22,28 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # No `<name>_created` series beside every counter: they double what a scrape carries for nothing.
 prometheus_client.disable_created_metrics()
+
+# The distribution whose installed metadata gives tasksched_build_info its version.
+DISTRIBUTION = "scheduler-suite"
+
+
+def project_version() -> str:
+    """The installed project's version (pyproject.toml's, through its metadata), or "unknown"
+    when the code runs without it being installed."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- every service ----------------------------------------------------------------------------
+
+BUILD_INFO = Gauge(
+    "tasksched_build_info",
+    "Always 1: the version of the suite and of Python this process runs, as labels.",
+    ["version", "python"],
+)
+BUILD_INFO.labels(project_version(), platform.python_version()).set(1)
 
 # --- scheduler --------------------------------------------------------------------------------
 
@@ -71,6 +95,24 @@ REDIS_ERRORS = Counter(
     ["operation"],
 )
 
+# Backlog, per partition, read from Redis every few seconds by the one replica reporting that
+# partition (services/scheduler/backlog.py): `sum` over replicas counts each partition once.
+EXECUTIONS_READY = Gauge(
+    "tasksched_executions_ready",
+    "Executions queued for dispatch in the partition (retries waiting out their backoff too).",
+    ["partition"],
+)
+EXECUTIONS_IN_FLIGHT = Gauge(
+    "tasksched_executions_in_flight",
+    "Executions handed to an executor under a dispatch lease in the partition.",
+    ["partition"],
+)
+EXECUTIONS_WAITING_COMMAND = Gauge(
+    "tasksched_executions_waiting_command",
+    "Executions of command tasks in the partition waiting for a command-capable executor.",
+    ["partition"],
+)
+
 # --- alerts (scheduler) -----------------------------------------------------------------------
 
 NOTIFICATION_ATTEMPTS = Counter(
@@ -93,6 +135,10 @@ ATTEMPTS = Counter(
 ATTEMPTS_IN_FLIGHT = Gauge(
     "tasksched_executor_attempts_in_flight",
     "Attempts running on this executor now.",
+)
+EXECUTOR_CONCURRENCY = Gauge(
+    "tasksched_executor_concurrency",
+    "Attempts this executor runs at most at once (EXECUTOR_CONCURRENCY).",
 )
 ATTEMPTS_QUEUED = Gauge(
     "tasksched_executor_attempts_queued",

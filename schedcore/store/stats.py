@@ -85,6 +85,16 @@ class MinuteStats:
             self.lag[i] += count
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What waits in one partition now: queued to dispatch, held by executors, set aside for a
+    command-capable executor (docs/redis-layout.md: `ready`, `inflight`, `ready:command`)."""
+
+    ready: int
+    in_flight: int
+    waiting_command: int
+
+
 class StatsStore:
     def __init__(self, redis: Redis, partitions: Partitions) -> None:
         self.redis = redis
@@ -117,3 +127,19 @@ class StatsStore:
             for total, minute in zip(per_minute, part[4:], strict=True):
                 total.add(MinuteStats.decode(minute))
         return counts, per_minute, ready, inflight
+
+    async def backlog(self, partitions: Sequence[int]) -> dict[int, Backlog]:
+        """The backlog of each of `partitions`: three ZCARDs each, in one pipeline (one round
+        trip). `ready` counts retries waiting out their backoff too (scored by when they may
+        start), as GetStats' ready figure does."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                keys = self.partitions.all[p]
+                pipe.zcard(keys.ready)
+                pipe.zcard(keys.inflight)
+                pipe.zcard(keys.ready_command)
+            raw = await pipe.execute()
+        return {
+            p: Backlog(int(raw[3 * i]), int(raw[3 * i + 1]), int(raw[3 * i + 2]))
+            for i, p in enumerate(partitions)
+        }

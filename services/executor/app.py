@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from schedcore import metrics
 from schedcore.channels import ChannelSecurity
 from schedcore.identity import AllowedClients
 from schedcore.ipb import executor_grpc, executor_pb2
@@ -54,6 +55,8 @@ async def build(settings: Settings) -> GrpcService:
         prefetch=settings.executor_prefetch,
     )
     servicer = ExecutorServicer(engine, capabilities)
+    # The capacity beside tasksched_executor_attempts_in_flight: alerts and dashboards take the ratio.
+    metrics.EXECUTOR_CONCURRENCY.set(settings.executor_concurrency)
 
     def register(server: grpc.aio.Server) -> list[str]:
         executor_grpc.add_ExecutorServiceServicer_to_server(servicer, server)

@@ -1,4 +1,4 @@
-"""Assembles the scheduler service: firing, dispatch, reclaim, and SchedulerService.
+"""Assembles the scheduler service: firing, dispatch, reclaim, backlog gauges, and SchedulerService.
 
 One firing loop per partition ("firing-<p>"), one dispatch loop and one reclaim loop over them
 all; with PARTITIONS above 1 each works only the partitions this replica owns now (ownership.py,
@@ -19,6 +19,7 @@ from schedcore.server import GrpcService, cancel_and_wait
 from schedcore.settings import Settings
 from schedcore.store import Store
 from services.scheduler.alerts import AlertLoop
+from services.scheduler.backlog import BacklogGauges
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.firing import Firer
 from services.scheduler.links import Links
@@ -46,6 +47,7 @@ async def build(settings: Settings) -> GrpcService:
         firer.owns = functools.partial(ownership.owns, p)
     sender = Sender(settings)
     alert_loop = AlertLoop(store, settings, sender, ownership.owns)
+    backlog = BacklogGauges(store.stats, settings.partitions, ownership.reports)
     tasks: dict[str, asyncio.Task[None]] = {}
 
     def register(server: Any) -> list[str]:
@@ -68,6 +70,7 @@ async def build(settings: Settings) -> GrpcService:
             ("discovery", links.run),
             ("capabilities", dispatcher.publish_capabilities_forever),
             ("alerts", alert_loop.run),
+            ("backlog", backlog.run),
         ):
             tasks[name] = asyncio.create_task(once_checked(loop), name=name)
 

@@ -51,6 +51,9 @@ class Ownership:
         self.clock = clock
         self.everyone = count == 1
         self._until: dict[int, float] = {}  # partition -> monotonic time its lease is trusted until
+        # With one partition: the live members at the last heartbeat, trusted until (monotonic).
+        self._members: list[str] = []
+        self._members_until = 0.0
         self.stopping = asyncio.Event()
 
     def owns(self, partition: int) -> bool:
@@ -62,16 +65,30 @@ class Ownership:
     def owned(self) -> list[int]:
         return [p for p in range(self.count) if self.owns(p)]
 
+    def reports(self, partition: int) -> bool:
+        """Whether this replica is the one that reports `partition`'s gauges (backlog.py), so a
+        `sum` over replicas counts each partition once: its owner with PARTITIONS above 1; with
+        one (every replica works it), the member rendezvous hashing would give it to, among the
+        members of the last heartbeat while that heartbeat is trusted. While membership changes,
+        a partition may be reported twice or not at all for up to a heartbeat."""
+        if not self.everyone:
+            return self.owns(partition)
+        if self.clock() >= self._members_until or not self._members:
+            return False
+        return owner_of(self._members, partition) == self.instance_id
+
     async def beat(self) -> None:
         """One heartbeat: membership, then take, renew or give up each partition, all at once
         (one round trip, whatever P), each on its own: a partition whose call fails keeps its
         old deadline and the others go on."""
         lease_ms = round(self.lease_s * 1000)
+        beat_sent = self.clock()
         members = await self.store.heartbeat(self.instance_id, lease_ms)
-        if self.everyone:  # membership only: every replica works the one partition
-            return
         if self.instance_id not in members:  # it is: the heartbeat just wrote it
             members = [*members, self.instance_id]
+        if self.everyone:  # membership only: every replica works the one partition
+            self._members, self._members_until = members, beat_sent + self.lease_s * TRUSTED
+            return
         mine = [p for p in range(self.count) if owner_of(members, p) == self.instance_id]
         gone = [p for p in self._until if p not in mine]
         for partition in gone:  # stop trusting before letting go
@@ -106,6 +123,7 @@ class Ownership:
         all at once, within `timeout_s`; what is not released then expires with its lease."""
         self.stopping.set()
         self._until = {}
+        self._members = []
         calls = [] if self.everyone else [self.store.release(p, self.instance_id) for p in range(self.count)]
         try:
             async with asyncio.timeout(timeout_s):

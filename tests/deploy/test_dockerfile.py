@@ -107,6 +107,16 @@ def test_final_images_are_non_root_and_carry_no_build_tools(name: str) -> None:
             assert not re.search(r"\b(pip|apt-get|apt|gcc|make)\b", command), (stage.name, command)
 
 
+def test_the_image_holds_the_projects_metadata_and_no_second_copy_of_its_code() -> None:
+    """tasksched_build_info's version comes from the installed project's metadata (docs/metrics.md):
+    the build stage installs the project, without dependencies, while only pyproject.toml is in
+    /src, so the venv gets its dist-info and none of its packages (the code runs from /app)."""
+    build = STAGES["build"].instructions
+    (at,) = [i for i, (kw, arg) in enumerate(build) if kw == "RUN" and "pip install --no-deps ." in arg]
+    assert [arg for kw, arg in build[:at] if kw == "COPY"] == ["pyproject.toml ./"]
+    assert "--from=build /opt/venv /opt/venv" in STAGES["runtime"].all("COPY")
+
+
 def test_protos_are_generated_during_the_build() -> None:
     runs = " && ".join(STAGES["build"].all("RUN"))
     assert "python tools/gen_protos.py" in runs  # the generator `make proto` runs

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from urllib.request import urlopen
@@ -25,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
 from schedcore import metrics, pb
+from schedcore.settings import Settings
 from services.api.app import build as build_api
 from tests.conftest import api_settings
 from tests.integration.engine_support import ROOT, TERMINAL, Suite, http, once_in
@@ -33,6 +36,8 @@ from tests.support import RedisServer, ServiceThread, free_port, redis_server, w
 
 S = pb.ExecutionStatus
 TASK_SERVICE = "/scheduler.v1.TaskService"
+
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -162,6 +167,8 @@ def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink)
         assert value(execu, "tasksched_executor_attempts_total", target="http", status="failed") == 2
         assert value(execu, "tasksched_executor_attempts_total", target="http", status="timed_out") == 1
         assert value(execu, "tasksched_executor_attempts_in_flight") == 0
+        configured = Settings.from_env({"GRPC_PLAINTEXT": "true"}).executor_concurrency
+        assert value(execu, "tasksched_executor_concurrency") == configured
 
         after = scrape(s.api_metrics)
         for method, code, moved in (("CreateTask", "OK", 7), ("GetTask", "NOT_FOUND", 1)):
@@ -169,6 +176,11 @@ def test_engine_counters_match_what_ran(redis_srv: RedisServer, rds, sink: Sink)
             assert value(after, name, **labels) - value(before, name, **labels) == moved, method
         duration = ("tasksched_rpc_duration_seconds_count", {"method": f"{TASK_SERVICE}/CreateTask"})
         assert value(after, duration[0], **duration[1]) - value(before, duration[0], **duration[1]) == 7
+
+        # Every service says which version it runs: pyproject.toml's, from the installed metadata.
+        build = {"version": PROJECT["version"], "python": platform.python_version()}
+        for samples in (sched, execu, after):
+            assert value(samples, "tasksched_build_info", **build) == 1
 
 
 def test_expired_leases_are_counted_reclaimed(redis_srv: RedisServer, rds, sink: Sink) -> None:

@@ -115,3 +115,47 @@ def test_one_partition_failing_to_renew_does_not_stop_the_others() -> None:
     asyncio.run(only.leave())
     assert sorted(store.released) == list(range(8))  # every one, held or not: the script checks
     assert only.owned() == []
+
+
+def test_each_partition_is_reported_by_one_replica(redis_srv: RedisServer, rds: redis.Redis) -> None:
+    """The backlog gauges' rule (Ownership.reports): with one partition, which every replica works,
+    and with several, exactly one of two live replicas reports each, and the survivor takes over
+    the reporting of a replica that left."""
+
+    async def scenario(count: int) -> None:
+        client = from_url(redis_srv.url)
+        store = OwnershipStore(client, Partitions("ts", count), Scripts(client))
+        replicas = {name: Ownership(store, count, name, LEASE_S) for name in ("r1", "r2")}
+        for _ in range(2):
+            for o in replicas.values():
+                await o.beat()
+        for p in range(count):
+            reporters = [name for name, o in replicas.items() if o.reports(p)]
+            assert reporters == [owner_of(["r1", "r2"], p)], (count, p, reporters)
+        if count == 1:
+            assert all(o.owns(0) for o in replicas.values())  # both work it; one reports it
+        leaving = owner_of(["r1", "r2"], 0)
+        await replicas.pop(leaving).leave()
+        (survivor,) = replicas.values()
+        deadline = time.monotonic() + LEASE_S * 3
+        while not all(survivor.reports(p) for p in range(count)):
+            assert time.monotonic() < deadline, survivor.owned()
+            await survivor.beat()
+            await asyncio.sleep(LEASE_S / 3)
+        await client.aclose()
+
+    for count in (1, 4):
+        rds.flushall()
+        asyncio.run(scenario(count))
+
+
+def test_a_replica_whose_heartbeat_is_stale_reports_nothing() -> None:
+    now = [100.0]
+    store = FlakyStore(broken=-1)
+    alone = Ownership(store, 1, "solo", LEASE_S, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert not alone.reports(0)  # no heartbeat yet: members unknown
+    asyncio.run(alone.beat())
+    assert alone.reports(0)
+    now[0] += LEASE_S  # no heartbeat for a lease: the others may have dropped it from membership
+    assert not alone.reports(0)
+    assert alone.owns(0)  # it still works the one partition, as every replica does
