@@ -133,6 +133,32 @@ def test_client_side_errors_block_the_call(api, stub, rds, monkeypatch) -> None:
     assert list_all_tasks(stub) == [] and snapshot(rds) == before
 
 
+def test_the_forms_errors_and_the_apis_show_in_one_round(api, stub, rds, monkeypatch) -> None:
+    """A malformed header (found by the form) and a bad URL (found by the api): both after one
+    Save, each by its field, and nothing is created."""
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("two mistakes")
+    at.radio(key="e_target").set_value(tf.HTTP)
+    rerun_ok(at)
+    at.text_input(key="e_url").input("ftp://example.com/file")
+    at.text_area(key="e_headers").input("X-Team ops")
+    before = snapshot(rds)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert [e.value for e in column_with(at, "e_headers").error if "'X-Team ops'" in e.value], texts(at)
+    url_errors = [e.value for e in column_with(at, "e_url").error]
+    assert url_errors and "https://" in url_errors[0], texts(at)
+    assert list_all_tasks(stub) == [] and snapshot(rds) == before
+    # Fixing both saves: the validate-only round did not use up the request id.
+    at.text_input(key="e_url").input("https://example.com/hook")
+    at.text_area(key="e_headers").input("X-Team: ops")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert "Created task" in texts(at)
+    [task] = list_all_tasks(stub)
+    assert dict(task.target.http.headers) == {"X-Team": "ops"}
+
+
 def test_api_errors_land_by_their_fields(api, stub, monkeypatch) -> None:
     at = open_page(monkeypatch, api.target, EDIT)
     at.text_input(key="e_name").input("x")

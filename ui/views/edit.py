@@ -63,33 +63,40 @@ def field_error(key: str) -> None:
 def save(editing: Any, overwrite: bool = False) -> None:
     """The Save button's callback: runs before the page renders, so errors land by their fields.
     An edit is saved against the version the form was loaded from; `overwrite`: against the
-    current one, replacing a change made meanwhile with the form's values."""
+    current one, replacing a change made meanwhile with the form's values.
+
+    With errors the form finds itself (a malformed header), the request is still sent, as
+    validate_only with those fields left empty, so the api's errors (a bad URL) show with them
+    in one round, not after the first ones are fixed."""
     task, errors = tf.to_task(current())
     st.session_state[ERRORS] = errors
     st.session_state.pop("e_general", None)
-    if errors:
-        return
+    if editing is not None:
+        task.id = editing.id
+        task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
     try:
         if editing is None:
-            saved = api().create_task(task, st.session_state["e_request_id"])
+            saved = api().create_task(task, st.session_state["e_request_id"], validate_only=bool(errors))
             verb = "Created"
         else:
-            task.id = editing.id
-            task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
-            saved = api().update_task(task, tf.UPDATE_PATHS)
+            saved = api().update_task(task, tf.UPDATE_PATHS, validate_only=bool(errors))
             verb = "Saved"
     except ApiError as err:
-        placed: dict[str, str] = {}
+        if errors and err.code != grpc.StatusCode.INVALID_ARGUMENT:
+            return  # not saved anyway; what the form found is shown, the rest after a retry
+        placed = dict(errors)
         general: list[str] = []
         for path, message in err.fields.items():
             key = tf.widget_for(path)
             if key is None:
                 general.append(f"{path}: {message}")
-            else:
+            elif key not in errors:  # the api saw that field empty, not as typed
                 placed[key] = f"{placed[key]}; {message}" if key in placed else message
         st.session_state[ERRORS] = placed
         if general or not placed:
             st.session_state["e_general"] = (err, general)
+        return
+    if errors:
         return
     st.session_state["e_flash"] = (
         f"{verb} task **{saved.name}** (`{saved.id}`); next run {fmt.ts(saved.next_run_time, zone())}."
