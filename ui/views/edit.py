@@ -17,7 +17,7 @@ from ui.common import api, page_guard, show_unreachable, zone
 
 ERRORS = "e_errors"  # widget key -> message, from the last save attempt
 KEYS = list(tf.defaults(datetime.now(UTC)))
-SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_tz")
+SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_second", "e_tz")
 
 
 def load(values: dict[str, Any], marker: object, etag: str = "") -> None:
@@ -217,10 +217,12 @@ elif kind == tf.INTERVAL:
     with s1:
         field_error("e_every")
 else:
-    s1, s2, s3 = st.columns(3)
+    s1, s2, s3, s4 = st.columns([3, 2, 1, 3])
     s1.date_input("Date", key="e_date")
     s2.time_input("Time", key="e_time", step=60)
-    s3.selectbox("Time zone", fmt.time_zones(), key="e_tz")
+    # Streamlit's time picker steps by a minute at least: the seconds are a field of their own.
+    s3.number_input("Second", min_value=0, max_value=59, step=1, key="e_second")
+    s4.selectbox("Time zone", fmt.time_zones(), key="e_tz")
     field_error("e_time")
 
 # The next fire times, from the api, whenever the schedule changes (each edit reruns the page).
