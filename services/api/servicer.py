@@ -33,7 +33,7 @@ from schedcore.store import Store
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts
-from services.api import access, sealed, validation
+from services.api import access, sealed, stats, validation
 from services.api.executions import ExecutionService
 from services.api.ids import new_task_id, with_fresh_id
 from services.api.pagetoken import PageTokens
@@ -255,7 +255,8 @@ class TaskService(ExecutionService):
             StoredTask.to_proto,
             self.settings.list_page_max_bytes,
         )
-        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token)
+        total = await stats.list_total(self.store, request, namespace)
+        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token, total_size=total)
 
     async def UpdateTask(
         self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
