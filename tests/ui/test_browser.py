@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import helpers
-from tests.integration.helpers import list_all_tasks
+from tests.integration.helpers import create, cron_task, list_all_tasks
 from tests.support import ServiceThread, free_port, wait_for
 from tests.ui import dash
 from tests.ui.dash import BOOTSTRAP
@@ -111,6 +111,50 @@ def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> N
     assert dict(task.labels) == {"team": "qa"}
     assert task.schedule.cron.expression == "*/15 * * * *"
     assert (shots / "dashboard-tasks.png").stat().st_size > 10_000
+
+
+def test_the_task_list_fits_and_its_pager_is_not_covered(dashboard: str, stub, tmp_path: Path) -> None:
+    """At 1,400 px the whole table shows (long schedules and URLs do not push the labels off),
+    the pager's Next is not under the table's toolbar, and the pager counts the tasks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM is not None, "REQUIRE_BROWSER=1 but chromium is not installed"
+    for i in range(60):
+        task = cron_task(
+            f"job-{i:02d}", "0 9 * * 1-5", labels={"team": "ops", "env": "prod", "owner": f"p-{i}"}
+        )
+        task.schedule.cron.time_zone = "America/Argentina/Buenos_Aires"
+        task.target.http.url = f"https://hooks.example.com/services/reports/nightly/{i:02d}/run?format=json"
+        create(stub, task)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
+        page.goto(f"{dashboard}/tasks")
+        expect(page.get_by_text("Page 1 · 1-50 of 60")).to_be_visible()
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible()
+        page.wait_for_timeout(1000)  # the grid lays out its columns on its canvas
+        widths = grid.locator(".dvn-scroller").evaluate("s => [s.scrollWidth, s.clientWidth]")
+        page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
+        assert widths[0] <= widths[1], f"the table scrolls sideways at 1,400 px: {widths}"
+        box = grid.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # shows the toolbar
+        expect(grid.get_by_test_id("stElementToolbar")).to_be_visible()
+        next_button = page.get_by_role("button", name="Next")
+        nb = next_button.bounding_box()
+        assert nb is not None
+        for fraction in (0.1, 0.5, 0.9):  # across the button, at mid height
+            point = [nb["x"] + nb["width"] * fraction, nb["y"] + nb["height"] / 2]
+            on_top = next_button.evaluate(
+                "(b, p) => b.contains(document.elementFromPoint(p[0], p[1]))", point
+            )
+            assert on_top, f"something covers Next at {point} (see {tmp_path / 'tasks.png'})"
+        next_button.click()
+        expect(page.get_by_text("Page 2 · 51-60 of 60")).to_be_visible()
+        browser.close()
 
 
 def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tmp_path: Path) -> None:

@@ -160,9 +160,10 @@ def listing() -> None:
                 icon=":material/warning:",
             )
         return
-    pager.controls(reply.next_page_token, len(reply.executions))
     if not reply.executions:
         st.info("No execution matches these filters yet.", icon=":material/inbox:")
+        if pager.index:
+            pager.controls(reply.next_page_token, 0)
         return
     tz = zone()
     rows = [
@@ -183,6 +184,7 @@ def listing() -> None:
     event = st.dataframe(
         pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row", key=key
     )
+    pager.controls(reply.next_page_token, len(reply.executions))  # below: the toolbar covers above
     picked = event.selection.rows if event is not None else []
     if picked and st.session_state.get("x_open") != reply.executions[picked[0]].id:
         st.session_state["x_open"] = reply.executions[picked[0]].id
