@@ -102,8 +102,10 @@ def detail(execution: pb.Execution) -> None:
                 ("Finished", fmt.ts(execution.finish_time, tz)),
                 ("Executor", execution.executor or "—"),
             ],
-            columns=["", "value"],
-        ).set_index("")
+            columns=["Detail", "Value"],
+        ),
+        hide_index=True,
+        hide_header=True,  # key/value rows: a header row would only repeat "Detail" and "Value"
     )
     if execution.status_message:
         failed = execution.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_TIMED_OUT)
