@@ -31,7 +31,8 @@ class Pager:
 
     def controls(self, next_token: str, shown: int, total: int | None = None) -> None:
         """Previous / Next buttons and where we are: which items this page shows, and of how
-        many when the api counted them (`total`)."""
+        many when the api counted them (`total`). Call it on an empty page too: past the first
+        one (emptied meanwhile) it is the way back."""
         tokens: list[str] = self.state["tokens"]
         counts: list[int] = self.state["counts"]
         del tokens[self.index + 1 :]
@@ -40,6 +41,8 @@ class Pager:
             tokens.append(next_token)
         first = sum(counts) + 1
         counts.append(shown)
+        if not (shown or next_token or self.index):
+            return  # nothing to page through: the page says it is empty
         left, mid, right = st.columns([1, 4, 1])
         if left.button("← Previous", key=f"{self.key}_prev", disabled=self.index == 0, width="stretch"):
             self.state["index"] = self.index - 1

@@ -164,8 +164,7 @@ def listing() -> None:
         return
     if not reply.executions:
         st.info("No execution matches these filters yet.", icon=":material/inbox:")
-        if pager.index:
-            pager.controls(reply.next_page_token, 0)
+        pager.controls(reply.next_page_token, 0)
         return
     tz = zone()
     rows = [

@@ -44,8 +44,7 @@ with page_guard():
     )
 total = reply.total_size if reply.HasField("total_size") else None
 if not reply.tasks:
-    if pager.index:  # a page past the first emptied meanwhile: the way back
-        pager.controls(reply.next_page_token, 0, total)
+    pager.controls(reply.next_page_token, 0, total)
     if pager.index == 0 and not (needle or label_filter or STATES[state_name or "All"]):
         st.info("No tasks yet. Create one on **Create / edit task**.", icon=":material/inbox:")
         st.page_link("views/edit.py", label="Create a task", icon=":material/add:")
