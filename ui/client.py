@@ -151,8 +151,10 @@ class Api:
 
     # --- tasks ---------------------------------------------------------------------------------
 
-    def create_task(self, task: pb.Task, request_id: str) -> pb.Task:
-        return self._call(self.stub.CreateTask, pb.CreateTaskRequest(task=task, request_id=request_id)).task
+    def create_task(self, task: pb.Task, request_id: str, *, validate_only: bool = False) -> pb.Task:
+        """`validate_only`: the api checks the request and creates nothing."""
+        request = pb.CreateTaskRequest(task=task, request_id=request_id, validate_only=validate_only)
+        return self._call(self.stub.CreateTask, request).task
 
     def get_task(self, task_id: str) -> pb.Task:
         return self._call(self.stub.GetTask, pb.GetTaskRequest(id=task_id)).task
@@ -178,8 +180,11 @@ class Api:
         )
         return self._call(self.stub.ListTasks, request)
 
-    def update_task(self, task: pb.Task, paths: Iterable[str]) -> pb.Task:
-        request = pb.UpdateTaskRequest(task=task, update_mask=FieldMask(paths=list(paths)))
+    def update_task(self, task: pb.Task, paths: Iterable[str], *, validate_only: bool = False) -> pb.Task:
+        """`validate_only`: the api checks the request and changes nothing."""
+        request = pb.UpdateTaskRequest(
+            task=task, update_mask=FieldMask(paths=list(paths)), validate_only=validate_only
+        )
         return self._call(self.stub.UpdateTask, request).task
 
     def delete_task(self, task_id: str, etag: str = "") -> None:

@@ -102,7 +102,9 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         # The stored interval (serialized IntervalSchedule) an edit keeps its phase and end from.
         "e_interval": None,
         "e_date": later.date(),
+        # Hours and minutes (Streamlit's time picker steps by a minute at least) and the seconds.
         "e_time": later.time(),
+        "e_second": 0,
         "e_target": LOG,
         "e_method": "POST",
         "e_url": "",
@@ -178,7 +180,13 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         )
     else:
         at = datetime.fromtimestamp(task.schedule.once.run_time.ToMilliseconds() / 1000, UTC)
-        values.update(e_kind=ONE_TIME, e_tz="UTC", e_date=at.date(), e_time=at.time().replace(microsecond=0))
+        values.update(
+            e_kind=ONE_TIME,
+            e_tz="UTC",
+            e_date=at.date(),
+            e_time=at.time().replace(second=0, microsecond=0),
+            e_second=at.second,
+        )
     if task.target.HasField("http"):
         http = task.target.http
         values.update(
@@ -211,7 +219,8 @@ def schedule_of(values: dict[str, Any]) -> pb.Schedule:
         return pb.Schedule(
             cron=pb.CronSchedule(expression=str(values["e_cron"]).strip(), time_zone=values["e_tz"])
         )
-    local = datetime.combine(values["e_date"] or date.today(), values["e_time"] or time())
+    clock = (values["e_time"] or time()).replace(second=int(values.get("e_second") or 0), microsecond=0)
+    local = datetime.combine(values["e_date"] or date.today(), clock)
     at = local.replace(tzinfo=ZoneInfo(values["e_tz"]))
     out = pb.Schedule(once=pb.OneTimeSchedule())
     out.once.run_time.FromMilliseconds(int(at.timestamp() * 1000))

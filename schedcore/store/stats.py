@@ -143,3 +143,22 @@ class StatsStore:
             p: Backlog(int(raw[3 * i]), int(raw[3 * i + 1]), int(raw[3 * i + 2]))
             for i, p in enumerate(partitions)
         }
+
+    async def task_total(self, state: int = 0) -> int | None:
+        """How many tasks there are (in `state`, unless 0), over every partition, without reading
+        any: the name index's size, or the state counters. None for a state while the counters
+        are incomplete (they miss tasks stored before the counters existed), so a count is
+        never a guess."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.partitions.all:
+                pipe.zcard(keys.by_name)
+                pipe.hgetall(keys.task_counts)
+            raw = await pipe.execute()
+        total = sum(int(n) for n in raw[0::2])
+        if not state:
+            return total
+        counts: dict[int, int] = {}
+        for part in raw[1::2]:
+            for key, n in part.items():
+                counts[int(key)] = counts.get(int(key), 0) + max(0, int(n))
+        return counts.get(state, 0) if sum(counts.values()) == total else None

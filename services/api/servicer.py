@@ -33,7 +33,7 @@ from schedcore.store import Store
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts
-from services.api import access, sealed, validation
+from services.api import access, sealed, stats, validation
 from services.api.executions import ExecutionService
 from services.api.ids import new_task_id, with_fresh_id
 from services.api.pagetoken import PageTokens
@@ -66,6 +66,8 @@ class TaskService(ExecutionService):
         now = await self.store.now_ms()
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
+        if request.validate_only:
+            return pb.CreateTaskResponse(task=_created(new, validated_only=True))
 
         # A request id decides the partition: a retry finds its request key in the same script.
         parts = self.store.partitions
@@ -103,24 +105,7 @@ class TaskService(ExecutionService):
         count = len(request.requests)
         if not 1 <= count <= MAX_BATCH:
             raise InvalidArgument.field("requests", f"must hold 1 to {MAX_BATCH} requests, got {count}")
-        now = await self.store.now_ms()
-        news: list[NewTask] = []
-        problems: list[FieldViolation] = []
-        seen: dict[str, int] = {}
-        for i, item in enumerate(request.requests):
-            try:
-                news.append(self._prepare(item, now, f"requests[{i}].task.target"))
-            except InvalidArgument as exc:
-                problems += [
-                    FieldViolation(f"requests[{i}].{v.field}", v.description) for v in exc.violations
-                ]
-                continue
-            if item.request_id and seen.setdefault(item.request_id, i) != i:
-                problems.append(
-                    FieldViolation(f"requests[{i}].request_id", f"repeats requests[{seen[item.request_id]}]")
-                )
-        if problems:
-            raise InvalidArgument(problems)
+        news = self._prepare_batch(request, await self.store.now_ms())
         await self._require_runnable([new.spec for new in news])
 
         # The whole batch goes to one partition, so it stays one all-or-none script; its first
@@ -163,6 +148,29 @@ class TaskService(ExecutionService):
                 )
             tasks.append(found.to_proto())
         return pb.BatchCreateTasksResponse(tasks=tasks)
+
+    def _prepare_batch(self, request: pb.BatchCreateTasksRequest, now: int) -> list[NewTask]:
+        """Validate every request of a batch; its violations name `requests[<index>].<field>`."""
+        news: list[NewTask] = []
+        problems: list[FieldViolation] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(request.requests):
+            try:
+                news.append(self._prepare(item, now, f"requests[{i}].task.target"))
+            except InvalidArgument as exc:
+                problems += [
+                    FieldViolation(f"requests[{i}].{v.field}", v.description) for v in exc.violations
+                ]
+                continue
+            if item.validate_only:
+                problems.append(FieldViolation(f"requests[{i}].validate_only", "not supported in a batch"))
+            if item.request_id and seen.setdefault(item.request_id, i) != i:
+                problems.append(
+                    FieldViolation(f"requests[{i}].request_id", f"repeats requests[{seen[item.request_id]}]")
+                )
+        if problems:
+            raise InvalidArgument(problems)
+        return news
 
     def _prepare(self, request: pb.CreateTaskRequest, now: int, target_path: str = "task.target") -> NewTask:
         """Validate one create request: the task to store, not yet with an id."""
@@ -247,7 +255,8 @@ class TaskService(ExecutionService):
             StoredTask.to_proto,
             self.settings.list_page_max_bytes,
         )
-        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token)
+        total = await stats.list_total(self.store, request, namespace)
+        return pb.ListTasksResponse(tasks=tasks, next_page_token=next_token, total_size=total)
 
     async def UpdateTask(
         self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
@@ -300,6 +309,8 @@ class TaskService(ExecutionService):
                 task_id=task_id,
                 update_mask=paths,
             )
+            if request.validate_only:
+                return StoredTask(spec, stored.rev, state, next_ms, stored.last)
             quota = self.settings.quota(stored.namespace)
             if reschedule:
                 rev = await self.store.tasks.write(
@@ -390,5 +401,8 @@ class TaskService(ExecutionService):
         return preview(request, int(time.time() * 1000))
 
 
-def _created(new: NewTask) -> pb.Task:
-    return StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
+def _created(new: NewTask, validated_only: bool = False) -> pb.Task:
+    task = StoredTask(new.spec, 1, new.state, new.next_ms, None).to_proto()
+    if validated_only:
+        task.ClearField("etag")  # it names no stored version
+    return task

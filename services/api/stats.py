@@ -61,3 +61,12 @@ async def get_stats(store: Store, request: pb.GetStatsRequest, settings: Setting
         if ms is not None:
             getattr(out.lag, name).CopyFrom(ms_to_duration(ms))
     return out
+
+
+async def list_total(store: Store, request: pb.ListTasksRequest, namespace: str) -> int | None:
+    """ListTasksResponse.total_size: how many tasks match `request` when the store's counters
+    say it without reading them (every namespace, a state filter at most); None otherwise.
+    Labels and names have no index to count by: a count would read every task, on every page."""
+    if namespace or request.labels or request.name_contains:
+        return None
+    return await store.stats.task_total(request.state)

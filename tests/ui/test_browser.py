@@ -8,6 +8,7 @@ REQUIRE_BROWSER=1, which turns a missing browser into a failure. SCREENSHOT_DIR=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,11 +16,13 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from schedcore import pb
 from tests.integration import helpers
-from tests.integration.helpers import list_all_tasks
+from tests.integration.helpers import create, cron_task, list_all_tasks
 from tests.support import ServiceThread, free_port, wait_for
 from tests.ui import dash
 from tests.ui.dash import BOOTSTRAP
@@ -78,17 +81,27 @@ def serve_dashboard(api: ServiceThread, tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def chromium_page(height: int = 1000) -> Iterator[Any]:
+    """A page of Debian's chromium, 1,400 px wide, waiting up to 30 s for what it expects."""
     from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM is not None, "REQUIRE_BROWSER=1 but chromium is not installed"
-    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": height})
         page.set_default_timeout(30_000)
         expect.set_options(timeout=30_000)  # shared, busy machines: a rerun may take seconds
+        yield page
+        browser.close()
+
+
+def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with chromium_page() as page:
         page.goto(f"{dashboard}/edit")
         expect(page.get_by_role("heading", name="Create a task")).to_be_visible()
         page.get_by_role("textbox", name="Name").fill("made in a browser")
@@ -105,7 +118,6 @@ def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> N
         expect(page.get_by_text("made in a browser", exact=True).first).to_be_visible()
         page.wait_for_timeout(500)  # let the table's canvas paint before the picture
         page.screenshot(path=str(shots / "dashboard-tasks.png"), full_page=True)
-        browser.close()
     [task] = list_all_tasks(stub)
     assert task.name == "made in a browser"
     assert dict(task.labels) == {"team": "qa"}
@@ -113,18 +125,64 @@ def test_create_a_task_in_the_browser(dashboard: str, stub, tmp_path: Path) -> N
     assert (shots / "dashboard-tasks.png").stat().st_size > 10_000
 
 
-def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_the_task_list_fits_and_its_pager_is_not_covered(dashboard: str, stub, tmp_path: Path) -> None:
+    """At 1,400 px the whole table shows (long schedules and URLs do not push the labels off),
+    the pager's Next is not under the table's toolbar, and the pager counts the tasks."""
+    from playwright.sync_api import expect
 
-    assert CHROMIUM is not None, "REQUIRE_BROWSER=1 but chromium is not installed"
+    for i in range(60):
+        task = cron_task(
+            f"job-{i:02d}", "0 9 * * 1-5", labels={"team": "ops", "env": "prod", "owner": f"p-{i}"}
+        )
+        task.schedule.cron.time_zone = "America/Argentina/Buenos_Aires"
+        task.target.http.url = f"https://hooks.example.com/services/reports/nightly/{i:02d}/run?format=json"
+        create(stub, task)
+    with chromium_page() as page:
+        page.goto(f"{dashboard}/tasks")
+        expect(page.get_by_text("Page 1 · 1-50 of 60")).to_be_visible()
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible()
+        page.wait_for_timeout(1000)  # the grid lays out its columns on its canvas
+        widths = grid.locator(".dvn-scroller").evaluate("s => [s.scrollWidth, s.clientWidth]")
+        page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
+        assert widths[0] <= widths[1], f"the table scrolls sideways at 1,400 px: {widths}"
+        box = grid.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # shows the toolbar
+        expect(grid.get_by_test_id("stElementToolbar")).to_be_visible()
+        next_button = page.get_by_role("button", name="Next")
+        nb = next_button.bounding_box()
+        assert nb is not None
+        for fraction in (0.1, 0.5, 0.9):  # across the button, at mid height
+            point = [nb["x"] + nb["width"] * fraction, nb["y"] + nb["height"] / 2]
+            on_top = next_button.evaluate(
+                "(b, p) => b.contains(document.elementFromPoint(p[0], p[1]))", point
+            )
+            assert on_top, f"something covers Next at {point} (see {tmp_path / 'tasks.png'})"
+        next_button.click()
+        expect(page.get_by_text("Page 2 · 51-60 of 60")).to_be_visible()
+
+
+def test_the_execution_detail_has_no_empty_header_cells(dashboard: str, stub) -> None:
+    from playwright.sync_api import expect
+
+    task = create(stub, cron_task("nightly"))
+    execution = stub.RunTask(pb.RunTaskRequest(id=task.id), timeout=helpers.TIMEOUT).execution
+    with chromium_page() as page:
+        page.goto(f"{dashboard}/executions?id={execution.id}")
+        details = page.get_by_test_id("stTable")
+        expect(details.get_by_text("Nominal time")).to_be_visible()
+        headers = details.locator("th").all_inner_texts()
+    assert all(h.strip() for h in headers), f"empty header cells: {headers}"
+
+
+def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     seen: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(30_000)
-        expect.set_options(timeout=30_000)
+    with chromium_page(900) as page:
         page.on("request", lambda request: seen.append(request.url))
         # A deep link: signing in lands on the page (and filter) the link names, not on Overview.
         page.goto(f"{secured_dashboard}/executions?task=nightly")
@@ -141,7 +199,6 @@ def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tm
         expect(page.get_by_text("No tasks yet")).to_be_visible()
         seen.append(page.url)
         cookies = page.context.cookies()
-        browser.close()
     assert len(seen) > 1
     assert not [url for url in seen if BOOTSTRAP in url]
     assert not [c for c in cookies if BOOTSTRAP in c["value"]]

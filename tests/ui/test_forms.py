@@ -66,14 +66,20 @@ def test_create_recurring_task_with_preview(api, stub, monkeypatch) -> None:
     assert again.id == task.id and again.name == "weekday report v2"
 
 
-def test_create_one_time_http_task(api, stub, monkeypatch) -> None:
-    at = open_page(monkeypatch, api.target, EDIT)
-    at.text_input(key="e_name").input("ping once")
+def one_time(at, name: str, day: date, clock: time) -> None:  # type: ignore[no-untyped-def]
+    """Name a one-time task and set its time: the picker's minutes and the seconds field."""
+    at.text_input(key="e_name").input(name)
     at.radio(key="e_kind").set_value(tf.ONE_TIME)
     rerun_ok(at)
-    day = date.today() + timedelta(days=2)
     at.date_input(key="e_date").set_value(day)
-    at.time_input(key="e_time").set_value(time(10, 30))
+    at.time_input(key="e_time").set_value(clock.replace(second=0))
+    at.number_input(key="e_second").set_value(clock.second)
+
+
+def test_create_one_time_http_task(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, EDIT)
+    day = date.today() + timedelta(days=2)
+    one_time(at, "ping once", day, time(10, 30))
     at.selectbox(key="e_tz").select("America/New_York")
     at.radio(key="e_target").set_value(tf.HTTP)
     rerun_ok(at)
@@ -98,6 +104,23 @@ def test_create_one_time_http_task(api, stub, monkeypatch) -> None:
     assert http.expected_status == 204
     assert task.retry_policy.max_attempts == 3
     assert task.timeout.ToMilliseconds() == 5000
+
+
+def test_a_one_time_task_keeps_its_seconds(api, stub, monkeypatch) -> None:
+    """The time picker steps by a minute; the seconds field beside it gives 12:34:56."""
+    at = open_page(monkeypatch, api.target, EDIT)
+    day = date.today() + timedelta(days=2)
+    one_time(at, "to the second", day, time(12, 34, 56))
+    rerun_ok(at)
+    assert "12:34:56" in texts(at)  # the preview
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    [task] = list_all_tasks(stub)
+    at_utc = datetime.fromtimestamp(task.schedule.once.run_time.ToMilliseconds() / 1000, UTC)
+    assert (at_utc.date(), at_utc.time()) == (day, time(12, 34, 56))
+    edit = open_page(monkeypatch, api.target, EDIT, id=task.id)
+    assert edit.time_input(key="e_time").value == time(12, 34)
+    assert edit.number_input(key="e_second").value == 56
 
 
 def test_invalid_cron_shows_the_error_by_the_field_and_creates_nothing(api, stub, rds, monkeypatch) -> None:
@@ -131,6 +154,32 @@ def test_client_side_errors_block_the_call(api, stub, rds, monkeypatch) -> None:
     assert any("not valid JSON" in e for e in shown), shown
     assert any("'team' is not key=value" in e for e in shown), shown
     assert list_all_tasks(stub) == [] and snapshot(rds) == before
+
+
+def test_the_forms_errors_and_the_apis_show_in_one_round(api, stub, rds, monkeypatch) -> None:
+    """A malformed header (found by the form) and a bad URL (found by the api): both after one
+    Save, each by its field, and nothing is created."""
+    at = open_page(monkeypatch, api.target, EDIT)
+    at.text_input(key="e_name").input("two mistakes")
+    at.radio(key="e_target").set_value(tf.HTTP)
+    rerun_ok(at)
+    at.text_input(key="e_url").input("ftp://example.com/file")
+    at.text_area(key="e_headers").input("X-Team ops")
+    before = snapshot(rds)
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert [e.value for e in column_with(at, "e_headers").error if "'X-Team ops'" in e.value], texts(at)
+    url_errors = [e.value for e in column_with(at, "e_url").error]
+    assert url_errors and "https://" in url_errors[0], texts(at)
+    assert list_all_tasks(stub) == [] and snapshot(rds) == before
+    # Fixing both saves: the validate-only round did not use up the request id.
+    at.text_input(key="e_url").input("https://example.com/hook")
+    at.text_area(key="e_headers").input("X-Team: ops")
+    at.button(key="e_save").click()
+    rerun_ok(at)
+    assert "Created task" in texts(at)
+    [task] = list_all_tasks(stub)
+    assert dict(task.target.http.headers) == {"X-Team": "ops"}
 
 
 def test_api_errors_land_by_their_fields(api, stub, monkeypatch) -> None:

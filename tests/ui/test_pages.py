@@ -35,13 +35,14 @@ def test_list_filters_and_pages_server_side(api, stub, monkeypatch) -> None:
     rerun_ok(at)
     first = list(table(at)["Name"])
     assert first == [f"job-{i:02d}" for i in range(25)]
-    assert "more follow" in texts(at)
+    assert "Page 1 · 1-25 of 60 · more follow" in texts(at)
     at.button(key="pager_tasks_next").click()
     rerun_ok(at)
     assert list(table(at)["Name"]) == [f"job-{i:02d}" for i in range(25, 50)]
     at.button(key="pager_tasks_next").click()
     rerun_ok(at)
     assert list(table(at)["Name"]) == [f"job-{i:02d}" for i in range(50, 60)]
+    assert "Page 3 · 51-60 of 60" in texts(at)
     assert at.button(key="pager_tasks_next").disabled
     at.button(key="pager_tasks_prev").click()
     rerun_ok(at)
@@ -52,6 +53,8 @@ def test_list_filters_and_pages_server_side(api, stub, monkeypatch) -> None:
     rerun_ok(at)
     assert list(table(at)["Name"]) == [f"job-{i}" for i in range(11, 20, 2)]
     assert set(table(at)["Labels"]) == {"team=ops"}
+    # The api counts no label or name filter (no index to count by): no total, not a made-up one.
+    assert [c.value for c in at.caption if c.value.startswith("Page ")] == ["Page 1 · 1-5"]
     at.text_input(key="t_needle").input("nothing-like-this")
     rerun_ok(at)
     assert "No task matches these filters" in texts(at)

@@ -73,8 +73,8 @@ show_revoked = st.toggle("Show revoked and expired tokens", key="a_revoked")
 pager = Pager("tokens", (show_revoked,))
 with page_guard():
     reply = api().list_tokens(show_revoked=show_revoked, page_size=50, page_token=pager.token)
-pager.controls(reply.next_page_token, len(reply.tokens))
 if not reply.tokens:
+    pager.controls(reply.next_page_token, 0)
     st.info("No tokens.", icon=":material/inbox:")
     st.stop()
 tz = zone()
@@ -98,6 +98,7 @@ st.dataframe(
     ),
     hide_index=True,
 )
+pager.controls(reply.next_page_token, len(reply.tokens))  # below: the toolbar covers above
 live = [t for t in reply.tokens if not t.HasField("revoke_time")]
 if live:
     me = login.who()

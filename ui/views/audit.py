@@ -33,8 +33,8 @@ with page_guard():
     reply = api().list_audit_events(
         task_id=task_id, namespace=namespace, page_size=size or 50, page_token=pager.token
     )
-pager.controls(reply.next_page_token, len(reply.events))
 if not reply.events:
+    pager.controls(reply.next_page_token, 0)
     st.info("No changes recorded for these filters.", icon=":material/history:")
     st.stop()
 tz = zone()
@@ -56,3 +56,4 @@ st.dataframe(
     ),
     hide_index=True,
 )
+pager.controls(reply.next_page_token, len(reply.events))  # below: the toolbar covers above

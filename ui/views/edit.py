@@ -17,7 +17,7 @@ from ui.common import api, page_guard, show_unreachable, zone
 
 ERRORS = "e_errors"  # widget key -> message, from the last save attempt
 KEYS = list(tf.defaults(datetime.now(UTC)))
-SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_tz")
+SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_second", "e_tz")
 
 
 def load(values: dict[str, Any], marker: object, etag: str = "") -> None:
@@ -63,33 +63,40 @@ def field_error(key: str) -> None:
 def save(editing: Any, overwrite: bool = False) -> None:
     """The Save button's callback: runs before the page renders, so errors land by their fields.
     An edit is saved against the version the form was loaded from; `overwrite`: against the
-    current one, replacing a change made meanwhile with the form's values."""
+    current one, replacing a change made meanwhile with the form's values.
+
+    With errors the form finds itself (a malformed header), the request is still sent, as
+    validate_only with those fields left empty, so the api's errors (a bad URL) show with them
+    in one round, not after the first ones are fixed."""
     task, errors = tf.to_task(current())
     st.session_state[ERRORS] = errors
     st.session_state.pop("e_general", None)
-    if errors:
-        return
+    if editing is not None:
+        task.id = editing.id
+        task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
     try:
         if editing is None:
-            saved = api().create_task(task, st.session_state["e_request_id"])
+            saved = api().create_task(task, st.session_state["e_request_id"], validate_only=bool(errors))
             verb = "Created"
         else:
-            task.id = editing.id
-            task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
-            saved = api().update_task(task, tf.UPDATE_PATHS)
+            saved = api().update_task(task, tf.UPDATE_PATHS, validate_only=bool(errors))
             verb = "Saved"
     except ApiError as err:
-        placed: dict[str, str] = {}
+        if errors and err.code != grpc.StatusCode.INVALID_ARGUMENT:
+            return  # not saved anyway; what the form found is shown, the rest after a retry
+        placed = dict(errors)
         general: list[str] = []
         for path, message in err.fields.items():
             key = tf.widget_for(path)
             if key is None:
                 general.append(f"{path}: {message}")
-            else:
+            elif key not in errors:  # the api saw that field empty, not as typed
                 placed[key] = f"{placed[key]}; {message}" if key in placed else message
         st.session_state[ERRORS] = placed
         if general or not placed:
             st.session_state["e_general"] = (err, general)
+        return
+    if errors:
         return
     st.session_state["e_flash"] = (
         f"{verb} task **{saved.name}** (`{saved.id}`); next run {fmt.ts(saved.next_run_time, zone())}."
@@ -210,10 +217,12 @@ elif kind == tf.INTERVAL:
     with s1:
         field_error("e_every")
 else:
-    s1, s2, s3 = st.columns(3)
+    s1, s2, s3, s4 = st.columns([3, 2, 1, 3])
     s1.date_input("Date", key="e_date")
     s2.time_input("Time", key="e_time", step=60)
-    s3.selectbox("Time zone", fmt.time_zones(), key="e_tz")
+    # Streamlit's time picker steps by a minute at least: the seconds are a field of their own.
+    s3.number_input("Second", min_value=0, max_value=59, step=1, key="e_second")
+    s4.selectbox("Time zone", fmt.time_zones(), key="e_tz")
     field_error("e_time")
 
 # The next fire times, from the api, whenever the schedule changes (each edit reruns the page).

@@ -102,8 +102,10 @@ def detail(execution: pb.Execution) -> None:
                 ("Finished", fmt.ts(execution.finish_time, tz)),
                 ("Executor", execution.executor or "—"),
             ],
-            columns=["", "value"],
-        ).set_index("")
+            columns=["Detail", "Value"],
+        ),
+        hide_index=True,
+        hide_header=True,  # key/value rows: a header row would only repeat "Detail" and "Value"
     )
     if execution.status_message:
         failed = execution.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_TIMED_OUT)
@@ -160,9 +162,9 @@ def listing() -> None:
                 icon=":material/warning:",
             )
         return
-    pager.controls(reply.next_page_token, len(reply.executions))
     if not reply.executions:
         st.info("No execution matches these filters yet.", icon=":material/inbox:")
+        pager.controls(reply.next_page_token, 0)
         return
     tz = zone()
     rows = [
@@ -183,6 +185,7 @@ def listing() -> None:
     event = st.dataframe(
         pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row", key=key
     )
+    pager.controls(reply.next_page_token, len(reply.executions))  # below: the toolbar covers above
     picked = event.selection.rows if event is not None else []
     if picked and st.session_state.get("x_open") != reply.executions[picked[0]].id:
         st.session_state["x_open"] = reply.executions[picked[0]].id

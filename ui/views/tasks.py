@@ -42,9 +42,9 @@ with page_guard():
         name_contains=needle,
         by_next_run=order == "Next run",
     )
-pager.controls(reply.next_page_token, len(reply.tasks))
-
+total = reply.total_size if reply.HasField("total_size") else None
 if not reply.tasks:
+    pager.controls(reply.next_page_token, 0, total)
     if pager.index == 0 and not (needle or label_filter or STATES[state_name or "All"]):
         st.info("No tasks yet. Create one on **Create / edit task**.", icon=":material/inbox:")
         st.page_link("views/edit.py", label="Create a task", icon=":material/add:")
@@ -64,12 +64,30 @@ table = pd.DataFrame(
             "Last status": fmt.status(t.last_execution.status) if t.HasField("last_execution") else "—",
             "Target": fmt.target(t.target),
             "Labels": fmt.labels(dict(t.labels)),
-            "ID": t.id,
         }
         for t in reply.tasks
     ]
 )
-event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="t_table")
+# Fixed widths that fit a 1,400 px window: a long schedule or URL is cut in its own column instead
+# of pushing the labels off the table. The id is in the picker below, with the whole task.
+event = st.dataframe(
+    table,
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="single-row",
+    key="t_table",
+    column_config={
+        "Name": st.column_config.TextColumn(width=140),
+        "State": st.column_config.TextColumn(width=65),
+        "Schedule": st.column_config.TextColumn(width=140),
+        "Next run": st.column_config.TextColumn(width=155),
+        "Last status": st.column_config.TextColumn(width=85),
+        "Target": st.column_config.TextColumn(width=100),
+        "Labels": st.column_config.TextColumn(width=220, help="All of them: below, once a task is picked"),
+    },
+)
+# Below the table: the table's toolbar, which shows above its top right corner, covered Next.
+pager.controls(reply.next_page_token, len(reply.tasks), total)
 picked_rows = event.selection.rows if event is not None else []
 ids = list(tasks)
 if picked_rows and st.session_state.get("t_last_row") != picked_rows[0]:
@@ -86,6 +104,7 @@ task = tasks[task_id]
 st.markdown(
     f"**{task.name}** · {fmt.state(task.state)} · {fmt.schedule(task.schedule, tz)} · "
     f"next run {fmt.ts(task.next_run_time, tz)}"
+    + (f" · labels `{fmt.labels(dict(task.labels))}`" if task.labels else "")
 )
 if task.description:
     st.caption(task.description)
