@@ -236,3 +236,19 @@ local function overlap_fate(ov, tk, act, rid, execution_prefix, ready, ready_com
   if buffered then message = message .. '; ' .. buffered .. ' waits already' end
   return 'skip', message
 end
+
+-- Notification channels (partition 0's: schedcore/store/channels.py). A member of the channel
+-- index is "<namespace>\0<name>\0<id>" (schedcore/store/keys.py, channel_member).
+local function channel_member(ns, name, id)
+  return ns .. '\0' .. name .. '\0' .. id
+end
+
+-- The id of a channel named `name` in namespace `ns` in the index `index`, or false: names are
+-- unique per namespace.
+local function channel_named(index, ns, name)
+  local prefix = channel_member(ns, name, '')
+  local upper = string.sub(prefix, 1, -2) .. '\1'
+  local found = redis.call('ZRANGEBYLEX', index, '[' .. prefix, '(' .. upper, 'LIMIT', 0, 1)
+  if #found == 0 then return false end
+  return string.sub(found[1], #prefix + 1)
+end
