@@ -124,9 +124,7 @@ def audit(client: Client, args: argparse.Namespace) -> None:
             action_name(e.action),
             output.short(e.actor, 30) or "-",
             e.namespace or "*",
-            f"{output.short(names.get(e.task_id, '?'), 30)} ({e.task_id})"
-            if e.task_id
-            else (f"token {e.token_id}" if e.token_id else "-"),
+            _acted_on(e, names),
             e.execution_id or ",".join(e.update_mask.paths) or "-",
             e.request_id or "-",
         )
@@ -135,7 +133,17 @@ def audit(client: Client, args: argparse.Namespace) -> None:
     output.listing(args.output, "events", found, more, AUDIT_HEADERS, rows)
 
 
-def _paging(p: argparse.ArgumentParser) -> None:
+def _acted_on(event: pb.AuditEvent, task_names: dict[str, str]) -> str:
+    """The OBJECT cell: the task (by name), token or channel an event is about."""
+    if event.task_id:
+        return f"{output.short(task_names.get(event.task_id, '?'), 30)} ({event.task_id})"
+    if event.token_id:
+        return f"token {event.token_id}"
+    return f"channel {event.channel_id}" if event.channel_id else "-"
+
+
+def paging(p: argparse.ArgumentParser) -> None:
+    """The flags of a list command: --limit, --all, --page-token."""
     p.add_argument("--limit", type=values.positive_int, default=50, help="at most this many (default 50)")
     p.add_argument("--all", action="store_true", help="every page")
     p.add_argument("--page-token", help="continue a listing")
@@ -159,7 +167,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     q = subs.add_parser("list", parents=[common], help="list tokens, newest first (never their secrets)")
     q.add_argument("--show-revoked", action="store_true", help="also revoked and expired ones")
-    _paging(q)
+    paging(q)
     q.set_defaults(func=list_tokens)
 
     q = subs.add_parser("revoke", parents=[common], help="revoke a token: calls with it fail from now on")
@@ -175,5 +183,5 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--actor", metavar="TOKEN_ID", help="only events done with this token")
     p.add_argument("--since", metavar="TIME", help="at or after: ISO 8601, or a duration back (10m)")
     p.add_argument("--until", metavar="TIME", help="before (ISO 8601)")
-    _paging(p)
+    paging(p)
     p.set_defaults(func=audit)

@@ -48,7 +48,7 @@ MAX_PAGE = 1000
 
 
 class Client:
-    """TaskService, AuthService and AuditService calls with the caller's token
+    """TaskService, AuthService, AuditService and AlertService calls with the caller's token
     (`authorization: Bearer ...`) and a deadline.
 
     The token is sent as call metadata and never printed."""
@@ -64,6 +64,7 @@ class Client:
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
         self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
+        self.alerts = pb.alert_service_grpc.AlertServiceStub(self.channel)
         self.timeout_s = timeout_s
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 

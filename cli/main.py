@@ -13,15 +13,15 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import access, errors, executions, partitions, stats, tasks, values
+from cli import access, alerts, errors, executions, partitions, stats, tasks, values
 from cli.client import DEFAULT_TIMEOUT_S, Client, default_api, default_token, security
 from cli.errors import LocalFailure, UsageError
 from schedcore.settings import SettingsError
 
 DESCRIPTION = """Operate the scheduler: create, list, change and run tasks; read and follow their
-executions; manage API tokens and read the audit trail; change PARTITIONS offline (`partitions
-migrate`, on Redis itself). The api address comes from --api or
-API_ADDR (default localhost:50051); a token from --token or SCHEDCTL_TOKEN is sent as
+executions; manage API tokens and read the audit trail; manage alert channels and read a task's
+notifications; change PARTITIONS offline (`partitions migrate`, on Redis itself). The api address
+comes from --api or API_ADDR (default localhost:50051); a token from --token or SCHEDCTL_TOKEN is sent as
 `authorization: Bearer <token>`. The connection is TLS (--tls-ca to trust a private CA),
 plaintext only with --plaintext."""
 
@@ -78,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     executions.add_parsers(sub, common)
     stats.add_parsers(sub, common)
     access.add_parsers(sub, common)
+    alerts.add_parsers(sub, common)
     partitions.add_parsers(sub, common)
     return top
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import MutableMapping
 
-from cli import values
+from cli import alertflags, values
 from cli.errors import UsageError
 from schedcore import pb
 
@@ -149,6 +149,7 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
     run.add_argument("--initial-backoff", metavar="DURATION")
     run.add_argument("--max-backoff", metavar="DURATION")
     run.add_argument("--backoff-multiplier", type=float, metavar="X")
+    alertflags.add(parser, update=update)
 
 
 def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
@@ -183,6 +184,7 @@ def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
         task.overlap.max_concurrent = args.max_concurrent
         changed.add("overlap")
     _retry(args, task, changed)
+    alertflags.apply(args, task, changed)
     return changed
 
 
@@ -280,7 +282,7 @@ def _target(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None:
     if unsigned or args.signing_secret:  # the ones given (none: stop signing) replace the stored ones
         del http.signing_secrets[:]
         given = args.signing_secret
-        http.signing_secrets.extend(_secret("--signing-secret", s, "a signing secret") for s in given)
+        http.signing_secrets.extend(secret("--signing-secret", s, "a signing secret") for s in given)
     if args.body is not None:
         http.body = values.read_arg("--body", args.body).encode()
     if args.expected_status is not None:
@@ -321,10 +323,10 @@ def _headers(args: argparse.Namespace, http: pb.HttpTarget, removed: list[str]) 
     if args.secret_header:
         for name, value in values.pairs("--secret-header", args.secret_header, sep=":").items():
             _drop(http.headers, name)
-            http.secret_headers[name] = _secret("--secret-header", value, f"the value of {name!r}")
+            http.secret_headers[name] = secret("--secret-header", value, f"the value of {name!r}")
 
 
-def _secret(flag: str, value: str, what: str) -> str:
+def secret(flag: str, value: str, what: str) -> str:
     """A secret flag's value, or the content of the file `@FILE` names (stripped); never empty."""
     secret = values.read_arg(flag, value).strip() if value.startswith("@") else value
     if not secret:
@@ -352,7 +354,7 @@ def _command(args: argparse.Namespace, task: pb.Task, changed: set[str]) -> None
         command.env[name] = value
     for name, value in values.pairs("--secret-env", args.secret_env).items():
         command.env.pop(name, None)
-        command.secret_env[name] = _secret("--secret-env", value, f"the value of {name!r}")
+        command.secret_env[name] = secret("--secret-env", value, f"the value of {name!r}")
     if args.workdir is not None:
         command.working_dir = args.workdir
     changed.add("target")

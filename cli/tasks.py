@@ -7,7 +7,7 @@ import shlex
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from cli import executions, output, taskflags, values
+from cli import alertflags, executions, output, taskflags, values
 from cli.client import Client
 from cli.errors import UsageError
 from schedcore import pb
@@ -47,6 +47,8 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
         rows.append(("pause after", f"{task.pause_after_failures} failures in a row"))
     if task.pause_reason:
         rows.append(("paused because", task.pause_reason))
+    if task.HasField("alerts"):
+        rows.append(("alerts", alertflags.text(task.alerts)))
     policy = task.retry_policy
     rows.append(("max attempts", str(policy.max_attempts or 1)))
     if task.HasField("last_execution"):

@@ -130,6 +130,12 @@ class ResourceExhausted(SchedulerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Unimplemented(SchedulerError):
+    """An RPC of the contract this version does not serve yet; the message says what brings it."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
 

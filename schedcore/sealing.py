@@ -1,6 +1,7 @@
 """Secret target values sealed at rest (docs/security.md, "Safe targets"): an http target's
 secret header values and signing secrets, and a command target's secret environment values
-(`secret_maps`).
+(`secret_maps`); and the secrets of a notification channel (`channel_secrets`: a webhook's
+signing secrets, a Slack webhook's URL), sealed the same way, with the same keys.
 
 With SECRET_KEYS set (Fernet keys: AES-128-CBC with HMAC-SHA256, from `cryptography`), the api
 stores every secret value as `sealed:v1:<Fernet token>` and only the executor, about to send the
@@ -81,6 +82,67 @@ def secret_maps(target: pb.Target) -> list[tuple[str, MutableMapping[str, str]]]
     return []
 
 
+class ChannelSecrets(MutableMapping[str, str]):
+    """A notification channel's secret values by their field path under the channel
+    (`webhook.signing_secrets[0]`, `slack.webhook_url`): the one map every step (validate, seal,
+    keep on update, redact, open) walks, as `secret_maps` is for targets. Values are replaced in
+    place; none can be removed."""
+
+    def __init__(self, channel: pb.Channel) -> None:
+        self._channel = channel
+
+    def _paths(self) -> list[str]:
+        kind = self._channel.WhichOneof("kind")
+        if kind == "webhook":
+            return [
+                f"webhook.signing_secrets[{i}]" for i in range(len(self._channel.webhook.signing_secrets))
+            ]
+        if kind == "slack":
+            return ["slack.webhook_url"]
+        return []
+
+    def __getitem__(self, path: str) -> str:
+        if path not in self._paths():
+            raise KeyError(path)
+        if path == "slack.webhook_url":
+            return self._channel.slack.webhook_url
+        return self._channel.webhook.signing_secrets[_position(path)]
+
+    def __setitem__(self, path: str, value: str) -> None:
+        if path not in self._paths():
+            raise KeyError(path)
+        if path == "slack.webhook_url":
+            self._channel.slack.webhook_url = value
+        else:
+            self._channel.webhook.signing_secrets[_position(path)] = value
+
+    def __delitem__(self, path: str) -> None:
+        raise TypeError("a channel's secrets cannot be removed one by one")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths())
+
+    def __len__(self) -> int:
+        return len(self._paths())
+
+
+def _position(path: str) -> int:
+    return int(path[path.index("[") + 1 : -1])
+
+
+def channel_secrets(channel: pb.Channel) -> ChannelSecrets:
+    return ChannelSecrets(channel)
+
+
+def redact_channel(channel: pb.Channel) -> pb.Channel:
+    """`channel` with its secrets emptied (one empty string per signing secret kept): every api
+    response carrying a channel is built by this."""
+    secrets = channel_secrets(channel)
+    for path in list(secrets):
+        secrets[path] = ""
+    return channel
+
+
 class Sealer:
     def __init__(self, keys: Sequence[str] = ()) -> None:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
@@ -113,5 +175,23 @@ class Sealer:
     def seal_target(self, target: pb.Target) -> None:
         """Seal every secret value of the target in place."""
         for _, values in secret_maps(target):
-            for name, value in list(values.items()):
-                values[name] = self.seal(value)
+            self._seal_each(values)
+
+    def seal_channel(self, channel: pb.Channel) -> None:
+        """Seal every secret value of the channel in place."""
+        self._seal_each(channel_secrets(channel))
+
+    def _seal_each(self, values: MutableMapping[str, str]) -> None:
+        for name, value in list(values.items()):
+            values[name] = self.seal(value)
+
+
+def unseal_channel(channel: pb.Channel, sealer: Sealer) -> pb.Channel:
+    """A copy of a stored channel (ChannelStore.get) with its secrets in the clear, for the one
+    that sends through it. SealError names the field that cannot be opened (never its value)."""
+    out = pb.Channel()
+    out.CopyFrom(channel)
+    secrets = channel_secrets(out)
+    for path, value in sealer.open_each(secrets).items():
+        secrets[path] = value
+    return out

@@ -13,10 +13,12 @@ from schedcore.redisconn import StoreClient, StoreRedis, StoreRedisCluster
 from schedcore.settings import SettingsError
 from schedcore.store.alerts import AlertStore
 from schedcore.store.audit import AuditStore
+from schedcore.store.channels import ChannelStore
 from schedcore.store.engine import EngineStore
 from schedcore.store.executions import ExecutionStore
 from schedcore.store.keys import Keys, Partitions
 from schedcore.store.migrate import parse_record
+from schedcore.store.notifications import NotificationStore
 from schedcore.store.ownership import OwnershipStore
 from schedcore.store.replicas import NO_WAIT, ReplicaWait
 from schedcore.store.scripts import Scripts
@@ -55,6 +57,8 @@ class Store:
         self.alerts = tuple(AlertStore(redis, keys, scripts) for keys in self.partitions.all)
         self.stats = StatsStore(redis, self.partitions)
         self.tokens = TokenStore(redis, self.keys, scripts)
+        self.channels = ChannelStore(redis, self.keys, scripts)  # global: partition 0
+        self.notifications = NotificationStore(redis, self.partitions)
         self.audit = AuditStore(redis, self.partitions)
         self.ownership = OwnershipStore(redis, self.partitions, scripts)
         self.layout_checked = asyncio.Event()
@@ -115,4 +119,14 @@ class Store:
         return value
 
 
-__all__ = ["AuditStore", "EngineStore", "ExecutionStore", "Keys", "Store", "TaskStore", "TokenStore"]
+__all__ = [
+    "AuditStore",
+    "ChannelStore",
+    "EngineStore",
+    "ExecutionStore",
+    "Keys",
+    "NotificationStore",
+    "Store",
+    "TaskStore",
+    "TokenStore",
+]

@@ -9,7 +9,8 @@ existed, "<ms>-<seq>-<partition>" in the others.
 
 Fields (only those that apply are written, to keep XADD cheap): a (AuditAction number), actor
 (token name), atid (token id), ns (namespace acted in), task, exec (execution id), tok (token id
-acted on), mask (UpdateTask's paths, comma-separated), rid (the call's request id).
+acted on), chan (notification channel acted on), mask (UpdateTask's paths, comma-separated), rid
+(the call's request id).
 
 Scripts take the stream as their last key and, after their own arguments, the stream's maximum
 length (approximate trimming: MAXLEN ~) followed by the event's field/value pairs; an empty
@@ -66,6 +67,7 @@ class AuditEntry:
         task_id: str = "",
         execution_id: str = "",
         token_id: str = "",
+        channel_id: str = "",
         update_mask: Sequence[str] = (),
         reason: str = "",
     ) -> AuditEntry:
@@ -75,6 +77,7 @@ class AuditEntry:
             ("task", task_id),
             ("exec", execution_id),
             ("tok", token_id),
+            ("chan", channel_id),
             ("mask", ",".join(update_mask)),
             ("why", reason),
         ):
@@ -128,6 +131,7 @@ def decode(event_id: str, raw: dict[bytes, bytes]) -> pb.AuditEvent:
         task_id=f.get("task", ""),
         execution_id=f.get("exec", ""),
         token_id=f.get("tok", ""),
+        channel_id=f.get("chan", ""),
         request_id=f.get("rid", ""),
         reason=f.get("why", ""),
     )

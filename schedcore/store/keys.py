@@ -22,6 +22,8 @@ NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEFAULT_NAMESPACE = "default"
 # Server-assigned token ids: 16 lowercase hex characters.
 TOKEN_ID = TASK_ID
+# Server-assigned notification channel ids: 16 lowercase hex characters.
+CHANNEL_ID = TASK_ID
 
 # Most partitions a deployment may have: every listing reads each one (docs/partitions.md).
 MAX_PARTITIONS = 256
@@ -54,6 +56,13 @@ def next_member(task_id: str, next_ms: int | None) -> str:
 def name_member(name: str, task_id: str) -> str:
     """Member of the name index: ordered by name (bytewise), then id."""
     return f"{name}\x00{task_id}"
+
+
+def channel_member(namespace: str, name: str, channel_id: str = "") -> str:
+    """Member of the channel index: ordered by namespace, then name (bytewise), then id; without
+    an id, the prefix every channel of that name in that namespace has (names and namespaces
+    hold no NUL). The channel scripts build the same (lua/prelude.lua, channel_member)."""
+    return f"{namespace}\x00{name}\x00{channel_id}"
 
 
 def history_member(execution_id: str) -> str:
@@ -303,8 +312,8 @@ class Keys:
 
     @property
     def channels(self) -> str:
-        """Sorted set (partition 0's), scores 0, members "<namespace>\x00<name>\x00<id>":
-        ListChannels by name, and unique names per namespace."""
+        """Sorted set (partition 0's), scores 0, members channel_member()
+        ("<namespace>\x00<name>\x00<id>"): ListChannels by name, and unique names per namespace."""
         return f"{self._base}:idx:chan"
 
     @property

@@ -4,8 +4,9 @@ Each script is sent with lua/prelude.lua in front of it: the helpers several scr
 (quotas) are written once.
 
 The api's writes that a client gets acknowledged (tasks created, changed, deleted, paused,
-resumed, run; tokens created and revoked) are each one of the scripts loaded with `write`: with
-REDIS_WAIT_REPLICAS they wait for replicas there, for every caller (schedcore/store/replicas.py).
+resumed, run; tokens created and revoked; channels created, changed and deleted) are each one of
+the scripts loaded with `write`: with REDIS_WAIT_REPLICAS they wait for replicas there, for every
+caller (schedcore/store/replicas.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Scripts:
         self.execution_trim = load("execution_trim")
         self.token_create = write("token_create")
         self.token_revoke = write("token_revoke")
+        self.channel_create = write("channel_create")
+        self.channel_update = write("channel_update")
+        self.channel_delete = write("channel_delete")
         self.peek_due = load("peek_due")
         self.fire_read = load("fire_read")
         self.fire_commit = load("fire_commit")

@@ -40,6 +40,7 @@ PUBLIC_SERVICES = (
     pb.task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
     pb.auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
     pb.audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    pb.alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"],
 )
 
 
@@ -72,6 +73,13 @@ _RULES_BY_NAME: dict[str, Rule] = {
     "AuthService.RevokeToken": Rule(ADMIN),
     "AuthService.WhoAmI": Rule(VIEWER),
     "AuditService.ListAuditEvents": Rule(VIEWER),
+    "AlertService.CreateChannel": Rule(EDITOR),
+    "AlertService.GetChannel": Rule(VIEWER),
+    "AlertService.ListChannels": Rule(VIEWER),
+    "AlertService.UpdateChannel": Rule(EDITOR),
+    "AlertService.DeleteChannel": Rule(EDITOR),
+    "AlertService.TestChannel": Rule(EDITOR),  # it sends: a viewer may not make the suite call out
+    "AlertService.ListNotifications": Rule(VIEWER),
 }
 
 

@@ -1,5 +1,5 @@
-"""Assembles the api service: Redis store, TaskService, AuthService, AuditService, the
-authentication hook, the retention sweeper, shared bootstrap."""
+"""Assembles the api service: Redis store, TaskService, AuthService, AuditService, AlertService,
+the authentication hook, the retention sweeper, shared bootstrap."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.replicas import ReplicaWait
 from services.api.access import PUBLIC_SERVICES, Authenticator
+from services.api.alerts import AlertService
 from services.api.audit import AuditService
 from services.api.auth import AuthService, bootstrap
 from services.api.pagetoken import PageTokens
@@ -39,6 +40,7 @@ async def build(settings: Settings) -> GrpcService:
     servicer = TaskService(store, settings, tokens)
     auth = AuthService(store, settings, tokens, authenticator)
     audit = AuditService(store, tokens, settings.list_page_max_bytes)
+    alerts = AlertService(store, settings, tokens)
     sweeper: asyncio.Task[None] | None = None
     bootstrapped = not settings.auth_bootstrap_token
     if settings.auth_mode == "none":
@@ -51,6 +53,7 @@ async def build(settings: Settings) -> GrpcService:
         pb.task_service_grpc.add_TaskServiceServicer_to_server(servicer, server)
         pb.auth_service_grpc.add_AuthServiceServicer_to_server(auth, server)
         pb.audit_service_grpc.add_AuditServiceServicer_to_server(audit, server)
+        pb.alert_service_grpc.add_AlertServiceServicer_to_server(alerts, server)
         return [service.full_name for service in PUBLIC_SERVICES]
 
     async def ready() -> bool:

@@ -33,7 +33,7 @@ from schedcore.store import Store
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.store.tasks import NewTask, PriorTask, RequestConflict, StoredTask, member_task_id
 from schedcore.timeutil import ms_to_ts
-from services.api import access, sealed, stats, validation
+from services.api import access, alertcheck, sealed, stats, validation
 from services.api.executions import ExecutionService
 from services.api.ids import new_task_id, with_fresh_id
 from services.api.pagetoken import PageTokens
@@ -66,6 +66,7 @@ class TaskService(ExecutionService):
         now = await self.store.now_ms()
         new = self._prepare(request, now)
         await self._require_runnable([new.spec])
+        await alertcheck.channels_exist(self.store.channels, [new.spec], ["task.alerts"])
         if request.validate_only:
             return pb.CreateTaskResponse(task=_created(new, validated_only=True))
 
@@ -107,6 +108,8 @@ class TaskService(ExecutionService):
             raise InvalidArgument.field("requests", f"must hold 1 to {MAX_BATCH} requests, got {count}")
         news = self._prepare_batch(request, await self.store.now_ms())
         await self._require_runnable([new.spec for new in news])
+        paths = [f"requests[{i}].task.alerts" for i in range(count)]  # every request is in news
+        await alertcheck.channels_exist(self.store.channels, [new.spec for new in news], paths)
 
         # The whole batch goes to one partition, so it stays one all-or-none script; its first
         # request id decides which (a retried batch finds its request keys there).
@@ -286,6 +289,8 @@ class TaskService(ExecutionService):
                 addresses=self.addresses,
             )
             spec = valid.spec
+            # Every update: a channel deleted since is refused until the task stops naming it.
+            await alertcheck.channels_exist(self.store.channels, [spec], ["task.alerts"])
             if "target" in paths:
                 if spec.target.HasField("command") and sealed.changes(
                     self.sealer, spec.target, stored.spec.target

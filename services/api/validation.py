@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from schedcore import pb
 from schedcore.errors import InvalidArgument, Violations, quote
 from schedcore.netpolicy import AddressPolicy
@@ -18,6 +20,7 @@ from schedcore.schedule import (
 )
 from schedcore.store.keys import EXECUTION_ID, NAMESPACE, TASK_ID
 from schedcore.timeutil import MAX_MS, ms_to_duration, ts_to_ms
+from services.api import alertcheck
 from services.api.schedulecheck import catch_up, duration_ms, max_jitter, overlap, schedule
 from services.api.targetcheck import target
 from services.api.urlcheck import CONTROL
@@ -60,12 +63,17 @@ MUTABLE_FIELDS = (
 )
 
 
-def task_id(value: str, path: str = "id") -> str:
+def hex_id(value: str, path: str, what: str) -> str:
+    """A server-assigned id (16 lowercase hex characters) of a `what`: a task, a channel."""
     if not value:
         raise InvalidArgument.field(path, "required")
     if not TASK_ID.match(value):
-        raise InvalidArgument.field(path, "malformed task id (expected 16 lowercase hex characters)")
+        raise InvalidArgument.field(path, f"malformed {what} id (expected 16 lowercase hex characters)")
     return value
+
+
+def task_id(value: str, path: str = "id") -> str:
+    return hex_id(value, path, "task")
 
 
 def execution_id(value: str, path: str = "id") -> str:
@@ -103,11 +111,11 @@ def request_id(value: str) -> str:
     return value
 
 
-def page_size(value: int, path: str = "page_size") -> int:
+def page_size(value: int, path: str = "page_size", maximum: int = MAX_PAGE_SIZE) -> int:
     if value == 0:
         return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument.field(path, f"must be between 1 and {MAX_PAGE_SIZE}, got {value}")
+    if not 1 <= value <= maximum:
+        raise InvalidArgument.field(path, f"must be between 1 and {maximum}, got {value}")
     return value
 
 
@@ -207,19 +215,23 @@ def task(
 def _policies(v: Violations, task_in: pb.Task, spec: pb.Task) -> None:
     """The policies of a task (catch-up, overlap, pause after failures, alerts) into `spec`."""
     if task_in.HasField("catch_up"):
-        spec.catch_up.CopyFrom(catch_up(v, task_in.catch_up))
-        if spec.catch_up.ByteSize() == 0:  # every field at its default: stored as unset
-            spec.ClearField("catch_up")
+        _unless_default(spec, "catch_up", catch_up(v, task_in.catch_up))
     if not 0 <= task_in.pause_after_failures <= MAX_PAUSE_AFTER_FAILURES:
         v.add("task.pause_after_failures", f"must be between 0 (never) and {MAX_PAUSE_AFTER_FAILURES}")
     else:
         spec.pause_after_failures = task_in.pause_after_failures
-    if task_in.HasField("alerts"):
-        spec.alerts.CopyFrom(task_in.alerts)
     if task_in.HasField("overlap"):
-        spec.overlap.CopyFrom(overlap(v, task_in.overlap))
-        if spec.overlap.ByteSize() == 0:
-            spec.ClearField("overlap")
+        _unless_default(spec, "overlap", overlap(v, task_in.overlap))
+    if task_in.HasField("alerts"):  # which channels exist: alertcheck.channels_exist, in the store
+        _unless_default(spec, "alerts", alertcheck.policy(v, task_in.alerts))
+
+
+def _unless_default(spec: pb.Task, field: str, value: Message) -> None:
+    """Set a message field of `spec`; one whose every field is at its default is stored unset."""
+    if value.ByteSize():
+        getattr(spec, field).CopyFrom(value)
+    else:
+        spec.ClearField(field)
 
 
 def display_name(v: Violations, path: str, raw: str, limit: int) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from schedcore import metrics, pb
 from schedcore.alerting import Alert, Sender
 from schedcore.loops import guarded_round, wait_event
+from schedcore.sealing import Sealer, SealError, unseal_channel
 from schedcore.settings import Settings
 from schedcore.store import Store
 from schedcore.store.alerts import DELIVERED, GIVE_UP, RETRY, AlertStore, Leased, Outcome
@@ -42,15 +43,23 @@ class AlertLoop:
         self.sender = sender
         self.owns = owns
         self.slots = asyncio.Semaphore(settings.alert_concurrency)
+        self.sealer = Sealer(settings.secret_keys)
         # Longer than a send may take, so a live deliverer's lease does not run out under it.
         self.lease_ms = int((3 * settings.alert_timeout_s + 5) * 1000)
         self.retention_s = settings.notification_retention_days * 86_400
         self.stopping = asyncio.Event()
         self._next_sweep = 0.0
 
-    async def channel_of(self, channel_id: str) -> pb.Channel | None:
-        raw: bytes | None = await self.store.redis.hget(self.store.keys.channel(channel_id), "pb")  # type: ignore[assignment]
-        return pb.Channel.FromString(raw) if raw else None
+    async def channels(self, ids: Sequence[str]) -> dict[str, pb.Channel | str | None]:
+        """Each channel with its secrets in the clear; None when it is gone, or why it cannot be
+        opened (a key missing from SECRET_KEYS)."""
+        out: dict[str, pb.Channel | str | None] = {}
+        for channel_id, stored in zip(ids, await self.store.channels.get_many(ids), strict=True):
+            try:
+                out[channel_id] = None if stored is None else unseal_channel(stored, self.sealer)
+            except SealError as exc:
+                out[channel_id] = f"cannot open the channel's secrets: {exc}"
+        return out
 
     async def run(self) -> None:
         while not self.stopping.is_set():
@@ -81,18 +90,17 @@ class AlertLoop:
             task_id: stored.spec.name if stored is not None else ""
             for task_id, stored in zip(task_ids, await self.store.tasks.get_many(task_ids), strict=True)
         }
-        channel_ids = list(dict.fromkeys(n.channel_id for n in leased))
-        channels = dict(
-            zip(channel_ids, await asyncio.gather(*map(self.channel_of, channel_ids)), strict=True)
-        )
+        channels = await self.channels(list(dict.fromkeys(n.channel_id for n in leased)))
         outcomes = await asyncio.gather(
             *(self._one(n, names[n.task_id], channels[n.channel_id]) for n in leased)
         )
         await alerts.done(outcomes, self.retention_s, self.settings.alert_max_attempts)
 
-    async def _one(self, n: Leased, task_name: str, channel: pb.Channel | None) -> Outcome:
+    async def _one(self, n: Leased, task_name: str, channel: pb.Channel | str | None) -> Outcome:
         if channel is None:
             return self._counted("deleted", Outcome(n.id, n.token, GIVE_UP, "channel deleted"))
+        if isinstance(channel, str):  # its secrets cannot be opened: another try may, after a fix
+            return self._counted("sealed", Outcome(n.id, n.token, RETRY, channel, backoff_ms(n.attempt)))
         kind = channel.WhichOneof("kind") or "unknown"
         if channel.namespace != n.namespace:
             why = f"channel {channel.id} is in namespace {channel.namespace}, the task in {n.namespace}"

@@ -59,7 +59,7 @@ def bearer(secret: str) -> tuple[tuple[str, str], ...]:
 
 
 class Caller:
-    """Stubs of the three public services whose calls carry one token (or none)."""
+    """Stubs of the public services whose calls carry one token (or none)."""
 
     def __init__(self, channel: grpc.Channel, secret: str | None, request_id: str = "") -> None:
         self.channel = channel
@@ -70,6 +70,7 @@ class Caller:
         self.tasks = _Bound(pb.task_service_grpc.TaskServiceStub(channel), self.metadata)
         self.auth = _Bound(pb.auth_service_grpc.AuthServiceStub(channel), self.metadata)
         self.audit = _Bound(pb.audit_service_grpc.AuditServiceStub(channel), self.metadata)
+        self.alerts = _Bound(pb.alert_service_grpc.AlertServiceStub(channel), self.metadata)
 
     def with_request_id(self, request_id: str) -> Caller:
         return Caller(self.channel, self.secret, request_id)

@@ -93,6 +93,11 @@ class Suite:
         task = pb.Task(name=name, schedule=schedule, target=target or pb.Target(log=pb.LogTarget()), **fields)
         return self.stub.CreateTask(pb.CreateTaskRequest(task=task)).task
 
+    def create_channel(self, channel: pb.Channel) -> str:
+        """A notification channel created through AlertService: its id."""
+        stub = pb.alert_service_grpc.AlertServiceStub(self.channel)
+        return str(stub.CreateChannel(pb.CreateChannelRequest(channel=channel)).channel.id)
+
     def executions(self, task_id: str = "") -> list[pb.Execution]:
         out: list[pb.Execution] = []
         token = ""

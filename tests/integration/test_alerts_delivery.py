@@ -34,14 +34,6 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def put_channel(rds: redis.Redis, channel: pb.Channel) -> str:
-    """A channel stored as AlertService stores one (no SECRET_KEYS: nothing sealed)."""
-    channel.id = channel.id or secrets.token_hex(8)
-    channel.namespace = channel.namespace or "default"
-    rds.hset(Keys().channel(channel.id), mapping={"pb": channel.SerializeToString(), "rev": 1})
-    return channel.id
-
-
 def failing_task(s: Suite, receiver: Receiver, channel_id: str, **rules: object) -> pb.Task:
     every = pb.Schedule(interval=pb.IntervalSchedule())
     every.interval.every.FromMilliseconds(1_000)
@@ -56,13 +48,12 @@ def notification(rds: redis.Redis, nid: str) -> dict[str, str]:
 def test_a_failing_task_sends_one_signed_webhook_per_incident_from_two_schedulers_and_recovery(
     redis_srv: RedisServer, rds: redis.Redis, receiver: Receiver
 ) -> None:
-    channel = put_channel(
-        rds,
-        pb.Channel(
-            name="ops", webhook=pb.WebhookChannel(url=f"{receiver.url}/hook", signing_secrets=[SECRET])
-        ),
-    )
     with suite(redis_srv, schedulers=2, executors=1, DASHBOARD_URL="https://sched.example.com/", **FAST) as s:
+        channel = s.create_channel(
+            pb.Channel(
+                name="ops", webhook=pb.WebhookChannel(url=f"{receiver.url}/hook", signing_secrets=[SECRET])
+            ),
+        )
         task = failing_task(s, receiver, channel, consecutive_failures=2, recovery=True)
         wait_for(lambda: len(receiver.notifications()) >= 1, 20)
         wait_for(
@@ -102,13 +93,12 @@ def test_a_failing_task_sends_one_signed_webhook_per_incident_from_two_scheduler
 def test_a_scheduler_killed_mid_delivery_neither_loses_nor_duplicates_the_notification(
     redis_srv: RedisServer, rds: redis.Redis, receiver: Receiver
 ) -> None:
-    channel = put_channel(
-        rds,
-        pb.Channel(
-            name="held", webhook=pb.WebhookChannel(url=f"{receiver.url}/hold", signing_secrets=[SECRET])
-        ),
-    )
     with suite(redis_srv, schedulers=1, executors=1, **FAST) as s:
+        channel = s.create_channel(
+            pb.Channel(
+                name="held", webhook=pb.WebhookChannel(url=f"{receiver.url}/hold", signing_secrets=[SECRET])
+            ),
+        )
         [scheduler] = [p for p in s.processes if "services.scheduler" in " ".join(map(str, p.args))]
         failing_task(s, receiver, channel, consecutive_failures=1)
         wait_for(lambda: len(receiver.notifications()) == 1, 20)  # held: no answer comes
@@ -148,12 +138,6 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
 def test_slack_posts_and_mail_through_the_smtp_server_and_a_refused_attempt_is_retried(
     redis_srv: RedisServer, rds: redis.Redis, receiver: Receiver
 ) -> None:
-    slack = put_channel(
-        rds, pb.Channel(name="chat", slack=pb.SlackChannel(webhook_url=f"{receiver.url}/fail/1"))
-    )
-    mail = put_channel(
-        rds, pb.Channel(name="mail", email=pb.EmailChannel(to=["oncall@example.com", "b@example.com"]))
-    )
     with (
         smtp_server() as (port, inbox),
         suite(
@@ -167,6 +151,11 @@ def test_slack_posts_and_mail_through_the_smtp_server_and_a_refused_attempt_is_r
             **FAST,
         ) as s,
     ):
+        slack = s.create_channel(
+            pb.Channel(name="chat", slack=pb.SlackChannel(webhook_url=f"{receiver.url}/fail/1"))
+        )
+        to = ["oncall@example.com", "b@example.com"]
+        mail = s.create_channel(pb.Channel(name="mail", email=pb.EmailChannel(to=to)))
         every = pb.Schedule(interval=pb.IntervalSchedule())
         every.interval.every.FromMilliseconds(1_000)
         alerts = pb.AlertPolicy(channel_ids=[slack, mail], consecutive_failures=1)

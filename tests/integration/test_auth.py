@@ -40,6 +40,7 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 METHODS = every_method()
 WRITES = [m for m in METHODS if RULES[f"/{m[0].full_name}/{m[1].name}"].role > VIEWER]
 TOKEN_RPCS = [m for m in METHODS if RULES[f"/{m[0].full_name}/{m[1].name}"].role == ADMIN]
+EMAIL_CHANNEL = pb.Channel(name="ops mail", email=pb.EmailChannel(to=["ops@example.com"]))
 
 
 def test_the_role_table_names_every_rpc_of_the_public_services() -> None:
@@ -114,6 +115,7 @@ def test_a_viewer_is_refused_every_write_and_nothing_changes(
     run = admin.tasks.RunTask(pb.RunTaskRequest(id=task.id)).execution
     token, _ = admin.new_token("someone", VIEWER)
     _, viewer = admin.new_token("viewer", VIEWER)
+    channel = admin.alerts.CreateChannel(pb.CreateChannelRequest(channel=EMAIL_CHANNEL)).channel
     # Requests that would succeed with the right role.
     requests = {
         "CreateTask": pb.CreateTaskRequest(task=cron_task("new")),
@@ -131,6 +133,10 @@ def test_a_viewer_is_refused_every_write_and_nothing_changes(
         "CreateToken": pb.CreateTokenRequest(token=pb.Token(name="x", role=ADMIN)),
         "ListTokens": pb.ListTokensRequest(),
         "RevokeToken": pb.RevokeTokenRequest(id=token.id),
+        "CreateChannel": pb.CreateChannelRequest(channel=EMAIL_CHANNEL),
+        "UpdateChannel": pb.UpdateChannelRequest(channel=pb.Channel(id=channel.id, name="renamed")),
+        "DeleteChannel": pb.DeleteChannelRequest(id=channel.id),
+        "TestChannel": pb.TestChannelRequest(id=channel.id),
     }
     before = snapshot(rds)
     err = rpc_error(
@@ -171,6 +177,10 @@ def test_roles_include_the_ones_before_them(auth_api: AuthApi) -> None:
     assert viewer.tasks.ListExecutions(pb.ListExecutionsRequest()).executions == []
     assert viewer.audit.ListAuditEvents(pb.ListAuditEventsRequest()).events
     assert viewer.auth.WhoAmI(pb.WhoAmIRequest()).token.role == VIEWER
+    channel = editor.alerts.CreateChannel(pb.CreateChannelRequest(channel=EMAIL_CHANNEL)).channel
+    assert viewer.alerts.GetChannel(pb.GetChannelRequest(id=channel.id)).channel.name == "ops mail"
+    assert [c.id for c in viewer.alerts.ListChannels(pb.ListChannelsRequest()).channels] == [channel.id]
+    assert viewer.alerts.ListNotifications(pb.ListNotificationsRequest(task_id=task.id)).notifications == []
     run = editor.tasks.RunTask(pb.RunTaskRequest(id=task.id)).execution
     assert viewer.tasks.GetExecution(pb.GetExecutionRequest(id=run.id)).execution.id == run.id
     editor.tasks.DeleteTask(pb.DeleteTaskRequest(id=task.id))

@@ -133,16 +133,15 @@ def test_alerts_are_raised_and_delivered_in_every_partition(cluster: RedisCluste
     receiver = alert_receiver.start()
     client = ClusterClient(startup_nodes=[ClusterNode(h, p) for h, p in cluster.seeds])
     try:
-        channel = pb.Channel(id=random.token_hex(8), name="ops", namespace="default")
-        channel.webhook.url, channel.webhook.signing_secrets[:] = f"{receiver.url}/hook", [secret]
-        client.hset(PARTS.home.channel(channel.id), mapping={"pb": channel.SerializeToString(), "rev": 1})
         with cluster_suite(cluster, P, ALERT_TIMEOUT_SECONDS="1") as s:
+            hook = pb.WebhookChannel(url=f"{receiver.url}/hook", signing_secrets=[secret])
+            channel_id = s.create_channel(pb.Channel(name="ops", webhook=hook))
             made: dict[int, pb.Task] = {}
             i = 0
             while len(made) < P:
                 every = pb.Schedule(interval=pb.IntervalSchedule())
                 every.interval.every.FromMilliseconds(1_000)
-                alerts = pb.AlertPolicy(channel_ids=[channel.id], consecutive_failures=1)
+                alerts = pb.AlertPolicy(channel_ids=[channel_id], consecutive_failures=1)
                 task = s.create(f"failing-{i}", every, http(f"{receiver.url}/target/500"), alerts=alerts)
                 made.setdefault(PARTS.of_task(task.id), task)
                 i += 1

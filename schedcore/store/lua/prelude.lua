@@ -292,3 +292,19 @@ local function watch_run(watch, rule, rid)
   if rule.late then redis.call('ZADD', watch, nominal_of(rid) + rule.late, 'l:' .. rule.late .. tail) end
   if rule.running then redis.call('ZADD', watch, nominal_of(rid) + rule.running, 'r:' .. rule.running .. tail) end
 end
+
+-- Notification channels (partition 0's: schedcore/store/channels.py). A member of the channel
+-- index is "<namespace>\0<name>\0<id>" (schedcore/store/keys.py, channel_member).
+local function channel_member(ns, name, id)
+  return ns .. '\0' .. name .. '\0' .. id
+end
+
+-- The id of a channel named `name` in namespace `ns` in the index `index`, or false: names are
+-- unique per namespace.
+local function channel_named(index, ns, name)
+  local prefix = channel_member(ns, name, '')
+  local upper = string.sub(prefix, 1, -2) .. '\1'
+  local found = redis.call('ZRANGEBYLEX', index, '[' .. prefix, '(' .. upper, 'LIMIT', 0, 1)
+  if #found == 0 then return false end
+  return string.sub(found[1], #prefix + 1)
+end
