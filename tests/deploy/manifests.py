@@ -88,9 +88,13 @@ class Rendered:
     def env(self, name: str) -> dict[str, str | None]:
         """The container's environment as Kubernetes builds it: envFrom first, env over it.
         A value from a ConfigMap key is that key's; from a Secret or the downward API, None
-        (what matters is that it is set)."""
+        (what matters is that it is set). An optional envFrom source (one the operator may add)
+        contributes nothing."""
         out: dict[str, str | None] = {}
         for source in self.container(name).get("envFrom", []):
+            ((_, target),) = source.items()
+            if target.get("optional"):  # an object the operator may create: the tree has none
+                continue
             if "configMapRef" in source:
                 data = self.get("ConfigMap", source["configMapRef"]["name"]).get("data", {})
                 out.update({k: str(v) for k, v in data.items()})

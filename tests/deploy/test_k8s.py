@@ -90,7 +90,8 @@ def test_every_reference_to_a_configmap_or_secret_key_resolves(overlay: str) -> 
     for name in workloads(overlay):
         for source in m.container(name).get("envFrom", []):
             ((ref, target),) = source.items()
-            m.get(kinds[ref.replace("Ref", "KeyRef")], target["name"])
+            if not target.get("optional"):
+                m.get(kinds[ref.replace("Ref", "KeyRef")], target["name"])
         for var in m.container(name).get("env", []):
             for ref, kind in kinds.items():
                 target = var.get("valueFrom", {}).get(ref)
@@ -207,11 +208,18 @@ def test_the_api_requires_tokens_and_takes_its_first_admin_from_a_secret(overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_http_targets_may_not_reach_private_addresses(overlay: str) -> None:
-    """The api checks URLs and the executor connections: both must deny private networks."""
+def test_http_targets_and_alert_webhooks_may_not_reach_private_addresses(overlay: str) -> None:
+    """The api checks URLs, the executor its connections and the scheduler its alert deliveries:
+    all three deny private networks, and open sealed secrets with the same optional keys."""
     m = render(overlay)
-    for name in ("api", "executor"):
+    for name in ("api", "scheduler", "executor"):
         assert m.env(name).get("HTTP_DENY_PRIVATE") == "true", name
+        (var,) = [v for v in m.container(name)["env"] if v["name"] == "SECRET_KEYS"]
+        assert var["valueFrom"]["secretKeyRef"] == {
+            "name": "scheduler-suite-sealing",
+            "key": "SECRET_KEYS",
+            "optional": True,
+        }, name
 
 
 @pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
