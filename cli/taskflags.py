@@ -145,6 +145,12 @@ def add(parser: argparse.ArgumentParser, *, update: bool) -> None:
         metavar="N",
         help="pause the task after N executions in a row failed or timed out (0: never)",
     )
+    run.add_argument(
+        "--export-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export this task's own lag and outcome metrics (docs/metrics.md, per-task metrics)",
+    )
     run.add_argument("--max-attempts", type=int, metavar="N", help="attempts including the first")
     run.add_argument("--initial-backoff", metavar="DURATION")
     run.add_argument("--max-backoff", metavar="DURATION")
@@ -180,6 +186,9 @@ def apply(args: argparse.Namespace, task: pb.Task) -> set[str]:
     if args.pause_after_failures is not None:
         task.pause_after_failures = args.pause_after_failures
         changed.add("pause_after_failures")
+    if args.export_metrics is not None:
+        task.export_metrics = args.export_metrics
+        changed.add("export_metrics")
     if args.max_concurrent is not None:
         task.overlap.max_concurrent = args.max_concurrent
         changed.add("overlap")

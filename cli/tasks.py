@@ -45,6 +45,8 @@ def show(task: pb.Task, args: argparse.Namespace) -> None:
     rows.append(("overlap", output.overlap_text(task.overlap)))
     if task.pause_after_failures:
         rows.append(("pause after", f"{task.pause_after_failures} failures in a row"))
+    if task.export_metrics:
+        rows.append(("metrics", "exported per task"))
     if task.pause_reason:
         rows.append(("paused because", task.pause_reason))
     if task.HasField("alerts"):

@@ -113,6 +113,29 @@ EXECUTIONS_WAITING_COMMAND = Gauge(
     ["partition"],
 )
 
+# Per-task series, for tasks with export_metrics, at most TASK_METRICS_MAX tasks per replica
+# (services/scheduler/taskmetrics.py): label `task` is the task id; TASK_INFO names it.
+TASK_INFO = Gauge(
+    "tasksched_task_info",
+    "1 for each task whose own series this replica exports, with its name and namespace.",
+    ["task", "name", "namespace"],
+)
+TASK_LAG = Histogram(
+    "tasksched_task_execution_lag_seconds",
+    "Start of an execution's first attempt minus its nominal time, per task that exports metrics.",
+    ["task"],
+    buckets=(0.01, 0.05, 0.25, 1.0, 5.0, 30.0, 300.0),
+)
+TASK_FINISHED = Counter(
+    "tasksched_task_executions_finished_total",
+    "Executions that reached a final status, per task that exports metrics and status.",
+    ["task", "status"],
+)
+TASK_METRICS_DROPPED = Counter(
+    "tasksched_task_metrics_dropped_total",
+    "Results of tasks with export_metrics not exported: TASK_METRICS_MAX tasks were exported already.",
+)
+
 # --- alerts (scheduler) -----------------------------------------------------------------------
 
 NOTIFICATION_ATTEMPTS = Counter(

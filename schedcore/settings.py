@@ -317,6 +317,9 @@ class Settings:
     # this. Under half of MISSED_TOLERANCE_SECONDS, so a takeover never makes occurrences missed.
     partition_lease_s: float = var("PARTITION_LEASE_SECONDS", 3.0, p.number(0.3, 600.0), SCHEDULER)
 
+    # Scheduler: most tasks with export_metrics whose own series one replica exports (bounded
+    # label cardinality: docs/metrics.md, "Per-task metrics"); 0: none.
+    task_metrics_max: int = var("TASK_METRICS_MAX", 200, p.number(0, 10_000), SCHEDULER)
     # Alerts (docs/alerts.md). Scheduler: seconds between looks at the late-start and
     # running-long checks; delivery attempts before a notification ends FAILED; deliveries one
     # replica makes at once; seconds one may take; days an ended notification is kept.

@@ -60,6 +60,7 @@ MUTABLE_FIELDS = (
     "overlap",
     "pause_after_failures",
     "alerts",
+    "export_metrics",
 )
 
 
@@ -70,6 +71,10 @@ def hex_id(value: str, path: str, what: str) -> str:
     if not TASK_ID.match(value):
         raise InvalidArgument.field(path, f"malformed {what} id (expected 16 lowercase hex characters)")
     return value
+
+
+# Fields of MUTABLE_FIELDS that are scalars: set by assignment, "set" when not at their default.
+SCALARS = ("name", "description", "pause_after_failures", "export_metrics")
 
 
 def task_id(value: str, path: str = "id") -> str:
@@ -220,6 +225,7 @@ def _policies(v: Violations, task_in: pb.Task, spec: pb.Task) -> None:
         v.add("task.pause_after_failures", f"must be between 0 (never) and {MAX_PAUSE_AFTER_FAILURES}")
     else:
         spec.pause_after_failures = task_in.pause_after_failures
+    spec.export_metrics = task_in.export_metrics
     if task_in.HasField("overlap"):
         _unless_default(spec, "overlap", overlap(v, task_in.overlap))
     if task_in.HasField("alerts"):  # which channels exist: alertcheck.channels_exist, in the store
@@ -292,7 +298,7 @@ def merged(stored: pb.Task, task_in: pb.Task, paths: list[str]) -> pb.Task:
         out.ClearField(path)
         if path == "labels":
             out.labels.update(task_in.labels)
-        elif path in ("name", "description", "pause_after_failures"):
+        elif path in SCALARS:
             setattr(out, path, getattr(task_in, path))
         elif task_in.HasField(path):
             getattr(out, path).CopyFrom(getattr(task_in, path))
@@ -302,7 +308,7 @@ def merged(stored: pb.Task, task_in: pb.Task, paths: list[str]) -> pb.Task:
 def _is_set(task_in: pb.Task, name: str) -> bool:
     if name == "labels":
         return len(task_in.labels) > 0
-    if name in ("name", "description", "pause_after_failures"):
+    if name in SCALARS:
         return bool(getattr(task_in, name))
     return task_in.HasField(name)
 

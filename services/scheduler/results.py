@@ -23,6 +23,7 @@ from schedcore.store.executions import summary
 from schedcore.store.keys import DEFAULT_NAMESPACE
 from schedcore.timeutil import duration_to_ms, ms_to_duration, ms_to_ts, ts_to_ms
 from services.scheduler.partitioned import per_partition
+from services.scheduler.taskmetrics import TaskMetrics
 
 log = logging.getLogger("scheduler.results")
 
@@ -122,6 +123,7 @@ class Recorder:
         self.store = store
         self.settings = settings
         self.lease_ms = int(settings.lease_s * 1000)
+        self.task_metrics = TaskMetrics(settings.task_metrics_max)
 
     async def record(
         self, results: Sequence[ipb.WorkResult], known: Mapping[str, DispatchItem] | None = None
@@ -145,14 +147,15 @@ class Recorder:
             read = await self.records([results[i].execution_id for i in unknown])
             for i, pair in zip(unknown, read, strict=True):
                 current[i] = pair
-        pairs = [
-            (record, apply(record, spec, result, now))
+        applied = [
+            (record, spec, apply(record, spec, result, now))
             for result, (record, spec) in zip(results, current, strict=True)
             if record is not None
         ]
-        completions = [c for _, c in pairs]
-        done = await self.complete(completions, now, self.settings.history_max_per_task)
-        count([pair for pair, ok in zip(pairs, done.recorded, strict=True) if ok])
+        done = await self.complete([c for _, _, c in applied], now, self.settings.history_max_per_task)
+        ok = [row for row, flag in zip(applied, done.recorded, strict=True) if flag]
+        count([(record, c) for record, _, c in ok])
+        self.task_metrics.observe((record, c.execution, spec) for record, spec, c in ok if spec is not None)
         recorded = done.count
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)

@@ -253,3 +253,34 @@ def test_a_metrics_port_in_use_stops_the_service_with_a_message(redis_srv: Redis
         )
     assert proc.returncode == 2
     assert "METRICS_PORT" in proc.stderr
+
+
+def test_tasks_that_export_metrics_get_series_of_their_own_up_to_the_limit(
+    redis_srv: RedisServer, rds, sink: Sink
+) -> None:
+    """export_metrics (docs/metrics.md, "Per-task metrics"): the lag and outcomes of the first
+    TASK_METRICS_MAX such tasks, labelled by id and named by tasksched_task_info; a task without
+    it has no series; a task past the limit is counted as dropped."""
+    with metered(redis_srv) as s:
+        s.start_executor()
+        s.start_scheduler(TASK_METRICS_MAX="1")
+        every = pb.Schedule(interval=pb.IntervalSchedule())
+        every.interval.every.FromMilliseconds(1_000)
+        watched = s.create("watched", every, http(sink.url("/status/500")), export_metrics=True)
+        wait_for(lambda: len(s.executions(watched.id)) >= 2, 20)  # admitted first: it alone ran
+        plain = s.create("plain", every, http(sink.url("/ok")))
+        late = s.create("over-the-limit", every, http(sink.url("/ok")), export_metrics=True)
+        assert late.export_metrics and not plain.export_metrics
+
+        def dropped() -> float:
+            return value(scrape(s.scheduler_metrics), "tasksched_task_metrics_dropped_total")
+
+        wait_for(lambda: dropped() >= 2, 20)
+        samples = scrape(s.scheduler_metrics)
+        info = {"task": watched.id, "name": "watched", "namespace": "default"}
+        assert samples.get(("tasksched_task_info", frozenset(info.items()))) == 1
+        failed = value(samples, "tasksched_task_executions_finished_total", task=watched.id, status="failed")
+        assert failed >= 2
+        assert value(samples, "tasksched_task_execution_lag_seconds_count", task=watched.id) >= failed
+        tasks = {dict(labels).get("task") for name, labels in samples if name.startswith("tasksched_task_")}
+        assert tasks == {None, watched.id}  # the dropped counter has no label; no other task's series

@@ -177,6 +177,13 @@ def test_update_with_mask_changes_only_named_fields(stub):
     assert updated.etag == "3"
 
 
+def test_export_metrics_is_stored_and_changed_by_its_mask_path(stub):
+    created = create(stub, once_task("m", export_metrics=True))
+    assert created.export_metrics and get(stub, created.id).export_metrics
+    assert not update(stub, pb.Task(id=created.id), "export_metrics").export_metrics  # unset: off
+    assert update(stub, pb.Task(id=created.id, export_metrics=True)).export_metrics  # empty mask: set
+
+
 def test_update_empty_mask_changes_set_fields(stub):
     created = create(stub, once_task("a", description="keep", labels={"x": "1"}))
     change = pb.Task(id=created.id, name="b", timeout=duration(5))
