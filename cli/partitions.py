@@ -36,6 +36,7 @@ def migrate(_: Client, args: argparse.Namespace) -> None:
                 "tasks": report.tasks,
                 "executions": report.executions,
                 "requestIds": report.request_ids,
+                "notifications": report.notifications,
                 "merged": report.merged,
             }
         )
@@ -47,6 +48,7 @@ def migrate(_: Client, args: argparse.Namespace) -> None:
             (f"tasks {verb}", f"{report.tasks:,}"),
             (f"executions {verb}", f"{report.executions:,}"),
             (f"request ids {verb}", f"{report.request_ids:,}"),
+            (f"notifications {verb}", f"{report.notifications:,}"),
             ("merged", ", ".join(report.merged) or "-"),
         ]
     )

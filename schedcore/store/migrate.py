@@ -25,6 +25,7 @@ from schedcore.store.keys import (
     history_member,
     task_of_execution,
 )
+from schedcore.store.migrate_alerts import move_alerts
 from schedcore.store.scripts import Scripts
 
 # Members read per ZRANGE and entries per XRANGE: bounded replies on a big partition.
@@ -46,6 +47,7 @@ class Report:
     tasks: int = 0
     executions: int = 0
     request_ids: int = 0
+    notifications: int = 0
     merged: list[str] = field(default_factory=list)
 
 
@@ -101,6 +103,7 @@ class Migration:
                     "scheduler still running? Stop every service and run the command again"
                 )
         report.request_ids = await self._move_request_ids(span, new, dry_run)
+        report.notifications = await move_alerts(self.redis, span, new, dry_run, self.say)
         if self.target < source:
             for p in range(self.target, source):
                 report.merged += await self._merge_dropped(

@@ -324,3 +324,55 @@ def test_on_a_cluster_every_moved_key_lands_on_its_partitions_primary() -> None:
                 assert view(channel) == before
         finally:
             db.close()
+
+
+def test_notifications_their_due_entries_lists_and_watch_entries_move_with_their_tasks(
+    server: RedisServer, db: redis.Redis
+) -> None:
+    """docs/alerts.md, "Keys": the alert keys live in their task's partition, so a migration
+    moves them (schedcore/store/migrate_alerts.py); written here in the documented layout, as
+    the scheduler's scripts write them, so each kind of key is present."""
+    with api_at(server.url, 1) as channel:
+        ids = [create(tasks_of(channel), once_task(f"a-{i}")).id for i in range(12)]
+    k = Keys()
+    expected: dict[str, tuple[str, str]] = {}  # notification id -> (task id, state)
+    for i, task_id in enumerate(ids):
+        eid = f"{task_id}-{1_700_000_000_000 + i:013d}"
+        for state, kind in (("p", "failing"), ("d", "recovered")):
+            nid = f"{kind}.{eid}.{'c' * 16}"
+            fields = {"k": 1, "t": task_id, "e": eid, "c": "c" * 16, "ns": "default", "m": "m", "at": 1}
+            db.hset(k.notification(nid), mapping={**fields, "st": state, "a": 0})
+            if state == "d":
+                db.expire(k.notification(nid), 3600)
+            else:
+                db.zadd(k.notifications_due, {nid: 5})
+            db.zadd(k.task_notifications(task_id), {nid: i})
+            expected[nid] = (task_id, state)
+        db.zadd(k.alert_watch, {f"l:5000:{eid}:default:{'c' * 16}": 9})
+
+    def placed(count: int) -> None:
+        parts = Partitions("ts", count)
+        for nid, (task_id, state) in expected.items():
+            home = parts.task(task_id)
+            assert db.hget(home.notification(nid), "st") == state.encode(), (count, nid)
+            assert db.zscore(home.task_notifications(task_id), nid) is not None
+            assert (db.zscore(home.notifications_due, nid) == 5) == (state == "p")
+            if state == "d":
+                assert 0 < db.ttl(home.notification(nid)) <= 3600  # its expiry moved with it
+        for p, keys in enumerate(parts.all):
+            for member in db.zrange(keys.alert_watch, 0, -1):
+                assert parts.of_task(member.decode().split(":")[2][:16]) == p
+        assert sum(db.zcard(keys.alert_watch) for keys in parts.all) == len(ids)
+        for p in range(count, 4):  # nothing left in a dropped partition
+            assert db.keys(f"ts:{{{p}}}:*") == []
+
+    four = Partitions("ts", 4)
+    away = sum(four.of_task(task_id) != 0 for task_id, _ in expected.values())  # out of partition 0
+    assert 0 < away < len(expected)
+    for count in (4, 1):
+        done = migrate(server.url, count, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        assert f'"notifications": {away}' in done.stdout  # out, then back
+        placed(count)
+    again = migrate(server.url, 1, "-o", "json")
+    assert again.returncode == 0 and '"notifications": 0' in again.stdout  # nothing out of place
