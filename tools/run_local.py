@@ -18,7 +18,7 @@ Authentication stays on (AUTH_MODE=token): a development admin token is created 
 AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
 SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header and command environment
 values are sealed at rest with a development key kept the same way in .data/secret-keys
-(SECRET_KEYS of the api and the executors). Started as root with EXECUTOR_COMMAND_TARGETS=true,
+(SECRET_KEYS of the api, the schedulers, which open alert channels' secrets, and the executors). Started as root with EXECUTOR_COMMAND_TARGETS=true,
 executors run programs as `nobody` unless EXECUTOR_COMMAND_USER says otherwise.
 """
 
@@ -98,7 +98,7 @@ def dev_token(path: Path = DEV_TOKEN_FILE) -> str:
 
 
 def dev_secret_keys(path: Path = DEV_KEYS_FILE) -> str:
-    """The development key sealing secret header values (SECRET_KEYS of the api and executors)."""
+    """The development key sealing secret values (SECRET_KEYS of the api, schedulers, executors)."""
     from schedcore.sealing import new_key
 
     return kept_secret(path, new_key)
@@ -320,7 +320,7 @@ def service_env(svc: Service, port: int, metrics_port: int, base: dict[str, str]
     env = {**base, **grpc_env(), **svc.env}
     if svc.name == "api":  # authentication stays on; the development token is its first admin
         env.update(AUTH_MODE="token", AUTH_BOOTSTRAP_TOKEN=dev_token())
-    if svc.name in ("api", "executor") and not os.environ.get("SECRET_KEYS"):
+    if svc.name in ("api", "scheduler", "executor") and not os.environ.get("SECRET_KEYS"):
         env["SECRET_KEYS"] = dev_secret_keys()
     if svc.name == "executor":
         env.update(command_user_env())
