@@ -18,8 +18,9 @@ Authentication stays on (AUTH_MODE=token): a development admin token is created 
 AUTH_BOOTSTRAP_TOKEN and printed with the addresses, to paste into the dashboard or export as
 SCHEDCTL_TOKEN. `rm -rf .data` forgets it with the data. Secret header and command environment
 values are sealed at rest with a development key kept the same way in .data/secret-keys
-(SECRET_KEYS of the api, the schedulers, which open alert channels' secrets, and the executors). Started as root with EXECUTOR_COMMAND_TARGETS=true,
-executors run programs as `nobody` unless EXECUTOR_COMMAND_USER says otherwise.
+(SECRET_KEYS of the api, the schedulers, which open alert channels' secrets, and the
+executors). Started as root with EXECUTOR_COMMAND_TARGETS=true, executors run programs as
+`nobody` unless EXECUTOR_COMMAND_USER says otherwise.
 """
 
 from __future__ import annotations
