@@ -86,6 +86,26 @@ class Outcome:
     retry_in_ms: int = 0
 
 
+async def due_partitions(
+    redis: Redis, stores: Sequence[AlertStore], partitions: Sequence[int], sweep: bool
+) -> tuple[list[int], list[int]]:
+    """Of `partitions`, those with a notification due now, and (when `sweep`) those with a due
+    watch entry: one pipelined round trip whatever the count, so an idle deployment with many
+    partitions costs one call a round, not two scripts per partition."""
+    seconds, micros = await redis.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in partitions:
+            pipe.zrangebyscore(stores[p].keys.notifications_due, "-inf", now, start=0, num=1)
+            if sweep:
+                pipe.zrangebyscore(stores[p].keys.alert_watch, "-inf", now, start=0, num=1)
+        found = await pipe.execute()
+    step = 2 if sweep else 1
+    notify = [p for i, p in enumerate(partitions) if found[i * step]]
+    watch = [p for i, p in enumerate(partitions) if sweep and found[i * step + 1]]
+    return notify, watch
+
+
 class AlertStore:
     """One partition's watch set and due notifications."""
 

@@ -20,7 +20,7 @@ from schedcore.loops import guarded_round, wait_event
 from schedcore.sealing import Sealer, SealError, unseal_channel
 from schedcore.settings import Settings
 from schedcore.store import Store
-from schedcore.store.alerts import DELIVERED, GIVE_UP, RETRY, AlertStore, Leased, Outcome
+from schedcore.store.alerts import DELIVERED, GIVE_UP, RETRY, AlertStore, Leased, Outcome, due_partitions
 
 log = logging.getLogger("scheduler.alerts")
 
@@ -70,13 +70,15 @@ class AlertLoop:
     async def round(self) -> bool:
         """One sweep (when due) and one delivery round; whether a batch came back full."""
         owned = [p for p in range(len(self.store.alerts)) if self.owns(p)]
-        if time.monotonic() >= self._next_sweep:
+        sweep = time.monotonic() >= self._next_sweep
+        if sweep:
             self._next_sweep = time.monotonic() + self.settings.alert_sweep_s
-            for p in owned:
-                _, raised = await self.store.alerts[p].sweep(SWEEP_LIMIT)
-                metrics.ALERTS_SWEPT.inc(raised)
+        notify, watch = await due_partitions(self.store.redis, self.store.alerts, owned, sweep)
+        for p in watch:
+            _, raised = await self.store.alerts[p].sweep(SWEEP_LIMIT)
+            metrics.ALERTS_SWEPT.inc(raised)
         busy = False
-        for p in owned:
+        for p in notify:
             alerts = self.store.alerts[p]
             leased = await alerts.lease(BATCH, self.lease_ms)
             if leased:

@@ -20,7 +20,7 @@ from schedcore import pb
 from schedcore.store.keys import Keys
 from tests import alert_receiver
 from tests.alert_receiver import Receiver, verify
-from tests.integration.engine_support import Suite, http, suite
+from tests.integration.engine_support import Suite, http, once_in, suite
 from tests.support import RedisServer, free_port, wait_for
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -179,3 +179,20 @@ def test_slack_posts_and_mail_through_the_smtp_server_and_a_refused_attempt_is_r
         assert notification(rds, slack_id)["a"] == "2"
         assert notification(rds, nid)["st"] == "d"
         assert task.id == notification(rds, nid)["t"]
+
+
+def test_a_run_no_executor_takes_raises_late_through_the_schedulers_sweep(
+    redis_srv: RedisServer, rds: redis.Redis, receiver: Receiver
+) -> None:
+    with suite(redis_srv, schedulers=1, executors=0, **FAST) as s:
+        hook = pb.WebhookChannel(url=f"{receiver.url}/hook", signing_secrets=[SECRET])
+        channel = s.create_channel(pb.Channel(name="late", webhook=hook))
+        alerts = pb.AlertPolicy(channel_ids=[channel])
+        alerts.late_start.FromSeconds(1)
+        task = s.create("stuck", once_in(0.5), alerts=alerts)
+        wait_for(lambda: len(receiver.notifications()) == 1, 20)
+        [late] = receiver.notifications()
+        assert late.json["type"] == "task.late" and late.json["data"]["task"]["id"] == task.id
+        assert late.json["data"]["message"].endswith("after its nominal time (the limit: 1 s)")
+        [run] = s.executions(task.id)
+        assert run.status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING  # still waiting: late, not lost
