@@ -23,7 +23,7 @@ from schedcore.store.engine import DueTask, Fired
 from schedcore.store.keys import execution_id, pad_ms
 from schedcore.timeutil import ms_to_ts
 from services.scheduler.plan import plan
-from services.scheduler.results import apply
+from services.scheduler.results import Recorder, apply
 from tests.integration.helpers import KEYS, TIMEOUT, create, cron_task
 
 # Deliveries lost that the reclaim takes back before it ends the execution FAILED (MAX_DELIVERIES).
@@ -257,3 +257,24 @@ def update(stub: Any, task: pb.Task, *paths: str) -> pb.Task:
     return stub.UpdateTask(
         pb.UpdateTaskRequest(task=task, update_mask=FieldMask(paths=list(paths))), timeout=TIMEOUT
     ).task
+
+
+async def ran(store: Store, recorder: Recorder, status: int, message: str = "") -> str:
+    """Fire the (one) due task's next occurrence leased, and record `status` as its executor's
+    result through the scheduler's Recorder: the execution id."""
+    [due] = await read(store)
+    now = await store.now_ms()
+    commit = plan(due, now, 3_600_000)
+    await store.engine.commit_fire([commit], now, [True], 60_000)
+    eid = commit.records[0].id
+    result = ipb.WorkResult(
+        execution_id=eid,
+        lease_token=1,
+        status=status,  # type: ignore[arg-type]
+        executor_id="x",
+        status_message=message,
+    )
+    result.start_time.CopyFrom(ms_to_ts(now))
+    result.finish_time.CopyFrom(ms_to_ts(now + 1))
+    assert await recorder.record([result]) == 1
+    return eid

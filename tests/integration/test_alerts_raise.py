@@ -16,7 +16,7 @@ from schedcore.store.alerts import DELIVERED, GIVE_UP, RETRY, Outcome
 from schedcore.timeutil import ms_to_ts
 from services.scheduler.plan import plan
 from services.scheduler.results import Recorder
-from tests.integration.engine_harness import ACTIVE, Stores, read, run, spec_of, whole_second_ago
+from tests.integration.engine_harness import ACTIVE, Stores, ran, read, run, spec_of, whole_second_ago
 from tests.support import RedisServer
 
 S = pb.ExecutionStatus
@@ -36,24 +36,9 @@ async def task_with(store: Store, policy: pb.AlertPolicy, seconds_ago: int = 30,
     return task_id
 
 
-async def ran(store: Store, recorder: Recorder, status: int) -> str:
-    """Fire the task's next occurrence leased, and record `status` as its executor's result."""
-    [due] = await read(store)
-    now = await store.now_ms()
-    commit = plan(due, now, 3_600_000)
-    await store.engine.commit_fire([commit], now, [True], 60_000)
-    eid = commit.records[0].id
-    result = ipb.WorkResult(
-        execution_id=eid,
-        lease_token=1,
-        status=status,
-        executor_id="x",
-        status_message=f"said {status}",  # type: ignore[arg-type]
-    )
-    result.start_time.CopyFrom(ms_to_ts(now))
-    result.finish_time.CopyFrom(ms_to_ts(now + 1))
-    assert await recorder.record([result]) == 1
-    return eid
+async def said(store: Store, recorder: Recorder, status: int) -> str:
+    """A run whose executor reported `status` with the message "said <status>"."""
+    return await ran(store, recorder, status, f"said {status}")
 
 
 async def notifications(store: Store, task_id: str) -> list[dict[str, str]]:
@@ -74,10 +59,10 @@ def test_failing_is_raised_once_per_incident_to_each_channel_and_recovery_closes
         policy = pb.AlertPolicy(channel_ids=CHANNELS, consecutive_failures=2, recovery=True)
         task_id = await task_with(store, policy)
         recorder = Recorder(store, Settings())
-        await ran(store, recorder, S.EXECUTION_STATUS_FAILED)
+        await said(store, recorder, S.EXECUTION_STATUS_FAILED)
         assert await notifications(store, task_id) == []  # one failure: below the rule
-        second = await ran(store, recorder, S.EXECUTION_STATUS_TIMED_OUT)
-        await ran(store, recorder, S.EXECUTION_STATUS_FAILED)  # the same incident: nothing more
+        second = await said(store, recorder, S.EXECUTION_STATUS_TIMED_OUT)
+        await said(store, recorder, S.EXECUTION_STATUS_FAILED)  # the same incident: nothing more
         raised = await notifications(store, task_id)
         assert [n["id"] for n in raised] == [f"failing.{second}.{c}" for c in CHANNELS]
         for n, channel in zip(raised, CHANNELS, strict=True):
@@ -87,13 +72,13 @@ def test_failing_is_raised_once_per_incident_to_each_channel_and_recovery_closes
         due = await store.redis.zrange(store.keys.notifications_due, 0, -1)
         assert sorted(d.decode() for d in due) == sorted(n["id"] for n in raised)
 
-        ok = await ran(store, recorder, S.EXECUTION_STATUS_SUCCEEDED)
+        ok = await said(store, recorder, S.EXECUTION_STATUS_SUCCEEDED)
         after = await notifications(store, task_id)
         assert [n["id"] for n in after[2:]] == [f"recovered.{ok}.{c}" for c in CHANNELS]
         assert after[2]["m"] == f"succeeded again, after the FAILING alert raised by {second}"
-        await ran(store, recorder, S.EXECUTION_STATUS_SUCCEEDED)  # no incident open: nothing
+        await said(store, recorder, S.EXECUTION_STATUS_SUCCEEDED)  # no incident open: nothing
         for _ in range(2):
-            await ran(store, recorder, S.EXECUTION_STATUS_FAILED)
+            await said(store, recorder, S.EXECUTION_STATUS_FAILED)
         assert len(await notifications(store, task_id)) == 6  # a new incident, a new FAILING
 
     run(redis_srv.url, body)
@@ -121,7 +106,7 @@ def test_retries_are_not_failures_and_a_task_without_channels_raises_nothing(
         assert await notifications(store, retried) == []  # attempt 1 of 3 failed: a retry
         await store.tasks.delete(retried, None)  # out of the way of the next read
         silent = await task_with(store, pb.AlertPolicy(consecutive_failures=1))  # no channel
-        await ran(store, recorder, S.EXECUTION_STATUS_FAILED)
+        await said(store, recorder, S.EXECUTION_STATUS_FAILED)
         assert await notifications(store, silent) == []
 
     run(redis_srv.url, body)

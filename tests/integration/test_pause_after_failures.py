@@ -9,32 +9,15 @@ import secrets
 
 import redis
 
-from schedcore import ipb, pb
+from schedcore import pb
 from schedcore.settings import Settings
-from schedcore.store import Store
 from schedcore.store.audit import decode
-from schedcore.timeutil import ms_to_ts
-from services.scheduler.plan import plan
 from services.scheduler.results import Recorder
-from tests.integration.engine_harness import ACTIVE, PAUSED, Stores, read, run, spec_of, whole_second_ago
+from tests.integration.engine_harness import ACTIVE, PAUSED, Stores, ran, read, run, spec_of, whole_second_ago
 from tests.integration.engine_support import suite
 from tests.support import RedisServer, wait_for
 
 S = pb.ExecutionStatus
-
-
-async def ran(store: Store, recorder: Recorder, status: int) -> str:
-    """Fire the task's next occurrence, lease it and record `status` as its executor's result."""
-    [due] = await read(store)
-    now = await store.now_ms()
-    commit = plan(due, now, 3_600_000)
-    await store.engine.commit_fire([commit], now, [True], 60_000)
-    eid = commit.records[0].id
-    result = ipb.WorkResult(execution_id=eid, lease_token=1, status=status, executor_id="x")  # type: ignore[arg-type]
-    result.start_time.CopyFrom(ms_to_ts(now))
-    result.finish_time.CopyFrom(ms_to_ts(now + 1))
-    assert await recorder.record([result]) == 1
-    return eid
 
 
 def test_failures_in_a_row_pause_the_task_and_a_success_starts_the_count_again(
