@@ -16,7 +16,17 @@ from schedcore.store.alerts import DELIVERED, GIVE_UP, RETRY, Outcome
 from schedcore.timeutil import ms_to_ts
 from services.scheduler.plan import plan
 from services.scheduler.results import Recorder
-from tests.integration.engine_harness import ACTIVE, Stores, ran, read, run, spec_of, whole_second_ago
+from tests.integration.engine_harness import (
+    ACTIVE,
+    Stores,
+    fire,
+    make_due,
+    ran,
+    read,
+    run,
+    spec_of,
+    whole_second_ago,
+)
 from tests.support import RedisServer
 
 S = pb.ExecutionStatus
@@ -129,6 +139,24 @@ def test_skipped_occurrences_raise_one_alert_per_commit(redis_srv: RedisServer, 
         assert n["m"].startswith(
             f"{len(skipped)} occurrence(s) recorded SKIPPED, the first {skipped[0]} (missed"
         )
+
+        async def late_again(seconds: int) -> list[str]:
+            """The task found late once more, `seconds` of occurrences missed: what it skipped
+            (records not made before: each window starts earlier)."""
+            await make_due(store, task_id, await whole_second_ago(store, seconds))
+            [again] = await read(store)
+            now = await store.now_ms()
+            commit = plan(again, now, 10_000)
+            await store.engine.commit_fire([commit], now)
+            return [r.id for r in commit.records if r.status == S.EXECUTION_STATUS_SKIPPED]
+
+        assert await late_again(5400) and len(await notifications(store, task_id)) == 1  # still open
+        await make_due(store, task_id, await whole_second_ago(store, 7200))  # not recorded yet
+        assert await fire(store, await read(store), 3 * 3_600_000) == [1]  # on time: the incident ends
+        third = await late_again(9000)
+        assert [n["id"] for n in await notifications(store, task_id)][1:] == [
+            f"skipped.{third[0]}.{CHANNELS[0]}"
+        ]
 
     run(redis_srv.url, body)
 

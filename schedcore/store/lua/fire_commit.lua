@@ -17,8 +17,9 @@
 -- SKIPPED, or waits in the task's buffer (one at most), or (cancel) the oldest active ones are
 -- cancelled and it runs, or waits for them to end. Every run created joins the active set.
 -- A commit with an alert rule (docs/alerts.md) raises SKIPPED once for the records it created
--- SKIPPED (when the rule asks), and puts each run it created in the alert watch set when the
--- rule has a late-start or a running-long limit (alert_sweep.lua looks at them).
+-- SKIPPED (when the rule asks) unless a skipping incident is open (task hash `as`, closed by a
+-- commit that runs an occurrence and skips none), and puts each run it created in the alert
+-- watch set when the rule has a late-start or a running-long limit (alert_sweep.lua).
 -- KEYS: 1 next-run index, 2 ready queue, 3 global history, 4 task counts by state, 5 this
 --       minute's execution stats, 6 inflight, 7 command ready queue
 -- ARGV: 1 MessagePack array of commits, each {task id, nominal time read (13-digit ms), srev
@@ -134,10 +135,14 @@ for c = 1, #commits do
     end
     redis.call('HSET', key, unpack(set))
     if #del > 0 then redis.call('HDEL', key, unpack(del)) end
-    if #skipped > 0 and rule.skipped then
-      local what = skip_message or 'missed: the suite was not running at their time'
-      raise_alert(alerts_at, ALERT.SKIPPED, skipped[1], rule, #skipped .. ' occurrence(s) recorded SKIPPED, the first '
-        .. skipped[1] .. ' (' .. what .. ')', clock())
+    if rule and #skipped > 0 then
+      if rule.skipped and redis.call('HSETNX', key, 'as', skipped[1]) == 1 then
+        local what = skip_message or 'missed: the suite was not running at their time'
+        raise_alert(alerts_at, ALERT.SKIPPED, skipped[1], rule, #skipped .. ' occurrence(s) recorded SKIPPED, the first '
+          .. skipped[1] .. ' (' .. what .. ')', clock())
+      end
+    elseif rule and queued > 0 then  -- a run with nothing skipped ends the skipping incident
+      redis.call('HDEL', key, 'as')
     end
     out[c] = {created, queued, leased}
   end
