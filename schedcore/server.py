@@ -136,7 +136,7 @@ class GrpcService:
         With METRICS_PORT set, /metrics is served first, so a port clash stops the service
         before it takes any work."""
         if self.settings.metrics_port:
-            metrics = MetricsServer(self.settings.grpc_host, self.settings.metrics_port)
+            metrics = MetricsServer(self.settings.grpc_host, self.settings.metrics_port, self.name)
             metrics.start()
             self.metrics = metrics
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"

@@ -284,3 +284,39 @@ def test_tasks_that_export_metrics_get_series_of_their_own_up_to_the_limit(
         assert value(samples, "tasksched_task_execution_lag_seconds_count", task=watched.id) >= failed
         tasks = {dict(labels).get("task") for name, labels in samples if name.startswith("tasksched_task_")}
         assert tasks == {None, watched.id}  # the dropped counter has no label; no other task's series
+
+
+def test_each_process_exports_only_its_own_families(redis_srv: RedisServer, rds) -> None:
+    """A scrape of the executor carries no scheduler family at 0 (and so on): a sum over a family
+    counts only the processes that can move it (docs/metrics.md)."""
+    with metered(redis_srv) as s:
+        s.start_executor()
+        s.start_scheduler()
+
+        def families(port: int) -> set[str]:
+            with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return {f.name for f in text_string_to_metric_families(response.read().decode())}
+
+        api, scheduler, executor = (
+            families(p) for p in (s.api_metrics, s.scheduler_metrics, s.executor_metrics)
+        )
+        for found in (api, scheduler, executor):
+            assert {"tasksched_build_info", "tasksched_rpc_handled", "process_cpu_seconds"} <= found
+        assert {
+            "tasksched_occurrences_fired",
+            "tasksched_executions_ready",
+            "tasksched_redis_errors",
+        } <= scheduler
+        assert "tasksched_executor_attempts" in executor
+        assert "tasksched_redis_errors" in api
+        assert not {
+            f
+            for f in executor
+            if f.startswith(("tasksched_occurrences", "tasksched_redis", "tasksched_task"))
+        }
+        assert not {f for f in scheduler if f.startswith("tasksched_executor_")}
+        assert not {
+            f
+            for f in api
+            if f.startswith(("tasksched_executor_", "tasksched_occurrences", "tasksched_notif"))
+        }
