@@ -58,7 +58,7 @@ class Alert:
     def link(self, dashboard_url: str) -> str:
         if not dashboard_url or not self.execution_id:
             return ""
-        return f"{dashboard_url.rstrip('/')}/executions?{urlencode({'execution': self.execution_id})}"
+        return f"{dashboard_url.rstrip('/')}/executions?{urlencode({'id': self.execution_id})}"
 
     def headline(self) -> str:
         name = self.task_name or self.task_id

@@ -75,7 +75,7 @@ def test_a_failing_task_sends_one_signed_webhook_per_incident_from_two_scheduler
         assert data["task"] == {"id": task.id, "name": "flaky", "namespace": "default"}
         assert failing.id == data["notification_id"] == f"failing.{data['execution_id']}.{channel}"
         assert data["message"].startswith("2 executions in a row ended FAILED or TIMED_OUT; the last: ")
-        assert data["link"] == f"https://sched.example.com/executions?execution={data['execution_id']}"
+        assert data["link"] == f"https://sched.example.com/executions?id={data['execution_id']}"
         wait_for(lambda: notification(rds, failing.id).get("st") == "d", 10)
         assert notification(rds, failing.id)["a"] == "1"
 
