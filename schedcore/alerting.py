@@ -123,8 +123,10 @@ class Sender:
                 return await asyncio.wait_for(
                     asyncio.to_thread(self._email, channel.email, alert), self.timeout_s
                 )
-        except AddressRefused as exc:
-            return Sent(f"refused by the address policy: {exc}", retryable=False)
+        except httpx.ConnectError as exc:  # the guard's refusal arrives wrapped by httpx
+            if isinstance(exc.__cause__, AddressRefused):
+                return Sent(f"refused by the address policy: {exc}", retryable=False)
+            return Sent(f"ConnectError: {exc}"[:ERROR_CHARS])
         except httpx.HTTPError as exc:
             return Sent(f"{type(exc).__name__}: {exc}"[:ERROR_CHARS] or type(exc).__name__)
         except (OSError, smtplib.SMTPException, TimeoutError) as exc:
