@@ -100,12 +100,15 @@ class ExecutionStore:
         audit: AuditEntry | None = None,
         quota: NamespaceQuota | None = None,
         overlap: str = "",
+        alert: str = "",
     ) -> str | None:
         """Record a new execution (and its audit event, when given) and queue it for dispatch:
         "run", or with an `overlap` rule ("<policy>:<limit>", engine.overlap_rule) what the rule
         made of it ("buffer", "skip"). None if that id already exists; NotFound if its task does
         not. With `quota` (a manual run), it counts against its namespace's runs in the minute of
-        `ready_at_ms` (the store's clock): OverQuota past the limit, and nothing is written."""
+        `ready_at_ms` (the store's clock): OverQuota past the limit, and nothing is written.
+        `alert`: the task's alert rule (schedcore/store/alerts.py, rule_arg): a run created
+        PENDING is watched for its late-start and running-long limits."""
         partition = self.partitions.of_task(execution.task_id)
         k = self.partitions.all[partition]
         minute = ready_at_ms // 60_000
@@ -125,6 +128,7 @@ class ExecutionStore:
                 k.task_active(execution.task_id),
                 k.ready_command,
                 k.minute_stats(minute_of(ready_at_ms)),
+                k.alert_watch,
             ],
             args=[
                 execution.id,
@@ -137,6 +141,7 @@ class ExecutionStore:
                 quota.max_runs_per_minute if quota is not None else 0,
                 overlap,
                 k.execution_prefix,
+                alert,
                 *(audit.args() if audit is not None else NO_AUDIT_ARGS),
             ],
         )
@@ -182,7 +187,12 @@ class ExecutionStore:
         return outcome
 
     async def create_missing(
-        self, executions: Sequence[pb.Execution], ready_at_ms: int, overlap: str = "", in_flight: int = 8
+        self,
+        executions: Sequence[pb.Execution],
+        ready_at_ms: int,
+        overlap: str = "",
+        in_flight: int = 8,
+        alert: str = "",
     ) -> Counter[str]:
         """Record each execution whose id has no record yet and queue it (the create script of
         RunTask, without a quota: BackfillTask bounds its own count); `in_flight` calls at once
@@ -195,7 +205,9 @@ class ExecutionStore:
         step = 1 if overlap else in_flight
         for start in range(0, len(executions), step):
             chunk = executions[start : start + step]
-            done = await asyncio.gather(*(self.create(e, ready_at_ms, overlap=overlap) for e in chunk))
+            done = await asyncio.gather(
+                *(self.create(e, ready_at_ms, overlap=overlap, alert=alert) for e in chunk)
+            )
             made.update(fate for fate in done if fate is not None)
         return made
 

@@ -20,6 +20,7 @@ from schedcore import pb
 from schedcore.errors import IdTaken, InvalidArgument, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
+from schedcore.store.alerts import rule_arg
 from schedcore.store.audit import AuditEntry
 from schedcore.store.executions import Bounds, decode
 from schedcore.store.keys import execution_id
@@ -84,7 +85,8 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
                 execution_id=execution.id,
             )
             quota = self.settings.quota(stored.namespace)
-            if not await self.store.executions.create(execution, ready_at_ms=now, audit=audit, quota=quota):
+            alert = rule_arg(stored.spec.alerts, stored.namespace)
+            if not await self.store.executions.create(execution, now, audit, quota, alert=alert):
                 raise IdTaken(execution.id)
 
         # Five tries: 16 random bits within one millisecond may collide.
@@ -103,7 +105,12 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
         if request.dry_run:
             existing = await self.store.executions.count_existing([r.id for r in made])
             return pb.BackfillTaskResponse(occurrences=len(times), existing=existing)
-        fates = await self.store.executions.create_missing(made, now, backfill.overlap(request, stored.spec))
+        fates = await self.store.executions.create_missing(
+            made,
+            now,
+            backfill.overlap(request, stored.spec),
+            alert=rule_arg(stored.spec.alerts, stored.namespace),
+        )
         created = fates.total()
         if created:
             audit = self._audit(

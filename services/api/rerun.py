@@ -19,6 +19,7 @@ from schedcore import pb
 from schedcore.errors import IdTaken, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
+from schedcore.store.alerts import rule_arg
 from schedcore.store.audit import AuditEntry
 from schedcore.store.executions import new_record
 from schedcore.store.keys import task_of_execution
@@ -75,7 +76,8 @@ async def rerun(store: Store, settings: Settings, raw_id: str, audit: Audit) -> 
             task_id=task_id,
             execution_id=made.id,
         )
-        if not await store.executions.create(made, ready_at_ms=now, audit=event, quota=quota):
+        alert = rule_arg(stored.spec.alerts, stored.namespace)
+        if not await store.executions.create(made, now, event, quota, alert=alert):
             raise IdTaken(made.id)
         return made
 

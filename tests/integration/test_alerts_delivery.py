@@ -181,7 +181,7 @@ def test_slack_posts_and_mail_through_the_smtp_server_and_a_refused_attempt_is_r
         assert task.id == notification(rds, nid)["t"]
 
 
-def test_a_run_no_executor_takes_raises_late_through_the_schedulers_sweep(
+def test_runs_no_executor_takes_raise_late_through_the_schedulers_sweep_fired_or_run_by_hand(
     redis_srv: RedisServer, rds: redis.Redis, receiver: Receiver
 ) -> None:
     with suite(redis_srv, schedulers=1, executors=0, **FAST) as s:
@@ -196,3 +196,6 @@ def test_a_run_no_executor_takes_raises_late_through_the_schedulers_sweep(
         assert late.json["data"]["message"].endswith("after its nominal time (the limit: 1 s)")
         [run] = s.executions(task.id)
         assert run.status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING  # still waiting: late, not lost
+        manual = s.stub.RunTask(pb.RunTaskRequest(id=task.id)).execution  # watched the same way
+        wait_for(lambda: len(receiver.notifications()) == 2, 20)
+        assert receiver.notifications()[1].json["data"]["execution_id"] == manual.id

@@ -5,15 +5,18 @@
 -- The run joins its task's active set (docs/engine.md, "Overlap"). With an overlap rule (a
 -- BackfillTask run) it is decided as a fired occurrence is (overlap_fate): it runs, waits in the
 -- task's buffer, or is written SKIPPED (counted in this minute's stats, with any execution the
--- rule cancelled); without one (RunTask, RerunExecution) it is never held back.
+-- rule cancelled); without one (RunTask, RerunExecution) it is never held back. With an alert
+-- rule that has a late-start or running-long limit, a run created PENDING joins the alert watch
+-- set, as a fired one does (docs/alerts.md).
 -- KEYS: 1 execution hash, 2 task hash, 3 task history, 4 global history, 5 ready queue,
 --       6 audit stream, 7 this minute's run counts (namespace -> runs; "" name = not counted),
---       8 task active set, 9 command ready queue, 10 this minute's execution stats
+--       8 task active set, 9 command ready queue, 10 this minute's execution stats, 11 the
+--       alert watch set
 -- ARGV: 1 execution id, 2 record (protobuf), 3 status, 4 global history member,
 --       5 ready score (ms), 6 last-execution summary (protobuf), 7 namespace ("" = not counted),
 --       8 its runs-per-minute quota (0 = none), 9 overlap rule ("<policy>:<limit>"; "" none),
---       10 execution key prefix, 11 audit stream bound ("" = record nothing), 12... the audit
---       event's fields and values
+--       10 execution key prefix, 11 alert rule ("" none: prelude's alert_rule), 12 audit stream
+--       bound ("" = record nothing), 13... the audit event's fields and values
 -- Returns {"ok", "run" | "buffer" | "skip"} | {"missing"} (no such task) | {"exists"}
 --       | {"quota", "runs", runs this minute}
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'missing'} end
@@ -52,7 +55,9 @@ end
 if newer_last(redis.call('HGET', KEYS[2], 'lastid'), id) then
   redis.call('HSET', KEYS[2], 'last', summary, 'lastid', id)
 end
-if ARGV[11] and ARGV[11] ~= '' then
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', unpack(ARGV, 12))
+local rule = alert_rule(ARGV[11])
+if rule and status == STATUS.PENDING then watch_run(KEYS[11], rule, id) end
+if ARGV[12] and ARGV[12] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 13))
 end
 return {'ok', fate}
