@@ -9,10 +9,11 @@ partitions is one call per partition touched (services/scheduler/partitioned.py)
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 
-from schedcore import ipb, metrics, pb
+from schedcore import ipb, metrics, pb, tracing
 from schedcore.errors import Aborted, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -130,6 +131,7 @@ class Recorder:
         whose record and task it holds (same lease token) needs no read from Redis."""
         if not results:
             return 0
+        started_ns = time.time_ns()
         now = await self.store.now_ms()
         known = known or {}
         current: list[tuple[pb.Execution | None, pb.Task | None]] = []
@@ -153,6 +155,7 @@ class Recorder:
         completions = [c for _, c in pairs]
         done = await self.complete(completions, now, self.settings.history_max_per_task)
         count([pair for pair, ok in zip(pairs, done.recorded, strict=True) if ok])
+        tracing.recorded(pairs, done.recorded, started_ns)
         recorded = done.count
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)
