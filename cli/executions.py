@@ -53,6 +53,7 @@ def show(e: pb.Execution, args: argparse.Namespace) -> None:
         ("lag", output.span(e.lag, e.HasField("lag"))),
         ("duration", output.span(e.duration, e.HasField("duration"))),
         ("executor", e.executor or "-"),
+        *([("trace", e.trace_id)] if e.trace_id else []),  # docs/tracing.md
     ]
     if e.status_message:
         rows.append(("message", e.status_message))

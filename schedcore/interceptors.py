@@ -8,6 +8,7 @@ For each unary call it:
 - maps exceptions to statuses through schedcore.errors.status_of (bounded in size), attaching a
   google.rpc.BadRequest detail for field violations. Servicers only raise;
 - counts the call by method and status code, and times it (schedcore.metrics);
+- with tracing on, runs it in a server span named by its method (docs/tracing.md);
 - with a bound on concurrent calls (the api's API_MAX_CONCURRENT_RPCS), refuses a call past it with
   RESOURCE_EXHAUSTED at once, before anything else runs, instead of letting calls queue until
   their deadlines. Health and reflection are exempt: probes must keep their answer under client
@@ -26,12 +27,13 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
+from schedcore import tracing
 from schedcore.errors import (
     InvalidArgument,
     ResourceExhausted,
@@ -41,6 +43,9 @@ from schedcore.errors import (
 )
 from schedcore.logs import request_id_var
 from schedcore.metrics import REDIS_ERRORS, RPC_DURATION, RPCS
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("schedcore.rpc")
 
@@ -96,7 +101,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         metadata = handler_call_details.invocation_metadata or ()
         bound = 0 if method.startswith(UNBOUNDED_SERVICES) else self._max_concurrent
 
-        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(raw: Any, context: grpc.aio.ServicerContext, span: Span | None = None) -> Any:
             token = request_id_var.set(request_id)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -134,7 +139,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 request_id_var.reset(token)
                 RPCS.labels(method, code.name).inc()
                 duration.observe(time.perf_counter() - started)
+                tracing.rpc_ended(span, code.value[0], code.name)
 
+        async def traced(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            with tracing.rpc(method, metadata) as span:
+                return await call(raw, context, span)
+
+        serve = traced if tracing.ENABLED and not method.startswith(tracing.UNTRACED) else call
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=None, response_serializer=handler.response_serializer
+            serve, request_deserializer=None, response_serializer=handler.response_serializer
         )

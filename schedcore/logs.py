@@ -7,10 +7,15 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Set by the server interceptor for the duration of one RPC.
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# The current span's (trace id, span id) in hex, or None outside a span: set while tracing is on
+# (schedcore/spans.py), so with tracing off a line costs nothing more.
+trace_context: Callable[[], tuple[str, str] | None] | None = None
 
 # Loggers kept at WARNING whatever LOG_LEVEL says: httpx logs every request's full URL at INFO
 # (credentials in a query or user:password@ included) and httpcore its traffic at DEBUG.
@@ -41,6 +46,8 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        if trace_context is not None and (ids := trace_context()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
                 entry[key] = value

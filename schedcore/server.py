@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from schedcore import logs
+from schedcore import logs, tracing
 from schedcore.errors import StoreUnavailable
 from schedcore.interceptors import Authenticate, ServiceInterceptor
 from schedcore.metrics import REDIS_ERRORS, MetricsServer
@@ -326,6 +326,7 @@ def serve(name: str, build: Callable[[Settings], Awaitable[GrpcService]], settin
         service = await build(settings)
         await service.run_until_signal()
 
+    tracing.configure(name, settings)  # in this process: the exporter's thread does not fork
     try:
         asyncio.run(main())
     except SettingsError as exc:  # e.g. a certificate file that cannot be used
@@ -334,4 +335,6 @@ def serve(name: str, build: Callable[[Settings], Awaitable[GrpcService]], settin
     except OSError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        tracing.shutdown()  # what the batch processor holds is exported before the exit
     return 0

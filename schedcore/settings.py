@@ -200,6 +200,10 @@ class Settings:
     log_level: str = var("LOG_LEVEL", "INFO", p.choice("DEBUG", "INFO", "WARNING", "ERROR"))
     # Port of the Prometheus /metrics HTTP endpoint (on GRPC_HOST). 0: no metrics server.
     metrics_port: int = var("METRICS_PORT", 0, p.number(0, 65535))
+    # OpenTelemetry traces go to this OTLP/gRPC endpoint (http:// plaintext, https:// TLS); empty:
+    # tracing off (docs/tracing.md). The ratio of executions and calls traced, 0-1.
+    otel_endpoint: str = var("OTEL_EXPORTER_OTLP_ENDPOINT", "", p.web_url)
+    otel_sample_ratio: float = var("OTEL_TRACES_SAMPLER_ARG", 1.0, p.number(0.0, 1.0))
     # Api: upper bound of a task's serialized payload (and of an http body).
     max_payload_bytes: int = var("MAX_PAYLOAD_BYTES", 256 * 1024, p.number(1024, 3 * 1024 * 1024), API)
     # Execution history retention: newest N per task (api and scheduler), and nothing older than

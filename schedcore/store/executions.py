@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from schedcore import pb
+from schedcore import pb, tracing
 from schedcore.errors import FailedPrecondition, NotFound
 from schedcore.settings import NamespaceQuota
 from schedcore.store.audit import NO_AUDIT_ARGS, AuditEntry
@@ -73,6 +73,8 @@ def new_record(
     )
     if spec.HasField("payload"):
         record.payload.CopyFrom(spec.payload)
+    if tracing.ENABLED and status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING:
+        tracing.stamp(record)  # a SKIPPED record never runs: no trace (docs/tracing.md)
     return record
 
 

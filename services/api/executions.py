@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 
 import grpc
 
-from schedcore import pb
+from schedcore import pb, tracing
 from schedcore.errors import IdTaken, InvalidArgument, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -61,6 +62,7 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
     async def RunTask(
         self, request: pb.RunTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunTaskResponse:
+        started_ns = time.time_ns()
         task_id = validation.task_id(request.id)
         stored = await self._get(task_id)
         now = await self.store.now_ms()
@@ -78,6 +80,8 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
 
         async def attempt() -> None:
             execution.id = execution_id(task_id, now, secrets.token_hex(2))
+            if tracing.ENABLED:
+                tracing.stamp(execution)
             audit = self._audit(
                 ACTION.AUDIT_ACTION_RUN_TASK,
                 namespace=stored.namespace,
@@ -91,6 +95,7 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
 
         # Five tries: 16 random bits within one millisecond may collide.
         await with_fresh_id("an execution id", attempt, tries=5)
+        tracing.created([execution], started_ns)
         await self.store.executions.trim_task(task_id, self.settings.history_max_per_task)
         return pb.RunTaskResponse(execution=execution)
 
@@ -181,7 +186,9 @@ class ExecutionService(pb.task_service_grpc.TaskServiceServicer):  # type: ignor
     async def RerunExecution(
         self, request: pb.RerunExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.RerunExecutionResponse:
+        started_ns = time.time_ns()
         execution = await rerun.rerun(self.store, self.settings, request.id, self._audit)
+        tracing.created([execution], started_ns)
         return pb.RerunExecutionResponse(execution=execution)
 
     async def CancelExecution(

@@ -12,14 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from schedcore import metrics, pb
+from schedcore import metrics, pb, tracing
 from schedcore.errors import MAX_MESSAGE, clip
 from schedcore.ipb import WorkItem, WorkResult
 from schedcore.timeutil import duration_to_ms
 from services.executor.targets import AttemptContext, Outcome, Target
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("executor.runner")
 
@@ -91,13 +95,20 @@ class Runner:
         if target is None or not target.inline:
             return None
         start = now_ts()
-        try:
-            outcome = target.run_now(item, self._context(start, timeout_s(item)))
-        except Exception as exc:  # a target's bug ends its attempt, not the executor
-            log.exception("%s target raised", kind, extra={"execution_id": item.execution_id})
-            outcome = Outcome.failed(f"{kind} target failed: {type(exc).__name__}: {exc}", retryable=True)
+        with tracing.attempt(item) as span:
+            try:
+                outcome = target.run_now(item, self._context(start, timeout_s(item)))
+            except Exception as exc:  # a target's bug ends its attempt, not the executor
+                log.exception("%s target raised", kind, extra={"execution_id": item.execution_id})
+                outcome = Outcome.failed(f"{kind} target failed: {type(exc).__name__}: {exc}", retryable=True)
+            self._ended(span, outcome)
         self._count(item, outcome)
         return self.result(item, outcome, start)
+
+    @staticmethod
+    def _ended(span: Span | None, outcome: Outcome) -> None:
+        if span is not None:
+            tracing.attempt_ended(span, outcome.status, outcome.status_message)
 
     def _context(self, start: Timestamp, limit: float) -> AttemptContext:
         return AttemptContext(
@@ -117,20 +128,22 @@ class Runner:
         the scheduler's reason, else (shutdown) as a hand-back."""
         start = now_ts()
         metrics.ATTEMPTS_IN_FLIGHT.inc()
-        try:
-            outcome = await self._run(item, start)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            reason = cancel_reason() if cancel_reason is not None else None
-            if reason is not None:
-                outcome = cancelled_outcome(reason)
-            else:
-                why = "executor shutting down: attempt cancelled before it ended"
-                outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
-        finally:
-            metrics.ATTEMPTS_IN_FLIGHT.dec()
+        with tracing.attempt(item) as span:
+            try:
+                outcome = await self._run(item, start)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                reason = cancel_reason() if cancel_reason is not None else None
+                if reason is not None:
+                    outcome = cancelled_outcome(reason)
+                else:
+                    why = "executor shutting down: attempt cancelled before it ended"
+                    outcome = Outcome(PENDING, status_message=why, retryable=True)  # as hand_back()
+            finally:
+                metrics.ATTEMPTS_IN_FLIGHT.dec()
+            self._ended(span, outcome)
         self._count(item, outcome)
         return self.result(item, outcome, start)
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Protocol
 
-from schedcore import metrics
+from schedcore import metrics, tracing
 from schedcore.loops import RETRY_S, guarded_round
 from schedcore.settings import Settings
 from schedcore.store.engine import EngineStore, FireCommit, Fired
@@ -56,6 +57,7 @@ class Firer:
 
     async def fire_once(self) -> tuple[int, float]:
         """Fire one batch. Returns (occurrences read, seconds until the next is due)."""
+        started_ns = time.time_ns()  # the traced runs' fire spans start here
         now, due, later = await self.engine.read_due(self.settings.batch_size, self.spread)
         if due:
             commits: list[FireCommit] = []
@@ -70,6 +72,7 @@ class Firer:
                 fired = await self.engine.commit_fire(commits, now, lease, self.lease_ms)
             finally:
                 self.dispatch.unclaim(lease)
+            tracing.fired(commits, fired, started_ns)
             await self.dispatch.deliver_fired(commits, fired)
             created = sum(f.created for f in fired if f.created > 0)
             queued = sum(f.queued for f in fired)

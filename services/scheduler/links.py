@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
-from schedcore import ipb
+from schedcore import ipb, tracing
 from schedcore.channels import ChannelSecurity, aio_channel
 from schedcore.store.engine import DispatchItem
 
@@ -83,7 +83,9 @@ class Link:
         if batch:
             self.credits -= len(batch)
             self.sent.update((i.execution.id, i) for i in batch)
-            self.send(ipb.ExecuteRequest(items=[work_item(i) for i in batch], demand=demand))
+            items = [work_item(i) for i in batch]
+            tracing.dispatched(batch, items, self.addr)
+            self.send(ipb.ExecuteRequest(items=items, demand=demand))
             self.last_demand = demand
         elif self.last_demand != demand:
             self.send(ipb.ExecuteRequest(demand=demand))

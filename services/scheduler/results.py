@@ -9,10 +9,11 @@ partitions is one call per partition touched (services/scheduler/partitioned.py)
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 
-from schedcore import ipb, metrics, pb
+from schedcore import ipb, metrics, pb, tracing
 from schedcore.errors import Aborted, NotFound
 from schedcore.settings import Settings
 from schedcore.store import Store
@@ -132,6 +133,7 @@ class Recorder:
         whose record and task it holds (same lease token) needs no read from Redis."""
         if not results:
             return 0
+        started_ns = time.time_ns()
         now = await self.store.now_ms()
         known = known or {}
         current: list[tuple[pb.Execution | None, pb.Task | None]] = []
@@ -156,6 +158,8 @@ class Recorder:
         ok = [row for row, flag in zip(applied, done.recorded, strict=True) if flag]
         count([(record, c) for record, _, c in ok])
         self.task_metrics.observe((record, c.execution, spec) for record, spec, c in ok if spec is not None)
+        if tracing.ENABLED:
+            tracing.recorded([(record, c) for record, _, c in applied], done.recorded, started_ns)
         recorded = done.count
         if recorded < len(results):
             log.info("dropped %d stale results (their lease had moved on)", len(results) - recorded)

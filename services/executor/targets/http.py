@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from schedcore import pb, signing
+from schedcore import pb, signing, tracing
 from schedcore.egress import AddressRefused, GuardedTransport, proxy_mounts
 from schedcore.ipb import WorkItem
 from schedcore.netpolicy import AddressPolicy
@@ -81,8 +81,13 @@ class HttpTarget(Target):
         headers = {k: v for k, v in [*target.headers.items(), *sent.items()] if k.lower() not in reserved}
         headers[IDEMPOTENCY_KEY] = item.execution_id
         secrets = [v for v in [*sent.values(), *keys] if v]
-        outcome = await self._call(item, method, headers, keys, ctx.output_limit + margin(secrets))
-        return scrubbed(outcome, secrets, ctx.output_limit)
+        with tracing.http_call(method, target.url, headers) as span:  # adds its traceparent
+            outcome = await self._call(item, method, headers, keys, ctx.output_limit + margin(secrets))
+            outcome = scrubbed(outcome, secrets, ctx.output_limit)
+            if span is not None:
+                ok = outcome.status == SUCCEEDED
+                tracing.http_ended(span, ok, outcome.status_message, outcome.http_status)
+        return outcome
 
     async def _call(
         self, item: WorkItem, method: str, headers: dict[str, str], keys: list[str], read_limit: int
