@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 
 from schedcore import pb
+from ui import fielderrors
 from ui import format as fmt
 
 RECURRING, INTERVAL, ONE_TIME = "Recurring (cron)", "Every (interval)", "One time"
@@ -79,13 +80,7 @@ CATCH_UP_CHOICES = {
 
 def widget_for(path: str) -> str | None:
     """The widget that shows an error about `path` (None: shown above the form)."""
-    best = None
-    for prefix, key in FIELD_WIDGETS.items():
-        if (path == prefix or path.startswith((prefix + ".", prefix + "["))) and (
-            best is None or len(prefix) > len(best[0])
-        ):
-            best = (prefix, key)
-    return best[1] if best else None
+    return fielderrors.widget_for(FIELD_WIDGETS, path)
 
 
 def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
