@@ -8,6 +8,7 @@ reload or to save over the other change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,17 +18,33 @@ import streamlit as st
 from ui.client import ApiError
 from ui.common import show_unreachable
 
+ITEM = re.compile(r"^\[([0-9]+)\]$")
 
-def widget_for(widgets: Mapping[str, str], path: str) -> str | None:
-    """The widget that shows an error about `path`: the longest prefix of it `widgets` names
-    (None: shown above the form)."""
+
+def _match(widgets: Mapping[str, str], path: str) -> tuple[str, str] | None:
+    """(prefix, widget key) of the longest prefix of `path` that `widgets` names."""
     best = None
     for prefix, key in widgets.items():
         if (path == prefix or path.startswith((prefix + ".", prefix + "["))) and (
             best is None or len(prefix) > len(best[0])
         ):
             best = (prefix, key)
-    return best[1] if best else None
+    return best
+
+
+def widget_for(widgets: Mapping[str, str], path: str) -> str | None:
+    """The widget that shows an error about `path`: the longest prefix of it `widgets` names
+    (None: shown above the form)."""
+    found = _match(widgets, path)
+    return found[1] if found else None
+
+
+def _located(widgets: Mapping[str, str], path: str, message: str) -> str:
+    """`message`, saying which item it is about when the widget holds a list (an address a line,
+    channels picked) and the path names one of them: `channel.email.to[2]` -> "item 3: ..."."""
+    found = _match(widgets, path)
+    index = ITEM.match(path[len(found[0]) :]) if found else None
+    return f"item {int(index[1]) + 1}: {message}" if index else message
 
 
 class FormErrors:
@@ -59,7 +76,8 @@ class FormErrors:
             if key is None:
                 general.append(f"{path}: {message}")
             elif key not in found:
-                placed[key] = f"{placed[key]}; {message}" if key in placed else message
+                said = _located(self.widgets, path, message)
+                placed[key] = f"{placed[key]}; {said}" if key in placed else said
         st.session_state[self.key] = placed
         if general or not placed:
             st.session_state[self.general_key] = (err, general)

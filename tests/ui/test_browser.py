@@ -205,3 +205,37 @@ def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tm
     log = (tmp_path / "streamlit.log").read_text(errors="replace")
     assert "Runtime state:" in log  # a debug-level line: the dashboard logged at its most talkative
     assert BOOTSTRAP not in log
+
+
+def test_a_channel_is_created_tested_and_deleted_in_the_browser(dashboard: str, api, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from tests import alert_receiver
+
+    receiver = alert_receiver.start()
+    try:
+        with chromium_page() as page:
+            page.goto(f"{dashboard}/channels")
+            expect(page.get_by_role("heading", name="New channel")).to_be_visible()
+            page.get_by_role("textbox", name="Name", exact=True).fill("on-call")
+            url = page.get_by_role("textbox", name="URL", exact=True)
+            url.fill(f"{receiver.url}/hook")
+            url.press("Enter")
+            page.get_by_role("button", name="Generate a secret").click()
+            expect(page.get_by_text("shown only this once")).to_be_visible()
+            secret = page.get_by_test_id("stCode").inner_text().strip()
+            assert secret.startswith("whsec_"), secret
+            page.get_by_role("button", name="Create channel").click()
+            expect(page.get_by_text("Created channel on-call")).to_be_visible()
+            page.get_by_role("button", name="Send test").click()
+            expect(page.get_by_text("Delivered a test notification through on-call")).to_be_visible()
+            page.screenshot(path=str(tmp_path / "channels.png"), full_page=True)
+            page.get_by_role("button", name="Delete...").click()
+            expect(page.get_by_text("Delete channel on-call (webhook, namespace default)?")).to_be_visible()
+            page.get_by_role("button", name="Yes, delete it").click()
+            expect(page.get_by_text("Deleted channel on-call")).to_be_visible()
+            expect(page.get_by_text("No channels yet")).to_be_visible()
+        [sent] = receiver.notifications()
+        assert alert_receiver.verify(secret, sent.headers, sent.body)
+    finally:
+        receiver.close()
