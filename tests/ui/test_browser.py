@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from schedcore import pb
@@ -239,3 +240,35 @@ def test_a_channel_is_created_tested_and_deleted_in_the_browser(dashboard: str, 
         assert alert_receiver.verify(secret, sent.headers, sent.body)
     finally:
         receiver.close()
+
+
+def test_the_task_forms_alerts_in_the_browser(dashboard: str, api, stub) -> None:
+    from playwright.sync_api import expect
+
+    from ui.channelform import new_secret
+
+    with grpc.insecure_channel(api.target) as channel:
+        hook = pb.WebhookChannel(url="https://hooks.example.com/x", signing_secrets=[new_secret()])
+        ops = (
+            pb.alert_service_grpc.AlertServiceStub(channel)
+            .CreateChannel(pb.CreateChannelRequest(channel=pb.Channel(name="ops", webhook=hook)))
+            .channel
+        )
+    with chromium_page(1400) as page:
+        page.goto(f"{dashboard}/edit")
+        expect(page.get_by_role("heading", name="Alerts")).to_be_visible()
+        expect(page.get_by_text("No alerts.")).to_be_visible()
+        page.get_by_role("textbox", name="Name").fill("watched in a browser")
+        page.get_by_test_id("stMultiSelect").click()
+        page.get_by_role("option", name="ops (webhook)").click()
+        page.keyboard.press("Escape")
+        failures = page.get_by_role("spinbutton", name="After failures in a row (0: never)")
+        failures.fill("3")
+        failures.press("Enter")
+        expect(
+            page.get_by_text("Alerts go to ops (webhook) when 3 executions in a row fail.")
+        ).to_be_visible()
+        page.get_by_role("button", name="Create task").click()
+        expect(page.get_by_text("Created task")).to_be_visible()
+    [task] = list_all_tasks(stub)
+    assert task.alerts == pb.AlertPolicy(channel_ids=[ops.id], consecutive_failures=3)

@@ -9,8 +9,9 @@ from typing import Any
 import grpc
 import streamlit as st
 
+from schedcore.store.keys import DEFAULT_NAMESPACE
+from ui import alerts, login
 from ui import format as fmt
-from ui import login
 from ui import taskform as tf
 from ui.client import ApiError
 from ui.common import api, page_guard, show_unreachable, zone
@@ -82,6 +83,12 @@ def save(editing: Any, overwrite: bool = False) -> None:
     )
     st.session_state["edit_id"] = saved.id
     st.session_state["e_loaded"] = None  # reload from what the api stored
+
+
+def namespace() -> str:
+    """Where a new task goes: the token's namespace, or default (as the api decides)."""
+    me = login.who()
+    return (me.namespace if me is not None else "") or DEFAULT_NAMESPACE
 
 
 def reload() -> None:
@@ -317,6 +324,8 @@ for key, col in (
 ):
     with col:
         ERRORS.show(key)
+
+alerts.policy_section(editing.namespace if editing is not None else namespace(), ERRORS)
 
 st.button(
     "Create task" if editing is None else "Save changes",
