@@ -3,15 +3,47 @@ rules in words, and the notifications sent about a task or one of its executions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pandas as pd
 import streamlit as st
 
+from schedcore import pb
 from ui import alertform as af
 from ui import channelform as cf
+from ui import format as fmt
 from ui.client import ApiError
-from ui.common import api, show_unreachable
+from ui.common import api, show_unreachable, zone
 from ui.fielderrors import FormErrors
+from ui.paging import Pager
 
 MAX_CHANNELS = 1000  # ListChannels' largest page: a namespace's channels in one call
+# ListNotifications' largest page, and as many as a task keeps (the newest 200).
+MAX_NOTIFICATIONS = 200
+K = pb.AlertKind
+KINDS = {
+    K.ALERT_KIND_FAILING: "failing",
+    K.ALERT_KIND_RECOVERED: "recovered",
+    K.ALERT_KIND_SKIPPED: "skipped",
+    K.ALERT_KIND_LATE: "late",
+    K.ALERT_KIND_RUNNING_LONG: "running long",
+    K.ALERT_KIND_TEST: "test",
+}
+N = pb.NotificationState
+STATES = {
+    N.NOTIFICATION_STATE_PENDING: "pending",
+    N.NOTIFICATION_STATE_DELIVERED: "delivered",
+    N.NOTIFICATION_STATE_FAILED: "failed",
+}
+# Each state a badge, coloured as the execution statuses that mean the same.
+STATE_BADGE = st.column_config.MultiselectColumn(
+    "State",
+    options=list(STATES.values()),
+    color=[fmt.STATUS_COLORS["pending"], fmt.STATUS_COLORS["succeeded"], fmt.STATUS_COLORS["failed"]],
+    width=85,
+    help="pending: not delivered yet (retried with backoff); delivered; failed: every attempt "
+    "failed, or its channel was deleted",
+)
 
 
 def channel_labels(namespace: str) -> dict[str, str]:
@@ -81,3 +113,74 @@ def policy_section(namespace: str, errors: FormErrors) -> None:
             errors.show(key)
     policy = af.to_policy({k: st.session_state.get(k) for k in af.defaults()})
     st.caption(f"**{af.words(policy, options)}**")
+
+
+def _listed(task_id: str, page_size: int, page_token: str = "") -> pb.ListNotificationsResponse | None:
+    try:
+        return api().list_notifications(task_id, page_size=page_size, page_token=page_token)
+    except ApiError as err:
+        if err.unreachable:
+            show_unreachable(err)
+        else:
+            st.error(f"Cannot list the notifications: {err}", icon=":material/warning:")
+        return None
+
+
+def _table(items: Sequence[pb.Notification], names: dict[str, str], *, executions: bool) -> None:
+    tz = zone()
+    rows = [
+        {
+            "Raised": fmt.ts(n.create_time, tz),
+            "Kind": KINDS.get(n.kind, "?"),
+            "Channel": names.get(n.channel_id, f"(deleted) {n.channel_id}"),
+            "State": [STATES.get(n.state, "?")],
+            "Attempts": n.attempts,
+            "Message": n.message,
+            "Last error": n.last_error,
+            **({"Execution": n.execution_id} if executions else {}),
+        }
+        for n in items
+    ]
+    # Widths that fit a 1,400 px window (as the task list's): a long message is cut in its cell.
+    text = st.column_config.TextColumn
+    columns = {
+        "Raised": text(width=155),
+        "Kind": text(width=75),
+        "Channel": text(width=125),
+        "State": STATE_BADGE,
+        "Attempts": st.column_config.NumberColumn(width=65),
+        "Message": text(width=200 if executions else 280),
+        "Last error": text(width=120 if executions else 140),
+        "Execution": text(width=90),
+    }
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=columns)
+
+
+def notifications(task_id: str) -> None:
+    """The task's notifications, newest first, paged by the api."""
+    st.subheader("Notifications")
+    pager = Pager("notifications", (task_id,))
+    reply = _listed(task_id, 25, pager.token)
+    if reply is None:
+        return
+    if not reply.notifications:
+        pager.controls(reply.next_page_token, 0)
+        st.caption("No alert was raised about this task (or they are past their retention).")
+        return
+    # Channel ids are global: every channel the token may see names them, in one call.
+    _table(reply.notifications, channel_labels(""), executions=True)
+    pager.controls(reply.next_page_token, len(reply.notifications))  # below: the toolbar covers above
+
+
+def execution_notifications(execution: pb.Execution) -> None:
+    """The notifications about one execution: the task's (as many as it keeps, one call), those
+    of this execution."""
+    reply = _listed(execution.task_id, MAX_NOTIFICATIONS)
+    if reply is None:
+        return
+    mine = [n for n in reply.notifications if n.execution_id == execution.id]
+    st.markdown("**Notifications**")
+    if not mine:
+        st.caption("No alert was raised about this execution.")
+        return
+    _table(mine, channel_labels(""), executions=False)

@@ -10,8 +10,8 @@ import streamlit as st
 from google.protobuf import json_format
 
 from schedcore import pb
+from ui import alerts, login
 from ui import format as fmt
-from ui import login
 from ui.client import ApiError
 from ui.common import api, page_guard, rows_key, show_unreachable, task_filter, task_name, zone
 from ui.paging import Pager
@@ -123,6 +123,7 @@ def detail(execution: pb.Execution) -> None:
     if execution.HasField("payload"):
         st.markdown("**Payload**")
         st.json(json_format.MessageToDict(execution.payload))
+    alerts.execution_notifications(execution)
     with st.expander("Whole record (JSON)"):
         st.json(json_format.MessageToJson(execution))
 
@@ -193,6 +194,8 @@ def listing() -> None:
 
 
 listing()
+if task_id:
+    alerts.notifications(task_id)
 
 st.divider()
 if "id" in st.query_params and "x_open" not in st.session_state:
