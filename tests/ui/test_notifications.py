@@ -124,3 +124,12 @@ def test_no_notifications_is_said(api, stub, monkeypatch) -> None:
     assert "No alert was raised about this task" in shown
     assert "No alert was raised about this execution." in shown
     assert tables(at) == []
+
+
+def test_a_notifications_link_opens_its_execution(api, stub, monkeypatch) -> None:
+    """A notification links to `/executions?execution=<id>` (docs/alerts.md, "Webhook body")."""
+    task = create(stub, cron_task("linked"))
+    run = stub.RunTask(pb.RunTaskRequest(id=task.id)).execution
+    at = open_page(monkeypatch, api.target, EXECUTIONS, execution=run.id)
+    assert at.text_input(key="x_open").value == run.id
+    assert {m.label: m.value for m in at.metric}["Status"] == "pending"

@@ -198,8 +198,10 @@ if task_id:
     alerts.notifications(task_id)
 
 st.divider()
-if "id" in st.query_params and "x_open" not in st.session_state:
-    st.session_state["x_open"] = st.query_params["id"]
+# `?id=`, or `?execution=` as a notification's link names it (DASHBOARD_URL, docs/alerts.md).
+linked = st.query_params.get("id") or st.query_params.get("execution")
+if linked and "x_open" not in st.session_state:
+    st.session_state["x_open"] = linked
 opened = st.text_input("Execution id", key="x_open", placeholder="click a row, or paste an id")
 if opened.strip():
     with page_guard():
