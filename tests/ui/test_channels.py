@@ -237,3 +237,25 @@ def test_a_viewer_reads_channels_but_cannot_change_them(secured: ServiceThread, 
         assert at.button(key=key).disabled, key
     assert "viewer role" in texts(at)
     assert not [b for b in at.button if b.key == "ch_save"]
+
+
+def test_the_audit_trail_names_channel_changes(api, alerts, monkeypatch) -> None:
+    made = alerts.CreateChannel(
+        pb.CreateChannelRequest(channel=pb.Channel(name="old", email=pb.EmailChannel(to=["a@example.com"])))
+    ).channel
+    renamed = pb.Channel()
+    renamed.CopyFrom(made)
+    renamed.name = "older"
+    alerts.UpdateChannel(pb.UpdateChannelRequest(channel=renamed))
+    alerts.DeleteChannel(pb.DeleteChannelRequest(id=made.id))
+    kept = alerts.CreateChannel(
+        pb.CreateChannelRequest(channel=pb.Channel(name="kept", email=pb.EmailChannel(to=["b@example.com"])))
+    ).channel
+    at = open_page(monkeypatch, api.target, "views/audit.py")
+    frame = at.dataframe[0].value
+    assert [(r["Action"], r["Channel"]) for r in frame.to_dict("records")] == [
+        ("created channel", f"kept (email) · {kept.id}"),
+        ("deleted channel", f"(deleted) {made.id}"),
+        ("updated channel", f"(deleted) {made.id}"),
+        ("created channel", f"(deleted) {made.id}"),
+    ]
