@@ -15,18 +15,10 @@ from cli.client import Client
 from cli.errors import LocalFailure, UsageError
 from cli.taskflags import secret
 from schedcore import pb
+from schedcore.sealing import destination
 
 CHANNEL_HEADERS = ("ID", "NAME", "NAMESPACE", "KIND", "TO", "UPDATED")
 NOTIFICATION_HEADERS = ("TIME", "KIND", "CHANNEL", "STATE", "ATTEMPTS", "MESSAGE / LAST ERROR")
-
-
-def destination(channel: pb.Channel) -> str:
-    kind = channel.WhichOneof("kind")
-    if kind == "webhook":
-        return channel.webhook.url
-    if kind == "email":
-        return ", ".join(channel.email.to)
-    return "(the webhook URL is secret)" if kind == "slack" else "-"
 
 
 def show(channel: pb.Channel, args: argparse.Namespace) -> None:

@@ -143,6 +143,17 @@ def redact_channel(channel: pb.Channel) -> pb.Channel:
     return channel
 
 
+def destination(channel: pb.Channel) -> str:
+    """Where a channel sends, as any reader of it may see: a webhook's URL, the email addresses;
+    a Slack webhook's URL is its credential (write-only), so it is never shown."""
+    kind = channel.WhichOneof("kind")
+    if kind == "webhook":
+        return channel.webhook.url
+    if kind == "email":
+        return ", ".join(channel.email.to)
+    return "(the webhook URL is secret)" if kind == "slack" else "-"
+
+
 class Sealer:
     def __init__(self, keys: Sequence[str] = ()) -> None:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None

@@ -24,6 +24,7 @@ pages = [
     st.Page("views/tasks.py", title="Tasks", icon=":material/list:"),
     st.Page("views/edit.py", title="Create / edit task", icon=":material/edit:"),
     st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
+    st.Page("views/channels.py", title="Channels", icon=":material/notifications:"),
     st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
 ]
 access = st.Page("views/access.py", title="Access", icon=":material/key:")

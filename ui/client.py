@@ -25,6 +25,9 @@ from schedcore.settings import parse_bool
 DEFAULT_ADDR = "localhost:50051"
 # Reads answer in milliseconds; a call that takes longer than this is stuck, not slow.
 TIMEOUT_S = 4.0
+# TestChannel waits for the channel's answer, up to the deployment's ALERT_TIMEOUT_SECONDS (10 s by
+# default) for a webhook, longer for a slow SMTP server.
+SEND_TIMEOUT_S = 30.0
 
 R = TypeVar("R")
 
@@ -93,6 +96,7 @@ class Api:
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
         self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
+        self.alerts = pb.alert_service_grpc.AlertServiceStub(self.channel)
         self._metadata: tuple[tuple[str, str], ...] = ()
 
     def as_user(self, token: str) -> Api:
@@ -104,9 +108,9 @@ class Api:
     def __repr__(self) -> str:  # never show the metadata (it holds the token)
         return f"Api({self.addr!r})"
 
-    def _call(self, method: Callable[..., R], request: Any) -> R:
+    def _call(self, method: Callable[..., R], request: Any, timeout_s: float | None = None) -> R:
         try:
-            return method(request, timeout=self.timeout_s, metadata=self._metadata)
+            return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ApiError.from_rpc(err) from None
 
@@ -245,3 +249,35 @@ class Api:
             window=Duration(seconds=window_s), bucket_width=Duration(seconds=bucket_s)
         )
         return self._call(self.stub.GetStats, request)
+
+    # --- alerts --------------------------------------------------------------------------------
+
+    def list_channels(
+        self, *, namespace: str = "", page_size: int = 50, page_token: str = ""
+    ) -> pb.ListChannelsResponse:
+        request = pb.ListChannelsRequest(namespace=namespace, page_size=page_size, page_token=page_token)
+        return self._call(self.alerts.ListChannels, request)
+
+    def get_channel(self, channel_id: str) -> pb.Channel:
+        return self._call(self.alerts.GetChannel, pb.GetChannelRequest(id=channel_id)).channel
+
+    def create_channel(self, channel: pb.Channel) -> pb.Channel:
+        return self._call(self.alerts.CreateChannel, pb.CreateChannelRequest(channel=channel)).channel
+
+    def update_channel(self, channel: pb.Channel) -> pb.Channel:
+        """`channel.etag` set: ABORTED if the channel changed since that version was read. Secrets
+        sent empty keep the stored ones (by position)."""
+        return self._call(self.alerts.UpdateChannel, pb.UpdateChannelRequest(channel=channel)).channel
+
+    def delete_channel(self, channel_id: str, etag: str = "") -> None:
+        self._call(self.alerts.DeleteChannel, pb.DeleteChannelRequest(id=channel_id, etag=etag))
+
+    def test_channel(self, channel_id: str) -> pb.TestChannelResponse:
+        """Sends a test notification now, and says whether the channel took it."""
+        return self._call(self.alerts.TestChannel, pb.TestChannelRequest(id=channel_id), SEND_TIMEOUT_S)
+
+    def list_notifications(
+        self, task_id: str, *, page_size: int = 50, page_token: str = ""
+    ) -> pb.ListNotificationsResponse:
+        request = pb.ListNotificationsRequest(task_id=task_id, page_size=page_size, page_token=page_token)
+        return self._call(self.alerts.ListNotifications, request)

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 
 from schedcore import pb
+from ui import alertform, fielderrors
 from ui import format as fmt
 
 RECURRING, INTERVAL, ONE_TIME = "Recurring (cron)", "Every (interval)", "One time"
@@ -60,6 +61,7 @@ FIELD_WIDGETS = {
     "task.catch_up": "e_catch_up",
     "task.catch_up.limit": "e_catch_up_limit",
     "task.catch_up.window": "e_catch_up_window",
+    **alertform.FIELD_WIDGETS,
 }
 
 # The policies' choices as the form shows them (docs/scheduling.md, "Overlap" and "Catch-up").
@@ -79,13 +81,7 @@ CATCH_UP_CHOICES = {
 
 def widget_for(path: str) -> str | None:
     """The widget that shows an error about `path` (None: shown above the form)."""
-    best = None
-    for prefix, key in FIELD_WIDGETS.items():
-        if (path == prefix or path.startswith((prefix + ".", prefix + "["))) and (
-            best is None or len(prefix) > len(best[0])
-        ):
-            best = (prefix, key)
-    return best[1] if best else None
+    return fielderrors.widget_for(FIELD_WIDGETS, path)
 
 
 def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
@@ -129,6 +125,7 @@ def defaults(now: datetime, zone: str = "UTC") -> dict[str, Any]:
         "e_catch_up": "Run the earliest",
         "e_catch_up_limit": 10,
         "e_catch_up_window": 0.0,
+        **alertform.defaults(),
     }
 
 
@@ -166,6 +163,7 @@ def from_task(task: pb.Task, now: datetime) -> dict[str, Any]:
         e_catch_up=_choice(CATCH_UP_CHOICES, task.catch_up.policy, "Run the earliest"),
         e_catch_up_limit=task.catch_up.limit or 10,
         e_catch_up_window=task.catch_up.window.ToMilliseconds() / 1000,
+        **alertform.from_policy(task.alerts),
     )
     if task.schedule.HasField("cron"):
         values.update(
@@ -276,6 +274,8 @@ def to_task(values: dict[str, Any]) -> tuple[pb.Task, dict[str, str]]:
     if jitter_ms := round(float(values.get("e_jitter") or 0) * 1000):
         task.max_jitter.FromMilliseconds(jitter_ms)
     _policies(values, task)
+    if (alerts := alertform.to_policy(values)) is not None:
+        task.alerts.CopyFrom(alerts)
     return task, errors
 
 
@@ -313,4 +313,5 @@ UPDATE_PATHS = (
     "overlap",
     "catch_up",
     "pause_after_failures",
+    "alerts",
 )

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from schedcore import pb
@@ -205,3 +206,79 @@ def test_sign_in_keeps_the_token_out_of_urls_and_logs(secured_dashboard: str, tm
     log = (tmp_path / "streamlit.log").read_text(errors="replace")
     assert "Runtime state:" in log  # a debug-level line: the dashboard logged at its most talkative
     assert BOOTSTRAP not in log
+
+
+def test_a_channel_is_created_tested_and_deleted_in_the_browser(dashboard: str, api, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from tests import alert_receiver
+
+    receiver = alert_receiver.start()
+    try:
+        with chromium_page() as page:
+            page.goto(f"{dashboard}/channels")
+            expect(page.get_by_role("heading", name="New channel")).to_be_visible()
+            page.get_by_role("textbox", name="Name", exact=True).fill("on-call")
+            url = page.get_by_role("textbox", name="URL", exact=True)
+            url.fill(f"{receiver.url}/hook")
+            url.press("Enter")
+            page.get_by_role("button", name="Generate a secret").click()
+            expect(page.get_by_text("shown only this once")).to_be_visible()
+            secret = page.get_by_test_id("stCode").inner_text().strip()
+            assert secret.startswith("whsec_"), secret
+            page.get_by_role("button", name="Create channel").click()
+            expect(page.get_by_text("Created channel on-call")).to_be_visible()
+            page.get_by_role("button", name="Send test").click()
+            expect(page.get_by_text("Delivered a test notification through on-call")).to_be_visible()
+            page.screenshot(path=str(tmp_path / "channels.png"), full_page=True)
+            page.get_by_role("button", name="Delete...").click()
+            expect(page.get_by_text("Delete channel on-call (webhook, namespace default)?")).to_be_visible()
+            page.get_by_role("button", name="Yes, delete it").click()
+            expect(page.get_by_text("Deleted channel on-call")).to_be_visible()
+            expect(page.get_by_text("No channels yet")).to_be_visible()
+        [sent] = receiver.notifications()
+        assert alert_receiver.verify(secret, sent.headers, sent.body)
+    finally:
+        receiver.close()
+
+
+def test_the_task_forms_alerts_in_the_browser(dashboard: str, api, stub) -> None:
+    from playwright.sync_api import TimeoutError as PageTimeout
+    from playwright.sync_api import expect
+
+    from ui.channelform import new_secret
+
+    with grpc.insecure_channel(api.target) as channel:
+        hook = pb.WebhookChannel(url="https://hooks.example.com/x", signing_secrets=[new_secret()])
+        ops = (
+            pb.alert_service_grpc.AlertServiceStub(channel)
+            .CreateChannel(pb.CreateChannelRequest(channel=pb.Channel(name="ops", webhook=hook)))
+            .channel
+        )
+    with chromium_page(1400) as page:
+        page.goto(f"{dashboard}/edit")
+        expect(page.get_by_role("heading", name="Alerts")).to_be_visible()
+        expect(page.get_by_text("No alerts.")).to_be_visible()
+        name = page.get_by_role("textbox", name="Name")
+        name.fill("watched in a browser")
+        name.press("Enter")  # the rerun this starts must not close the picker opened next
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=10_000)
+        option = page.get_by_role("option", name="ops (webhook)")
+        for _ in range(5):  # a rerun still under way closes it: open it again
+            page.get_by_test_id("stMultiSelect").click()
+            try:
+                option.click(timeout=3_000)
+                break
+            except PageTimeout:
+                page.keyboard.press("Escape")
+        page.keyboard.press("Escape")
+        failures = page.get_by_role("spinbutton", name="After failures in a row (0: never)")
+        failures.fill("3")
+        failures.press("Enter")
+        expect(
+            page.get_by_text("Alerts go to ops (webhook) when 3 executions in a row fail.")
+        ).to_be_visible()
+        page.get_by_role("button", name="Create task").click()
+        expect(page.get_by_text("Created task")).to_be_visible()
+    [task] = list_all_tasks(stub)
+    assert task.alerts == pb.AlertPolicy(channel_ids=[ops.id], consecutive_failures=3)

@@ -25,7 +25,9 @@ def column_with(at, key: str):  # type: ignore[no-untyped-def]
     found = None
     for column in at.columns:
         if any(
-            w.key == key for kind in ("text_input", "text_area", "selectbox") for w in getattr(column, kind)
+            w.key == key
+            for kind in ("text_input", "text_area", "selectbox", "number_input", "multiselect", "checkbox")
+            for w in getattr(column, kind)
         ):
             found = column
     assert found is not None, f"no column holds {key}"

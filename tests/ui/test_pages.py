@@ -204,6 +204,9 @@ def test_an_execution_is_cancelled_and_rerun_from_its_detail(api, stub, monkeypa
     [again] = [e for e in runs if e.rerun_of == run.id]
     assert at.text_input(key="x_open").value == again.id  # the rerun is opened
     assert again.status == pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+    audit = open_page(monkeypatch, api.target, "views/audit.py")
+    actions = list(audit.dataframe[0].value["Action"])
+    assert actions[:2] == ["reran execution", "cancelled execution"], actions
 
 
 def test_a_refresh_keeps_the_opened_execution_when_a_newer_one_takes_its_row(api, stub, monkeypatch) -> None:

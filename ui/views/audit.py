@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from schedcore import pb
+from ui import alerts
 from ui import format as fmt
 from ui.common import api, page_guard, task_filter, task_label, zone
 from ui.paging import Pager
@@ -17,10 +18,23 @@ ACTIONS = {
     pb.AuditAction.AUDIT_ACTION_PAUSE_TASK: "paused task",
     pb.AuditAction.AUDIT_ACTION_RESUME_TASK: "resumed task",
     pb.AuditAction.AUDIT_ACTION_RUN_TASK: "ran task",
+    pb.AuditAction.AUDIT_ACTION_BACKFILL_TASK: "backfilled task",
     pb.AuditAction.AUDIT_ACTION_RERUN_EXECUTION: "reran execution",
+    pb.AuditAction.AUDIT_ACTION_CANCEL_EXECUTION: "cancelled execution",
     pb.AuditAction.AUDIT_ACTION_CREATE_TOKEN: "created token",
     pb.AuditAction.AUDIT_ACTION_REVOKE_TOKEN: "revoked token",
+    pb.AuditAction.AUDIT_ACTION_CREATE_CHANNEL: "created channel",
+    pb.AuditAction.AUDIT_ACTION_UPDATE_CHANNEL: "updated channel",
+    pb.AuditAction.AUDIT_ACTION_DELETE_CHANNEL: "deleted channel",
 }
+
+
+def channel_label(channel_id: str, labels: dict[str, str]) -> str:
+    """A channel column's cell: its name, kind and id ("" for none)."""
+    if not channel_id:
+        return ""
+    return f"{labels[channel_id]} · {channel_id}" if channel_id in labels else f"(deleted) {channel_id}"
+
 
 st.title("Audit trail")
 f1, f2, f3 = st.columns([3, 3, 1])
@@ -38,6 +52,8 @@ if not reply.events:
     st.info("No changes recorded for these filters.", icon=":material/history:")
     st.stop()
 tz = zone()
+# Channel ids are global: every channel the token may see names them, in one call.
+channels = alerts.channel_labels("") if any(e.channel_id for e in reply.events) else {}
 st.dataframe(
     pd.DataFrame(
         [
@@ -46,6 +62,7 @@ st.dataframe(
                 "Who": e.actor or "(anonymous)",
                 "Action": ACTIONS.get(e.action, "?"),
                 "Task": task_label(e.task_id),
+                "Channel": channel_label(e.channel_id, channels),
                 "Namespace": e.namespace,
                 "Detail": ", ".join(e.update_mask.paths) or e.execution_id or e.token_id,
                 "Reason": e.reason,

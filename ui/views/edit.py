@@ -9,13 +9,15 @@ from typing import Any
 import grpc
 import streamlit as st
 
+from schedcore.store.keys import DEFAULT_NAMESPACE
+from ui import alerts, login
 from ui import format as fmt
-from ui import login
 from ui import taskform as tf
 from ui.client import ApiError
 from ui.common import api, page_guard, show_unreachable, zone
+from ui.fielderrors import FormErrors
 
-ERRORS = "e_errors"  # widget key -> message, from the last save attempt
+ERRORS = FormErrors("e", tf.FIELD_WIDGETS)  # from the last save attempt
 KEYS = list(tf.defaults(datetime.now(UTC)))
 SCHEDULE_KEYS = ("e_kind", "e_cron", "e_every", "e_date", "e_time", "e_second", "e_tz")
 
@@ -33,7 +35,7 @@ def load(values: dict[str, Any], marker: object, etag: str = "") -> None:
         st.session_state["e_values"] = dict(values)
         st.session_state["e_loaded"] = marker
         st.session_state["e_etag"] = etag
-        st.session_state[ERRORS] = {}
+        ERRORS.clear()
         st.session_state["e_request_id"] = str(uuid.uuid4())
         st.session_state.update(values)
     for key, value in st.session_state["e_values"].items():
@@ -49,17 +51,6 @@ def current() -> dict[str, Any]:
     return values
 
 
-def general_refusal() -> bool:
-    """The last save was refused as a whole (not field by field)."""
-    return st.session_state.get("e_general") is not None
-
-
-def field_error(key: str) -> None:
-    message = st.session_state.get(ERRORS, {}).get(key)
-    if message:
-        st.error(message, icon=":material/warning:")
-
-
 def save(editing: Any, overwrite: bool = False) -> None:
     """The Save button's callback: runs before the page renders, so errors land by their fields.
     An edit is saved against the version the form was loaded from; `overwrite`: against the
@@ -69,8 +60,7 @@ def save(editing: Any, overwrite: bool = False) -> None:
     validate_only with those fields left empty, so the api's errors (a bad URL) show with them
     in one round, not after the first ones are fixed."""
     task, errors = tf.to_task(current())
-    st.session_state[ERRORS] = errors
-    st.session_state.pop("e_general", None)
+    ERRORS.start(errors)
     if editing is not None:
         task.id = editing.id
         task.etag = editing.etag if overwrite else st.session_state.get("e_etag", editing.etag)
@@ -84,17 +74,7 @@ def save(editing: Any, overwrite: bool = False) -> None:
     except ApiError as err:
         if errors and err.code != grpc.StatusCode.INVALID_ARGUMENT:
             return  # not saved anyway; what the form found is shown, the rest after a retry
-        placed = dict(errors)
-        general: list[str] = []
-        for path, message in err.fields.items():
-            key = tf.widget_for(path)
-            if key is None:
-                general.append(f"{path}: {message}")
-            elif key not in errors:  # the api saw that field empty, not as typed
-                placed[key] = f"{placed[key]}; {message}" if key in placed else message
-        st.session_state[ERRORS] = placed
-        if general or not placed:
-            st.session_state["e_general"] = (err, general)
+        ERRORS.refused(err, errors)
         return
     if errors:
         return
@@ -103,6 +83,17 @@ def save(editing: Any, overwrite: bool = False) -> None:
     )
     st.session_state["edit_id"] = saved.id
     st.session_state["e_loaded"] = None  # reload from what the api stored
+
+
+def namespace() -> str:
+    """Where a new task goes: the token's namespace, or default (as the api decides)."""
+    me = login.who()
+    return (me.namespace if me is not None else "") or DEFAULT_NAMESPACE
+
+
+def reload() -> None:
+    """Discard the form's edits: the next run loads the task as the api has it now."""
+    st.session_state["e_loaded"] = None
 
 
 if not login.can_edit():
@@ -130,7 +121,7 @@ if editing is not None:
 else:
     load(tf.defaults(datetime.now(UTC), zone()), "new")
 
-if editing is not None and editing.etag != st.session_state.get("e_etag") and not general_refusal():
+if editing is not None and editing.etag != st.session_state.get("e_etag") and not ERRORS.general_refusal():
     st.warning(
         "This task was changed by someone else since you opened it. Saving will ask whether to "
         "reload it or save your edits over it.",
@@ -147,51 +138,24 @@ flash = st.session_state.pop("e_flash", None)
 if flash:
     st.success(flash, icon=":material/check_circle:")
     st.page_link("views/tasks.py", label="Back to the task list", icon=":material/list:")
-general = st.session_state.get("e_general")
-if general:
-    refusal, items = general
-    if refusal.unreachable:
-        show_unreachable(refusal)
-    elif refusal.code == grpc.StatusCode.ABORTED and editing is not None:
-        st.error(
-            "Not saved: this task was changed by someone else since you opened it "
-            f"({refusal.message}). Your edits are still in the form. Reload the task to see the "
-            "current version (your edits are discarded), or save your edits over it.",
-            icon=":material/sync_problem:",
-        )
-        r1, r2, _ = st.columns([1, 1, 3])
-        if r1.button("Reload the task", key="e_reload", width="stretch"):
-            st.session_state["e_loaded"] = None
-            st.session_state.pop("e_general", None)
-            st.rerun()
-        r2.button(
-            "Overwrite with my edits",
-            key="e_overwrite",
-            width="stretch",
-            on_click=save,
-            args=(editing, True),
-        )
-    else:
-        st.error(
-            f"Not saved: {refusal.message}" + "".join(f"\n- {i}" for i in items), icon=":material/warning:"
-        )
+ERRORS.show_general("task", editing is not None, reload, save, (editing, True))
 
 st.subheader("Task")
 c1, c2 = st.columns([2, 3])
 c1.text_input("Name", key="e_name", max_chars=200, placeholder="nightly-report")
 with c1:
-    field_error("e_name")
+    ERRORS.show("e_name")
 c2.text_input(
     "Labels", key="e_labels", placeholder="team=ops, env=prod", help="key=value pairs, comma separated"
 )
 with c2:
-    field_error("e_labels")
+    ERRORS.show("e_labels")
 st.text_area("Description", key="e_desc", height=68)
-field_error("e_desc")
+ERRORS.show("e_desc")
 
 st.subheader("Schedule")
 kind = st.radio("Kind", [tf.RECURRING, tf.INTERVAL, tf.ONE_TIME], key="e_kind", horizontal=True)
-field_error("e_kind")
+ERRORS.show("e_kind")
 if kind == tf.RECURRING:
     s1, s2 = st.columns([2, 2])
     s1.text_input(
@@ -201,9 +165,9 @@ if kind == tf.RECURRING:
     )
     s2.selectbox("Time zone", fmt.time_zones(), key="e_tz")
     with s1:
-        field_error("e_cron")
+        ERRORS.show("e_cron")
     with s2:
-        field_error("e_tz")
+        ERRORS.show("e_tz")
 elif kind == tf.INTERVAL:
     s1, s2 = st.columns([2, 2])
     s1.number_input(
@@ -215,7 +179,7 @@ elif kind == tf.INTERVAL:
         "the stored one when editing)",
     )
     with s1:
-        field_error("e_every")
+        ERRORS.show("e_every")
 else:
     s1, s2, s3, s4 = st.columns([3, 2, 1, 3])
     s1.date_input("Date", key="e_date")
@@ -223,7 +187,7 @@ else:
     # Streamlit's time picker steps by a minute at least: the seconds are a field of their own.
     s3.number_input("Second", min_value=0, max_value=59, step=1, key="e_second")
     s4.selectbox("Time zone", fmt.time_zones(), key="e_tz")
-    field_error("e_time")
+    ERRORS.show("e_time")
 
 # The next fire times, from the api, whenever the schedule changes (each edit reruns the page).
 schedule = tf.schedule_of(current())
@@ -233,7 +197,7 @@ try:
 except ApiError as err:
     if err.unreachable:
         show_unreachable(err)
-    elif not any(st.session_state[ERRORS].get(k) for k in SCHEDULE_KEYS):  # said by its field
+    elif not ERRORS.any(*SCHEDULE_KEYS):  # said by its field
         st.error(
             f"Invalid schedule: {err.field_error('schedule') or err.message}", icon=":material/schedule:"
         )
@@ -254,16 +218,16 @@ if target == tf.HTTP:
     h2.text_input("URL", key="e_url", placeholder="https://example.com/hook")
     h3.number_input("Expected status", 0, 599, key="e_expected", help="0 = any 2xx")
     with h2:
-        field_error("e_url")
+        ERRORS.show("e_url")
     with h3:
-        field_error("e_expected")
+        ERRORS.show("e_expected")
     b1, b2 = st.columns(2)
     b1.text_area("Headers", key="e_headers", placeholder="Content-Type: application/json", height=100)
     b2.text_area("Body", key="e_body", height=100)
     with b1:
-        field_error("e_headers")
+        ERRORS.show("e_headers")
     with b2:
-        field_error("e_body")
+        ERRORS.show("e_body")
     b1.text_area(
         "Secret headers",
         key="e_secret_headers",
@@ -273,14 +237,14 @@ if target == tf.HTTP:
         "remove the line to remove the header.",
     )
     with b1:
-        field_error("e_secret_headers")
+        ERRORS.show("e_secret_headers")
 st.text_area(
     "Payload (JSON object)",
     key="e_payload",
     height=100,
     help="Recorded with each execution; a log target writes it to the execution's output",
 )
-field_error("e_payload")
+ERRORS.show("e_payload")
 
 st.subheader("Limits and retries")
 r1, r2, r3, r4, r5, r6 = st.columns(6)
@@ -305,7 +269,7 @@ for key, col in (
     ("e_jitter", r6),
 ):
     with col:
-        field_error(key)
+        ERRORS.show(key)
 
 st.subheader("Policies")
 o1, o2, o3, o4, o5, o6 = st.columns(6)
@@ -359,7 +323,9 @@ for key, col in (
     ("e_catch_up_window", o5),
 ):
     with col:
-        field_error(key)
+        ERRORS.show(key)
+
+alerts.policy_section(editing.namespace if editing is not None else namespace(), ERRORS)
 
 st.button(
     "Create task" if editing is None else "Save changes",

@@ -10,8 +10,8 @@ import streamlit as st
 from google.protobuf import json_format
 
 from schedcore import pb
+from ui import alerts, login
 from ui import format as fmt
-from ui import login
 from ui.client import ApiError
 from ui.common import api, page_guard, rows_key, show_unreachable, task_filter, task_name, zone
 from ui.paging import Pager
@@ -123,6 +123,7 @@ def detail(execution: pb.Execution) -> None:
     if execution.HasField("payload"):
         st.markdown("**Payload**")
         st.json(json_format.MessageToDict(execution.payload))
+    alerts.execution_notifications(execution)
     with st.expander("Whole record (JSON)"):
         st.json(json_format.MessageToJson(execution))
 
@@ -193,10 +194,14 @@ def listing() -> None:
 
 
 listing()
+if task_id:
+    alerts.notifications(task_id)
 
 st.divider()
-if "id" in st.query_params and "x_open" not in st.session_state:
-    st.session_state["x_open"] = st.query_params["id"]
+# `?id=`, or `?execution=` as a notification's link names it (DASHBOARD_URL, docs/alerts.md).
+linked = st.query_params.get("id") or st.query_params.get("execution")
+if linked and "x_open" not in st.session_state:
+    st.session_state["x_open"] = linked
 opened = st.text_input("Execution id", key="x_open", placeholder="click a row, or paste an id")
 if opened.strip():
     with page_guard():

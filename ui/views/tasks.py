@@ -7,8 +7,9 @@ import streamlit as st
 from google.protobuf import json_format
 
 from schedcore import pb
+from ui import alertform as af
+from ui import alerts, login
 from ui import format as fmt
-from ui import login
 from ui.client import ApiError
 from ui.common import api, page_guard, zone
 from ui.paging import Pager
@@ -108,6 +109,8 @@ st.markdown(
 )
 if task.description:
     st.caption(task.description)
+if task.HasField("alerts"):
+    st.caption(af.words(task.alerts, alerts.channel_labels(task.namespace)), help="docs/alerts.md")
 if task.pause_reason:
     st.warning(task.pause_reason.capitalize(), icon=":material/pause_circle:")
 
