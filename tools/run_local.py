@@ -123,10 +123,12 @@ def services() -> list[Service]:
     ui_port = env_int("UI_PORT", 8501)
     ui_env = {"API_ADDR": f"localhost:{api}"}
     executor_env = {"EXECUTOR_ALLOWED_CLIENTS": os.environ.get("EXECUTOR_ALLOWED_CLIENTS", "").strip() or "*"}
+    # Alert notifications link to the execution on this dashboard (docs/alerts.md).
+    links = {"DASHBOARD_URL": os.environ.get("DASHBOARD_URL", "").strip() or f"http://localhost:{ui_port}"}
     return [
-        Service("api", ["-m", "services.api"], "services/api/__main__.py", api),
+        Service("api", ["-m", "services.api"], "services/api/__main__.py", api, env=links),
         Service("scheduler", ["-m", "services.scheduler"], "services/scheduler/__main__.py", 50052,
-                replicas_env="SCHEDULER_REPLICAS"),
+                replicas_env="SCHEDULER_REPLICAS", env=links),
         Service("executor", ["-m", "services.executor"], "services/executor/__main__.py", 50053,
                 replicas_env="EXECUTOR_REPLICAS", env=executor_env),
         Service("ui", ui_args(ui_port), "ui/app.py", ui_port, ready="http", env=ui_env),
