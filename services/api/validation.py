@@ -117,11 +117,13 @@ def request_id(value: str) -> str:
 
 
 def page_size(value: int, path: str = "page_size", maximum: int = MAX_PAGE_SIZE) -> int:
+    """A List request's page size: 0 means the default, above `maximum` means `maximum`
+    (AIP-158: a client asking for more gets the most a page holds), negative is refused."""
     if value == 0:
         return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= maximum:
-        raise InvalidArgument.field(path, f"must be between 1 and {maximum}, got {value}")
-    return value
+    if value < 0:
+        raise InvalidArgument.field(path, f"must not be negative (0: {DEFAULT_PAGE_SIZE}), got {value}")
+    return min(value, maximum)
 
 
 def time_range(

@@ -139,6 +139,9 @@ def test_default_order_and_default_page_size(stub):
     page = stub.ListTasks(pb.ListTasksRequest(page_size=5), timeout=TIMEOUT)
     page2 = stub.ListTasks(pb.ListTasksRequest(page_size=7, page_token=page.next_page_token), timeout=TIMEOUT)
     assert [t.name for t in page2.tasks] == [f"t{i:03d}" for i in range(5, 12)]
+    # Asking for more than a page holds gets a whole page (AIP-158), not INVALID_ARGUMENT.
+    everything = stub.ListTasks(pb.ListTasksRequest(page_size=100_000), timeout=TIMEOUT)
+    assert len(everything.tasks) == 60 and everything.next_page_token == ""
 
 
 def test_empty_list(stub):

@@ -110,8 +110,9 @@ def test_pages_walk_every_notification_once(stub, alerts, rds: redis.Redis) -> N
     other = create(stub, cron_task("other"))
     first = list_page(alerts, task.id, size=2)
     invalid(lambda: list_page(alerts, other.id, token=first.next_page_token), "page_token")
-    invalid(lambda: list_page(alerts, task.id, size=201), "page_size")
+    invalid(lambda: list_page(alerts, task.id, size=-1), "page_size")
     assert len(list_page(alerts, task.id, size=200).notifications) == 8
+    assert len(list_page(alerts, task.id, size=201).notifications) == 8  # AIP-158: coerced
 
 
 def test_the_task_must_exist(alerts, rds: redis.Redis) -> None:

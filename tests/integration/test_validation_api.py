@@ -265,18 +265,8 @@ STATELESS_CASES: list[tuple[str, Callable[[object], object], str]] = [
         "page_size",
     ),
     (
-        "list-tasks-page-size-1001",
-        lambda s: s.ListTasks(pb.ListTasksRequest(page_size=1001), timeout=TIMEOUT),
-        "page_size",
-    ),
-    (
         "list-exec-page-size-neg",
         lambda s: s.ListExecutions(pb.ListExecutionsRequest(page_size=-1), timeout=TIMEOUT),
-        "page_size",
-    ),
-    (
-        "list-exec-page-size-1001",
-        lambda s: s.ListExecutions(pb.ListExecutionsRequest(page_size=1001), timeout=TIMEOUT),
         "page_size",
     ),
     (

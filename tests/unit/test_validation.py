@@ -419,11 +419,13 @@ def test_page_size_bounds() -> None:
     assert V.page_size(0) == V.DEFAULT_PAGE_SIZE == 50
     assert V.page_size(1) == 1
     assert V.page_size(1000) == 1000
-    for bad in (-1, 1001, 2**31 - 1):
+    assert V.page_size(1001) == V.page_size(2**31 - 1) == 1000  # AIP-158: coerced to the maximum
+    assert V.page_size(500, maximum=200) == 200
+    for bad in (-1, -(2**31)):
         with pytest.raises(InvalidArgument) as info:
             V.page_size(bad)
         assert info.value.violations[0].field == "page_size"
-        assert "between 1 and 1000" in info.value.violations[0].description
+        assert "must not be negative" in info.value.violations[0].description
 
 
 def test_preview_count_bounds() -> None:
