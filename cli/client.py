@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from schedcore import pb
-from schedcore.channels import ChannelSecurity, channel
+from schedcore.channels import API_OPTIONS, ChannelSecurity, channel
 from schedcore.settings import parse_bool
 
 DEFAULT_API = "localhost:50051"
@@ -60,7 +60,7 @@ class Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         tls: ChannelSecurity | None = None,
     ) -> None:
-        self.channel = channel(address, tls or ChannelSecurity(plaintext=False))
+        self.channel = channel(address, tls or ChannelSecurity(plaintext=False), API_OPTIONS)
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
         self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)

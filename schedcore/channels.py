@@ -7,17 +7,20 @@ certificate (mTLS). The files are read when the channel is made, so a channel ma
 certificate was renewed presents the new one.
 
 Every channel accepts messages as large as a server may send (GRPC_MAX_MESSAGE_BYTES, not gRPC's
-default of 4 MiB), so a List page that LIST_PAGE_MAX_BYTES lets past 4 MiB still arrives.
+default of 4 MiB), so a List page that LIST_PAGE_MAX_BYTES lets past 4 MiB still arrives; a
+channel to the api (API_OPTIONS) also retries the calls that only read on UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from schedcore import pb
 from schedcore.settings import GRPC_MAX_MESSAGE_BYTES, Settings, SettingsError
 from schedcore.tls import check_ca, check_key_pair
 
@@ -93,6 +96,44 @@ def _tls_options(target: str, options: Options, server_name: str) -> list[tuple[
     if server_name:
         out.append(("grpc.ssl_target_name_override", server_name))
     return out
+
+
+# Calls to the api that only read, by their names' first word: a client retries them by itself on
+# UNAVAILABLE (an api replica restarting, a connection reset by a rollout), as gRPC's retry
+# policy does it (A6: backoff with jitter, bounded attempts). Calls that write are not retried
+# here: CreateTask's request_id and the etags make a retry by the caller safe, not a blind one.
+READ_CALLS = ("Get", "List", "Preview", "WhoAmI")
+API_SERVICES = (
+    pb.task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    pb.auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    pb.audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    pb.alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"],
+)
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def api_service_config() -> str:
+    """The gRPC service config of a channel to the api: retry policy of the read calls."""
+    reads = [
+        {"service": service.full_name, "method": method.name}
+        for service in API_SERVICES
+        for method in service.methods
+        if method.name.startswith(READ_CALLS)
+    ]
+    return json.dumps({"methodConfig": [{"name": reads, "retryPolicy": RETRY_POLICY}]})
+
+
+# The options of every client channel to the api (schedctl, the dashboard).
+API_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", api_service_config()),
+)
 
 
 def aio_channel(

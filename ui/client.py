@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from schedcore import pb
-from schedcore.channels import ChannelSecurity, channel
+from schedcore.channels import API_OPTIONS, ChannelSecurity, channel
 from schedcore.errors import field_violations
 from schedcore.settings import parse_bool
 
@@ -92,7 +92,7 @@ class Api:
     ) -> None:
         self.addr = addr
         self.timeout_s = timeout_s
-        self.channel = channel(addr, security or api_security())
+        self.channel = channel(addr, security or api_security(), API_OPTIONS)
         self.stub = pb.task_service_grpc.TaskServiceStub(self.channel)
         self.auth = pb.auth_service_grpc.AuthServiceStub(self.channel)
         self.audit = pb.audit_service_grpc.AuditServiceStub(self.channel)
