@@ -8,7 +8,7 @@ from google.protobuf import json_format
 
 from schedcore import pb
 from ui import alertform as af
-from ui import alerts, login
+from ui import alerts, login, marks
 from ui import format as fmt
 from ui.client import ApiError
 from ui.common import api, page_guard, zone
@@ -113,6 +113,7 @@ if task.HasField("alerts"):
     st.caption(af.words(task.alerts, alerts.channel_labels(task.namespace)), help="docs/alerts.md")
 if task.pause_reason:
     st.warning(task.pause_reason.capitalize(), icon=":material/pause_circle:")
+marks.history(task.id)  # one call, for the picked task only: the rows show their last status
 
 
 def act(label: str, call, done: str) -> None:  # type: ignore[no-untyped-def]
