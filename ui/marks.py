@@ -53,14 +53,15 @@ def strip(executions: Sequence[pb.Execution], tz: str) -> str:
     return "".join(spans)
 
 
-def history(task_id: str, count: int = HISTORY) -> None:
-    """The marks of the task's last `count` executions, with a legend line of their statuses."""
+def history(task_id: str, count: int = HISTORY) -> list[pb.Execution]:
+    """The marks of the task's last `count` executions, with a legend line of their statuses;
+    returns those executions, newest first (none when the api refused)."""
     executions = recent(task_id, count)
     if executions is None:
-        return
+        return []
     if not executions:
         st.caption("No execution yet.")
-        return
+        return []
     tz = zone()
     counts: dict[str, int] = {}
     for e in executions:
@@ -71,3 +72,4 @@ def history(task_id: str, count: int = HISTORY) -> None:
         unsafe_allow_html=True,
         help="Hover a mark for its status, nominal time and duration",
     )
+    return executions

@@ -30,3 +30,53 @@ def test_the_picked_task_shows_its_last_runs_as_marks(api, stub, monkeypatch) ->
     at.selectbox(key="t_pick").select(quiet.id).run()
     assert marks_html(at) == ""
     assert "No execution yet." in texts(at)
+
+
+TASK = "views/task.py"
+
+
+def test_the_task_page_shows_schedule_policies_history_and_audit(api, stub, monkeypatch) -> None:
+    task = create(
+        stub,
+        cron_task(
+            "nightly",
+            expression="0 3 * * *",
+            retry_policy=pb.RetryPolicy(max_attempts=3),
+            pause_after_failures=5,
+        ),
+    )
+    stub.RunTask(pb.RunTaskRequest(id=task.id))
+    at = open_page(monkeypatch, api.target, TASK, id=task.id)
+    shown = texts(at)
+    assert "nightly" in [t.value for t in at.title]
+    assert "At 03:00 (UTC)" in shown and "Next runs:" in shown
+    assert "up to 3 attempts" in shown and "after 5 in a row" in shown and "No alerts." in shown
+    assert marks_html(at).count("■") == 1
+    frames = [f.value for f in at.dataframe]
+    assert any("Status" in f and list(f["Status"]) == ["pending"] for f in frames)  # its executions
+    assert any("Action" in f and "created task" in list(f["Action"]) for f in frames)  # its audit
+    assert "No alert was raised about this task" in shown  # its notifications (Executions' table)
+
+    at.button(key="tp_pause").click()
+    at.run()
+    assert helpers.get(stub, task.id).state == pb.TaskState.TASK_STATE_PAUSED
+    assert "Paused nightly." in texts(at)
+    at.button(key="tp_resume").click()
+    at.run()
+    assert helpers.get(stub, task.id).state == pb.TaskState.TASK_STATE_ACTIVE
+
+
+def test_the_task_page_says_when_the_task_is_gone(api, stub, monkeypatch) -> None:
+    at = open_page(monkeypatch, api.target, TASK, id="0123456789abcdef")
+    assert "No task `0123456789abcdef`" in texts(at)
+
+
+def test_clone_opens_the_edit_page_prefilled_as_a_new_task(api, stub, monkeypatch) -> None:
+    task = create(stub, cron_task("nightly", expression="0 3 * * *"))
+    at = open_page(monkeypatch, api.target, TASK, id=task.id)
+    at.button(key="tp_clone").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="e_name").value == "nightly (copy)"
+    assert at.text_input(key="e_cron").value == "0 3 * * *"
+    assert "Create a task" in [t.value for t in at.title]

@@ -145,9 +145,7 @@ if a3.button("Run now", icon=":material/bolt:", key="t_run", width="stretch", di
     act("Run now", lambda: api().run_task(task.id), f"Started a run of {task.name}; see Executions.")
 if a4.button("Delete", icon=":material/delete:", key="t_delete", width="stretch", disabled=read_only):
     st.session_state["t_confirm"] = task.id
-a5.page_link(
-    "views/executions.py", label="Executions", icon=":material/receipt_long:", query_params={"task": task.id}
-)
+a5.page_link("views/task.py", label="Task page", icon=":material/open_in_new:", query_params={"id": task.id})
 
 if st.session_state.get("t_confirm") == task.id:
     st.warning(
