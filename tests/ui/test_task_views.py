@@ -6,6 +6,7 @@ from schedcore import pb
 from tests.integration import helpers
 from tests.integration.helpers import create, cron_task
 from tests.ui.dash import open_page, texts
+from ui.common import rows_key
 
 TASKS = "views/tasks.py"
 api = helpers.api
@@ -80,3 +81,26 @@ def test_clone_opens_the_edit_page_prefilled_as_a_new_task(api, stub, monkeypatc
     assert at.text_input(key="e_name").value == "nightly (copy)"
     assert at.text_input(key="e_cron").value == "0 3 * * *"
     assert "Create a task" in [t.value for t in at.title]
+
+
+def test_bulk_pause_confirms_the_count_and_reports_each_failure(api, stub, monkeypatch) -> None:
+    made = [create(stub, cron_task(f"job-{i}")) for i in range(4)]
+    at = open_page(monkeypatch, api.target, TASKS)
+    at.session_state[rows_key("t_table", [t.id for t in made])] = {
+        "selection": {"rows": [0, 1, 2], "columns": []}
+    }
+    at.run()
+    assert "3 tasks selected" in texts(at)
+    at.button(key="t_bulk_pause").click()
+    at.run()
+    assert "Pause **3 tasks**?" in texts(at)
+    stub.DeleteTask(pb.DeleteTaskRequest(id=made[1].id))  # gone before the confirmation
+    at.button(key="t_bulk_yes").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    states = {t.name: helpers.get(stub, t.id).state for t in (made[0], made[2], made[3])}
+    paused, active = pb.TaskState.TASK_STATE_PAUSED, pb.TaskState.TASK_STATE_ACTIVE
+    assert states == {"job-0": paused, "job-2": paused, "job-3": active}
+    shown = texts(at)
+    assert "Paused 2 of 3 tasks." in shown
+    assert f"job-1 (`{made[1].id}`): NOT_FOUND" in shown

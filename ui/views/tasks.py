@@ -8,10 +8,10 @@ from google.protobuf import json_format
 
 from schedcore import pb
 from ui import alertform as af
-from ui import alerts, login, marks
+from ui import alerts, bulk, login, marks
 from ui import format as fmt
 from ui.client import ApiError
-from ui.common import api, page_guard, zone
+from ui.common import api, page_guard, rows_key, zone
 from ui.paging import Pager
 
 STATES = {"All": 0, "Active": 1, "Paused": 2, "Completed": 3}
@@ -75,8 +75,8 @@ event = st.dataframe(
     table,
     hide_index=True,
     on_select="rerun",
-    selection_mode="single-row",
-    key="t_table",
+    selection_mode="multi-row",  # one row: that task below; several: the bulk actions
+    key=rows_key("t_table", list(tasks)),  # another page's rows start unselected
     column_config={
         "Name": st.column_config.TextColumn(width=140),
         "State": st.column_config.TextColumn(width=65),
@@ -89,11 +89,13 @@ event = st.dataframe(
 )
 # Below the table: the table's toolbar, which shows above its top right corner, covered Next.
 pager.controls(reply.next_page_token, len(reply.tasks), total)
-picked_rows = event.selection.rows if event is not None else []
+picked_rows = list(event.selection.rows) if event is not None else []
 ids = list(tasks)
-if picked_rows and st.session_state.get("t_last_row") != picked_rows[0]:
-    st.session_state["t_pick"] = ids[picked_rows[0]]
-st.session_state["t_last_row"] = picked_rows[0] if picked_rows else None
+bulk.report()
+bulk.bar([tasks[ids[row]] for row in picked_rows])
+if picked_rows and st.session_state.get("t_last_row") != picked_rows[-1]:
+    st.session_state["t_pick"] = ids[picked_rows[-1]]  # the row clicked last
+st.session_state["t_last_row"] = picked_rows[-1] if picked_rows else None
 if st.session_state.get("t_pick") not in tasks:
     st.session_state["t_pick"] = ids[0]
 
