@@ -104,3 +104,12 @@ def test_bulk_pause_confirms_the_count_and_reports_each_failure(api, stub, monke
     shown = texts(at)
     assert "Paused 2 of 3 tasks." in shown
     assert f"job-1 (`{made[1].id}`): NOT_FOUND" in shown
+
+
+def test_the_last_status_column_is_coloured_by_status(api, stub, monkeypatch) -> None:
+    task = create(stub, cron_task("ran"))
+    stub.RunTask(pb.RunTaskRequest(id=task.id))
+    at = open_page(monkeypatch, api.target, TASKS)
+    [frame] = at.dataframe
+    assert list(frame.value["Last status"]) == ["pending"]
+    assert "color: #6c8ebf" in frame.proto.arrow_data.styler.styles  # the styles travel with the table

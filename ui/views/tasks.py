@@ -71,8 +71,15 @@ table = pd.DataFrame(
 )
 # Fixed widths that fit a 1,400 px window: a long schedule or URL is cut in its own column instead
 # of pushing the labels off the table. The id is in the picker below, with the whole task.
+
+
+def _status_color(label: str) -> str:
+    color = fmt.STATUS_COLORS.get(label)
+    return f"color: {color}; font-weight: 600" if color else ""
+
+
 event = st.dataframe(
-    table,
+    table.style.map(_status_color, subset=["Last status"]),  # the last run's status in its colour
     hide_index=True,
     on_select="rerun",
     selection_mode="multi-row",  # one row: that task below; several: the bulk actions
