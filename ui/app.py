@@ -26,6 +26,8 @@ pages = [
     st.Page("views/executions.py", title="Executions", icon=":material/receipt_long:"),
     st.Page("views/channels.py", title="Channels", icon=":material/notifications:"),
     st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
+    # One task, at /task?id=<task id>: reached from the task list and Executions, not the menu.
+    st.Page("views/task.py", title="Task", icon=":material/task:", url_path="task", visibility="hidden"),
 ]
 access = st.Page("views/access.py", title="Access", icon=":material/key:")
 known = login.who()

@@ -36,6 +36,23 @@ STATE_LABELS = {
     pb.TaskState.TASK_STATE_PAUSED: "paused",
     pb.TaskState.TASK_STATE_COMPLETED: "completed",
 }
+# An audit event's action in words (Audit trail, a task's page).
+AUDIT_ACTIONS = {
+    pb.AuditAction.AUDIT_ACTION_CREATE_TASK: "created task",
+    pb.AuditAction.AUDIT_ACTION_UPDATE_TASK: "updated task",
+    pb.AuditAction.AUDIT_ACTION_DELETE_TASK: "deleted task",
+    pb.AuditAction.AUDIT_ACTION_PAUSE_TASK: "paused task",
+    pb.AuditAction.AUDIT_ACTION_RESUME_TASK: "resumed task",
+    pb.AuditAction.AUDIT_ACTION_RUN_TASK: "ran task",
+    pb.AuditAction.AUDIT_ACTION_BACKFILL_TASK: "backfilled task",
+    pb.AuditAction.AUDIT_ACTION_RERUN_EXECUTION: "reran execution",
+    pb.AuditAction.AUDIT_ACTION_CANCEL_EXECUTION: "cancelled execution",
+    pb.AuditAction.AUDIT_ACTION_CREATE_TOKEN: "created token",
+    pb.AuditAction.AUDIT_ACTION_REVOKE_TOKEN: "revoked token",
+    pb.AuditAction.AUDIT_ACTION_CREATE_CHANNEL: "created channel",
+    pb.AuditAction.AUDIT_ACTION_UPDATE_CHANNEL: "updated channel",
+    pb.AuditAction.AUDIT_ACTION_DELETE_CHANNEL: "deleted channel",
+}
 # Streamlit's Material icons render in any browser (emoji need a font the machine may lack).
 STATUS_ICONS = {
     "succeeded": ":green[:material/check_circle:]",

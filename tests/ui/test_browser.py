@@ -282,3 +282,26 @@ def test_the_task_forms_alerts_in_the_browser(dashboard: str, api, stub) -> None
         expect(page.get_by_text("Created task")).to_be_visible()
     [task] = list_all_tasks(stub)
     assert task.alerts == pb.AlertPolicy(channel_ids=[ops.id], consecutive_failures=3)
+
+
+def test_a_task_page_deep_link_survives_sign_in(secured_dashboard: str, secured: ServiceThread) -> None:
+    from playwright.sync_api import expect
+
+    with grpc.insecure_channel(secured.target) as channel:
+        task = (
+            pb.task_service_grpc.TaskServiceStub(channel)
+            .CreateTask(
+                pb.CreateTaskRequest(task=cron_task("nightly", expression="0 3 * * *")),
+                timeout=helpers.TIMEOUT,
+                metadata=(("authorization", f"Bearer {BOOTSTRAP}"),),
+            )
+            .task
+        )
+    with chromium_page() as page:
+        page.goto(f"{secured_dashboard}/task?id={task.id}")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.get_by_label("API token").fill(BOOTSTRAP)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="nightly")).to_be_visible()
+        expect(page.get_by_text("Next runs:")).to_be_visible()
+        assert page.url.endswith(f"/task?id={task.id}"), page.url

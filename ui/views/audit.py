@@ -5,28 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from schedcore import pb
 from ui import alerts
 from ui import format as fmt
 from ui.common import api, page_guard, task_filter, task_label, zone
 from ui.paging import Pager
-
-ACTIONS = {
-    pb.AuditAction.AUDIT_ACTION_CREATE_TASK: "created task",
-    pb.AuditAction.AUDIT_ACTION_UPDATE_TASK: "updated task",
-    pb.AuditAction.AUDIT_ACTION_DELETE_TASK: "deleted task",
-    pb.AuditAction.AUDIT_ACTION_PAUSE_TASK: "paused task",
-    pb.AuditAction.AUDIT_ACTION_RESUME_TASK: "resumed task",
-    pb.AuditAction.AUDIT_ACTION_RUN_TASK: "ran task",
-    pb.AuditAction.AUDIT_ACTION_BACKFILL_TASK: "backfilled task",
-    pb.AuditAction.AUDIT_ACTION_RERUN_EXECUTION: "reran execution",
-    pb.AuditAction.AUDIT_ACTION_CANCEL_EXECUTION: "cancelled execution",
-    pb.AuditAction.AUDIT_ACTION_CREATE_TOKEN: "created token",
-    pb.AuditAction.AUDIT_ACTION_REVOKE_TOKEN: "revoked token",
-    pb.AuditAction.AUDIT_ACTION_CREATE_CHANNEL: "created channel",
-    pb.AuditAction.AUDIT_ACTION_UPDATE_CHANNEL: "updated channel",
-    pb.AuditAction.AUDIT_ACTION_DELETE_CHANNEL: "deleted channel",
-}
 
 
 def channel_label(channel_id: str, labels: dict[str, str]) -> str:
@@ -60,7 +42,7 @@ st.dataframe(
             {
                 "Time": fmt.ts(e.time, tz),
                 "Who": e.actor or "(anonymous)",
-                "Action": ACTIONS.get(e.action, "?"),
+                "Action": fmt.AUDIT_ACTIONS.get(e.action, "?"),
                 "Task": task_label(e.task_id),
                 "Channel": channel_label(e.channel_id, channels),
                 "Namespace": e.namespace,

@@ -96,6 +96,16 @@ def reload() -> None:
     st.session_state["e_loaded"] = None
 
 
+def cloned(task_id: str) -> dict[str, Any]:
+    """A new task's form filled from task `task_id` (the task page's Clone). Secret header values
+    and signing secrets are not copied: the api never returns them."""
+    with page_guard():
+        source = api().get_task(task_id)
+    values = tf.from_task(source, datetime.now(UTC))
+    values.update(e_name=f"{source.name} (copy)", e_secret_headers="", e_signing=0)
+    return values
+
+
 if not login.can_edit():
     st.title("Create a task")
     st.info(
@@ -116,8 +126,12 @@ if edit_id:
                 raise
             st.warning(f"Task `{edit_id}` cannot be edited: {err.message}. Starting a new task instead.")
             st.session_state.pop("edit_id", None)
+clone_id = st.session_state.get("e_clone") if editing is None else None
 if editing is not None:
+    st.session_state.pop("e_clone", None)
     load(tf.from_task(editing, datetime.now(UTC)), editing.id, editing.etag)
+elif clone_id:
+    load(cloned(clone_id), ("clone", clone_id))
 else:
     load(tf.defaults(datetime.now(UTC), zone()), "new")
 
@@ -131,6 +145,7 @@ head, new = st.columns([5, 1])
 head.title(f"Edit {editing.name}" if editing is not None else "Create a task")
 if editing is not None and new.button("New task", icon=":material/add:", width="stretch"):
     st.session_state.pop("edit_id", None)
+    st.session_state.pop("e_clone", None)
     st.query_params.clear()
     st.session_state["e_loaded"] = None
     st.rerun()

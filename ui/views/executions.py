@@ -78,6 +78,12 @@ def detail(execution: pb.Execution) -> None:
         pb.ExecutionTrigger.EXECUTION_TRIGGER_RERUN: f"rerun of `{execution.rerun_of}`",
     }.get(execution.trigger, "scheduled")
     st.markdown(f"Task **{task_name(execution.task_id)}** (`{execution.task_id}`) · {made_by}")
+    st.page_link(
+        "views/task.py",
+        label="Open the task",
+        icon=":material/open_in_new:",
+        query_params={"id": execution.task_id},
+    )
     m = st.columns(5)
     m[0].metric("Status", label)
     m[1].metric("Attempt", execution.attempt or 1)

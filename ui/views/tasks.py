@@ -8,10 +8,10 @@ from google.protobuf import json_format
 
 from schedcore import pb
 from ui import alertform as af
-from ui import alerts, login
+from ui import alerts, bulk, login, marks
 from ui import format as fmt
 from ui.client import ApiError
-from ui.common import api, page_guard, zone
+from ui.common import api, page_guard, rows_key, zone
 from ui.paging import Pager
 
 STATES = {"All": 0, "Active": 1, "Paused": 2, "Completed": 3}
@@ -71,12 +71,19 @@ table = pd.DataFrame(
 )
 # Fixed widths that fit a 1,400 px window: a long schedule or URL is cut in its own column instead
 # of pushing the labels off the table. The id is in the picker below, with the whole task.
+
+
+def _status_color(label: str) -> str:
+    color = fmt.STATUS_COLORS.get(label)
+    return f"color: {color}; font-weight: 600" if color else ""
+
+
 event = st.dataframe(
-    table,
+    table.style.map(_status_color, subset=["Last status"]),  # the last run's status in its colour
     hide_index=True,
     on_select="rerun",
-    selection_mode="single-row",
-    key="t_table",
+    selection_mode="multi-row",  # one row: that task below; several: the bulk actions
+    key=rows_key("t_table", list(tasks)),  # another page's rows start unselected
     column_config={
         "Name": st.column_config.TextColumn(width=140),
         "State": st.column_config.TextColumn(width=65),
@@ -89,11 +96,13 @@ event = st.dataframe(
 )
 # Below the table: the table's toolbar, which shows above its top right corner, covered Next.
 pager.controls(reply.next_page_token, len(reply.tasks), total)
-picked_rows = event.selection.rows if event is not None else []
+picked_rows = list(event.selection.rows) if event is not None else []
 ids = list(tasks)
-if picked_rows and st.session_state.get("t_last_row") != picked_rows[0]:
-    st.session_state["t_pick"] = ids[picked_rows[0]]
-st.session_state["t_last_row"] = picked_rows[0] if picked_rows else None
+bulk.report()
+bulk.bar([tasks[ids[row]] for row in picked_rows])
+if picked_rows and st.session_state.get("t_last_row") != picked_rows[-1]:
+    st.session_state["t_pick"] = ids[picked_rows[-1]]  # the row clicked last
+st.session_state["t_last_row"] = picked_rows[-1] if picked_rows else None
 if st.session_state.get("t_pick") not in tasks:
     st.session_state["t_pick"] = ids[0]
 
@@ -113,6 +122,7 @@ if task.HasField("alerts"):
     st.caption(af.words(task.alerts, alerts.channel_labels(task.namespace)), help="docs/alerts.md")
 if task.pause_reason:
     st.warning(task.pause_reason.capitalize(), icon=":material/pause_circle:")
+marks.history(task.id)  # one call, for the picked task only: the rows show their last status
 
 
 def act(label: str, call, done: str) -> None:  # type: ignore[no-untyped-def]
@@ -144,9 +154,7 @@ if a3.button("Run now", icon=":material/bolt:", key="t_run", width="stretch", di
     act("Run now", lambda: api().run_task(task.id), f"Started a run of {task.name}; see Executions.")
 if a4.button("Delete", icon=":material/delete:", key="t_delete", width="stretch", disabled=read_only):
     st.session_state["t_confirm"] = task.id
-a5.page_link(
-    "views/executions.py", label="Executions", icon=":material/receipt_long:", query_params={"task": task.id}
-)
+a5.page_link("views/task.py", label="Task page", icon=":material/open_in_new:", query_params={"id": task.id})
 
 if st.session_state.get("t_confirm") == task.id:
     st.warning(
