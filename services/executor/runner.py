@@ -3,7 +3,9 @@ WorkResult carrying times, the executor's id and the lease token.
 
 An attempt's task cancelled ends it one of two ways, told apart by `cancel_reason`: CANCELLED
 (final, not retryable) when the scheduler asked for it (a CancelAttempt), else PENDING (handed
-back: the executor is shutting down). A timeout is neither: it ends TIMED_OUT."""
+back: the executor is shutting down). A timeout is neither: it ends TIMED_OUT. An attempt the
+scheduler asked to stop that ends otherwise than SUCCEEDED (its target failed as the cancel tore
+its connection down) ends CANCELLED too."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ DEFAULT_TIMEOUT_S = 60.0
 # before the runner cancels it.
 OWN_TIMEOUT_MARGIN_S = 10.0
 PENDING = pb.ExecutionStatus.EXECUTION_STATUS_PENDING
+SUCCEEDED = pb.ExecutionStatus.EXECUTION_STATUS_SUCCEEDED
 TIMED_OUT = pb.ExecutionStatus.EXECUTION_STATUS_TIMED_OUT
 CANCELLED = pb.ExecutionStatus.EXECUTION_STATUS_CANCELLED
 
@@ -131,6 +134,14 @@ class Runner:
         with tracing.attempt(item) as span:
             try:
                 outcome = await self._run(item, start)
+                reason = cancel_reason() if cancel_reason is not None else None
+                if reason is not None and outcome.status != SUCCEEDED:
+                    # Stopped, but the target saw its own end first (the cancel tore down its
+                    # connection: "server disconnected"): it ended because it was cancelled.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        task.uncancel()
+                    outcome = cancelled_outcome(reason)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None:

@@ -110,7 +110,15 @@ def test_command_work_runs_only_on_the_executor_that_enables_it(bare_suite: Suit
     wait_for(lambda: bool(rds_capability(s)), timeout=15)
     commands = [s.create(f"cmd {i}", every_second(), command("-c", PRINT_MARKER)) for i in range(3)]
     logs = [s.create(f"log {i}", every_second()) for i in range(12)]
-    time.sleep(4)
+
+    def both_ran() -> bool:
+        """Six command runs, and log runs on both executors: which executor takes a log run is
+        the dispatcher's choice by credits, so it is waited for, not timed."""
+        done = [e for t in commands for e in s.executions(t.id) if e.status in TERMINAL]
+        took_logs = {e.executor for t in logs for e in s.executions(t.id) if e.status in TERMINAL}
+        return len(done) >= 6 and took_logs == {"plain", "capable"}
+
+    wait_for(both_ran, timeout=20, interval=0.5)
     for task in [*commands, *logs]:
         s.stub.PauseTask(pb.PauseTaskRequest(id=task.id))
     time.sleep(1)
